@@ -1,0 +1,1 @@
+fn main() { eprintln!("quorate-chaos: the chaos harness is not built yet (see issue 6)"); std::process::exit(2); }

@@ -1,0 +1,11 @@
+//! Raft: openraft's type configuration, TCP transport, durable log, state machine, snapshots.
+
+pub mod app;
+pub mod codec;
+pub mod log_store;
+pub mod network;
+pub mod snapshot;
+pub mod state_machine;
+pub mod types;
+
+pub use types::{Raft, TypeConfig};

@@ -1,0 +1,503 @@
+//! Raft RPC over TCP: the client side (openraft's `RaftNetworkV2`) and the server side.
+//!
+//! One TCP connection per openraft client object (openraft keeps one per replication stream
+//! and one for votes), reused across RPCs and re-dialled with jittered backoff after a
+//! failure. Every connection starts with a `Hello` naming the cluster and both node ids, so a
+//! node of another cluster, or a stray client, is dropped before it reaches Raft.
+//! Requests on a connection are answered in order, one at a time.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{AnyError, OptionalSend, RaftNetworkV2};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tokio::io::BufReader;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::consensus::codec::{self, CodecError, SNAPSHOT_CHUNK_BYTES};
+use crate::consensus::snapshot::MAX_SNAPSHOT_BYTES;
+use crate::consensus::types::{Raft, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
+use crate::types::NodeId;
+use crate::util::RateLimitedLog;
+
+/// How long a dial may take before the peer counts as unreachable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a new connection has to introduce itself.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Inbound Raft connections accepted at once (each openraft peer uses a handful).
+pub const MAX_INBOUND_CONNECTIONS: usize = 64;
+/// First and largest wait before re-dialling a peer that could not be reached.
+pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// Timeout for each snapshot chunk round trip.
+pub const SNAPSHOT_CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A stable 64-bit id for a cluster name (FNV-1a): carried in hellos and heartbeats so two
+/// clusters sharing a network never talk to each other.
+pub fn cluster_id(name: &str) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in name.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+pub enum RpcRequest {
+    Hello { cluster_id: u64, from: NodeId, to: NodeId },
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<TypeConfig>),
+    PreVote(VoteRequest<TypeConfig>),
+    TransferLeader(TransferLeaderRequest<TypeConfig>),
+    SnapshotChunk { offset: u64, total: u64, data: Vec<u8> },
+    SnapshotDone { vote: Vote, meta: SnapshotMeta },
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+pub enum RpcResponse {
+    HelloOk,
+    Append(AppendEntriesResponse<TypeConfig>),
+    Vote(VoteResponse<TypeConfig>),
+    TransferLeader(TransferLeaderResponse<TypeConfig>),
+    ChunkOk,
+    Snapshot(SnapshotResponse<TypeConfig>),
+    /// The request was understood but could not be served (the message says why).
+    Refused(String),
+}
+
+/// Counters for the Raft transport (exported by /metrics).
+#[derive(Default, Debug)]
+pub struct NetStats {
+    pub frames_rejected: AtomicU64,
+    pub handshakes_rejected: AtomicU64,
+    pub connections_rejected: AtomicU64,
+    pub dial_failures: AtomicU64,
+}
+
+/// Static facts the transport needs.
+#[derive(Clone)]
+pub struct NetParams {
+    pub cluster_id: u64,
+    pub local: NodeId,
+    /// Raft address of every member (by id).
+    pub peers: Arc<HashMap<NodeId, SocketAddr>>,
+    pub stats: Arc<NetStats>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client side
+
+pub struct NetworkFactory {
+    params: NetParams,
+}
+
+impl NetworkFactory {
+    pub fn new(params: NetParams) -> Self {
+        NetworkFactory { params }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &openraft::BasicNode) -> PeerClient {
+        // Config is the source of truth for addresses; the membership's copy is a fallback.
+        let addr = self
+            .params
+            .peers
+            .get(&target)
+            .copied()
+            .or_else(|| node.addr.parse().ok());
+        PeerClient {
+            params: self.params.clone(),
+            target,
+            addr,
+            conn: None,
+            next_dial: None,
+            backoff: RECONNECT_BACKOFF_MIN,
+        }
+    }
+}
+
+struct Conn {
+    r: BufReader<OwnedReadHalf>,
+    w: OwnedWriteHalf,
+}
+
+pub struct PeerClient {
+    params: NetParams,
+    target: NodeId,
+    addr: Option<SocketAddr>,
+    conn: Option<Conn>,
+    /// After a failed dial, no new dial before this instant (jittered exponential backoff), so
+    /// a dead peer costs one refused dial per backoff period, not one per RPC.
+    next_dial: Option<Instant>,
+    backoff: Duration,
+}
+
+fn unreachable<E: std::fmt::Display>(what: E) -> RPCError<TypeConfig> {
+    RPCError::Unreachable(Unreachable::new(&AnyError::error(what.to_string())))
+}
+
+fn network_err<E: std::fmt::Display>(what: E) -> RPCError<TypeConfig> {
+    RPCError::Network(NetworkError::new(&AnyError::error(what.to_string())))
+}
+
+impl PeerClient {
+    async fn dial(&mut self) -> Result<Conn, RPCError<TypeConfig>> {
+        let addr = self
+            .addr
+            .ok_or_else(|| unreachable(format!("no raft address known for node {}", self.target)))?;
+        if let Some(t) = self.next_dial {
+            if Instant::now() < t {
+                return Err(unreachable(format!("node {} at {addr}: backing off after a failed dial", self.target)));
+            }
+        }
+        let res = async {
+            let s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+                .await
+                .map_err(|_| format!("dial {addr} timed out after {CONNECT_TIMEOUT:?}"))?
+                .map_err(|e| format!("dial {addr}: {e}"))?;
+            s.set_nodelay(true).map_err(|e| e.to_string())?;
+            let (r, w) = s.into_split();
+            let mut conn = Conn {
+                r: BufReader::new(r),
+                w,
+            };
+            let hello = RpcRequest::Hello {
+                cluster_id: self.params.cluster_id,
+                from: self.params.local,
+                to: self.target,
+            };
+            let reply = tokio::time::timeout(HELLO_TIMEOUT, exchange(&mut conn, &hello))
+                .await
+                .map_err(|_| format!("handshake with {addr} timed out"))?
+                .map_err(|e| format!("handshake with {addr}: {e}"))?;
+            match reply {
+                RpcResponse::HelloOk => Ok(conn),
+                RpcResponse::Refused(why) => Err(format!("node {} refused the handshake: {why}", self.target)),
+                other => Err(format!("unexpected handshake reply {other:?}")),
+            }
+        }
+        .await;
+        match res {
+            Ok(c) => {
+                self.next_dial = None;
+                self.backoff = RECONNECT_BACKOFF_MIN;
+                Ok(c)
+            }
+            Err(e) => {
+                self.params.stats.dial_failures.fetch_add(1, Ordering::Relaxed);
+                let jitter = rand::thread_rng().gen_range(0.5..1.5);
+                self.next_dial = Some(Instant::now() + self.backoff.mul_f64(jitter));
+                self.backoff = (self.backoff * 2).min(RECONNECT_BACKOFF_MAX);
+                Err(unreachable(e))
+            }
+        }
+    }
+
+    /// Sends one request and waits for its response within `timeout`; any failure drops the
+    /// connection (a half-read frame would desynchronise the stream).
+    async fn call(&mut self, req: &RpcRequest, timeout: Duration) -> Result<RpcResponse, RPCError<TypeConfig>> {
+        let mut conn = match self.conn.take() {
+            Some(c) => c,
+            None => self.dial().await?,
+        };
+        match tokio::time::timeout(timeout, exchange(&mut conn, req)).await {
+            Ok(Ok(RpcResponse::Refused(why))) => {
+                self.conn = Some(conn);
+                Err(network_err(format!("node {} refused: {why}", self.target)))
+            }
+            Ok(Ok(resp)) => {
+                self.conn = Some(conn);
+                Ok(resp)
+            }
+            Ok(Err(e)) => Err(network_err(format!("rpc to node {}: {e}", self.target))),
+            Err(_) => Err(network_err(format!("rpc to node {} timed out after {timeout:?}", self.target))),
+        }
+    }
+}
+
+async fn exchange(conn: &mut Conn, req: &RpcRequest) -> Result<RpcResponse, CodecError> {
+    codec::write_frame(&mut conn.w, req).await?;
+    match codec::read_frame(&mut conn.r).await? {
+        Some(r) => Ok(r),
+        None => Err(CodecError::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "peer closed the connection",
+        ))),
+    }
+}
+
+fn unexpected(resp: RpcResponse) -> RPCError<TypeConfig> {
+    network_err(format!("unexpected response {resp:?}"))
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(&RpcRequest::Append(rpc), option.hard_ttl()).await? {
+            RpcResponse::Append(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(&RpcRequest::Vote(rpc), option.hard_ttl()).await? {
+            RpcResponse::Vote(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The default pre-vote answers "granted" locally, which would make pre-vote useless: a
+    /// partitioned node would still bump terms. Ask the peer for real.
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(&RpcRequest::PreVote(rpc), option.hard_ttl()).await? {
+            RpcResponse::Vote(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The default fails, which would make every leadership transfer silently do nothing.
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(&RpcRequest::TransferLeader(req), option.hard_ttl()).await? {
+            RpcResponse::TransferLeader(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl std::future::Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let data = snapshot.snapshot.into_inner();
+        let total = data.len() as u64;
+        let meta = snapshot.meta;
+        let send = async {
+            let mut offset = 0usize;
+            loop {
+                let end = (offset + SNAPSHOT_CHUNK_BYTES).min(data.len());
+                let req = RpcRequest::SnapshotChunk {
+                    offset: offset as u64,
+                    total,
+                    data: data[offset..end].to_vec(),
+                };
+                match self.call(&req, SNAPSHOT_CHUNK_TIMEOUT).await? {
+                    RpcResponse::ChunkOk => {}
+                    other => return Err(unexpected(other)),
+                }
+                offset = end;
+                if offset >= data.len() {
+                    break;
+                }
+            }
+            match self.call(&RpcRequest::SnapshotDone { vote, meta }, SNAPSHOT_CHUNK_TIMEOUT).await? {
+                RpcResponse::Snapshot(r) => Ok(r),
+                other => Err(unexpected(other)),
+            }
+        };
+        tokio::pin!(cancel);
+        tokio::select! {
+            closed = &mut cancel => Err(StreamingError::Closed(closed)),
+            res = send => res.map_err(|e| match e {
+                RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+                RPCError::Timeout(t) => StreamingError::Timeout(t),
+                RPCError::Network(n) => StreamingError::Network(n),
+                RPCError::RemoteError(r) => StreamingError::Network(NetworkError::new(&AnyError::error(r.to_string()))),
+            }),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server side
+
+/// Accepts Raft connections until the task is dropped.
+pub async fn serve(listener: TcpListener, raft: Raft, params: NetParams) {
+    let permits = Arc::new(Semaphore::new(MAX_INBOUND_CONNECTIONS));
+    let log = Arc::new(RateLimitedLog::new(Duration::from_secs(10)));
+    loop {
+        let (stream, peer_addr) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                log.warn("raft-accept", format_args!("raft listener accept failed: {e}"));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            params.stats.connections_rejected.fetch_add(1, Ordering::Relaxed);
+            log.warn(
+                "raft-conn-limit",
+                format_args!("refusing raft connection from {peer_addr}: {MAX_INBOUND_CONNECTIONS} connections open (limit)"),
+            );
+            continue;
+        };
+        let raft = raft.clone();
+        let params = params.clone();
+        let log = log.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle_conn(stream, raft, &params).await {
+                params.stats.frames_rejected.fetch_add(1, Ordering::Relaxed);
+                log.warn("raft-conn", format_args!("raft connection from {peer_addr} dropped: {e}"));
+            }
+            drop(permit);
+        });
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("{0}")]
+    Codec(#[from] CodecError),
+    #[error("handshake: {0}")]
+    Handshake(String),
+    #[error("no hello within {HELLO_TIMEOUT:?}")]
+    HelloTimeout,
+}
+
+async fn handle_conn(stream: TcpStream, raft: Raft, params: &NetParams) -> Result<(), ConnError> {
+    let _ = stream.set_nodelay(true);
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    let hello: Option<RpcRequest> = tokio::time::timeout(HELLO_TIMEOUT, codec::read_frame(&mut r))
+        .await
+        .map_err(|_| ConnError::HelloTimeout)??;
+    match hello {
+        None => return Ok(()),
+        Some(RpcRequest::Hello { cluster_id, from, to }) => {
+            let problem = if cluster_id != params.cluster_id {
+                Some("the peer belongs to another cluster (cluster name differs)".to_string())
+            } else if to != params.local {
+                Some(format!("the peer dialled node {to} but this is node {}", params.local))
+            } else if !params.peers.contains_key(&from) {
+                Some(format!("node {from} is not in this node's peer list"))
+            } else {
+                None
+            };
+            if let Some(p) = problem {
+                params.stats.handshakes_rejected.fetch_add(1, Ordering::Relaxed);
+                let _ = codec::write_frame(&mut w, &RpcResponse::Refused(p.clone())).await;
+                return Err(ConnError::Handshake(p));
+            }
+            codec::write_frame(&mut w, &RpcResponse::HelloOk).await?;
+        }
+        Some(other) => return Err(ConnError::Handshake(format!("expected hello, got {}", variant_name(&other)))),
+    }
+
+    // Snapshot chunks of one transfer arrive in order on one connection.
+    let mut snapshot_buf: Vec<u8> = Vec::new();
+    loop {
+        let Some(req) = codec::read_frame::<_, RpcRequest>(&mut r).await? else {
+            return Ok(());
+        };
+        let resp = match req {
+            RpcRequest::Hello { .. } => RpcResponse::Refused("duplicate hello".into()),
+            RpcRequest::Append(rpc) => match raft.append_entries(rpc).await {
+                Ok(x) => RpcResponse::Append(x),
+                Err(e) => RpcResponse::Refused(e.to_string()),
+            },
+            RpcRequest::Vote(rpc) => match raft.vote(rpc).await {
+                Ok(x) => RpcResponse::Vote(x),
+                Err(e) => RpcResponse::Refused(e.to_string()),
+            },
+            RpcRequest::PreVote(rpc) => match raft.pre_vote(rpc).await {
+                Ok(x) => RpcResponse::Vote(x),
+                Err(e) => RpcResponse::Refused(e.to_string()),
+            },
+            RpcRequest::TransferLeader(rpc) => match raft.handle_transfer_leader(rpc).await {
+                Ok(x) => RpcResponse::TransferLeader(x),
+                Err(e) => RpcResponse::Refused(e.to_string()),
+            },
+            RpcRequest::SnapshotChunk { offset, total, data } => {
+                if total > MAX_SNAPSHOT_BYTES {
+                    snapshot_buf = Vec::new();
+                    RpcResponse::Refused(format!("snapshot of {total} bytes exceeds the {MAX_SNAPSHOT_BYTES}-byte limit"))
+                } else if offset != snapshot_buf.len() as u64 {
+                    if offset == 0 {
+                        snapshot_buf.clear();
+                        snapshot_buf.extend_from_slice(&data);
+                        RpcResponse::ChunkOk
+                    } else {
+                        snapshot_buf = Vec::new();
+                        RpcResponse::Refused(format!("snapshot chunk at offset {offset} out of order"))
+                    }
+                } else if offset + data.len() as u64 > total {
+                    snapshot_buf = Vec::new();
+                    RpcResponse::Refused("snapshot chunk runs past the announced size".into())
+                } else {
+                    snapshot_buf.extend_from_slice(&data);
+                    RpcResponse::ChunkOk
+                }
+            }
+            RpcRequest::SnapshotDone { vote, meta } => {
+                let data = std::mem::take(&mut snapshot_buf);
+                let snapshot = Snapshot {
+                    meta,
+                    snapshot: std::io::Cursor::new(data),
+                };
+                match raft.install_full_snapshot(vote, snapshot).await {
+                    Ok(x) => RpcResponse::Snapshot(x),
+                    Err(e) => RpcResponse::Refused(e.to_string()),
+                }
+            }
+        };
+        codec::write_frame(&mut w, &resp).await?;
+    }
+}
+
+fn variant_name(r: &RpcRequest) -> &'static str {
+    match r {
+        RpcRequest::Hello { .. } => "hello",
+        RpcRequest::Append(_) => "append",
+        RpcRequest::Vote(_) => "vote",
+        RpcRequest::PreVote(_) => "pre-vote",
+        RpcRequest::TransferLeader(_) => "transfer-leader",
+        RpcRequest::SnapshotChunk { .. } => "snapshot-chunk",
+        RpcRequest::SnapshotDone { .. } => "snapshot-done",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_ids_differ_by_name() {
+        assert_ne!(cluster_id("a"), cluster_id("b"));
+        assert_eq!(cluster_id("demo"), cluster_id("demo"));
+    }
+}

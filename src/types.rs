@@ -1,0 +1,66 @@
+//! Small vocabulary types shared by every layer (config, heartbeat, cluster, policy).
+
+use serde::{Deserialize, Serialize};
+
+/// A node's identity in the cluster (config `[node] id`).
+pub type NodeId = u64;
+
+/// The fencing token: +1 at every promotion, committed before the promote hook runs.
+pub type Epoch = u64;
+
+/// What a member is allowed to do in the cluster.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    /// Votes and may become primary.
+    Voter,
+    /// Votes but never campaigns and never becomes primary.
+    Witness,
+    /// Receives the replicated state, never votes.
+    Learner,
+}
+
+impl NodeRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::Voter => "voter",
+            NodeRole::Witness => "witness",
+            NodeRole::Learner => "learner",
+        }
+    }
+
+    /// Voters and witnesses vote in Raft; learners do not.
+    pub fn votes(self) -> bool {
+        matches!(self, NodeRole::Voter | NodeRole::Witness)
+    }
+
+    /// Only voters may hold the primary role.
+    pub fn may_be_primary(self) -> bool {
+        matches!(self, NodeRole::Voter)
+    }
+}
+
+impl std::fmt::Display for NodeRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The protected service's health as the monitor hook last saw it on a node.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ResourceHealth {
+    /// No monitor result yet (or no monitor hook configured).
+    #[default]
+    Unknown,
+    Healthy,
+    /// The monitor failed `failure_threshold` times in a row.
+    Unhealthy,
+}
+
+impl ResourceHealth {
+    /// Unknown counts as healthy for candidacy: a cluster without a monitor hook still fails over.
+    pub fn is_usable(self) -> bool {
+        !matches!(self, ResourceHealth::Unhealthy)
+    }
+}
