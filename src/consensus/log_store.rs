@@ -377,7 +377,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let keep_until = last_log_id.map(|id| id.index + 1).unwrap_or(0);
-        lock(&self.inner)?.truncate(keep_until)?;
+        {
+            let mut log = lock(&self.inner)?;
+            // Nothing stored at or after `keep_until`: truncation is a no-op (raft-log would
+            // look up the entry before `keep_until`, which may not exist).
+            let last = log.log_state().last().map(|l| l.index);
+            match last {
+                Some(last) if last >= keep_until => {
+                    log.truncate(keep_until)?;
+                }
+                _ => return Ok(()),
+            }
+        }
         self.flush_and_wait().await
     }
 
@@ -417,6 +428,33 @@ mod tests {
         let huge = (u32::MAX).to_be_bytes();
         let err = StoredPayload::decode(huge.as_slice()).unwrap_err();
         assert!(err.to_string().contains("corrupt"), "{err}");
+    }
+
+    struct SuiteBuilder;
+
+    impl openraft::testing::log::StoreBuilder<TypeConfig, LogStore, crate::consensus::state_machine::StateMachineStore, tempfile::TempDir>
+        for SuiteBuilder
+    {
+        async fn build(
+            &self,
+        ) -> Result<
+            (tempfile::TempDir, LogStore, crate::consensus::state_machine::StateMachineStore),
+            openraft::StorageError<TypeConfig>,
+        > {
+            use openraft::errors::ErrorSource;
+            let err = |e: String| openraft::StorageError::read(openraft::impls::BoxedErrorSource::from_string(e));
+            let dir = tempfile::tempdir().map_err(|e| err(e.to_string()))?;
+            let log = LogStore::open(&dir.path().join("log")).map_err(|e| err(e.to_string()))?;
+            let sm = crate::consensus::state_machine::StateMachineStore::open(dir.path().join("snapshot"))
+                .map_err(|e| err(e.to_string()))?;
+            Ok((dir, log, sm))
+        }
+    }
+
+    /// openraft's own storage conformance suite, run against the raft-log adapter.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn openraft_storage_suite_passes() {
+        openraft::testing::log::Suite::test_all(SuiteBuilder).await.unwrap();
     }
 
     #[test]
