@@ -1,5 +1,14 @@
 //! quorate: a high-availability cluster manager (see DESIGN.md for the map).
 
+pub mod api;
+pub mod cli_table;
+pub mod client;
+pub mod cluster;
+pub mod config;
 pub mod consensus;
+pub mod datadir;
+pub mod heartbeat;
+pub mod node;
+pub mod resource;
 pub mod types;
 pub mod util;

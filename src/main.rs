@@ -1,1 +1,223 @@
-fn main(){}
+//! The `quorate` command line: the daemon (`run`) and the operator's client commands.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use quorate::api::status::NodeStatus;
+use quorate::client::Client;
+use quorate::config::Config;
+
+const DEFAULT_API: &str = "127.0.0.1:7401";
+
+#[derive(Parser)]
+#[command(
+    name = "quorate",
+    version,
+    about = "High-availability cluster manager: Raft-agreed primary, fencing, supervised failback",
+    long_about = "quorate runs one daemon per node. The nodes exchange UDP heartbeats, agree through Raft on \
+which node is the primary, run your hooks to promote and demote the protected service, fail over on their \
+own, and bring the primary home only under your supervision.\n\n\
+Start a node with `quorate run --config FILE`; inspect it with `quorate status`."
+)]
+struct Cli {
+    /// API address of the node to talk to (client commands).
+    #[arg(long, global = true, env = "QUORATE_API", default_value = DEFAULT_API, value_name = "ADDR")]
+    api: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon for one node (foreground; stops gracefully on SIGTERM/SIGINT).
+    Run {
+        /// The node's TOML config file.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// Override the config's data_dir.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Log format on stderr.
+        #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+        log_format: LogFormat,
+    },
+    /// Show every node: role, Raft state, term, heartbeat state and lag.
+    Status {
+        /// Print the raw status documents as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a node's config file; exits 0 when valid, 1 with every problem otherwise.
+    Check {
+        /// The TOML file to check.
+        file: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("QUORATE_LOG").unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    rt.block_on(async_main(cli))
+}
+
+async fn async_main(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Run {
+            config,
+            data_dir,
+            log_format,
+        } => {
+            init_logging(log_format);
+            run_daemon(config, data_dir).await
+        }
+        Command::Status { json } => status(&cli.api, json).await,
+        Command::Config {
+            command: ConfigCommand::Check { file, json },
+        } => config_check(&file, json),
+    }
+}
+
+async fn run_daemon(path: PathBuf, data_dir: Option<PathBuf>) -> ExitCode {
+    let mut config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: invalid config\n{e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Some(d) = data_dir {
+        config.data_dir = d;
+    }
+    let span = tracing::info_span!("node", id = config.node.id);
+    let _enter = span.enter();
+    let running = match quorate::node::RunningNode::start(config).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}
+
+fn config_check(file: &std::path::Path, json: bool) -> ExitCode {
+    match Config::load(file) {
+        Ok(c) => {
+            let hook_problems = c.check_hooks();
+            if json {
+                let v = serde_json::json!({
+                    "file": file.display().to_string(),
+                    "valid": true,
+                    "warnings": hook_problems.iter().map(|p| serde_json::json!({"key": p.key, "message": p.message, "fix": p.fix})).collect::<Vec<_>>(),
+                });
+                println!("{v}");
+            } else {
+                println!("{}: ok ({})", file.display(), c.summary());
+                for p in hook_problems {
+                    println!("warning: {}: {}: {}; fix: {}", file.display(), p.key, p.message, p.fix);
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            if json {
+                let v = serde_json::json!({
+                    "file": file.display().to_string(),
+                    "valid": false,
+                    "problems": e.problems.iter().map(|p| serde_json::json!({"key": p.key, "message": p.message, "fix": p.fix})).collect::<Vec<_>>(),
+                });
+                println!("{v}");
+            } else {
+                eprintln!("{e}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn status(api: &str, json: bool) -> ExitCode {
+    let client = Client::new(api, quorate::client::REQUEST_TIMEOUT);
+    let local: NodeStatus = match client.get_json("/v1/status").await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    // Ask every peer too, concurrently, with a short timeout: a dead node must not stall the table.
+    let mut fetches = Vec::new();
+    for p in &local.peers {
+        let addr = p.api.clone();
+        fetches.push(tokio::spawn(async move {
+            let c = Client::new(&addr, std::time::Duration::from_secs(2));
+            c.get_json::<NodeStatus>("/v1/status").await.ok()
+        }));
+    }
+    let mut all = vec![local.clone()];
+    for f in fetches {
+        if let Ok(Some(s)) = f.await {
+            all.push(s);
+        }
+    }
+    if json {
+        let v = serde_json::json!({ "queried": api, "nodes": all, "unreachable": local.peers.iter().filter(|p| !all.iter().any(|s| s.node_id == p.id)).map(|p| p.id).collect::<Vec<_>>() });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
+    print!("{}", quorate::cli_table::status_table(&local, &all));
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,43 @@
+#!/bin/sh
+# marker.sh — a stand-in quorate hook that only records that it ran.
+#
+# Appends one line to the file named by $QUORATE_MARKER_LOG (nothing happens when it is
+# unset or empty):
+#     <CLOCK_MONOTONIC ns> <node> <event> <epoch>
+# - time: $QUORATE_MONOTONIC_NS, which the daemon exports to every hook as the hook's start
+#   time on CLOCK_MONOTONIC in nanoseconds (comparable across the nodes of one machine,
+#   immune to wall-clock steps). POSIX sh cannot read CLOCK_MONOTONIC itself, so when the
+#   variable is missing (script run by hand) it falls back to `date +%s%N`, which is wall
+#   clock and must not be compared with monotonic values.
+# - node: $QUORATE_NODE ("-" if unset); epoch: $QUORATE_EPOCH ("-" if unset).
+# - event: $1 when given, else $QUORATE_HOOK (promote|demote|monitor|fence|rejoin),
+#   else "unknown".
+#
+# Exit status is 0, except for the test switches:
+# - monitor exits 1 while the file named by $QUORATE_MONITOR_FAIL_FILE exists;
+# - fence exits 1 while the file named by $QUORATE_FENCE_FAIL_FILE exists.
+# The line is written before a failing exit, so failed calls are recorded too.
+
+event=${1:-${QUORATE_HOOK:-unknown}}
+
+if [ -n "${QUORATE_MARKER_LOG:-}" ]; then
+    now=${QUORATE_MONOTONIC_NS:-$(date +%s%N)}
+    # One short printf to a file opened for append: a single write, so lines from
+    # concurrent hooks on several nodes do not interleave.
+    printf '%s %s %s %s\n' "$now" "${QUORATE_NODE:--}" "$event" "${QUORATE_EPOCH:--}" \
+        >>"$QUORATE_MARKER_LOG"
+fi
+
+case $event in
+    monitor)
+        if [ -n "${QUORATE_MONITOR_FAIL_FILE:-}" ] && [ -e "$QUORATE_MONITOR_FAIL_FILE" ]; then
+            exit 1
+        fi
+        ;;
+    fence)
+        if [ -n "${QUORATE_FENCE_FAIL_FILE:-}" ] && [ -e "$QUORATE_FENCE_FAIL_FILE" ]; then
+            exit 1
+        fi
+        ;;
+esac
+exit 0

@@ -1,0 +1,311 @@
+//! `/v1/kv/{key}`: the replicated key-value store over HTTP.
+//!
+//! Writes go through Raft and are acknowledged only once committed and applied. A follower
+//! forwards writes and linearizable reads to the leader itself (the client never has to
+//! chase the leader); a node that knows no leader, or cannot reach a quorum in
+//! `WRITE_TIMEOUT`, answers 503 with `Retry-After`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Json, Response};
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::kv::{self, Condition, KvCommand, KvEntry, KvError, KvResult};
+use crate::config::parse_duration;
+use crate::consensus::app::{AppRequest, AppResponse};
+use crate::node::{Node, ProposeError};
+
+/// Marks a request already forwarded once, so two nodes that disagree about the leader can
+/// never bounce a request between them forever.
+pub const FORWARDED_HEADER: &str = "x-quorate-forwarded";
+/// Longest blocking watch a client may ask for.
+pub const MAX_WATCH: Duration = Duration::from_secs(300);
+/// Default page size for prefix listings.
+pub const DEFAULT_LIST_LIMIT: usize = 100;
+
+#[derive(Deserialize, Default)]
+pub struct KvQuery {
+    if_revision: Option<u64>,
+    if_epoch: Option<u64>,
+    stale: Option<bool>,
+    wait: Option<u64>,
+    timeout: Option<String>,
+    prefix: Option<bool>,
+    limit: Option<usize>,
+    start_after: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct KvItem {
+    pub key: String,
+    pub value: String,
+    pub encoding: String,
+    pub create_revision: u64,
+    pub mod_revision: u64,
+    pub version: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct KvList {
+    pub items: Vec<KvItem>,
+    pub more: bool,
+    /// Pass as `start_after` to get the next page.
+    pub next_start_after: Option<String>,
+    pub revision: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct WriteReply {
+    pub revision: u64,
+}
+
+fn item(key: &str, e: &KvEntry) -> KvItem {
+    let (value, encoding) = kv::encode_value_for_json(&e.value);
+    KvItem {
+        key: key.to_string(),
+        value,
+        encoding: encoding.to_string(),
+        create_revision: e.create_revision,
+        mod_revision: e.mod_revision,
+        version: e.version,
+    }
+}
+
+pub fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    let body = serde_json::json!({ "error": msg.into() });
+    let mut r = (status, Json(body)).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+    }
+    r
+}
+
+fn kv_error_status(e: &KvError) -> StatusCode {
+    match e {
+        KvError::ValueTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        KvError::KeyTooLong { .. } | KvError::BadKey { .. } | KvError::InvalidLimits { .. } => StatusCode::BAD_REQUEST,
+        KvError::CasConflict { .. } | KvError::EpochMismatch { .. } => StatusCode::CONFLICT,
+        KvError::NotFound { .. } => StatusCode::NOT_FOUND,
+        KvError::TooManyKeys { .. } | KvError::RevisionExhausted { .. } => StatusCode::INSUFFICIENT_STORAGE,
+    }
+}
+
+/// Forwards the request to the leader's API, or answers 503 when there is nowhere to go.
+async fn forward_or_unavailable(
+    node: &Node,
+    leader: Option<u64>,
+    method: Method,
+    key: &str,
+    raw_query: Option<&str>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
+    if headers.contains_key(FORWARDED_HEADER) {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "leadership is changing (request was already forwarded once); retry shortly",
+        );
+    }
+    let Some(addr) = leader.filter(|l| *l != node.id()).and_then(|l| node.api_addr_of(l)) else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no leader known: an election is in progress or this node is cut off from the majority; retry shortly",
+        );
+    };
+    let url = match raw_query {
+        Some(q) => format!("http://{addr}/v1/kv/{key}?{q}"),
+        None => format!("http://{addr}/v1/kv/{key}"),
+    };
+    let client = match reqwest::Client::builder().no_proxy().timeout(crate::node::WRITE_TIMEOUT + Duration::from_secs(1)).build() {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot build forwarding client: {e}")),
+    };
+    let mut req = client.request(method, url).header(FORWARDED_HEADER, node.id().to_string()).body(body);
+    if let Some(a) = headers.get("authorization") {
+        req = req.header("authorization", a.clone());
+    }
+    match req.send().await {
+        Ok(resp) => {
+            let status = resp.status();
+            let retry = resp.headers().get("retry-after").cloned();
+            let bytes = resp.bytes().await.unwrap_or_default();
+            let mut r = (status, bytes).into_response();
+            r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+            if let Some(v) = retry {
+                r.headers_mut().insert("retry-after", v);
+            }
+            r
+        }
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the leader (node {}) did not answer: {e}; retry shortly", leader.unwrap_or_default()),
+        ),
+    }
+}
+
+fn propose_error(e: ProposeError) -> Response {
+    match e {
+        ProposeError::NotLeader { .. } => error(StatusCode::SERVICE_UNAVAILABLE, "leadership changed; retry shortly"),
+        ProposeError::Timeout(_) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        ProposeError::Unknown(_) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        ProposeError::Fatal(_) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+async fn write(node: Arc<Node>, cmd: KvCommand, method: Method, key: String, q: Option<String>, headers: HeaderMap, body: Bytes) -> Response {
+    match node.propose(AppRequest::Kv(cmd)).await {
+        Ok((AppResponse::Kv(KvResult::Ok { revision, .. }), _)) => (StatusCode::OK, Json(WriteReply { revision })).into_response(),
+        Ok((AppResponse::Kv(KvResult::Failed(e)), _)) => error(kv_error_status(&e), e.to_string()),
+        Ok((other, _)) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected apply result {other:?}")),
+        Err(ProposeError::NotLeader { leader }) => {
+            forward_or_unavailable(&node, leader, method, &key, q.as_deref(), &headers, body).await
+        }
+        Err(e) => propose_error(e),
+    }
+}
+
+fn condition(q: &KvQuery) -> Condition {
+    Condition {
+        if_mod_revision: q.if_revision,
+        if_value: None,
+        if_epoch: q.if_epoch,
+    }
+}
+
+/// Checks what can be checked before proposing, so bad input never reaches the log.
+fn precheck(node: &Node, key: &str, value_len: Option<usize>) -> Result<(), Response> {
+    let limits = node.sm.read().map(|s| s.app.kv.limits()).map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    kv::check_key(key, limits.max_key_bytes).map_err(|e| error(kv_error_status(&e), e.to_string()))?;
+    if let Some(len) = value_len {
+        if len > limits.max_value_bytes {
+            return Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("value of {len} bytes exceeds the {}-byte limit (storage.max_value_bytes); store large blobs elsewhere and keep a reference here", limits.max_value_bytes),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub async fn put(
+    State(node): State<Arc<Node>>,
+    Path(key): Path<String>,
+    Query(q): Query<KvQuery>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = precheck(&node, &key, Some(body.len())) {
+        return r;
+    }
+    let cmd = KvCommand::Put {
+        key: key.clone(),
+        value: body.to_vec(),
+        condition: condition(&q),
+    };
+    write(node, cmd, Method::PUT, key, uri.query().map(str::to_string), headers, body).await
+}
+
+pub async fn delete(
+    State(node): State<Arc<Node>>,
+    Path(key): Path<String>,
+    Query(q): Query<KvQuery>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = precheck(&node, &key, None) {
+        return r;
+    }
+    let cmd = KvCommand::Delete {
+        key: key.clone(),
+        condition: condition(&q),
+    };
+    write(node, cmd, Method::DELETE, key, uri.query().map(str::to_string), headers, Bytes::new()).await
+}
+
+pub async fn get(
+    State(node): State<Arc<Node>>,
+    Path(key): Path<String>,
+    Query(q): Query<KvQuery>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let stale = q.stale.unwrap_or(false);
+    if !stale {
+        if let Err(e) = node.linearizable_barrier().await {
+            return match e {
+                ProposeError::NotLeader { leader } => {
+                    forward_or_unavailable(&node, leader, Method::GET, &key, uri.query(), &headers, Bytes::new()).await
+                }
+                e => propose_error(e),
+            };
+        }
+    }
+    if q.prefix.unwrap_or(false) {
+        return list(&node, &key, &q);
+    }
+    if let Err(r) = precheck(&node, &key, None) {
+        return r;
+    }
+    if let Some(rev) = q.wait {
+        let timeout = match q.timeout.as_deref().map(parse_duration) {
+            None => Duration::from_secs(30),
+            Some(Ok(d)) => d.min(MAX_WATCH),
+            Some(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("bad timeout: {e}; use e.g. timeout=30s")),
+        };
+        wait_for_change(&node, &key, rev, timeout).await;
+    }
+    let st = match node.sm.read() {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let revision = st.app.kv.revision();
+    match st.app.kv.get(&key) {
+        Some(e) => {
+            let mut r = Json(item(&key, e)).into_response();
+            if let Ok(v) = HeaderValue::from_str(&revision.to_string()) {
+                r.headers_mut().insert("x-quorate-revision", v);
+            }
+            r
+        }
+        None => error(StatusCode::NOT_FOUND, format!("key {key:?} not found")),
+    }
+}
+
+/// Blocks until the key's mod revision exceeds `rev` or `timeout` passes (Consul-style).
+async fn wait_for_change(node: &Node, key: &str, rev: u64, timeout: Duration) {
+    let mut applied = node.sm.subscribe_applied();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let changed = node.sm.read().map(|s| s.app.kv.changed_since(key, rev)).unwrap_or(true);
+        if changed {
+            return;
+        }
+        match tokio::time::timeout_at(deadline, applied.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => return,
+        }
+    }
+}
+
+fn list(node: &Node, prefix: &str, q: &KvQuery) -> Response {
+    let limit = q.limit.unwrap_or(DEFAULT_LIST_LIMIT).min(kv::MAX_LIST_PAGE);
+    let st = match node.sm.read() {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let (entries, more) = st.app.kv.list(prefix, q.start_after.as_deref(), limit);
+    let items: Vec<KvItem> = entries.into_iter().map(|(k, e)| item(k, e)).collect();
+    let next_start_after = if more { items.last().map(|i| i.key.clone()) } else { None };
+    Json(KvList {
+        items,
+        more,
+        next_start_after,
+        revision: st.app.kv.revision(),
+    })
+    .into_response()
+}

@@ -1,0 +1,49 @@
+//! `/v1/status`: what this node knows about itself and the cluster. Shared by the server (which
+//! builds it) and the CLI (which parses it), so the two can never drift apart.
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::NodeId;
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct NodeStatus {
+    pub cluster: String,
+    pub node_id: NodeId,
+    /// Member role from config: voter | witness | learner.
+    pub role: String,
+    /// Raft server state: leader | follower | candidate | learner | shutdown.
+    pub raft_state: String,
+    pub term: u64,
+    pub leader_id: Option<NodeId>,
+    pub membership: Membership,
+    pub committed_index: u64,
+    pub applied_index: u64,
+    pub last_log_index: u64,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+    /// Milliseconds since a quorum last acknowledged this leader (leader only).
+    pub quorum_ack_age_ms: Option<u64>,
+    pub uptime_ms: u64,
+    pub peers: Vec<PeerStatus>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct Membership {
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PeerStatus {
+    pub id: NodeId,
+    pub role: String,
+    pub api: String,
+    /// alive | suspect | dead | unknown (never heard).
+    pub heartbeat: String,
+    pub last_seen_ms: Option<u64>,
+    pub rtt_ms: Option<f64>,
+    /// Highest log index known replicated to this peer (only on the leader).
+    pub matched_index: Option<u64>,
+    /// The peer's own applied index, from its last heartbeat.
+    pub applied_index: Option<u64>,
+}

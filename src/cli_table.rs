@@ -1,0 +1,60 @@
+//! Human tables for the CLI (pure string building, unit-tested).
+
+use crate::api::status::NodeStatus;
+
+/// The `quorate status` table: one row per configured node, as seen from `local` plus each
+/// node's own report when it answered.
+pub fn status_table(local: &NodeStatus, all: &[NodeStatus]) -> String {
+    let mut ids: Vec<u64> = local.peers.iter().map(|p| p.id).collect();
+    ids.push(local.node_id);
+    ids.sort_unstable();
+    let leader_last = all
+        .iter()
+        .find(|s| s.raft_state == "leader")
+        .map(|s| s.last_log_index);
+    let mut rows = vec![[
+        "NODE".to_string(),
+        "ROLE".into(),
+        "RAFT".into(),
+        "TERM".into(),
+        "HEARTBEAT".into(),
+        "APPLIED".into(),
+        "LAG".into(),
+    ]];
+    for id in ids {
+        let own = all.iter().find(|s| s.node_id == id);
+        let peer = local.peers.iter().find(|p| p.id == id);
+        let role = own
+            .map(|s| s.role.clone())
+            .or_else(|| peer.map(|p| p.role.clone()))
+            .unwrap_or_default();
+        let hb = if id == local.node_id {
+            "self".to_string()
+        } else {
+            peer.map(|p| p.heartbeat.clone()).unwrap_or_default()
+        };
+        let (raft, term, applied) = match own {
+            Some(s) => (s.raft_state.clone(), s.term.to_string(), s.applied_index.to_string()),
+            None => ("unreachable".into(), "-".into(), "-".into()),
+        };
+        let lag = match (leader_last, own) {
+            (Some(l), Some(s)) => l.saturating_sub(s.applied_index).to_string(),
+            _ => "-".into(),
+        };
+        let marker = if id == local.node_id { "*" } else { "" };
+        rows.push([format!("{id}{marker}"), role, raft, term, hb, applied, lag]);
+    }
+    let mut widths = [0usize; 7];
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.len());
+        }
+    }
+    let mut out = format!("cluster {}  (queried node {}, marked *)\n", local.cluster, local.node_id);
+    for r in rows {
+        let line: Vec<String> = r.iter().enumerate().map(|(i, c)| format!("{:<w$}", c, w = widths[i])).collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,932 @@
+//! Resolution (text → typed values, relative → absolute paths, profile + overrides) and the
+//! cross-field rules. Every check pushes a `Problem` and carries on, so one run reports all.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::schema::{DurationText, RawConfig, RawPeer};
+use super::{
+    defaults, format_duration, parse_duration, ApiConfig, Config, FailbackConfig, FencingMode,
+    Listen, NodeSection, Peer, Problem, ResourceConfig, StorageConfig, Timing, DEFAULT_PRIORITY,
+    MAX_CLUSTER_NAME_LEN, MAX_CONFIG_DURATION, MAX_COUNT_SETTING, MAX_HEARTBEAT_LINKS, MAX_PEERS,
+    MAX_VALUE_BYTES_LIMIT,
+};
+use crate::types::NodeId;
+
+/// Collects problems while turning raw text into typed values.
+struct Checker {
+    /// Folder of the config file: relative paths in the file resolve against it.
+    base: PathBuf,
+    problems: Vec<Problem>,
+}
+
+/// Who uses an address: a bind address may be unspecified (0.0.0.0), an advertised one
+/// (a `[[peer]]` entry, which other nodes connect to) may not.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AddrUse {
+    Bind,
+    Advertised,
+}
+
+impl Checker {
+    fn push(&mut self, key: impl Into<String>, message: impl Into<String>, fix: impl Into<String>) {
+        self.problems.push(Problem::new(key, message, fix));
+    }
+
+    /// `None` (and a problem) when the text is not a positive duration of at most
+    /// MAX_CONFIG_DURATION.
+    fn duration(
+        &mut self,
+        key: &str,
+        text: Option<&DurationText>,
+        default: Duration,
+    ) -> Option<Duration> {
+        let Some(DurationText(text)) = text else {
+            return Some(default);
+        };
+        match parse_duration(text) {
+            Err(why) => {
+                self.push(
+                    key,
+                    why,
+                    "write a duration such as \"150ms\", \"1.5s\" or \"2m\"",
+                );
+                None
+            }
+            Ok(d) if d.is_zero() => {
+                self.push(
+                    key,
+                    "must be greater than zero",
+                    format!(
+                        "remove the key to use the default ({}) or give a positive duration",
+                        format_duration(default)
+                    ),
+                );
+                None
+            }
+            Ok(d) if d > MAX_CONFIG_DURATION => {
+                self.push(
+                    key,
+                    format!(
+                        "{} is longer than the {} allowed",
+                        format_duration(d),
+                        format_duration(MAX_CONFIG_DURATION)
+                    ),
+                    format!(
+                        "check the unit (ms, s, m, h); the default is {}",
+                        format_duration(default)
+                    ),
+                );
+                None
+            }
+            Ok(d) => Some(d),
+        }
+    }
+
+    fn addr(&mut self, key: &str, text: &str, usage: AddrUse) -> Option<SocketAddr> {
+        let addr: SocketAddr = match text.trim().parse() {
+            Ok(a) => a,
+            Err(_) => {
+                let looks_like_host =
+                    text.chars().any(|c| c.is_ascii_alphabetic()) && !text.contains('[');
+                let message = if looks_like_host {
+                    format!("\"{text}\" is not an IP:port address (host names are not resolved)")
+                } else {
+                    format!("\"{text}\" is not an IP:port address")
+                };
+                self.push(
+                    key,
+                    message,
+                    "write an IP address and port, such as \"127.0.0.1:7411\" or \"[::1]:7411\"",
+                );
+                return None;
+            }
+        };
+        if addr.port() == 0 {
+            self.push(
+                key,
+                format!(
+                    "\"{text}\" has port 0, which lets the system pick a port nobody else knows"
+                ),
+                "choose a fixed port, the same in [listen] and in this node's [[peer]] entry",
+            );
+            return None;
+        }
+        if usage == AddrUse::Advertised && addr.ip().is_unspecified() {
+            self.push(
+                key,
+                format!("\"{text}\" is not an address other nodes can connect to"),
+                "write the IP other nodes reach this member at; only [listen] may use 0.0.0.0 or [::]",
+            );
+            return None;
+        }
+        Some(addr)
+    }
+
+    fn path(&mut self, key: &str, text: &str) -> Option<PathBuf> {
+        if text.trim().is_empty() {
+            self.push(
+                key,
+                "is empty",
+                "give a path, absolute or relative to the config file's folder",
+            );
+            return None;
+        }
+        if text.starts_with('~') {
+            self.push(
+                key,
+                format!("\"{text}\" starts with ~, which is not expanded"),
+                "write an absolute path, or one relative to the config file's folder",
+            );
+            return None;
+        }
+        let path = Path::new(text);
+        Some(if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base.join(path)
+        })
+    }
+
+    fn optional_path(&mut self, key: &str, text: Option<&String>) -> Option<PathBuf> {
+        text.and_then(|t| self.path(key, t))
+    }
+
+    /// The value (or default); a problem when it is outside `min..=MAX_COUNT_SETTING`.
+    fn count(&mut self, key: &str, value: Option<u32>, default: u32, min: u32) -> u32 {
+        let value = value.unwrap_or(default);
+        if value < min || value > MAX_COUNT_SETTING {
+            self.push(
+                key,
+                format!("is {value}, outside the allowed {min}..={MAX_COUNT_SETTING}"),
+                format!("set a value from {min} to {MAX_COUNT_SETTING} (default {default})"),
+            );
+        }
+        value
+    }
+}
+
+/// A `[[peer]]` entry with possibly unparsable addresses (`None`, already reported).
+struct PeerDraft {
+    id: NodeId,
+    role: crate::types::NodeRole,
+    priority: Option<u32>,
+    raft: Option<SocketAddr>,
+    heartbeat: Vec<Option<SocketAddr>>,
+    api: Option<SocketAddr>,
+}
+
+/// Turns the raw file into a `Config`, or returns every problem found.
+pub(super) fn build(raw: RawConfig, source: PathBuf) -> Result<Config, Vec<Problem>> {
+    let base = source.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut c = Checker {
+        base,
+        problems: Vec::new(),
+    };
+
+    check_cluster_name(&mut c, &raw.cluster);
+    let data_dir = c.path("data_dir", &raw.data_dir);
+    let secret_file = c.optional_path("secret_file", raw.secret_file.as_ref());
+
+    if raw.node.id == 0 {
+        c.push(
+            "node.id",
+            "is 0; node ids start at 1",
+            "give this node a unique id of 1 or more",
+        );
+    }
+    let node = NodeSection {
+        id: raw.node.id,
+        role: raw.node.role,
+        priority: raw.node.priority.unwrap_or(DEFAULT_PRIORITY),
+    };
+    let listen_raft = c.addr("listen.raft", &raw.listen.raft.0, AddrUse::Bind);
+    let listen_heartbeat = c.addr("listen.heartbeat", &raw.listen.heartbeat.0, AddrUse::Bind);
+    let listen_api = c.addr("listen.api", &raw.listen.api.0, AddrUse::Bind);
+    check_listen_distinct(
+        &mut c,
+        [
+            ("raft", listen_raft),
+            ("heartbeat", listen_heartbeat),
+            ("api", listen_api),
+        ],
+    );
+
+    let drafts: Vec<PeerDraft> = raw
+        .peers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| draft_peer(&mut c, i, p))
+        .collect();
+    let self_index = check_membership(&mut c, &node, &drafts, raw.preferred_primary);
+    if let Some((s, entry)) = self_index.and_then(|s| drafts.get(s).map(|d| (s, d))) {
+        check_self_entry(
+            &mut c,
+            &node,
+            s,
+            entry,
+            [listen_raft, listen_heartbeat, listen_api],
+        );
+    }
+
+    let timing = resolve_timing(&mut c, &raw);
+    let resource = resolve_resource(&mut c, &raw);
+    let failback = resolve_failback(&mut c, &raw, resource.monitor_interval);
+    let api = ApiConfig {
+        token_file: c.optional_path("api.token_file", raw.api.token_file.as_ref()),
+    };
+    let storage = resolve_storage(&mut c, &raw);
+
+    if !c.problems.is_empty() {
+        return Err(c.problems);
+    }
+    // No problems means every address parsed and this node is listed: finish the types.
+    let finished = (|| {
+        let peers: Vec<Peer> = drafts
+            .iter()
+            .map(|d| finish_peer(d, node))
+            .collect::<Option<_>>()?;
+        let self_peer = peers.get(self_index?)?.clone();
+        let listen = Listen {
+            raft: listen_raft?,
+            heartbeat: listen_heartbeat?,
+            api: listen_api?,
+        };
+        Some((peers, self_peer, listen, data_dir?, timing?))
+    })();
+    let Some((peers, self_peer, listen, data_dir, timing)) = finished else {
+        // Unreachable by construction; reported rather than panicking.
+        return Err(vec![Problem::new(
+            "(internal)",
+            "validation found no problem but left a value unresolved",
+            "report this as a quorate bug, with the config file",
+        )]);
+    };
+    Ok(Config {
+        cluster: raw.cluster,
+        node,
+        listen,
+        peers,
+        data_dir,
+        secret_file,
+        preferred_primary: raw.preferred_primary,
+        timing,
+        profile: raw.profile,
+        resource,
+        failback,
+        api,
+        storage,
+        source,
+        self_peer,
+    })
+}
+
+fn finish_peer(d: &PeerDraft, node: NodeSection) -> Option<Peer> {
+    let heartbeat = d.heartbeat.iter().copied().collect::<Option<Vec<_>>>()?;
+    // This node's entry inherits [node] priority when it gives none (checked equal otherwise).
+    let fallback = if d.id == node.id {
+        node.priority
+    } else {
+        DEFAULT_PRIORITY
+    };
+    Some(Peer {
+        id: d.id,
+        role: d.role,
+        priority: d.priority.unwrap_or(fallback),
+        raft: d.raft?,
+        heartbeat,
+        api: d.api?,
+    })
+}
+
+fn check_cluster_name(c: &mut Checker, name: &str) {
+    let fix = format!(
+        "use 1 to {MAX_CLUSTER_NAME_LEN} characters from a-z, 0-9, '-' and '_', e.g. \"demo\""
+    );
+    if name.is_empty() || name.chars().count() > MAX_CLUSTER_NAME_LEN {
+        c.push(
+            "cluster",
+            format!("\"{name}\" must be 1 to {MAX_CLUSTER_NAME_LEN} characters long"),
+            fix,
+        );
+    } else if let Some(bad) = name
+        .chars()
+        .find(|ch| !matches!(ch, 'a'..='z' | '0'..='9' | '-' | '_'))
+    {
+        c.push(
+            "cluster",
+            format!("\"{name}\" contains {bad:?}, which cluster names may not"),
+            fix,
+        );
+    }
+}
+
+fn check_listen_distinct(c: &mut Checker, addrs: [(&str, Option<SocketAddr>); 3]) {
+    for (i, (name, addr)) in addrs.iter().enumerate() {
+        let Some(addr) = addr else { continue };
+        if let Some((earlier, _)) = addrs[..i].iter().find(|(_, a)| *a == Some(*addr)) {
+            c.push(
+                format!("listen.{name}"),
+                format!("{addr} is also listen.{earlier}"),
+                "give raft, heartbeat and api each their own port",
+            );
+        }
+    }
+}
+
+fn draft_peer(c: &mut Checker, i: usize, p: &RawPeer) -> PeerDraft {
+    let key = |field: &str| format!("peer[{i}].{field}");
+    if p.id == 0 {
+        c.push(
+            key("id"),
+            "is 0; node ids start at 1",
+            "give every member a unique id of 1 or more",
+        );
+    }
+    let links = &p.heartbeat.0;
+    if links.is_empty() {
+        c.push(
+            key("heartbeat"),
+            "lists no address",
+            "give at least one heartbeat address, e.g. heartbeat = \"10.0.0.1:7421\"",
+        );
+    }
+    if links.len() > MAX_HEARTBEAT_LINKS {
+        c.push(
+            key("heartbeat"),
+            format!(
+                "lists {} links, more than the {MAX_HEARTBEAT_LINKS} allowed",
+                links.len()
+            ),
+            format!(
+                "keep at most {MAX_HEARTBEAT_LINKS} heartbeat addresses (one per network link)"
+            ),
+        );
+    }
+    let heartbeat = links
+        .iter()
+        .take(MAX_HEARTBEAT_LINKS)
+        .enumerate()
+        .map(|(j, text)| {
+            let k = if links.len() == 1 {
+                key("heartbeat")
+            } else {
+                format!("peer[{i}].heartbeat[{j}]")
+            };
+            c.addr(&k, text, AddrUse::Advertised)
+        })
+        .collect();
+    PeerDraft {
+        id: p.id,
+        role: p.role,
+        priority: p.priority,
+        raft: c.addr(&key("raft"), &p.raft.0, AddrUse::Advertised),
+        heartbeat,
+        api: c.addr(&key("api"), &p.api.0, AddrUse::Advertised),
+    }
+}
+
+/// Membership rules; returns the index of this node's entry when it is listed.
+fn check_membership(
+    c: &mut Checker,
+    node: &NodeSection,
+    peers: &[PeerDraft],
+    preferred_primary: Option<NodeId>,
+) -> Option<usize> {
+    if peers.is_empty() {
+        c.push(
+            "peer",
+            "no [[peer]] entries",
+            format!(
+                "list every member, this node (id {}) included, as a [[peer]] table",
+                node.id
+            ),
+        );
+        return None;
+    }
+    if peers.len() > MAX_PEERS {
+        c.push(
+            "peer",
+            format!("{} members, more than the {MAX_PEERS} allowed", peers.len()),
+            format!("keep at most {MAX_PEERS} [[peer]] entries"),
+        );
+    }
+
+    // Duplicate ids: reported on the later entry.
+    for (i, p) in peers.iter().enumerate() {
+        if let Some(j) = peers[..i].iter().position(|q| q.id == p.id) {
+            let whose = if p.id == node.id {
+                " (this node's id, which must be listed once)"
+            } else {
+                ""
+            };
+            c.push(
+                format!("peer[{i}].id"),
+                format!("id {} is already used by peer[{j}]{whose}", p.id),
+                "give every member a unique id and list each member once",
+            );
+        }
+    }
+
+    // Duplicate addresses across every raft, heartbeat and api address of every member.
+    let mut seen: HashMap<SocketAddr, String> = HashMap::new();
+    for (i, p) in peers.iter().enumerate() {
+        let many_links = p.heartbeat.len() > 1;
+        let mut addrs: Vec<(String, Option<SocketAddr>)> =
+            vec![(format!("peer[{i}].raft"), p.raft)];
+        for (j, hb) in p.heartbeat.iter().enumerate() {
+            let k = if many_links {
+                format!("peer[{i}].heartbeat[{j}]")
+            } else {
+                format!("peer[{i}].heartbeat")
+            };
+            addrs.push((k, *hb));
+        }
+        addrs.push((format!("peer[{i}].api"), p.api));
+        for (key, addr) in addrs {
+            let Some(addr) = addr else { continue };
+            match seen.get(&addr) {
+                Some(first) => c.push(
+                    key,
+                    format!("address {addr} is also used by {first}"),
+                    "give each member's raft, heartbeat and api its own address (IP or port)",
+                ),
+                None => {
+                    seen.insert(addr, key);
+                }
+            }
+        }
+    }
+
+    let self_index = peers.iter().position(|p| p.id == node.id);
+    if self_index.is_none() {
+        c.push(
+            "node.id",
+            format!("this node's id {} is not in the [[peer]] list", node.id),
+            format!(
+                "add a [[peer]] entry with id = {} (every member, this node included, is listed), or correct [node] id",
+                node.id
+            ),
+        );
+    }
+
+    let voting = peers.iter().filter(|p| p.role.votes()).count();
+    let voters = peers.iter().filter(|p| p.role.may_be_primary()).count();
+    if voters == 0 {
+        c.push(
+            "peer",
+            "no member has role = \"voter\", so no node can ever become primary",
+            "make at least one member (normally three) role = \"voter\"",
+        );
+    }
+    if peers.len() != 1 && voting < 3 {
+        c.push(
+            "peer",
+            format!(
+                "only {voting} voting member(s) (voters + witnesses); with fewer than 3, losing one node loses the majority"
+            ),
+            "add a voter or a witness (a cheap tie-breaker) to reach 3, or list only this node for single-node dev mode",
+        );
+    }
+
+    if let Some(home) = preferred_primary {
+        match peers.iter().find(|p| p.id == home) {
+            None => c.push(
+                "preferred_primary",
+                format!("node {home} is not a member of the cluster"),
+                "name the id of a [[peer]] with role = \"voter\", or remove preferred_primary",
+            ),
+            Some(p) if !p.role.may_be_primary() => c.push(
+                "preferred_primary",
+                format!("node {home} is a {}, which can never be primary", p.role),
+                "name a member with role = \"voter\", or remove preferred_primary",
+            ),
+            Some(_) => {}
+        }
+    }
+    self_index
+}
+
+/// A bind address serves an advertised one when they are equal, or when the bind IP is
+/// unspecified (0.0.0.0 / [::], all interfaces) and the ports agree.
+fn serves(bind: SocketAddr, advertised: SocketAddr) -> bool {
+    bind == advertised || (bind.ip().is_unspecified() && bind.port() == advertised.port())
+}
+
+fn check_self_entry(
+    c: &mut Checker,
+    node: &NodeSection,
+    s: usize,
+    entry: &PeerDraft,
+    listen: [Option<SocketAddr>; 3],
+) {
+    let fix_addr = "use the same address in [listen] and in this node's [[peer]] entry (or 0.0.0.0 with the same port in [listen])";
+    if entry.role != node.role {
+        c.push(
+            "node.role",
+            format!(
+                "[node] says {} but this node's entry peer[{s}] says {}",
+                node.role, entry.role
+            ),
+            "make [node] role and this node's [[peer]] role the same",
+        );
+    }
+    if let Some(p) = entry.priority {
+        if p != node.priority {
+            c.push(
+                "node.priority",
+                format!(
+                    "[node] says {} but this node's entry peer[{s}] says {p}",
+                    node.priority
+                ),
+                "make them the same, or drop priority from this node's [[peer]] entry",
+            );
+        }
+    }
+    let [raft, heartbeat, api] = listen;
+    for (name, bind, advertised) in [("raft", raft, entry.raft), ("api", api, entry.api)] {
+        if let (Some(bind), Some(adv)) = (bind, advertised) {
+            if !serves(bind, adv) {
+                c.push(
+                    format!("listen.{name}"),
+                    format!("{bind} does not serve this node's advertised peer[{s}].{name} {adv}"),
+                    fix_addr,
+                );
+            }
+        }
+    }
+    if let Some(bind) = heartbeat {
+        for adv in entry.heartbeat.iter().flatten() {
+            if !serves(bind, *adv) {
+                c.push(
+                    "listen.heartbeat",
+                    format!("{bind} does not receive this node's advertised heartbeat link {adv} (peer[{s}])"),
+                    "bind 0.0.0.0 with the links' common port when this node has several links, or make the addresses equal",
+                );
+            }
+        }
+    }
+}
+
+fn resolve_timing(c: &mut Checker, raw: &RawConfig) -> Option<Timing> {
+    let base = raw.profile.timing();
+    let t = &raw.timing;
+    let mut get = |name: &str, text: Option<&DurationText>, default| {
+        c.duration(&format!("timing.{name}"), text, default)
+    };
+    let resolved = (
+        get(
+            "heartbeat_interval",
+            t.heartbeat_interval.as_ref(),
+            base.heartbeat_interval,
+        ),
+        get(
+            "suspect_after",
+            t.suspect_after.as_ref(),
+            base.suspect_after,
+        ),
+        get("dead_after", t.dead_after.as_ref(), base.dead_after),
+        get(
+            "raft_heartbeat",
+            t.raft_heartbeat.as_ref(),
+            base.raft_heartbeat,
+        ),
+        get(
+            "election_timeout_min",
+            t.election_timeout_min.as_ref(),
+            base.election_timeout_min,
+        ),
+        get(
+            "election_timeout_max",
+            t.election_timeout_max.as_ref(),
+            base.election_timeout_max,
+        ),
+        get("lease", t.lease.as_ref(), base.lease),
+    );
+    // Relations are checked only when every value parsed: a bad value would make them noise.
+    let (
+        Some(hb),
+        Some(suspect),
+        Some(dead),
+        Some(raft_hb),
+        Some(et_min),
+        Some(et_max),
+        Some(lease),
+    ) = resolved
+    else {
+        return None;
+    };
+    // openraft takes these three in whole milliseconds; refuse rather than truncate.
+    for (name, d) in [
+        ("raft_heartbeat", raft_hb),
+        ("election_timeout_min", et_min),
+        ("election_timeout_max", et_max),
+    ] {
+        if d.subsec_nanos() % 1_000_000 != 0 {
+            c.push(
+                format!("timing.{name}"),
+                format!(
+                    "{} is not a whole number of milliseconds, which Raft timers count in",
+                    format_duration(d)
+                ),
+                format!(
+                    "round it to whole milliseconds, e.g. \"{}ms\"",
+                    d.as_millis().max(1)
+                ),
+            );
+        }
+    }
+    let timing = Timing {
+        heartbeat_interval: hb,
+        suspect_after: suspect,
+        dead_after: dead,
+        raft_heartbeat: raft_hb,
+        election_timeout_min: et_min,
+        election_timeout_max: et_max,
+        lease,
+    };
+    for p in timing_problems(&timing) {
+        c.problems.push(p);
+    }
+    Some(timing)
+}
+
+/// The timing safety rules. Public to the module so tests can check the profiles directly.
+pub(super) fn timing_problems(t: &Timing) -> Vec<Problem> {
+    let f = format_duration;
+    let mut out = Vec::new();
+    let margin = t.clock_drift_margin();
+    // Rule 3: the old primary must have stopped before any voter can elect a successor.
+    if t.lease + margin >= t.election_timeout_min {
+        out.push(Problem::new(
+            "timing.lease",
+            format!(
+                "lease {} + clock-drift margin {} is not below election_timeout_min {}: an old primary could still act after a new one is elected",
+                f(t.lease), f(margin), f(t.election_timeout_min)
+            ),
+            format!(
+                "lower timing.lease below {} or raise timing.election_timeout_min to at least {}",
+                f(t.election_timeout_min.saturating_sub(margin)),
+                f(min_safe_election_timeout(t.lease))
+            ),
+        ));
+    }
+    // The primary renews its lease on quorum acknowledgements, which come once per Raft
+    // heartbeat; a lease shorter than two of them demotes on a single late heartbeat.
+    if t.lease < t.raft_heartbeat * 2 {
+        out.push(Problem::new(
+            "timing.lease",
+            format!("lease {} is shorter than two raft heartbeats ({} each): one late heartbeat would demote the primary", f(t.lease), f(t.raft_heartbeat)),
+            format!("raise timing.lease to at least {} or lower timing.raft_heartbeat", f(t.raft_heartbeat * 2)),
+        ));
+    }
+    // One lost heartbeat datagram must not make a peer dead.
+    if t.dead_after < t.heartbeat_interval * 2 {
+        out.push(Problem::new(
+            "timing.dead_after",
+            format!("dead_after {} is less than two heartbeat intervals ({} each): one lost heartbeat would declare a live node dead", f(t.dead_after), f(t.heartbeat_interval)),
+            format!("raise timing.dead_after to at least {}", f(t.heartbeat_interval * 2)),
+        ));
+    }
+    if t.suspect_after >= t.dead_after {
+        out.push(Problem::new(
+            "timing.suspect_after",
+            format!("suspect_after {} is not below dead_after {}: a peer would never be seen as suspect first", f(t.suspect_after), f(t.dead_after)),
+            "make timing.suspect_after smaller than timing.dead_after",
+        ));
+    }
+    if t.suspect_after < t.heartbeat_interval {
+        out.push(Problem::new(
+            "timing.suspect_after",
+            format!("suspect_after {} is shorter than one heartbeat interval {}: every peer would look suspect between heartbeats", f(t.suspect_after), f(t.heartbeat_interval)),
+            format!("raise timing.suspect_after to at least {}", f(t.heartbeat_interval)),
+        ));
+    }
+    if t.election_timeout_min <= t.raft_heartbeat {
+        out.push(Problem::new(
+            "timing.election_timeout_min",
+            format!("election_timeout_min {} is not above raft_heartbeat {}: followers would start elections under a healthy leader", f(t.election_timeout_min), f(t.raft_heartbeat)),
+            "make timing.election_timeout_min several times timing.raft_heartbeat (the profiles use 3x)",
+        ));
+    }
+    if t.election_timeout_max <= t.election_timeout_min {
+        out.push(Problem::new(
+            "timing.election_timeout_max",
+            format!("election_timeout_max {} is not above election_timeout_min {}: without a random spread, candidates split the vote", f(t.election_timeout_max), f(t.election_timeout_min)),
+            "make timing.election_timeout_max larger than timing.election_timeout_min (the profiles use 2x)",
+        ));
+    }
+    out
+}
+
+/// Smallest whole-millisecond `election_timeout_min` that is safe for `lease` (the margin
+/// grows with the timeout, so "lease + margin" is not enough).
+fn min_safe_election_timeout(lease: Duration) -> Duration {
+    const STEP: Duration = Duration::from_millis(1);
+    /// The margin is at most 10 % of the timeout, so the answer lies within lease * 1.2 +
+    /// CLOCK_DRIFT_MARGIN_MIN; this bounds the search in 1 ms steps generously.
+    const MAX_STEPS: u32 = 100_000;
+    let mut candidate =
+        Duration::from_millis(lease.as_millis().saturating_add(1).min(u64::MAX as u128) as u64);
+    for _ in 0..MAX_STEPS {
+        if lease + super::clock_drift_margin(candidate) < candidate {
+            return candidate;
+        }
+        candidate += STEP;
+    }
+    candidate
+}
+
+fn resolve_resource(c: &mut Checker, raw: &RawConfig) -> ResourceConfig {
+    let r = &raw.resource;
+    let promote = c.optional_path("resource.promote", r.promote.as_ref());
+    let demote = c.optional_path("resource.demote", r.demote.as_ref());
+    let monitor = c.optional_path("resource.monitor", r.monitor.as_ref());
+    let fence = c.optional_path("resource.fence", r.fence.as_ref());
+    let rejoin = c.optional_path("resource.rejoin", r.rejoin.as_ref());
+    let hook_timeout = c.duration(
+        "resource.hook_timeout",
+        r.hook_timeout.as_ref(),
+        defaults::HOOK_TIMEOUT,
+    );
+    let monitor_interval = c.duration(
+        "resource.monitor_interval",
+        r.monitor_interval.as_ref(),
+        defaults::MONITOR_INTERVAL,
+    );
+    let restart_window = c.duration(
+        "resource.restart_window",
+        r.restart_window.as_ref(),
+        defaults::RESTART_WINDOW,
+    );
+    let failure_threshold = c.count(
+        "resource.failure_threshold",
+        r.failure_threshold,
+        defaults::FAILURE_THRESHOLD,
+        1,
+    );
+    let local_restarts = c.count(
+        "resource.local_restarts",
+        r.local_restarts,
+        defaults::LOCAL_RESTARTS,
+        0,
+    );
+    let fencing = r.fencing.unwrap_or(defaults::FENCING);
+    if fencing == FencingMode::Required && r.fence.is_none() {
+        c.push(
+            "resource.fencing",
+            "is \"required\" but no resource.fence hook is configured: a failover could never promote",
+            "set resource.fence to the fencing hook, or use fencing = \"best-effort\"",
+        );
+    }
+    ResourceConfig {
+        promote,
+        demote,
+        monitor,
+        fence,
+        rejoin,
+        hook_timeout: hook_timeout.unwrap_or(defaults::HOOK_TIMEOUT),
+        monitor_interval: monitor_interval.unwrap_or(defaults::MONITOR_INTERVAL),
+        failure_threshold,
+        local_restarts,
+        restart_window: restart_window.unwrap_or(defaults::RESTART_WINDOW),
+        fencing,
+        max_lag_on_failover: r
+            .max_lag_on_failover
+            .unwrap_or(defaults::MAX_LAG_ON_FAILOVER),
+    }
+}
+
+fn resolve_failback(
+    c: &mut Checker,
+    raw: &RawConfig,
+    monitor_interval: Duration,
+) -> FailbackConfig {
+    let fb = &raw.failback;
+    let delay = c.duration(
+        "failback.delay",
+        fb.delay.as_ref(),
+        defaults::FAILBACK_DELAY,
+    );
+    let verify_timeout = c.duration(
+        "failback.verify_timeout",
+        fb.verify_timeout.as_ref(),
+        defaults::VERIFY_TIMEOUT,
+    );
+    let verify_checks = c.count(
+        "failback.verify_checks",
+        fb.verify_checks,
+        defaults::VERIFY_CHECKS,
+        1,
+    );
+    if let Some(timeout) = verify_timeout {
+        let needed = monitor_interval * verify_checks;
+        if (1..=MAX_COUNT_SETTING).contains(&verify_checks) && needed > timeout {
+            c.push(
+                "failback.verify_timeout",
+                format!(
+                    "{} is shorter than {verify_checks} monitor checks every {} ({} in all): verification could never pass",
+                    format_duration(timeout),
+                    format_duration(monitor_interval),
+                    format_duration(needed)
+                ),
+                format!("raise failback.verify_timeout to at least {}, or lower failback.verify_checks", format_duration(needed)),
+            );
+        }
+    }
+    FailbackConfig {
+        mode: fb.mode.unwrap_or(defaults::FAILBACK_MODE),
+        delay: delay.unwrap_or(defaults::FAILBACK_DELAY),
+        commit: fb.commit.unwrap_or(defaults::FAILBACK_COMMIT),
+        verify_checks,
+        verify_timeout: verify_timeout.unwrap_or(defaults::VERIFY_TIMEOUT),
+    }
+}
+
+fn resolve_storage(c: &mut Checker, raw: &RawConfig) -> StorageConfig {
+    let s = &raw.storage;
+    let snapshot_every = s.snapshot_every.unwrap_or(defaults::SNAPSHOT_EVERY);
+    if snapshot_every == 0 {
+        c.push(
+            "storage.snapshot_every",
+            "is 0; the log would never be compacted",
+            format!(
+                "set a positive number of entries (default {})",
+                defaults::SNAPSHOT_EVERY
+            ),
+        );
+    }
+    let max_value_bytes = s.max_value_bytes.unwrap_or(defaults::MAX_VALUE_BYTES);
+    if max_value_bytes == 0 || max_value_bytes > MAX_VALUE_BYTES_LIMIT {
+        c.push(
+            "storage.max_value_bytes",
+            format!("is {max_value_bytes}, outside the allowed 1..={MAX_VALUE_BYTES_LIMIT}"),
+            format!(
+                "set a value from 1 to {MAX_VALUE_BYTES_LIMIT} (default {})",
+                defaults::MAX_VALUE_BYTES
+            ),
+        );
+    }
+    StorageConfig {
+        snapshot_every,
+        keep_logs: s.keep_logs.unwrap_or(defaults::KEEP_LOGS),
+        max_value_bytes,
+    }
+}
+
+pub(super) fn check_hooks(config: &Config) -> Vec<Problem> {
+    let folder = config
+        .source
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for (name, path) in config.resource.hooks() {
+        let Some(path) = path else { continue };
+        let key = format!("resource.{name}");
+        let shown = path.display();
+        match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => out.push(Problem::new(
+                key,
+                format!("hook file {shown} does not exist"),
+                format!(
+                    "create it, or correct the path (relative paths resolve against {})",
+                    folder.display()
+                ),
+            )),
+            Err(e) => out.push(Problem::new(
+                key,
+                format!("hook file {shown} cannot be inspected: {e}"),
+                "check the path and the permissions of its folders",
+            )),
+            Ok(m) if !m.is_file() => out.push(Problem::new(
+                key,
+                format!("{shown} is not a regular file"),
+                "point the hook at an executable file",
+            )),
+            Ok(m) => {
+                if !is_executable(&m) {
+                    out.push(Problem::new(
+                        key,
+                        format!("hook file {shown} is not executable"),
+                        format!("chmod +x {shown}"),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(unix)]
+fn is_executable(m: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    m.permissions().mode() & 0o111 != 0
+}
+
+#[cfg(not(unix))]
+fn is_executable(_m: &std::fs::Metadata) -> bool {
+    true
+}

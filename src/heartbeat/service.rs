@@ -1,0 +1,1100 @@
+//! The heartbeat service: one tokio task that sends heartbeats, receives them, feeds the
+//! detector and publishes the peer view.
+//!
+//! One task, one socket, one timer. Sending and receiving share the task because both need the
+//! detector (the sender asks it for the echo of each peer, the receiver feeds it), so no lock is
+//! needed, and an idle service wakes only once per `heartbeat_interval` plus once per datagram.
+//! The single timer is re-armed for whichever comes first: the next sending round or the next
+//! liveness transition the detector predicts, so an Alive → Suspect → Dead change is published
+//! at the moment it happens, without traffic and without waiting for the next round.
+//!
+//! Sending never waits: a datagram the kernel cannot take right now is dropped and counted
+//! (`send_errors`). A late heartbeat is worth nothing and must not delay the receive path.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::detector::{
+    Detector, DetectorConfig, DetectorError, LocalIdentity, Observation, PeerView,
+};
+use super::socket::{self, SocketError};
+use super::wire::{self, DecodeError, Heartbeat, RaftRoleWire, MAX_DATAGRAM_BYTES};
+use crate::types::{Epoch, NodeId, NodeRole, ResourceHealth};
+
+/// Dropped datagrams of one reason are logged at most this often; the counters count them all.
+pub const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// After a receive error the receive path pauses this long, so a persistent socket error
+/// cannot spin the task at 100% CPU.
+pub const RECV_ERROR_BACKOFF: Duration = Duration::from_millis(10);
+
+/// Receive buffer: one byte more than the largest valid datagram, so that a longer one shows as
+/// filling the buffer and is counted as oversized instead of being parsed truncated.
+const DATAGRAM_BUFFER_BYTES: usize = MAX_DATAGRAM_BYTES + 1;
+
+/// What this node tells its peers about itself in every heartbeat. The owner (consensus,
+/// resource monitor) updates it through a `watch` channel; each sending round reads the latest.
+/// The default (term 0, learner, no leader, nothing applied, health unknown) is what a node
+/// knows before Raft has started.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LocalStatus {
+    pub term: u64,
+    pub raft_state: RaftRoleWire,
+    pub leader_id: Option<NodeId>,
+    /// `Some(epoch)` while this node acts as primary at that epoch.
+    pub primary_epoch: Option<Epoch>,
+    pub applied_index: u64,
+    pub health: ResourceHealth,
+}
+
+/// Everything the service needs to run.
+#[derive(Clone, Debug)]
+pub struct HeartbeatParams {
+    /// Hashed into every heartbeat: nodes of other clusters sharing the network are ignored.
+    pub cluster_name: String,
+    pub local: NodeId,
+    pub member_role: NodeRole,
+    /// Where to listen (`listen.heartbeat`). Ignored by `start_with_socket`.
+    pub bind: SocketAddr,
+    /// Every other node with its heartbeat addresses, one per link. A datagram is accepted only
+    /// from one of these addresses (the address the peer binds), so a peer with several links
+    /// should bind the wildcard address: the kernel then sends on each network from that
+    /// network's address.
+    pub peers: Vec<(NodeId, Vec<SocketAddr>)>,
+    pub detector: DetectorConfig,
+}
+
+/// Counters of the service, readable at any time (metrics endpoint, tests).
+#[derive(Debug, Default)]
+pub struct HeartbeatStats {
+    /// Datagrams handed to the kernel.
+    pub sent: AtomicU64,
+    /// Datagrams read from the socket, valid or not.
+    pub received: AtomicU64,
+    /// Not a heartbeat of this version: bad magic, version, or payload.
+    pub dropped_malformed: AtomicU64,
+    /// Longer than `MAX_DATAGRAM_BYTES`.
+    pub dropped_oversized: AtomicU64,
+    /// Another cluster, addressed to another node, or from an address not configured for the
+    /// sender.
+    pub dropped_foreign: AtomicU64,
+    /// From a node id that is not a configured peer.
+    pub dropped_unknown_peer: AtomicU64,
+    /// Duplicate, reordered, or from a previous incarnation of the sender.
+    pub dropped_stale: AtomicU64,
+    /// Datagrams that could not be sent (no route, buffer full, encoding failed).
+    pub send_errors: AtomicU64,
+    /// Errors reading the socket.
+    pub recv_errors: AtomicU64,
+}
+
+/// A plain copy of the counters at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub sent: u64,
+    pub received: u64,
+    pub dropped_malformed: u64,
+    pub dropped_oversized: u64,
+    pub dropped_foreign: u64,
+    pub dropped_unknown_peer: u64,
+    pub dropped_stale: u64,
+    pub send_errors: u64,
+    pub recv_errors: u64,
+}
+
+impl HeartbeatStats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            sent: get(&self.sent),
+            received: get(&self.received),
+            dropped_malformed: get(&self.dropped_malformed),
+            dropped_oversized: get(&self.dropped_oversized),
+            dropped_foreign: get(&self.dropped_foreign),
+            dropped_unknown_peer: get(&self.dropped_unknown_peer),
+            dropped_stale: get(&self.dropped_stale),
+            send_errors: get(&self.send_errors),
+            recv_errors: get(&self.recv_errors),
+        }
+    }
+
+    fn counter(&self, reason: DropReason) -> &AtomicU64 {
+        match reason {
+            DropReason::Malformed => &self.dropped_malformed,
+            DropReason::Oversized => &self.dropped_oversized,
+            DropReason::Foreign => &self.dropped_foreign,
+            DropReason::UnknownPeer => &self.dropped_unknown_peer,
+            DropReason::Stale => &self.dropped_stale,
+            DropReason::SendError => &self.send_errors,
+            DropReason::RecvError => &self.recv_errors,
+        }
+    }
+
+    fn bump(&self, reason: DropReason) {
+        self.counter(reason).fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Why a datagram was dropped or an IO failed; one counter and one log rate limit each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    Malformed,
+    Oversized,
+    Foreign,
+    UnknownPeer,
+    Stale,
+    SendError,
+    RecvError,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 7] = [
+        DropReason::Malformed,
+        DropReason::Oversized,
+        DropReason::Foreign,
+        DropReason::UnknownPeer,
+        DropReason::Stale,
+        DropReason::SendError,
+        DropReason::RecvError,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::Oversized => "oversized",
+            DropReason::Foreign => "foreign",
+            DropReason::UnknownPeer => "unknown_peer",
+            DropReason::Stale => "stale",
+            DropReason::SendError => "send_error",
+            DropReason::RecvError => "recv_error",
+        }
+    }
+}
+
+/// Lets one log line per reason through per `interval`, and counts what it held back, so a
+/// flood of junk on the heartbeat port cannot flood the journal. Pure: `now` is passed in.
+#[derive(Clone, Debug)]
+pub struct LogRateLimiter {
+    interval: Duration,
+    last_logged: [Option<Instant>; DropReason::ALL.len()],
+    suppressed: [u64; DropReason::ALL.len()],
+}
+
+impl LogRateLimiter {
+    pub fn new(interval: Duration) -> Self {
+        LogRateLimiter {
+            interval,
+            last_logged: [None; DropReason::ALL.len()],
+            suppressed: [0; DropReason::ALL.len()],
+        }
+    }
+
+    /// `Some(n)` if an event of `reason` may be logged now, `n` being how many were suppressed
+    /// since the last one logged; `None` if it must be suppressed.
+    pub fn allow(&mut self, reason: DropReason, now: Instant) -> Option<u64> {
+        let i = reason.index();
+        let due = match self.last_logged[i] {
+            None => true,
+            Some(at) => now.saturating_duration_since(at) >= self.interval,
+        };
+        if due {
+            self.last_logged[i] = Some(now);
+            Some(std::mem::take(&mut self.suppressed[i]))
+        } else {
+            self.suppressed[i] = self.suppressed[i].saturating_add(1);
+            None
+        }
+    }
+}
+
+/// Why the service could not start. Messages name the setting to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum HeartbeatError {
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+    #[error("invalid heartbeat settings: {0}")]
+    Detector(#[from] DetectorError),
+    #[error(
+        "heartbeat address {addr} is listed for both node {first} and node {second}; \
+         every address must belong to exactly one node"
+    )]
+    DuplicateAddress {
+        addr: SocketAddr,
+        first: NodeId,
+        second: NodeId,
+    },
+    #[error("the cluster name is empty; set the cluster name in the configuration")]
+    EmptyClusterName,
+    #[error("no tokio runtime: the heartbeat service must be started from within a tokio runtime")]
+    NoRuntime,
+    #[error("cannot read the local address of the heartbeat socket: {0}")]
+    LocalAddr(#[source] io::Error),
+}
+
+/// IPv4 peers seen through a dual-stack IPv6 socket appear as `::ffff:a.b.c.d`; compare them
+/// as the IPv4 addresses the configuration lists.
+fn normalize(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), addr.port()),
+            None => addr,
+        },
+        IpAddr::V4(_) => addr,
+    }
+}
+
+/// The running service. Dropping it stops the task too.
+#[derive(Debug)]
+pub struct HeartbeatHandle {
+    /// The latest peer view: republished on every material change and at least every
+    /// `heartbeat_interval`.
+    pub view: watch::Receiver<PeerView>,
+    pub stats: Arc<HeartbeatStats>,
+    local_addr: SocketAddr,
+    incarnation: u64,
+    /// `true` asks the task to stop.
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl HeartbeatHandle {
+    /// The address the socket is bound to (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// This process's incarnation as sent in every heartbeat.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// Ask the task to stop sending and receiving. Returns at once; the task ends (and closes
+    /// the socket) at its next wake-up, which the request itself triggers. Idempotent.
+    pub fn shutdown(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Stop and wait until the task has ended and the socket is closed (so the address can be
+    /// bound again).
+    pub async fn shutdown_and_wait(mut self) {
+        self.shutdown();
+        if let Some(task) = self.task.take() {
+            if let Err(e) = task.await {
+                if e.is_panic() {
+                    tracing::error!(error = %e, "heartbeat task panicked");
+                }
+            }
+        }
+    }
+}
+
+impl Drop for HeartbeatHandle {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Entry points; the service itself is the task they spawn.
+pub struct HeartbeatService;
+
+impl HeartbeatService {
+    /// Bind `params.bind` and start the task on the current tokio runtime.
+    pub async fn start(
+        params: HeartbeatParams,
+        local_status: watch::Receiver<LocalStatus>,
+    ) -> Result<HeartbeatHandle, HeartbeatError> {
+        let socket = socket::bind_std(params.bind)?;
+        Self::start_with_socket(socket, params, local_status)
+    }
+
+    /// Start on an already bound socket (tests bind port 0 first to learn the addresses).
+    /// `params.bind` is ignored. Not async, so it can be called from synchronous code, but it
+    /// must run within a tokio runtime context (else `NoRuntime`).
+    pub fn start_with_socket(
+        socket: std::net::UdpSocket,
+        params: HeartbeatParams,
+        local_status: watch::Receiver<LocalStatus>,
+    ) -> Result<HeartbeatHandle, HeartbeatError> {
+        if params.cluster_name.is_empty() {
+            return Err(HeartbeatError::EmptyClusterName);
+        }
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| HeartbeatError::NoRuntime)?;
+        let mut by_addr: HashMap<SocketAddr, (NodeId, usize)> = HashMap::new();
+        for (peer, addrs) in &params.peers {
+            for (link, addr) in addrs.iter().enumerate() {
+                if let Some(&(first, _)) = by_addr.get(&normalize(*addr)) {
+                    return Err(HeartbeatError::DuplicateAddress {
+                        addr: *addr,
+                        first,
+                        second: *peer,
+                    });
+                }
+                by_addr.insert(normalize(*addr), (*peer, link));
+            }
+        }
+        let incarnation: u64 = rand::random();
+        // Read through tokio's clock, like the task does, so that tests with paused time see
+        // one consistent clock.
+        let now = std_now();
+        let local = LocalIdentity {
+            id: params.local,
+            incarnation,
+            clock_origin: now,
+        };
+        let links: Vec<(NodeId, usize)> =
+            params.peers.iter().map(|(id, a)| (*id, a.len())).collect();
+        let detector = Detector::new(params.detector, local, &links)?;
+
+        let local_addr = socket.local_addr().map_err(HeartbeatError::LocalAddr)?;
+        let socket = {
+            let _guard = runtime.enter();
+            socket::into_tokio(socket)?
+        };
+        let (view_tx, view_rx) = watch::channel(detector.view(now));
+        let stats = Arc::new(HeartbeatStats::default());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let state = ServiceState {
+            cluster_id: wire::cluster_id(&params.cluster_name),
+            member_role: params.member_role,
+            peers: params.peers,
+            by_addr,
+            detector,
+            socket,
+            stats: Arc::clone(&stats),
+            view_tx,
+            local_status,
+            seq: 0,
+            log_limiter: LogRateLimiter::new(DROP_LOG_INTERVAL),
+        };
+        tracing::info!(
+            node = params.local,
+            %local_addr,
+            incarnation,
+            peers = state.peers.len(),
+            "heartbeat service started"
+        );
+        let task = runtime.spawn(state.run(stop_rx));
+        Ok(HeartbeatHandle {
+            view: view_rx,
+            stats,
+            local_addr,
+            incarnation,
+            stop: stop_tx,
+            task: Some(task),
+        })
+    }
+}
+
+struct ServiceState {
+    cluster_id: u64,
+    member_role: NodeRole,
+    peers: Vec<(NodeId, Vec<SocketAddr>)>,
+    /// Normalized source address → (peer, link index).
+    by_addr: HashMap<SocketAddr, (NodeId, usize)>,
+    detector: Detector,
+    socket: tokio::net::UdpSocket,
+    stats: Arc<HeartbeatStats>,
+    view_tx: watch::Sender<PeerView>,
+    local_status: watch::Receiver<LocalStatus>,
+    /// Sending round counter: the same value on every datagram of one round.
+    seq: u64,
+    log_limiter: LogRateLimiter,
+}
+
+fn std_now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+impl ServiceState {
+    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let interval = self.detector.config().heartbeat_interval;
+        let mut buf = [0u8; DATAGRAM_BUFFER_BYTES];
+        let mut next_send = std_now();
+        let mut recv_paused_until: Option<Instant> = None;
+        let timer = tokio::time::sleep_until(tokio::time::Instant::from_std(next_send));
+        tokio::pin!(timer);
+        loop {
+            let now = std_now();
+            let mut deadline = next_send;
+            if let Some(t) = self.detector.next_transition(now) {
+                deadline = deadline.min(t);
+            }
+            if let Some(t) = recv_paused_until {
+                deadline = deadline.min(t);
+            }
+            timer
+                .as_mut()
+                .reset(tokio::time::Instant::from_std(deadline));
+            let recv_enabled = recv_paused_until.is_none();
+            tokio::select! {
+                // A closed channel (handle gone) stops the task as well.
+                _ = stop.wait_for(|stop| *stop) => break,
+                _ = &mut timer => {
+                    let now = std_now();
+                    if recv_paused_until.is_some_and(|t| now >= t) {
+                        recv_paused_until = None;
+                    }
+                    if now >= next_send {
+                        self.send_round(now);
+                        next_send += interval;
+                        if next_send <= now {
+                            // We were paused longer than an interval: resume the rhythm from
+                            // now rather than sending a burst of catch-up rounds.
+                            next_send = now + interval;
+                        }
+                    }
+                    self.publish(now);
+                }
+                res = self.socket.recv_from(&mut buf), if recv_enabled => {
+                    let now = std_now();
+                    match res {
+                        Ok((len, src)) => self.on_datagram(now, &buf[..len], src),
+                        Err(e) => {
+                            self.drop_event(now, DropReason::RecvError, None, &e.to_string());
+                            recv_paused_until = Some(now + RECV_ERROR_BACKOFF);
+                        }
+                    }
+                }
+            }
+        }
+        tracing::info!(node = self.detector.local().id, "heartbeat service stopped");
+    }
+
+    fn publish(&self, now: Instant) {
+        self.view_tx.send_replace(self.detector.view(now));
+    }
+
+    /// Count a dropped datagram (or IO error) and log it if the rate limit allows.
+    fn drop_event(
+        &mut self,
+        now: Instant,
+        reason: DropReason,
+        addr: Option<SocketAddr>,
+        detail: &str,
+    ) {
+        self.stats.bump(reason);
+        if let Some(suppressed) = self.log_limiter.allow(reason, now) {
+            let addr = addr.map(|a| a.to_string()).unwrap_or_default();
+            tracing::warn!(
+                reason = reason.as_str(),
+                addr,
+                suppressed_since_last_log = suppressed,
+                "heartbeat datagram dropped: {detail}"
+            );
+        }
+    }
+
+    fn send_round(&mut self, now: Instant) {
+        self.seq = self.seq.wrapping_add(1);
+        let status = self.local_status.borrow().clone();
+        let local = *self.detector.local();
+        for i in 0..self.peers.len() {
+            let peer = self.peers[i].0;
+            let hb = Heartbeat {
+                cluster_id: self.cluster_id,
+                from: local.id,
+                to: peer,
+                incarnation: local.incarnation,
+                seq: self.seq,
+                term: status.term,
+                member_role: self.member_role,
+                raft_state: status.raft_state,
+                leader_id: status.leader_id,
+                primary_epoch: status.primary_epoch,
+                applied_index: status.applied_index,
+                health: status.health,
+                sent_mono_ns: local.mono_ns(now),
+                echo: self.detector.echo_for(peer, now),
+            };
+            let bytes = match wire::encode(&hb) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.drop_event(now, DropReason::SendError, None, &e.to_string());
+                    continue;
+                }
+            };
+            for link in 0..self.peers[i].1.len() {
+                let addr = self.peers[i].1[link];
+                match self.socket.try_send_to(&bytes, addr) {
+                    Ok(_) => {
+                        self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        let detail = format!("cannot send to node {peer} at {addr}: {e}");
+                        self.drop_event(now, DropReason::SendError, Some(addr), &detail);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_datagram(&mut self, now: Instant, bytes: &[u8], src: SocketAddr) {
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        let hb = match wire::decode(bytes) {
+            Ok(hb) => hb,
+            Err(DecodeError::TooLong { len }) => {
+                // `len` is the buffer size: the datagram was at least that long.
+                let detail = format!("datagram of {len}+ bytes exceeds {MAX_DATAGRAM_BYTES}");
+                self.drop_event(now, DropReason::Oversized, Some(src), &detail);
+                return;
+            }
+            Err(e) => {
+                self.drop_event(now, DropReason::Malformed, Some(src), &e.to_string());
+                return;
+            }
+        };
+        if hb.cluster_id != self.cluster_id {
+            let detail = "heartbeat of another cluster (cluster name differs); check the cluster name on that node";
+            self.drop_event(now, DropReason::Foreign, Some(src), detail);
+            return;
+        }
+        let local_id = self.detector.local().id;
+        if hb.to != local_id {
+            let detail = format!(
+                "heartbeat for node {} reached node {local_id}; check that node's peer addresses",
+                hb.to
+            );
+            self.drop_event(now, DropReason::Foreign, Some(src), &detail);
+            return;
+        }
+        if !self.peers.iter().any(|(id, _)| *id == hb.from) {
+            let detail = format!(
+                "heartbeat from node {} which is not a configured peer",
+                hb.from
+            );
+            self.drop_event(now, DropReason::UnknownPeer, Some(src), &detail);
+            return;
+        }
+        let link_index = match self.by_addr.get(&normalize(src)) {
+            Some(&(peer, link_index)) if peer == hb.from => link_index,
+            _ => {
+                let detail = format!(
+                    "heartbeat claiming node {} from an address not configured for it",
+                    hb.from
+                );
+                self.drop_event(now, DropReason::Foreign, Some(src), &detail);
+                return;
+            }
+        };
+        match self.detector.observe(now, hb.from, link_index, &hb) {
+            Observation::Accepted { restarted, changed } => {
+                if restarted {
+                    tracing::info!(
+                        node = hb.from,
+                        incarnation = hb.incarnation,
+                        "peer restarted"
+                    );
+                }
+                if changed {
+                    self.publish(now);
+                }
+            }
+            Observation::Stale => {
+                let detail = format!(
+                    "duplicate or reordered heartbeat seq {} from node {}",
+                    hb.seq, hb.from
+                );
+                self.drop_event(now, DropReason::Stale, Some(src), &detail);
+            }
+            Observation::UnknownPeer => {
+                let detail = format!(
+                    "heartbeat from node {} which is not a configured peer",
+                    hb.from
+                );
+                self.drop_event(now, DropReason::UnknownPeer, Some(src), &detail);
+            }
+            Observation::UnknownLink | Observation::Misaddressed => {
+                self.drop_event(
+                    now,
+                    DropReason::Foreign,
+                    Some(src),
+                    "misaddressed heartbeat",
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::heartbeat::detector::Liveness;
+    use crate::heartbeat::wire::Echo;
+
+    /// Generous bound for anything the tests wait for over real sockets: they assert behaviour,
+    /// not speed, and the machine may be loaded.
+    const WAIT: Duration = Duration::from_secs(5);
+    const MS: Duration = Duration::from_millis(1);
+
+    fn detector_cfg() -> DetectorConfig {
+        DetectorConfig {
+            heartbeat_interval: 50 * MS,
+            suspect_after: 150 * MS,
+            dead_after: 300 * MS,
+        }
+    }
+
+    fn status(term: u64) -> LocalStatus {
+        LocalStatus {
+            term,
+            raft_state: RaftRoleWire::Follower,
+            leader_id: None,
+            primary_epoch: None,
+            applied_index: 0,
+            health: ResourceHealth::Healthy,
+        }
+    }
+
+    fn bind_local() -> std::net::UdpSocket {
+        socket::bind_std("127.0.0.1:0".parse().unwrap()).unwrap()
+    }
+
+    fn params(local: NodeId, peers: Vec<(NodeId, Vec<SocketAddr>)>) -> HeartbeatParams {
+        HeartbeatParams {
+            cluster_name: "test-cluster".into(),
+            local,
+            member_role: NodeRole::Voter,
+            bind: "127.0.0.1:0".parse().unwrap(),
+            peers,
+            detector: detector_cfg(),
+        }
+    }
+
+    async fn wait_view(
+        rx: &mut watch::Receiver<PeerView>,
+        what: &str,
+        pred: impl FnMut(&PeerView) -> bool,
+    ) -> PeerView {
+        let res = tokio::time::timeout(WAIT, rx.wait_for(pred))
+            .await
+            .map(|r| r.map(|v| v.clone()));
+        match res {
+            Ok(Ok(v)) => v,
+            Ok(Err(_)) => panic!("view channel closed while waiting for {what}"),
+            Err(_) => panic!(
+                "timed out waiting for {what}; last view: {:?}",
+                *rx.borrow()
+            ),
+        }
+    }
+
+    async fn wait_stats(stats: &HeartbeatStats, what: &str, pred: impl Fn(&StatsSnapshot) -> bool) {
+        let start = std::time::Instant::now();
+        while !pred(&stats.snapshot()) {
+            assert!(
+                start.elapsed() < WAIT,
+                "timed out waiting for {what}: {:?}",
+                stats.snapshot()
+            );
+            tokio::time::sleep(10 * MS).await;
+        }
+    }
+
+    #[test]
+    fn rate_limiter_lets_one_through_per_interval_per_reason() {
+        let t0 = Instant::now();
+        let mut rl = LogRateLimiter::new(DROP_LOG_INTERVAL);
+        assert_eq!(rl.allow(DropReason::Malformed, t0), Some(0));
+        assert_eq!(rl.allow(DropReason::Malformed, t0 + MS), None);
+        assert_eq!(
+            rl.allow(DropReason::Malformed, t0 + DROP_LOG_INTERVAL - MS),
+            None
+        );
+        // Another reason has its own budget.
+        assert_eq!(rl.allow(DropReason::Foreign, t0 + MS), Some(0));
+        // Exactly one interval later: allowed, reporting the two held back.
+        assert_eq!(
+            rl.allow(DropReason::Malformed, t0 + DROP_LOG_INTERVAL),
+            Some(2)
+        );
+        assert_eq!(
+            rl.allow(DropReason::Malformed, t0 + DROP_LOG_INTERVAL + MS),
+            None
+        );
+        assert_eq!(
+            rl.allow(DropReason::Malformed, t0 + 3 * DROP_LOG_INTERVAL),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn drop_reasons_index_their_own_slots() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
+    }
+
+    #[test]
+    fn v4_mapped_sources_compare_as_v4() {
+        let mapped: SocketAddr = "[::ffff:10.0.0.1]:7421".parse().unwrap();
+        assert_eq!(
+            normalize(mapped),
+            "10.0.0.1:7421".parse::<SocketAddr>().unwrap()
+        );
+        let v6: SocketAddr = "[fe80::1]:7421".parse().unwrap();
+        assert_eq!(normalize(v6), v6);
+    }
+
+    #[tokio::test]
+    async fn invalid_params_are_rejected() {
+        let (_tx, rx) = watch::channel(status(0));
+        let a: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let err = HeartbeatService::start_with_socket(
+            bind_local(),
+            params(1, vec![(2, vec![a]), (3, vec![a])]),
+            rx.clone(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                HeartbeatError::DuplicateAddress {
+                    first: 2,
+                    second: 3,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let err = HeartbeatService::start_with_socket(
+            bind_local(),
+            params(1, vec![(1, vec![a])]),
+            rx.clone(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                HeartbeatError::Detector(DetectorError::PeerIsLocal { peer: 1 })
+            ),
+            "{err:?}"
+        );
+        let mut p = params(1, vec![]);
+        p.cluster_name.clear();
+        let err = HeartbeatService::start_with_socket(bind_local(), p, rx).unwrap_err();
+        assert!(matches!(err, HeartbeatError::EmptyClusterName), "{err:?}");
+    }
+
+    #[test]
+    fn start_outside_a_runtime_is_an_error_not_a_panic() {
+        let (_tx, rx) = watch::channel(status(0));
+        let err =
+            HeartbeatService::start_with_socket(bind_local(), params(1, vec![]), rx).unwrap_err();
+        assert!(matches!(err, HeartbeatError::NoRuntime), "{err:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn three_nodes_see_each_other_and_detect_a_stopped_one() {
+        let sockets: Vec<std::net::UdpSocket> = (0..3).map(|_| bind_local()).collect();
+        let addrs: Vec<SocketAddr> = sockets.iter().map(|s| s.local_addr().unwrap()).collect();
+        let ids: [NodeId; 3] = [1, 2, 3];
+        let mut status_txs = Vec::new();
+        let mut handles = Vec::new();
+        for (i, socket) in sockets.into_iter().enumerate() {
+            let peers = (0..3)
+                .filter(|&j| j != i)
+                .map(|j| (ids[j], vec![addrs[j]]))
+                .collect();
+            let (tx, rx) = watch::channel(status(10 + i as u64));
+            handles.push(
+                HeartbeatService::start_with_socket(socket, params(ids[i], peers), rx).unwrap(),
+            );
+            status_txs.push(tx);
+        }
+        for h in &mut handles {
+            let v = wait_view(&mut h.view, "every peer alive with an RTT", |v| {
+                v.peers.len() == 2
+                    && v.peers
+                        .iter()
+                        .all(|p| p.state == Liveness::Alive && p.rtt.is_some())
+            })
+            .await;
+            // The payload is the sender's LocalStatus.
+            for p in &v.peers {
+                let idx = ids.iter().position(|&id| id == p.id).unwrap();
+                assert_eq!(p.last.as_ref().map(|hb| hb.term), Some(10 + idx as u64));
+                assert!(p.rtt.unwrap() < Duration::from_secs(1));
+            }
+        }
+        // A status change on node 1 reaches node 2.
+        status_txs[0].send_modify(|s| {
+            s.term = 77;
+            s.raft_state = RaftRoleWire::Leader;
+            s.primary_epoch = Some(5);
+        });
+        wait_view(&mut handles[1].view, "node 1's new term", |v| {
+            v.peer(1).and_then(|p| p.last.as_ref()).is_some_and(|hb| {
+                hb.term == 77
+                    && hb.raft_state == RaftRoleWire::Leader
+                    && hb.primary_epoch == Some(5)
+            })
+        })
+        .await;
+
+        // Stop node 3: the others see it dead on its only link, and each other still alive.
+        let third = handles.pop().unwrap();
+        third.shutdown_and_wait().await;
+        for h in &mut handles {
+            let v = wait_view(&mut h.view, "node 3 dead", |v| {
+                v.peer(3).is_some_and(|p| p.state == Liveness::Dead)
+            })
+            .await;
+            let p3 = v.peer(3).unwrap();
+            assert!(p3.dead_since.is_some_and(|t| t <= v.at));
+            assert!(v
+                .peers
+                .iter()
+                .filter(|p| p.id != 3)
+                .all(|p| p.state == Liveness::Alive));
+        }
+        for h in &handles {
+            let s = h.stats.snapshot();
+            assert!(s.sent > 0 && s.received > 0, "{s:?}");
+            assert_eq!(
+                s.dropped_malformed + s.dropped_foreign + s.dropped_unknown_peer,
+                0,
+                "{s:?}"
+            );
+        }
+        for h in handles {
+            h.shutdown_and_wait().await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hostile_datagrams_are_counted_and_change_nothing() {
+        // Node 1 is the service under test; node 2 is impersonated by a plain socket of the
+        // test, node 3 is configured but silent.
+        let service_socket = bind_local();
+        let service_addr = service_socket.local_addr().unwrap();
+        let node2 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        node2.set_read_timeout(Some(WAIT)).unwrap();
+        let node3 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let stranger = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let peers = vec![
+            (2, vec![node2.local_addr().unwrap()]),
+            (3, vec![node3.local_addr().unwrap()]),
+        ];
+        let (_tx, rx) = watch::channel(status(4));
+        let mut h =
+            HeartbeatService::start_with_socket(service_socket, params(1, peers), rx).unwrap();
+        let before = h
+            .view
+            .borrow()
+            .peers
+            .iter()
+            .map(|p| (p.id, p.state))
+            .collect::<Vec<_>>();
+        assert_eq!(before, vec![(2, Liveness::Unknown), (3, Liveness::Unknown)]);
+
+        let valid = |seq: u64| Heartbeat {
+            cluster_id: wire::cluster_id("test-cluster"),
+            from: 2,
+            to: 1,
+            incarnation: 5,
+            seq,
+            term: 4,
+            member_role: NodeRole::Voter,
+            raft_state: RaftRoleWire::Follower,
+            leader_id: None,
+            primary_epoch: None,
+            applied_index: 0,
+            health: ResourceHealth::Healthy,
+            sent_mono_ns: 777,
+            echo: None,
+        };
+        let send = |sock: &std::net::UdpSocket, bytes: &[u8]| {
+            sock.send_to(bytes, service_addr).unwrap();
+        };
+        send(&node2, b"hello, not a heartbeat");
+        send(&node2, &vec![0u8; MAX_DATAGRAM_BYTES + 200]);
+        let mut other_cluster = valid(1);
+        other_cluster.cluster_id = wire::cluster_id("another-cluster");
+        send(&node2, &wire::encode(&other_cluster).unwrap());
+        send(&stranger, &wire::encode(&valid(1)).unwrap()); // right node id, wrong address
+        let mut not_for_us = valid(1);
+        not_for_us.to = 99;
+        send(&node2, &wire::encode(&not_for_us).unwrap());
+        let mut unknown = valid(1);
+        unknown.from = 42;
+        send(&node2, &wire::encode(&unknown).unwrap());
+        let mut from_node3_via_node2 = valid(1);
+        from_node3_via_node2.from = 3;
+        send(&node2, &wire::encode(&from_node3_via_node2).unwrap());
+
+        wait_stats(&h.stats, "all hostile datagrams counted", |s| {
+            s.received >= 7
+        })
+        .await;
+        let s = h.stats.snapshot();
+        assert_eq!(s.dropped_malformed, 1, "{s:?}");
+        assert_eq!(s.dropped_oversized, 1, "{s:?}");
+        assert_eq!(s.dropped_foreign, 4, "{s:?}");
+        assert_eq!(s.dropped_unknown_peer, 1, "{s:?}");
+        assert_eq!(s.dropped_stale, 0, "{s:?}");
+        // Nothing changed: let a couple of periodic publications pass, then compare.
+        tokio::time::sleep(detector_cfg().heartbeat_interval * 3).await;
+        let after = h
+            .view
+            .borrow()
+            .peers
+            .iter()
+            .map(|p| (p.id, p.state))
+            .collect::<Vec<_>>();
+        assert_eq!(after, before);
+
+        // The same channel with a valid heartbeat does make node 2 alive (the test can fail).
+        let good = wire::encode(&valid(1)).unwrap();
+        send(&node2, &good);
+        let v = wait_view(&mut h.view, "node 2 alive", |v| {
+            v.peer(2).is_some_and(|p| p.state == Liveness::Alive)
+        })
+        .await;
+        assert_eq!(v.peer(3).map(|p| p.state), Some(Liveness::Unknown));
+        // A replay of it is stale.
+        send(&node2, &good);
+        wait_stats(&h.stats, "the replay counted as stale", |s| {
+            s.dropped_stale == 1
+        })
+        .await;
+
+        // The service heartbeats node 2 and echoes node 2's timestamp back.
+        let deadline = std::time::Instant::now() + WAIT;
+        let mut buf = [0u8; MAX_DATAGRAM_BYTES + 1];
+        let echoed = loop {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no echo from the service"
+            );
+            let (n, from) = node2.recv_from(&mut buf).unwrap();
+            assert_eq!(from, service_addr);
+            let hb = wire::decode(&buf[..n]).unwrap();
+            assert_eq!((hb.from, hb.to, hb.term), (1, 2, 4));
+            assert_eq!(hb.cluster_id, wire::cluster_id("test-cluster"));
+            assert_eq!(hb.incarnation, h.incarnation());
+            if let Some(echo) = hb.echo {
+                break echo;
+            }
+        };
+        assert!(
+            matches!(
+                echoed,
+                Echo {
+                    peer_sent_mono_ns: 777,
+                    incarnation: 5,
+                    ..
+                }
+            ),
+            "{echoed:?}"
+        );
+        h.shutdown_and_wait().await;
+    }
+
+    #[tokio::test]
+    async fn a_change_is_published_at_once_not_at_the_next_round() {
+        // Rounds every 3 s: a view showing node 2 alive well before the second round can only
+        // come from the publication on change.
+        let interval = Duration::from_secs(3);
+        let service_socket = bind_local();
+        let service_addr = service_socket.local_addr().unwrap();
+        let node2 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut p = params(1, vec![(2, vec![node2.local_addr().unwrap()])]);
+        p.detector = DetectorConfig {
+            heartbeat_interval: interval,
+            suspect_after: 3 * interval,
+            dead_after: 6 * interval,
+        };
+        let (_tx, rx) = watch::channel(status(0));
+        let mut h = HeartbeatService::start_with_socket(service_socket, p, rx).unwrap();
+        let hb = Heartbeat {
+            cluster_id: wire::cluster_id("test-cluster"),
+            from: 2,
+            to: 1,
+            incarnation: 1,
+            seq: 1,
+            term: 3,
+            member_role: NodeRole::Witness,
+            raft_state: RaftRoleWire::Follower,
+            leader_id: Some(3),
+            primary_epoch: None,
+            applied_index: 9,
+            health: ResourceHealth::Unknown,
+            sent_mono_ns: 1,
+            echo: None,
+        };
+        // Let the first round (sent at start, with its publication) pass first.
+        wait_stats(&h.stats, "the first round", |s| s.sent >= 1).await;
+        node2
+            .send_to(&wire::encode(&hb).unwrap(), service_addr)
+            .unwrap();
+        let seen = tokio::time::timeout(
+            interval / 2,
+            h.view
+                .wait_for(|v| v.peer(2).is_some_and(|p| p.state == Liveness::Alive)),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
+        assert!(seen, "change not published before the next round");
+        h.shutdown_and_wait().await;
+    }
+
+    #[tokio::test]
+    async fn start_binds_and_reports_address_in_use() {
+        let (_tx, rx) = watch::channel(LocalStatus::default());
+        let h = HeartbeatService::start(params(1, vec![]), rx.clone())
+            .await
+            .unwrap();
+        let addr = h.local_addr();
+        assert_ne!(addr.port(), 0);
+        let mut p = params(1, vec![]);
+        p.bind = addr;
+        let err = HeartbeatService::start(p, rx).await.unwrap_err();
+        assert!(
+            matches!(err, HeartbeatError::Socket(SocketError::AddrInUse { .. })),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(&addr.to_string()), "{err}");
+        h.shutdown_and_wait().await;
+    }
+
+    #[tokio::test]
+    async fn shutdown_by_reference_stops_the_task() {
+        let (_tx, rx) = watch::channel(LocalStatus::default());
+        let mut h =
+            HeartbeatService::start_with_socket(bind_local(), params(1, vec![]), rx).unwrap();
+        h.shutdown();
+        h.shutdown(); // idempotent
+                      // The task owns the view sender: the channel closes once the task has ended.
+        let closed =
+            tokio::time::timeout(WAIT, async { while h.view.changed().await.is_ok() {} }).await;
+        assert!(closed.is_ok(), "task still running after shutdown()");
+    }
+
+    #[tokio::test]
+    async fn shutdown_closes_the_socket() {
+        let socket = bind_local();
+        let addr = socket.local_addr().unwrap();
+        let (_tx, rx) = watch::channel(status(0));
+        let h = HeartbeatService::start_with_socket(socket, params(1, vec![]), rx).unwrap();
+        assert_eq!(h.local_addr(), addr);
+        // Still bound while running.
+        assert!(socket::bind_std(addr).is_err());
+        h.shutdown_and_wait().await;
+        let rebound = socket::bind_std(addr);
+        assert!(rebound.is_ok(), "{rebound:?}");
+    }
+}

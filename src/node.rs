@@ -1,0 +1,348 @@
+//! One quorate node: wires the data dir, Raft (storage + transport), heartbeats and the API.
+//! Decisions live in `policy/`; this file only assembles the parts and runs them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::{BasicNode, ServerState};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::consensus::log_store::LogStore;
+use crate::consensus::network::{self, NetParams, NetStats, NetworkFactory};
+use crate::consensus::state_machine::StateMachineStore;
+use crate::consensus::Raft;
+use crate::datadir::{DataDir, DataDirError};
+use crate::heartbeat::{self, HeartbeatHandle, HeartbeatParams, LocalStatus};
+use crate::types::{NodeId, NodeRole};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error("cannot open the raft log: {0}")]
+    Log(std::io::Error),
+    #[error("{0}")]
+    Snapshot(#[from] crate::consensus::snapshot::SnapshotError),
+    #[error("invalid raft timing: {0}; fix the [timing] section (see `quorate config check`)")]
+    RaftConfig(String),
+    #[error("raft failed to start: {0}")]
+    Raft(String),
+    #[error("cannot listen for raft on {addr}: {source}; another process may hold the port — stop it or change listen.raft")]
+    RaftListen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen for the API on {addr}: {source}; another process may hold the port — stop it or change listen.api")]
+    ApiListen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("heartbeat: {0}")]
+    Heartbeat(String),
+}
+
+/// Everything the API and the control loops share.
+pub struct Node {
+    pub config: Arc<Config>,
+    pub raft: Raft,
+    pub sm: StateMachineStore,
+    pub log: LogStore,
+    pub heartbeat: HeartbeatHandle,
+    pub net_stats: Arc<NetStats>,
+    pub started: Instant,
+    /// Set to false when a control loop dies; /health then answers 503.
+    pub loops_alive: watch::Sender<bool>,
+    _data_dir: DataDir,
+}
+
+/// A running node: its shared state and its background tasks.
+pub struct RunningNode {
+    pub node: Arc<Node>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Builds openraft's config from ours. Witnesses never campaign (`enable_elect = false`);
+/// pre-vote is on so a node that was cut off does not disrupt the cluster when it returns.
+pub fn raft_config(config: &Config) -> Result<openraft::Config, NodeError> {
+    let t = &config.timing;
+    let raft = openraft::Config {
+        cluster_name: config.cluster.clone(),
+        heartbeat_interval: t.raft_heartbeat.as_millis() as u64,
+        election_timeout_min: t.election_timeout_min.as_millis() as u64,
+        election_timeout_max: t.election_timeout_max.as_millis() as u64,
+        enable_elect: config.node.role == NodeRole::Voter,
+        enable_pre_vote: Some(true),
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.storage.snapshot_every),
+        max_in_snapshot_log_to_keep: config.storage.keep_logs,
+        install_snapshot_timeout: 30_000,
+        ..Default::default()
+    };
+    let mut raft = raft.validate().map_err(|e| NodeError::RaftConfig(e.to_string()))?;
+    if config.node.role == NodeRole::Witness {
+        raft.removed_leader_step_down = openraft::StepDownPolicy::Never;
+    }
+    Ok(raft)
+}
+
+impl Node {
+    pub fn id(&self) -> NodeId {
+        self.config.node.id
+    }
+
+    /// A copy of the current Raft metrics. Copy first, then use: holding the watch borrow
+    /// across an await blocks RaftCore from publishing and can deadlock it.
+    pub fn metrics(&self) -> openraft::RaftMetrics<crate::consensus::TypeConfig> {
+        self.raft.metrics().borrow_watched().clone()
+    }
+}
+
+impl RunningNode {
+    /// Starts every part of the node. Returns once all listeners are bound.
+    pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
+        let config = Arc::new(config);
+        let data_dir = DataDir::open_locked(&config.data_dir)?;
+        let log = LogStore::open(&data_dir.raft_log_dir()).map_err(NodeError::Log)?;
+        let sm = StateMachineStore::open(data_dir.snapshot_dir())?;
+
+        let peers: HashMap<NodeId, std::net::SocketAddr> = config.peers.iter().map(|p| (p.id, p.raft)).collect();
+        let net_stats = Arc::new(NetStats::default());
+        let params = NetParams {
+            cluster_id: network::cluster_id(&config.cluster),
+            local: config.node.id,
+            peers: Arc::new(peers),
+            stats: net_stats.clone(),
+        };
+
+        let raft_listener = TcpListener::bind(config.listen.raft)
+            .await
+            .map_err(|source| NodeError::RaftListen {
+                addr: config.listen.raft,
+                source,
+            })?;
+        let api_listener = TcpListener::bind(config.listen.api)
+            .await
+            .map_err(|source| NodeError::ApiListen {
+                addr: config.listen.api,
+                source,
+            })?;
+
+        let raft = Raft::new(
+            config.node.id,
+            Arc::new(raft_config(&config)?),
+            NetworkFactory::new(params.clone()),
+            log.clone(),
+            sm.clone(),
+        )
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+
+        let (status_tx, status_rx) = watch::channel(LocalStatus::default());
+        let hb_params = HeartbeatParams {
+            cluster_name: config.cluster.clone(),
+            local: config.node.id,
+            member_role: config.node.role,
+            bind: config.listen.heartbeat,
+            peers: config
+                .peers
+                .iter()
+                .filter(|p| p.id != config.node.id)
+                .map(|p| (p.id, p.heartbeat.clone()))
+                .collect(),
+            detector: heartbeat::DetectorConfig {
+                heartbeat_interval: config.timing.heartbeat_interval,
+                suspect_after: config.timing.suspect_after,
+                dead_after: config.timing.dead_after,
+            },
+        };
+        let heartbeat = heartbeat::HeartbeatService::start(hb_params, status_rx)
+            .await
+            .map_err(|e| NodeError::Heartbeat(e.to_string()))?;
+
+        let (loops_alive, _) = watch::channel(true);
+        let node = Arc::new(Node {
+            config: config.clone(),
+            raft: raft.clone(),
+            sm,
+            log,
+            heartbeat,
+            net_stats,
+            started: Instant::now(),
+            loops_alive,
+            _data_dir: data_dir,
+        });
+
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(network::serve(raft_listener, raft.clone(), params)));
+        tasks.push(tokio::spawn(bootstrap(node.clone())));
+        tasks.push(tokio::spawn(publish_local_status(node.clone(), status_tx)));
+        let app = crate::api::router(node.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(api_listener, app).await {
+                tracing::error!("API server stopped: {e}");
+            }
+        }));
+        tracing::info!(
+            raft = %config.listen.raft,
+            heartbeat = %config.listen.heartbeat,
+            api = %config.listen.api,
+            "node started"
+        );
+        Ok(RunningNode { node, tasks })
+    }
+
+    /// Stops Raft and every task.
+    pub async fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.node.heartbeat.shutdown();
+        if let Err(e) = self.node.raft.shutdown().await {
+            tracing::warn!("raft shutdown: {e}");
+        }
+    }
+}
+
+/// First start: the lowest-id voter initializes the cluster with every voting member; the
+/// others wait to be contacted. Restarts skip this (openraft remembers it is initialized), so
+/// any restart order is safe. The leader also adds configured learners.
+async fn bootstrap(node: Arc<Node>) {
+    let cfg = node.config.clone();
+    let lowest_voter = cfg
+        .peers
+        .iter()
+        .filter(|p| p.role == NodeRole::Voter)
+        .map(|p| p.id)
+        .min();
+    let voting: BTreeMap<NodeId, BasicNode> = cfg
+        .peers
+        .iter()
+        .filter(|p| p.role.votes())
+        .map(|p| (p.id, BasicNode::new(p.raft.to_string())))
+        .collect();
+    match node.raft.is_initialized().await {
+        Ok(true) => {}
+        Ok(false) if lowest_voter == Some(cfg.node.id) => match node.raft.initialize(voting).await {
+            Ok(()) => tracing::info!("initialized a new cluster from config"),
+            Err(e) => tracing::info!("cluster initialization skipped: {e}"),
+        },
+        Ok(false) => tracing::info!("waiting to be contacted by the cluster (node {lowest_voter:?} initializes it)"),
+        Err(e) => {
+            tracing::error!("cannot read raft state: {e}");
+            return;
+        }
+    }
+
+    let learners: Vec<_> = cfg.peers.iter().filter(|p| p.role == NodeRole::Learner).collect();
+    if learners.is_empty() {
+        return;
+    }
+    let mut metrics = node.raft.metrics();
+    loop {
+        let (is_leader, known) = {
+            let m = metrics.borrow_and_update();
+            let known: Vec<NodeId> = m.membership_config.nodes().map(|(id, _)| *id).collect();
+            (m.state == ServerState::Leader, known)
+        };
+        if is_leader {
+            for l in &learners {
+                if !known.contains(&l.id) {
+                    match node.raft.add_learner(l.id, BasicNode::new(l.raft.to_string()), false).await {
+                        Ok(_) => tracing::info!(learner = l.id, "learner added"),
+                        Err(e) => tracing::warn!(learner = l.id, "cannot add learner yet: {e}"),
+                    }
+                }
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Feeds what heartbeats advertise (term, raft state, applied index...) from Raft metrics.
+async fn publish_local_status(node: Arc<Node>, tx: watch::Sender<LocalStatus>) {
+    let mut metrics = node.raft.metrics();
+    loop {
+        let status = {
+            let m = metrics.borrow_and_update();
+            LocalStatus {
+                term: m.current_term,
+                raft_state: heartbeat::RaftRoleWire::from_server_state(m.state),
+                leader_id: m.current_leader,
+                primary_epoch: None,
+                applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+                health: Default::default(),
+            }
+        };
+        tx.send_replace(status);
+        tokio::select! {
+            r = metrics.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// How long a write or linearizable read may wait for Raft before the client gets 503.
+/// Bounded so a minority side answers quickly instead of hanging its clients.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    #[error("this node is not the leader")]
+    NotLeader { leader: Option<NodeId> },
+    #[error("no quorum answered within {0:?}: this node may be cut off from the majority; retry, or ask another node")]
+    Timeout(Duration),
+    #[error("the write's outcome is unknown (the leader changed while it was in flight); read the key before retrying")]
+    Unknown(String),
+    #[error("raft has stopped on this node: {0}")]
+    Fatal(String),
+}
+
+impl Node {
+    /// Proposes `req` through Raft on this node and waits until it is committed *and applied*
+    /// (only then may the client be told it succeeded: safety rule 5).
+    pub async fn propose(
+        &self,
+        req: crate::consensus::app::AppRequest,
+    ) -> Result<(crate::consensus::app::AppResponse, u64), ProposeError> {
+        use openraft::errors::{ClientWriteError, RaftError};
+        let fut = self.raft.client_write(crate::consensus::types::Request(req));
+        match tokio::time::timeout(WRITE_TIMEOUT, fut).await {
+            Err(_) => Err(ProposeError::Timeout(WRITE_TIMEOUT)),
+            Ok(Ok(resp)) => Ok((resp.data.0, resp.log_id.index)),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(ProposeError::NotLeader { leader: f.leader_id })
+            }
+            Ok(Err(RaftError::APIError(e))) => Err(ProposeError::Unknown(e.to_string())),
+            Ok(Err(RaftError::Fatal(e))) => Err(ProposeError::Fatal(e.to_string())),
+        }
+    }
+
+    /// Waits until a read on this node is linearizable (ReadIndex through the leader's quorum,
+    /// then local apply up to it). Only valid on the leader; followers forward.
+    pub async fn linearizable_barrier(&self) -> Result<(), ProposeError> {
+        use openraft::errors::{LinearizableReadError, RaftError};
+        let fut = self.raft.ensure_linearizable(openraft::ReadPolicy::ReadIndex);
+        match tokio::time::timeout(WRITE_TIMEOUT, fut).await {
+            Err(_) => Err(ProposeError::Timeout(WRITE_TIMEOUT)),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => {
+                Err(ProposeError::NotLeader { leader: f.leader_id })
+            }
+            Ok(Err(RaftError::APIError(e))) => Err(ProposeError::Unknown(e.to_string())),
+            Ok(Err(RaftError::Fatal(e))) => Err(ProposeError::Fatal(e.to_string())),
+        }
+    }
+
+    /// The API address of a member (to forward requests to the leader).
+    pub fn api_addr_of(&self, id: NodeId) -> Option<std::net::SocketAddr> {
+        self.config.peers.iter().find(|p| p.id == id).map(|p| p.api)
+    }
+}

@@ -1,0 +1,747 @@
+//! The monitor loop: runs the monitor hook every `monitor_interval` and turns its
+//! results into the node's [`ResourceHealth`] (sent in heartbeats, used by the policy).
+//!
+//! The counting is pure ([`MonitorTracker`]): `failure_threshold` consecutive failures
+//! make the node Unhealthy, one success makes it Healthy again, and before any verdict
+//! it is Unknown. A single failed check (a slow query, a blip) therefore never moves
+//! the primary; a service that is really down does, after a bounded, known delay of
+//! about `failure_threshold × monitor_interval`.
+//!
+//! The loop ([`spawn_monitor`]) is the thin IO shell around it: one run at a time
+//! (a slow monitor delays the next run instead of piling up), the current role and
+//! epoch in the hook's environment, health published on change, and every result
+//! broadcast so the failback verifier can count passes.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+
+use super::hooks::{HookContext, HookKind, HookReason, HookRunner};
+use crate::types::{Epoch, ResourceHealth};
+
+/// Largest accepted `failure_threshold`: beyond this a dead service would go unnoticed
+/// for longer than any operator wants, so it is a typo rather than a choice.
+pub const MAX_FAILURE_THRESHOLD: u32 = 1_000;
+
+/// Smallest accepted `monitor_interval`: below it the loop would mostly fork processes.
+pub const MIN_MONITOR_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Results kept for slow subscribers of [`MonitorHandle::results`]; a subscriber that
+/// falls further behind gets `RecvError::Lagged` and must resynchronise.
+pub const MONITOR_RESULTS_CAPACITY: usize = 64;
+
+/// The role exported to the monitor hook as `QUORATE_ROLE`, so one script can check
+/// "accepting writes" on the primary and "replicating" on a replica.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MonitorRole {
+    Primary,
+    #[default]
+    Replica,
+    Witness,
+    Learner,
+}
+
+impl MonitorRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MonitorRole::Primary => "primary",
+            MonitorRole::Replica => "replica",
+            MonitorRole::Witness => "witness",
+            MonitorRole::Learner => "learner",
+        }
+    }
+}
+
+impl fmt::Display for MonitorRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Monitor settings the loop refuses, with the fix.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MonitorError {
+    #[error("failure_threshold is {threshold}: it must be between 1 and {max}; set [resource] failure_threshold (3 is a common choice)")]
+    ThresholdOutOfRange { threshold: u32, max: u32 },
+    #[error("monitor_interval is {interval:?}: it must be at least {min:?}; set [resource] monitor_interval (1s is a common choice)")]
+    IntervalTooShort { interval: Duration, min: Duration },
+}
+
+/// Pure consecutive-failure counter. Feed it each monitor result in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MonitorTracker {
+    threshold: u32,
+    consecutive_failures: u32,
+    health: ResourceHealth,
+}
+
+impl MonitorTracker {
+    pub fn new(failure_threshold: u32) -> Result<Self, MonitorError> {
+        if failure_threshold == 0 || failure_threshold > MAX_FAILURE_THRESHOLD {
+            return Err(MonitorError::ThresholdOutOfRange {
+                threshold: failure_threshold,
+                max: MAX_FAILURE_THRESHOLD,
+            });
+        }
+        Ok(MonitorTracker {
+            threshold: failure_threshold,
+            consecutive_failures: 0,
+            health: ResourceHealth::Unknown,
+        })
+    }
+
+    /// Records one monitor result and returns the health that follows. A failure below
+    /// the threshold keeps the previous verdict: one blip neither condemns a healthy
+    /// service nor clears a suspicion.
+    pub fn record(&mut self, ok: bool) -> ResourceHealth {
+        if ok {
+            self.consecutive_failures = 0;
+            self.health = ResourceHealth::Healthy;
+        } else {
+            self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+            if self.consecutive_failures >= self.threshold {
+                self.health = ResourceHealth::Unhealthy;
+            }
+        }
+        self.health
+    }
+
+    /// Forgets everything (health back to Unknown): after a local restart the service
+    /// gets a fresh `failure_threshold` before it is judged again.
+    pub fn reset(&mut self) {
+        self.consecutive_failures = 0;
+        self.health = ResourceHealth::Unknown;
+    }
+
+    pub fn health(&self) -> ResourceHealth {
+        self.health
+    }
+
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures
+    }
+
+    pub fn threshold(&self) -> u32 {
+        self.threshold
+    }
+}
+
+/// One monitor run, as broadcast by [`MonitorHandle::results`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MonitorResult {
+    pub ok: bool,
+    /// When the run finished.
+    pub at: Instant,
+    pub role: MonitorRole,
+    pub epoch: Epoch,
+    pub timed_out: bool,
+    pub exit_code: Option<i32>,
+    /// The health after this result was recorded.
+    pub health: ResourceHealth,
+}
+
+/// Controls a running monitor loop. Dropping the handle stops the loop (and kills a
+/// monitor hook still running).
+#[derive(Debug)]
+pub struct MonitorHandle {
+    /// Current health; changes only when the verdict changes.
+    pub health: watch::Receiver<ResourceHealth>,
+    results: broadcast::Sender<MonitorResult>,
+    stop: watch::Sender<bool>,
+    reset: watch::Sender<u64>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl MonitorHandle {
+    /// Every monitor result from now on (ok, when, role, epoch, resulting health).
+    pub fn results(&self) -> broadcast::Receiver<MonitorResult> {
+        self.results.subscribe()
+    }
+
+    /// The health right now.
+    pub fn current_health(&self) -> ResourceHealth {
+        *self.health.borrow()
+    }
+
+    /// Back to Unknown with a fresh failure count; a run in flight is discarded. For
+    /// the executor after a local restart (demote + promote), so the restarted service
+    /// must fail `failure_threshold` times again before it is declared Unhealthy.
+    pub fn reset(&self) {
+        self.reset
+            .send_modify(|generation| *generation = generation.wrapping_add(1));
+    }
+
+    /// Asks the loop to stop; a monitor hook still running is killed with its group.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Stops the loop and waits until it has ended (its hook killed and reaped).
+    pub async fn join(mut self) {
+        self.stop();
+        if let Some(task) = self.task.take() {
+            if let Err(e) = task.await {
+                tracing::error!(target: "quorate::monitor", "monitor loop ended abnormally: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for MonitorHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Starts the monitor loop on the current tokio runtime. It runs the monitor hook at
+/// once and then every `interval`, never two at once (a run that takes longer than
+/// `interval` is followed directly by the next), with the role and epoch current at
+/// each run. Must be called from within a tokio runtime. Without a configured
+/// monitor hook nothing runs and health stays Unknown (which counts as usable).
+pub fn spawn_monitor(
+    runner: Arc<HookRunner>,
+    interval: Duration,
+    failure_threshold: u32,
+    role: watch::Receiver<MonitorRole>,
+    epoch: watch::Receiver<Epoch>,
+) -> Result<MonitorHandle, MonitorError> {
+    if interval < MIN_MONITOR_INTERVAL {
+        return Err(MonitorError::IntervalTooShort {
+            interval,
+            min: MIN_MONITOR_INTERVAL,
+        });
+    }
+    let tracker = MonitorTracker::new(failure_threshold)?;
+    let (health_tx, health_rx) = watch::channel(ResourceHealth::Unknown);
+    let (results_tx, _) = broadcast::channel(MONITOR_RESULTS_CAPACITY);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (reset_tx, reset_rx) = watch::channel(0u64);
+    let shell = MonitorLoop {
+        runner,
+        interval,
+        tracker,
+        role,
+        epoch,
+        health: health_tx,
+        results: results_tx.clone(),
+        stop: stop_rx,
+        reset: reset_rx,
+    };
+    let task = tokio::spawn(shell.run());
+    Ok(MonitorHandle {
+        health: health_rx,
+        results: results_tx,
+        stop: stop_tx,
+        reset: reset_tx,
+        task: Some(task),
+    })
+}
+
+struct MonitorLoop {
+    runner: Arc<HookRunner>,
+    interval: Duration,
+    tracker: MonitorTracker,
+    role: watch::Receiver<MonitorRole>,
+    epoch: watch::Receiver<Epoch>,
+    health: watch::Sender<ResourceHealth>,
+    results: broadcast::Sender<MonitorResult>,
+    stop: watch::Receiver<bool>,
+    reset: watch::Receiver<u64>,
+}
+
+impl MonitorLoop {
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    async fn run(mut self) {
+        if !self.runner.is_configured(HookKind::Monitor) {
+            tracing::info!(
+                target: "quorate::monitor",
+                "no monitor hook configured: resource health stays unknown"
+            );
+            // Nothing to do; just wait for stop (or for the handle to go away).
+            while !self.stopping() {
+                if self.stop.changed().await.is_err() {
+                    return;
+                }
+            }
+            return;
+        }
+
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if self.stopping() {
+                return;
+            }
+            tokio::select! {
+                biased;
+                changed = self.stop.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                changed = self.reset.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    self.tracker.reset();
+                    self.publish(ResourceHealth::Unknown);
+                    continue;
+                }
+                _ = ticker.tick() => {}
+            }
+
+            let role = *self.role.borrow_and_update();
+            let epoch = *self.epoch.borrow_and_update();
+            let generation = *self.reset.borrow();
+            let ctx = HookContext {
+                role: role.as_str(),
+                epoch,
+                reason: HookReason::Monitor,
+                previous_primary: None,
+                target: None,
+            };
+            let runner = Arc::clone(&self.runner);
+            let stop = &mut self.stop;
+            // A stop request (or the handle going away) kills and reaps the running hook.
+            let stop_requested = async move {
+                let _ = stop.changed().await;
+            };
+            let outcome = runner
+                .run_cancellable(HookKind::Monitor, ctx, stop_requested)
+                .await;
+            if outcome.cancelled {
+                return;
+            }
+            if *self.reset.borrow() != generation {
+                // Reset while this check ran: it judged the service before the restart.
+                continue;
+            }
+            let health = self.tracker.record(outcome.ok);
+            self.publish(health);
+            // No subscriber is fine: the broadcast is for whoever listens right now.
+            let _ = self.results.send(MonitorResult {
+                ok: outcome.ok,
+                at: Instant::now(),
+                role,
+                epoch,
+                timed_out: outcome.timed_out,
+                exit_code: outcome.exit_code,
+                health,
+            });
+        }
+    }
+
+    fn publish(&self, health: ResourceHealth) {
+        let changed = self.health.send_if_modified(|current| {
+            if *current == health {
+                false
+            } else {
+                *current = health;
+                true
+            }
+        });
+        if !changed {
+            return;
+        }
+        let failures = self.tracker.consecutive_failures();
+        match health {
+            ResourceHealth::Unhealthy => tracing::warn!(
+                target: "quorate::monitor",
+                consecutive_failures = failures,
+                threshold = self.tracker.threshold(),
+                "resource is unhealthy: the monitor hook failed {failures} times in a row"
+            ),
+            ResourceHealth::Healthy => {
+                tracing::info!(target: "quorate::monitor", "resource is healthy")
+            }
+            ResourceHealth::Unknown => {
+                tracing::info!(target: "quorate::monitor", "resource health reset to unknown")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::hooks::tests::{alive_or_our_zombie, read_pid, wait_gone, write_script};
+    use crate::resource::hooks::{HookSettings, DEFAULT_MAX_OUTPUT_BYTES};
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+    use std::fs;
+    use std::path::Path;
+
+    /// Upper bound on any wait in these tests (a loaded 2-core machine is slow).
+    const WAIT_LIMIT: Duration = Duration::from_secs(20);
+    const FAST_INTERVAL: Duration = Duration::from_millis(30);
+
+    // ---- pure tracker ----
+
+    #[test]
+    fn tracker_counts_consecutive_failures() {
+        let mut t = MonitorTracker::new(3).expect("valid threshold");
+        assert_eq!(t.health(), ResourceHealth::Unknown);
+        assert_eq!(t.record(false), ResourceHealth::Unknown);
+        assert_eq!(t.record(false), ResourceHealth::Unknown);
+        assert_eq!(t.record(false), ResourceHealth::Unhealthy);
+        assert_eq!(t.record(false), ResourceHealth::Unhealthy);
+        assert_eq!(t.record(true), ResourceHealth::Healthy);
+        assert_eq!(t.consecutive_failures(), 0);
+        // Blips below the threshold keep a healthy verdict.
+        assert_eq!(t.record(false), ResourceHealth::Healthy);
+        assert_eq!(t.record(false), ResourceHealth::Healthy);
+        assert_eq!(t.record(true), ResourceHealth::Healthy);
+        assert_eq!(t.record(false), ResourceHealth::Healthy);
+        assert_eq!(t.record(false), ResourceHealth::Healthy);
+        assert_eq!(t.record(false), ResourceHealth::Unhealthy);
+        t.reset();
+        assert_eq!(t.health(), ResourceHealth::Unknown);
+        assert_eq!(t.record(false), ResourceHealth::Unknown);
+    }
+
+    #[test]
+    fn threshold_of_one_condemns_at_once() {
+        let mut t = MonitorTracker::new(1).expect("valid threshold");
+        assert_eq!(t.record(false), ResourceHealth::Unhealthy);
+        assert_eq!(t.record(true), ResourceHealth::Healthy);
+        assert_eq!(t.record(false), ResourceHealth::Unhealthy);
+    }
+
+    #[test]
+    fn tracker_rejects_bad_thresholds() {
+        assert_eq!(
+            MonitorTracker::new(0),
+            Err(MonitorError::ThresholdOutOfRange {
+                threshold: 0,
+                max: MAX_FAILURE_THRESHOLD
+            })
+        );
+        assert!(MonitorTracker::new(MAX_FAILURE_THRESHOLD + 1).is_err());
+        assert!(MonitorTracker::new(MAX_FAILURE_THRESHOLD).is_ok());
+    }
+
+    /// Reference model: the verdict follows from the whole history, not just the state.
+    fn expected(threshold: u32, history: &[bool]) -> ResourceHealth {
+        let trailing_failures = history.iter().rev().take_while(|ok| !**ok).count();
+        if trailing_failures >= threshold as usize {
+            ResourceHealth::Unhealthy
+        } else if history.iter().any(|ok| *ok) {
+            ResourceHealth::Healthy
+        } else {
+            ResourceHealth::Unknown
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn tracker_matches_model(threshold in 1u32..6, history in proptest::collection::vec(any::<bool>(), 0..60)) {
+            let mut t = MonitorTracker::new(threshold).expect("valid threshold");
+            for i in 0..history.len() {
+                let got = t.record(history[i]);
+                prop_assert_eq!(got, expected(threshold, &history[..=i]));
+                prop_assert_eq!(got, t.health());
+            }
+            if history.is_empty() {
+                prop_assert_eq!(t.health(), ResourceHealth::Unknown);
+            }
+        }
+
+        #[test]
+        fn unhealthy_needs_threshold_failures_in_a_row(threshold in 1u32..6, history in proptest::collection::vec(any::<bool>(), 0..60)) {
+            let mut t = MonitorTracker::new(threshold).expect("valid threshold");
+            let mut previous = ResourceHealth::Unknown;
+            let mut streak = 0u32;
+            for ok in history {
+                streak = if ok { 0 } else { streak + 1 };
+                let now = t.record(ok);
+                if now == ResourceHealth::Unhealthy && previous != ResourceHealth::Unhealthy {
+                    prop_assert_eq!(streak, threshold, "turned unhealthy after {} failures", streak);
+                }
+                if ok {
+                    prop_assert_eq!(now, ResourceHealth::Healthy);
+                }
+                previous = now;
+            }
+        }
+    }
+
+    // ---- the loop, with real processes ----
+
+    fn runner(monitor: Option<&Path>) -> Arc<HookRunner> {
+        let mut paths = HashMap::new();
+        if let Some(p) = monitor {
+            paths.insert(HookKind::Monitor, p.to_path_buf());
+        }
+        Arc::new(
+            HookRunner::new(HookSettings {
+                cluster: "test".to_string(),
+                node: 2,
+                paths,
+                timeout: Duration::from_secs(10),
+                max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            })
+            .expect("valid settings"),
+        )
+    }
+
+    async fn next_result(rx: &mut broadcast::Receiver<MonitorResult>) -> MonitorResult {
+        match tokio::time::timeout(WAIT_LIMIT, rx.recv()).await {
+            Ok(Ok(r)) => r,
+            other => panic!("no monitor result: {other:?}"),
+        }
+    }
+
+    async fn wait_health(handle: &mut MonitorHandle, want: ResourceHealth) {
+        let waited = tokio::time::timeout(WAIT_LIMIT, handle.health.wait_for(|h| *h == want)).await;
+        assert!(matches!(waited, Ok(Ok(_))), "health never became {want:?}");
+    }
+
+    #[tokio::test]
+    async fn health_flips_after_threshold_failures_and_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let flag = dir.path().join("fail");
+        let hook = write_script(
+            dir.path(),
+            "monitor.sh",
+            &format!("[ -e '{}' ] && exit 1\nexit 0", flag.display()),
+        );
+        let (_role_tx, role_rx) = watch::channel(MonitorRole::Primary);
+        let (_epoch_tx, epoch_rx) = watch::channel(5);
+        let mut handle =
+            spawn_monitor(runner(Some(&hook)), FAST_INTERVAL, 3, role_rx, epoch_rx).expect("spawn");
+        assert_eq!(handle.current_health(), ResourceHealth::Unknown);
+        wait_health(&mut handle, ResourceHealth::Healthy).await;
+
+        let mut results = handle.results();
+        fs::write(&flag, "").expect("create flag");
+        // At most one run can have started before the flag existed.
+        let mut r = next_result(&mut results).await;
+        for _ in 0..2 {
+            if !r.ok {
+                break;
+            }
+            r = next_result(&mut results).await;
+        }
+        assert!(!r.ok, "the monitor kept passing with the flag present");
+        assert_eq!(
+            r.health,
+            ResourceHealth::Healthy,
+            "first failure must not condemn"
+        );
+        let r = next_result(&mut results).await;
+        assert!(!r.ok);
+        assert_eq!(
+            r.health,
+            ResourceHealth::Healthy,
+            "second failure must not condemn"
+        );
+        let r = next_result(&mut results).await;
+        assert!(!r.ok);
+        assert_eq!(
+            r.health,
+            ResourceHealth::Unhealthy,
+            "third failure reaches the threshold"
+        );
+        assert_eq!(r.role, MonitorRole::Primary);
+        assert_eq!(r.epoch, 5);
+        wait_health(&mut handle, ResourceHealth::Unhealthy).await;
+
+        fs::remove_file(&flag).expect("remove flag");
+        wait_health(&mut handle, ResourceHealth::Healthy).await;
+        handle.join().await;
+    }
+
+    #[tokio::test]
+    async fn role_and_epoch_follow_the_watches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let seen = dir.path().join("seen");
+        let hook = write_script(
+            dir.path(),
+            "monitor.sh",
+            &format!(
+                "echo \"$QUORATE_ROLE $QUORATE_EPOCH $QUORATE_REASON $QUORATE_HOOK\" > '{}'",
+                seen.display()
+            ),
+        );
+        let (role_tx, role_rx) = watch::channel(MonitorRole::Replica);
+        let (epoch_tx, epoch_rx) = watch::channel(1);
+        let handle =
+            spawn_monitor(runner(Some(&hook)), FAST_INTERVAL, 2, role_rx, epoch_rx).expect("spawn");
+        let mut results = handle.results();
+        let r = next_result(&mut results).await;
+        assert!(r.ok);
+        assert_eq!(
+            fs::read_to_string(&seen).expect("seen").trim(),
+            "replica 1 monitor monitor"
+        );
+
+        role_tx.send_replace(MonitorRole::Primary);
+        epoch_tx.send_replace(2);
+        // The run in flight may predate the change; the one after it cannot.
+        let mut r = next_result(&mut results).await;
+        if r.role != MonitorRole::Primary {
+            r = next_result(&mut results).await;
+        }
+        assert_eq!((r.role, r.epoch), (MonitorRole::Primary, 2));
+        assert_eq!(
+            fs::read_to_string(&seen).expect("seen").trim(),
+            "primary 2 monitor monitor"
+        );
+        handle.join().await;
+    }
+
+    #[tokio::test]
+    async fn runs_never_overlap() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lock = dir.path().join("lock");
+        let overlap = dir.path().join("overlap");
+        // Each run takes ~100 ms, longer than the 30 ms interval.
+        let hook = write_script(
+            dir.path(),
+            "monitor.sh",
+            &format!(
+                "mkdir '{l}' 2>/dev/null || {{ touch '{o}'; exit 1; }}\nsleep 0.1\nrmdir '{l}'",
+                l = lock.display(),
+                o = overlap.display()
+            ),
+        );
+        let (_role_tx, role_rx) = watch::channel(MonitorRole::Replica);
+        let (_epoch_tx, epoch_rx) = watch::channel(1);
+        let handle =
+            spawn_monitor(runner(Some(&hook)), FAST_INTERVAL, 1, role_rx, epoch_rx).expect("spawn");
+        let mut results = handle.results();
+        for _ in 0..4 {
+            let r = next_result(&mut results).await;
+            assert!(r.ok, "a run failed: overlapping runs? {r:?}");
+        }
+        handle.join().await;
+        assert!(!overlap.exists(), "two monitor runs overlapped");
+    }
+
+    #[tokio::test]
+    async fn no_monitor_hook_means_unknown_and_no_runs() {
+        let (_role_tx, role_rx) = watch::channel(MonitorRole::Primary);
+        let (_epoch_tx, epoch_rx) = watch::channel(1);
+        let handle =
+            spawn_monitor(runner(None), FAST_INTERVAL, 1, role_rx, epoch_rx).expect("spawn");
+        let mut results = handle.results();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(handle.current_health(), ResourceHealth::Unknown);
+        assert!(matches!(
+            results.try_recv(),
+            Err(broadcast::error::TryRecvError::Empty)
+        ));
+        tokio::time::timeout(WAIT_LIMIT, handle.join())
+            .await
+            .expect("idle monitor stops");
+    }
+
+    #[tokio::test]
+    async fn stop_kills_a_running_monitor() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pid_file = dir.path().join("pid");
+        let hook = write_script(
+            dir.path(),
+            "monitor.sh",
+            &format!(
+                "echo $$ > '{p}.main'\nsleep 1000 &\necho $! > '{p}'\nwait",
+                p = pid_file.display()
+            ),
+        );
+        let (_role_tx, role_rx) = watch::channel(MonitorRole::Replica);
+        let (_epoch_tx, epoch_rx) = watch::channel(1);
+        let handle =
+            spawn_monitor(runner(Some(&hook)), FAST_INTERVAL, 1, role_rx, epoch_rx).expect("spawn");
+        let mut pid = None;
+        for _ in 0..500 {
+            if let Some(p) = fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|t| t.trim().parse::<i32>().ok())
+            {
+                pid = Some(p);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let pid = pid.expect("monitor hook started");
+        tokio::time::timeout(WAIT_LIMIT, handle.join())
+            .await
+            .expect("stop is prompt");
+        // The hook's main process is ours: reaped by the time join returns.
+        let main = read_pid(&pid_file.with_extension("main")).await;
+        assert!(
+            !alive_or_our_zombie(main),
+            "monitor hook {main} left unreaped"
+        );
+        // Its child was killed with the group (init reaps it).
+        assert!(
+            wait_gone(pid).await,
+            "monitor hook child {pid} survived stop"
+        );
+    }
+
+    #[tokio::test]
+    async fn reset_returns_to_unknown() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hook = write_script(dir.path(), "monitor.sh", "exit 1");
+        let (_role_tx, role_rx) = watch::channel(MonitorRole::Primary);
+        let (_epoch_tx, epoch_rx) = watch::channel(1);
+        let mut handle =
+            spawn_monitor(runner(Some(&hook)), FAST_INTERVAL, 2, role_rx, epoch_rx).expect("spawn");
+        wait_health(&mut handle, ResourceHealth::Unhealthy).await;
+        let mut results = handle.results();
+        handle.reset();
+        wait_health(&mut handle, ResourceHealth::Unknown).await;
+        // After the reset it takes the full threshold again: the first failure that
+        // counts leaves it Unknown (a run that straddled the reset is discarded).
+        // Results published before the reset took effect are still Unhealthy; at most
+        // a couple of them can be in the channel.
+        let mut r = next_result(&mut results).await;
+        for _ in 0..3 {
+            if r.health != ResourceHealth::Unhealthy {
+                break;
+            }
+            r = next_result(&mut results).await;
+        }
+        assert_eq!(r.health, ResourceHealth::Unknown, "{r:?}");
+        let r = next_result(&mut results).await;
+        assert_eq!(r.health, ResourceHealth::Unhealthy, "{r:?}");
+        handle.join().await;
+    }
+
+    #[test]
+    fn spawn_rejects_bad_settings() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let (_r, role_rx) = watch::channel(MonitorRole::Replica);
+            let (_e, epoch_rx) = watch::channel(1);
+            let err = spawn_monitor(
+                runner(None),
+                Duration::from_millis(1),
+                3,
+                role_rx.clone(),
+                epoch_rx.clone(),
+            )
+            .err();
+            assert!(matches!(err, Some(MonitorError::IntervalTooShort { .. })));
+            let err = spawn_monitor(runner(None), FAST_INTERVAL, 0, role_rx, epoch_rx).err();
+            assert!(matches!(
+                err,
+                Some(MonitorError::ThresholdOutOfRange { threshold: 0, .. })
+            ));
+        });
+    }
+}
