@@ -86,6 +86,11 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
+    // Behave like a Unix tool when piped into `head`: die quietly on a closed stdout.
+    // SAFETY: resetting a signal disposition to its default before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

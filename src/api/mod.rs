@@ -14,7 +14,7 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::ServerState;
 
 use crate::node::Node;
-use status::{Membership, NodeStatus, PeerStatus};
+use status::{Counters, Membership, NodeStatus, PeerStatus};
 
 pub fn router(node: Arc<Node>) -> Router {
     Router::new()
@@ -78,6 +78,26 @@ pub fn build_status(node: &Node) -> NodeStatus {
         quorum_ack_age_ms: m.last_quorum_acked.as_ref().map(|t| openraft::Instant::elapsed(&**t).as_millis() as u64),
         uptime_ms: node.started.elapsed().as_millis() as u64,
         peers,
+        counters: counters(node),
+    }
+}
+
+fn counters(node: &Node) -> Counters {
+    use std::sync::atomic::Ordering::Relaxed;
+    let hb = node.heartbeat.stats.snapshot();
+    let net = &node.net_stats;
+    Counters {
+        heartbeats_sent: hb.sent,
+        heartbeats_received: hb.received,
+        heartbeats_dropped_malformed: hb.dropped_malformed,
+        heartbeats_dropped_oversized: hb.dropped_oversized,
+        heartbeats_dropped_foreign: hb.dropped_foreign,
+        heartbeats_dropped_unknown_peer: hb.dropped_unknown_peer,
+        heartbeats_dropped_stale: hb.dropped_stale,
+        raft_frames_rejected: net.frames_rejected.load(Relaxed),
+        raft_handshakes_rejected: net.handshakes_rejected.load(Relaxed),
+        raft_connections_rejected: net.connections_rejected.load(Relaxed),
+        raft_dial_failures: net.dial_failures.load(Relaxed),
     }
 }
 

@@ -25,6 +25,23 @@ pub struct NodeStatus {
     pub quorum_ack_age_ms: Option<u64>,
     pub uptime_ms: u64,
     pub peers: Vec<PeerStatus>,
+    /// Rejected-input and traffic counters (also exported by /metrics).
+    pub counters: Counters,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct Counters {
+    pub heartbeats_sent: u64,
+    pub heartbeats_received: u64,
+    pub heartbeats_dropped_malformed: u64,
+    pub heartbeats_dropped_oversized: u64,
+    pub heartbeats_dropped_foreign: u64,
+    pub heartbeats_dropped_unknown_peer: u64,
+    pub heartbeats_dropped_stale: u64,
+    pub raft_frames_rejected: u64,
+    pub raft_handshakes_rejected: u64,
+    pub raft_connections_rejected: u64,
+    pub raft_dial_failures: u64,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
