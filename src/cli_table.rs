@@ -34,7 +34,11 @@ pub fn status_table(local: &NodeStatus, all: &[NodeStatus]) -> String {
             peer.map(|p| p.heartbeat.clone()).unwrap_or_default()
         };
         let (raft, term, applied) = match own {
-            Some(s) => (s.raft_state.clone(), s.term.to_string(), s.applied_index.to_string()),
+            Some(s) => (
+                s.raft_state.clone(),
+                s.term.to_string(),
+                s.applied_index.to_string(),
+            ),
             None => ("unreachable".into(), "-".into(), "-".into()),
         };
         let lag = match (leader_last, own) {
@@ -50,9 +54,16 @@ pub fn status_table(local: &NodeStatus, all: &[NodeStatus]) -> String {
             widths[i] = widths[i].max(c.len());
         }
     }
-    let mut out = format!("cluster {}  (queried node {}, marked *)\n", local.cluster, local.node_id);
+    let mut out = format!(
+        "cluster {}  (queried node {}, marked *)\n",
+        local.cluster, local.node_id
+    );
     for r in rows {
-        let line: Vec<String> = r.iter().enumerate().map(|(i, c)| format!("{:<w$}", c, w = widths[i])).collect();
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{:<w$}", c, w = widths[i]))
+            .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }

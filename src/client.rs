@@ -12,7 +12,11 @@ pub enum ClientError {
     #[error("cannot reach the quorate API at {addr}: {detail}; is the daemon running? (pass --api ADDR or set QUORATE_API)")]
     Unreachable { addr: String, detail: String },
     #[error("{addr} answered {status}: {body}")]
-    Status { addr: String, status: u16, body: String },
+    Status {
+        addr: String,
+        status: u16,
+        body: String,
+    },
     #[error("{addr} sent a response this CLI cannot read ({detail}); are the CLI and daemon the same version?")]
     Decode { addr: String, detail: String },
 }
@@ -40,15 +44,15 @@ impl Client {
     }
 
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let resp = self
-            .http
-            .get(self.url(path))
-            .send()
-            .await
-            .map_err(|e| ClientError::Unreachable {
-                addr: self.addr.clone(),
-                detail: e.to_string(),
-            })?;
+        let resp =
+            self.http
+                .get(self.url(path))
+                .send()
+                .await
+                .map_err(|e| ClientError::Unreachable {
+                    addr: self.addr.clone(),
+                    detail: e.to_string(),
+                })?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();

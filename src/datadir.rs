@@ -44,7 +44,8 @@ impl DataDir {
             // Tighten rather than refuse: the dir holds the Raft log and the API token.
             let mut p = meta.permissions();
             p.set_mode(0o700);
-            std::fs::set_permissions(path, p).map_err(io("cannot restrict its permissions to 0700"))?;
+            std::fs::set_permissions(path, p)
+                .map_err(io("cannot restrict its permissions to 0700"))?;
         }
         let lock_path = path.join("LOCK");
         let mut file = OpenOptions::new()
@@ -63,7 +64,11 @@ impl DataDir {
                 .unwrap_or_default();
             return Err(DataDirError::Locked {
                 dir: path.to_path_buf(),
-                holder: if holder.is_empty() { "unknown".into() } else { holder },
+                holder: if holder.is_empty() {
+                    "unknown".into()
+                } else {
+                    holder
+                },
             });
         }
         file.set_len(0).map_err(io("cannot write LOCK"))?;

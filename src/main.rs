@@ -77,8 +77,11 @@ enum LogFormat {
 
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("QUORATE_LOG").unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_env("QUORATE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Human => builder.init(),
@@ -92,7 +95,10 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -148,7 +154,10 @@ async fn run_daemon(path: PathBuf, data_dir: Option<PathBuf>) -> ExitCode {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
         std::future::pending::<()>().await;
         return;
@@ -173,7 +182,13 @@ fn config_check(file: &std::path::Path, json: bool) -> ExitCode {
             } else {
                 println!("{}: ok ({})", file.display(), c.summary());
                 for p in hook_problems {
-                    println!("warning: {}: {}: {}; fix: {}", file.display(), p.key, p.message, p.fix);
+                    println!(
+                        "warning: {}: {}: {}; fix: {}",
+                        file.display(),
+                        p.key,
+                        p.message,
+                        p.fix
+                    );
                 }
             }
             ExitCode::SUCCESS

@@ -84,7 +84,9 @@ pub fn raft_config(config: &Config) -> Result<openraft::Config, NodeError> {
         install_snapshot_timeout: 30_000,
         ..Default::default()
     };
-    let mut raft = raft.validate().map_err(|e| NodeError::RaftConfig(e.to_string()))?;
+    let mut raft = raft
+        .validate()
+        .map_err(|e| NodeError::RaftConfig(e.to_string()))?;
     if config.node.role == NodeRole::Witness {
         raft.removed_leader_step_down = openraft::StepDownPolicy::Never;
     }
@@ -111,7 +113,8 @@ impl RunningNode {
         let log = LogStore::open(&data_dir.raft_log_dir()).map_err(NodeError::Log)?;
         let sm = StateMachineStore::open(data_dir.snapshot_dir())?;
 
-        let peers: HashMap<NodeId, std::net::SocketAddr> = config.peers.iter().map(|p| (p.id, p.raft)).collect();
+        let peers: HashMap<NodeId, std::net::SocketAddr> =
+            config.peers.iter().map(|p| (p.id, p.raft)).collect();
         let net_stats = Arc::new(NetStats::default());
         let params = NetParams {
             cluster_id: network::cluster_id(&config.cluster),
@@ -179,9 +182,16 @@ impl RunningNode {
         });
 
         let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(network::serve(raft_listener, raft.clone(), params)));
+        tasks.push(tokio::spawn(network::serve(
+            raft_listener,
+            raft.clone(),
+            params,
+        )));
         tasks.push(tokio::spawn(bootstrap(node.clone())));
         tasks.push(tokio::spawn(publish_local_status(node.clone(), status_tx)));
+        if config.node.role == NodeRole::Voter {
+            tasks.push(tokio::spawn(early_elections(node.clone())));
+        }
         let app = crate::api::router(node.clone());
         tasks.push(tokio::spawn(async move {
             if let Err(e) = axum::serve(api_listener, app).await {
@@ -228,18 +238,26 @@ async fn bootstrap(node: Arc<Node>) {
         .collect();
     match node.raft.is_initialized().await {
         Ok(true) => {}
-        Ok(false) if lowest_voter == Some(cfg.node.id) => match node.raft.initialize(voting).await {
-            Ok(()) => tracing::info!("initialized a new cluster from config"),
-            Err(e) => tracing::info!("cluster initialization skipped: {e}"),
-        },
-        Ok(false) => tracing::info!("waiting to be contacted by the cluster (node {lowest_voter:?} initializes it)"),
+        Ok(false) if lowest_voter == Some(cfg.node.id) => {
+            match node.raft.initialize(voting).await {
+                Ok(()) => tracing::info!("initialized a new cluster from config"),
+                Err(e) => tracing::info!("cluster initialization skipped: {e}"),
+            }
+        }
+        Ok(false) => tracing::info!(
+            "waiting to be contacted by the cluster (node {lowest_voter:?} initializes it)"
+        ),
         Err(e) => {
             tracing::error!("cannot read raft state: {e}");
             return;
         }
     }
 
-    let learners: Vec<_> = cfg.peers.iter().filter(|p| p.role == NodeRole::Learner).collect();
+    let learners: Vec<_> = cfg
+        .peers
+        .iter()
+        .filter(|p| p.role == NodeRole::Learner)
+        .collect();
     if learners.is_empty() {
         return;
     }
@@ -253,7 +271,11 @@ async fn bootstrap(node: Arc<Node>) {
         if is_leader {
             for l in &learners {
                 if !known.contains(&l.id) {
-                    match node.raft.add_learner(l.id, BasicNode::new(l.raft.to_string()), false).await {
+                    match node
+                        .raft
+                        .add_learner(l.id, BasicNode::new(l.raft.to_string()), false)
+                        .await
+                    {
                         Ok(_) => tracing::info!(learner = l.id, "learner added"),
                         Err(e) => tracing::warn!(learner = l.id, "cannot add learner yet: {e}"),
                     }
@@ -313,12 +335,16 @@ impl Node {
         req: crate::consensus::app::AppRequest,
     ) -> Result<(crate::consensus::app::AppResponse, u64), ProposeError> {
         use openraft::errors::{ClientWriteError, RaftError};
-        let fut = self.raft.client_write(crate::consensus::types::Request(req));
+        let fut = self
+            .raft
+            .client_write(crate::consensus::types::Request(req));
         match tokio::time::timeout(WRITE_TIMEOUT, fut).await {
             Err(_) => Err(ProposeError::Timeout(WRITE_TIMEOUT)),
             Ok(Ok(resp)) => Ok((resp.data.0, resp.log_id.index)),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(ProposeError::NotLeader { leader: f.leader_id })
+                Err(ProposeError::NotLeader {
+                    leader: f.leader_id,
+                })
             }
             Ok(Err(RaftError::APIError(e))) => Err(ProposeError::Unknown(e.to_string())),
             Ok(Err(RaftError::Fatal(e))) => Err(ProposeError::Fatal(e.to_string())),
@@ -329,12 +355,16 @@ impl Node {
     /// then local apply up to it). Only valid on the leader; followers forward.
     pub async fn linearizable_barrier(&self) -> Result<(), ProposeError> {
         use openraft::errors::{LinearizableReadError, RaftError};
-        let fut = self.raft.ensure_linearizable(openraft::ReadPolicy::ReadIndex);
+        let fut = self
+            .raft
+            .ensure_linearizable(openraft::ReadPolicy::ReadIndex);
         match tokio::time::timeout(WRITE_TIMEOUT, fut).await {
             Err(_) => Err(ProposeError::Timeout(WRITE_TIMEOUT)),
             Ok(Ok(_)) => Ok(()),
             Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => {
-                Err(ProposeError::NotLeader { leader: f.leader_id })
+                Err(ProposeError::NotLeader {
+                    leader: f.leader_id,
+                })
             }
             Ok(Err(RaftError::APIError(e))) => Err(ProposeError::Unknown(e.to_string())),
             Ok(Err(RaftError::Fatal(e))) => Err(ProposeError::Fatal(e.to_string())),
@@ -344,5 +374,95 @@ impl Node {
     /// The API address of a member (to forward requests to the leader).
     pub fn api_addr_of(&self, id: NodeId) -> Option<std::net::SocketAddr> {
         self.config.peers.iter().find(|p| p.id == id).map(|p| p.api)
+    }
+}
+
+/// Gap between successive candidates' early campaigns (best candidate first).
+pub const CAMPAIGN_STAGGER: Duration = Duration::from_millis(15);
+/// Added after the voters' lease runs out before campaigning (timer granularity).
+pub const CAMPAIGN_MARGIN: Duration = Duration::from_millis(3);
+
+/// Watches the heartbeat view; when the Raft leader is dead on every link, campaigns (pre-vote)
+/// as soon as the voters' lease has run out, staggered by rank. See `early_election.rs`.
+async fn early_elections(node: Arc<Node>) {
+    use crate::consensus::early_election::{campaign_at, rank, CampaignGuard, Contender};
+    let cfg = node.config.clone();
+    let lease = cfg.timing.election_timeout_max;
+    let mut view_rx = node.heartbeat.view.clone();
+    let mut guard = CampaignGuard::default();
+    loop {
+        let plan = {
+            let m = node.metrics();
+            let view = view_rx.borrow_and_update().clone();
+            match m.current_leader {
+                Some(leader) if leader != cfg.node.id && m.state != ServerState::Leader => {
+                    view.peer(leader).and_then(|ls| {
+                        if !ls.state.counts_as_dead() {
+                            return None;
+                        }
+                        let age = ls.last_seen_age?;
+                        let last_heard = view.at.checked_sub(age)?;
+                        let mut contenders = vec![Contender {
+                            id: cfg.node.id,
+                            priority: cfg.node.priority,
+                            applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+                        }];
+                        for p in cfg.peers.iter().filter(|p| {
+                            p.role == NodeRole::Voter && p.id != leader && p.id != cfg.node.id
+                        }) {
+                            if let Some(ps) = view.peer(p.id) {
+                                if !ps.state.counts_as_dead() {
+                                    contenders.push(Contender {
+                                        id: p.id,
+                                        priority: p.priority,
+                                        applied_index: ps
+                                            .last
+                                            .as_ref()
+                                            .map(|h| h.applied_index)
+                                            .unwrap_or(0),
+                                    });
+                                }
+                            }
+                        }
+                        let r = rank(cfg.node.id, &contenders)?;
+                        Some((
+                            leader,
+                            m.current_term,
+                            campaign_at(last_heard, lease, r, CAMPAIGN_STAGGER, CAMPAIGN_MARGIN),
+                            r,
+                        ))
+                    })
+                }
+                _ => None,
+            }
+        };
+        if let Some((leader, term, at, r)) = plan {
+            let now = Instant::now();
+            if at > now {
+                tokio::select! {
+                    _ = tokio::time::sleep(at - now) => {}
+                    r = view_rx.changed() => { if r.is_err() { return; } continue; }
+                }
+            }
+            // Re-check: the leader may have come back, or an election already happened.
+            let m = node.metrics();
+            if m.current_leader == Some(leader)
+                && m.current_term == term
+                && guard.should_fire(leader, term)
+            {
+                tracing::info!(
+                    leader,
+                    term,
+                    rank = r,
+                    "leader dead on every heartbeat link: starting a pre-vote campaign"
+                );
+                if let Err(e) = node.raft.trigger().elect(true).await {
+                    tracing::warn!("cannot trigger election: {e}");
+                }
+            }
+        }
+        if view_rx.changed().await.is_err() {
+            return;
+        }
     }
 }

@@ -79,7 +79,8 @@ pub fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     let body = serde_json::json!({ "error": msg.into() });
     let mut r = (status, Json(body)).into_response();
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+        r.headers_mut()
+            .insert("retry-after", HeaderValue::from_static("1"));
     }
     r
 }
@@ -87,10 +88,14 @@ pub fn error(status: StatusCode, msg: impl Into<String>) -> Response {
 fn kv_error_status(e: &KvError) -> StatusCode {
     match e {
         KvError::ValueTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        KvError::KeyTooLong { .. } | KvError::BadKey { .. } | KvError::InvalidLimits { .. } => StatusCode::BAD_REQUEST,
+        KvError::KeyTooLong { .. } | KvError::BadKey { .. } | KvError::InvalidLimits { .. } => {
+            StatusCode::BAD_REQUEST
+        }
         KvError::CasConflict { .. } | KvError::EpochMismatch { .. } => StatusCode::CONFLICT,
         KvError::NotFound { .. } => StatusCode::NOT_FOUND,
-        KvError::TooManyKeys { .. } | KvError::RevisionExhausted { .. } => StatusCode::INSUFFICIENT_STORAGE,
+        KvError::TooManyKeys { .. } | KvError::RevisionExhausted { .. } => {
+            StatusCode::INSUFFICIENT_STORAGE
+        }
     }
 }
 
@@ -110,7 +115,10 @@ async fn forward_or_unavailable(
             "leadership is changing (request was already forwarded once); retry shortly",
         );
     }
-    let Some(addr) = leader.filter(|l| *l != node.id()).and_then(|l| node.api_addr_of(l)) else {
+    let Some(addr) = leader
+        .filter(|l| *l != node.id())
+        .and_then(|l| node.api_addr_of(l))
+    else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "no leader known: an election is in progress or this node is cut off from the majority; retry shortly",
@@ -120,11 +128,23 @@ async fn forward_or_unavailable(
         Some(q) => format!("http://{addr}/v1/kv/{key}?{q}"),
         None => format!("http://{addr}/v1/kv/{key}"),
     };
-    let client = match reqwest::Client::builder().no_proxy().timeout(crate::node::WRITE_TIMEOUT + Duration::from_secs(1)).build() {
+    let client = match reqwest::Client::builder()
+        .no_proxy()
+        .timeout(crate::node::WRITE_TIMEOUT + Duration::from_secs(1))
+        .build()
+    {
         Ok(c) => c,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot build forwarding client: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot build forwarding client: {e}"),
+            )
+        }
     };
-    let mut req = client.request(method, url).header(FORWARDED_HEADER, node.id().to_string()).body(body);
+    let mut req = client
+        .request(method, url)
+        .header(FORWARDED_HEADER, node.id().to_string())
+        .body(body);
     if let Some(a) = headers.get("authorization") {
         req = req.header("authorization", a.clone());
     }
@@ -134,7 +154,8 @@ async fn forward_or_unavailable(
             let retry = resp.headers().get("retry-after").cloned();
             let bytes = resp.bytes().await.unwrap_or_default();
             let mut r = (status, bytes).into_response();
-            r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+            r.headers_mut()
+                .insert("content-type", HeaderValue::from_static("application/json"));
             if let Some(v) = retry {
                 r.headers_mut().insert("retry-after", v);
             }
@@ -142,25 +163,44 @@ async fn forward_or_unavailable(
         }
         Err(e) => error(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("the leader (node {}) did not answer: {e}; retry shortly", leader.unwrap_or_default()),
+            format!(
+                "the leader (node {}) did not answer: {e}; retry shortly",
+                leader.unwrap_or_default()
+            ),
         ),
     }
 }
 
 fn propose_error(e: ProposeError) -> Response {
     match e {
-        ProposeError::NotLeader { .. } => error(StatusCode::SERVICE_UNAVAILABLE, "leadership changed; retry shortly"),
+        ProposeError::NotLeader { .. } => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "leadership changed; retry shortly",
+        ),
         ProposeError::Timeout(_) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         ProposeError::Unknown(_) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         ProposeError::Fatal(_) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
 
-async fn write(node: Arc<Node>, cmd: KvCommand, method: Method, key: String, q: Option<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn write(
+    node: Arc<Node>,
+    cmd: KvCommand,
+    method: Method,
+    key: String,
+    q: Option<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     match node.propose(AppRequest::Kv(cmd)).await {
-        Ok((AppResponse::Kv(KvResult::Ok { revision, .. }), _)) => (StatusCode::OK, Json(WriteReply { revision })).into_response(),
+        Ok((AppResponse::Kv(KvResult::Ok { revision, .. }), _)) => {
+            (StatusCode::OK, Json(WriteReply { revision })).into_response()
+        }
         Ok((AppResponse::Kv(KvResult::Failed(e)), _)) => error(kv_error_status(&e), e.to_string()),
-        Ok((other, _)) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected apply result {other:?}")),
+        Ok((other, _)) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("unexpected apply result {other:?}"),
+        ),
         Err(ProposeError::NotLeader { leader }) => {
             forward_or_unavailable(&node, leader, method, &key, q.as_deref(), &headers, body).await
         }
@@ -177,9 +217,15 @@ fn condition(q: &KvQuery) -> Condition {
 }
 
 /// Checks what can be checked before proposing, so bad input never reaches the log.
+#[allow(clippy::result_large_err)] // an axum Response is the natural error of an HTTP precheck
 fn precheck(node: &Node, key: &str, value_len: Option<usize>) -> Result<(), Response> {
-    let limits = node.sm.read().map(|s| s.app.kv.limits()).map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    kv::check_key(key, limits.max_key_bytes).map_err(|e| error(kv_error_status(&e), e.to_string()))?;
+    let limits = node
+        .sm
+        .read()
+        .map(|s| s.app.kv.limits())
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    kv::check_key(key, limits.max_key_bytes)
+        .map_err(|e| error(kv_error_status(&e), e.to_string()))?;
     if let Some(len) = value_len {
         if len > limits.max_value_bytes {
             return Err(error(
@@ -207,7 +253,16 @@ pub async fn put(
         value: body.to_vec(),
         condition: condition(&q),
     };
-    write(node, cmd, Method::PUT, key, uri.query().map(str::to_string), headers, body).await
+    write(
+        node,
+        cmd,
+        Method::PUT,
+        key,
+        uri.query().map(str::to_string),
+        headers,
+        body,
+    )
+    .await
 }
 
 pub async fn delete(
@@ -224,7 +279,16 @@ pub async fn delete(
         key: key.clone(),
         condition: condition(&q),
     };
-    write(node, cmd, Method::DELETE, key, uri.query().map(str::to_string), headers, Bytes::new()).await
+    write(
+        node,
+        cmd,
+        Method::DELETE,
+        key,
+        uri.query().map(str::to_string),
+        headers,
+        Bytes::new(),
+    )
+    .await
 }
 
 pub async fn get(
@@ -239,7 +303,16 @@ pub async fn get(
         if let Err(e) = node.linearizable_barrier().await {
             return match e {
                 ProposeError::NotLeader { leader } => {
-                    forward_or_unavailable(&node, leader, Method::GET, &key, uri.query(), &headers, Bytes::new()).await
+                    forward_or_unavailable(
+                        &node,
+                        leader,
+                        Method::GET,
+                        &key,
+                        uri.query(),
+                        &headers,
+                        Bytes::new(),
+                    )
+                    .await
                 }
                 e => propose_error(e),
             };
@@ -255,7 +328,12 @@ pub async fn get(
         let timeout = match q.timeout.as_deref().map(parse_duration) {
             None => Duration::from_secs(30),
             Some(Ok(d)) => d.min(MAX_WATCH),
-            Some(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("bad timeout: {e}; use e.g. timeout=30s")),
+            Some(Err(e)) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("bad timeout: {e}; use e.g. timeout=30s"),
+                )
+            }
         };
         wait_for_change(&node, &key, rev, timeout).await;
     }
@@ -281,7 +359,11 @@ async fn wait_for_change(node: &Node, key: &str, rev: u64, timeout: Duration) {
     let mut applied = node.sm.subscribe_applied();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let changed = node.sm.read().map(|s| s.app.kv.changed_since(key, rev)).unwrap_or(true);
+        let changed = node
+            .sm
+            .read()
+            .map(|s| s.app.kv.changed_since(key, rev))
+            .unwrap_or(true);
         if changed {
             return;
         }
@@ -300,7 +382,11 @@ fn list(node: &Node, prefix: &str, q: &KvQuery) -> Response {
     };
     let (entries, more) = st.app.kv.list(prefix, q.start_after.as_deref(), limit);
     let items: Vec<KvItem> = entries.into_iter().map(|(k, e)| item(k, e)).collect();
-    let next_start_after = if more { items.last().map(|i| i.key.clone()) } else { None };
+    let next_start_after = if more {
+        items.last().map(|i| i.key.clone())
+    } else {
+        None
+    };
     Json(KvList {
         items,
         more,

@@ -20,7 +20,10 @@ pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route("/v1/status", get(get_status))
         .route("/health", get(get_health))
-        .route("/v1/kv/{*key}", get(kv::get).put(kv::put).delete(kv::delete))
+        .route(
+            "/v1/kv/{*key}",
+            get(kv::get).put(kv::put).delete(kv::delete),
+        )
         .with_state(node)
 }
 
@@ -54,10 +57,16 @@ pub fn build_status(node: &Node) -> NodeStatus {
                 id: p.id,
                 role: p.role.to_string(),
                 api: p.api.to_string(),
-                heartbeat: hb.map(|s| s.state.as_str().to_string()).unwrap_or_else(|| "unknown".into()),
-                last_seen_ms: hb.and_then(|s| s.last_seen_age).map(|d| d.as_millis() as u64),
+                heartbeat: hb
+                    .map(|s| s.state.as_str().to_string())
+                    .unwrap_or_else(|| "unknown".into()),
+                last_seen_ms: hb
+                    .and_then(|s| s.last_seen_age)
+                    .map(|d| d.as_millis() as u64),
                 rtt_ms: hb.and_then(|s| s.rtt).map(|d| d.as_secs_f64() * 1000.0),
-                matched_index: replication.get(&p.id).map(|l| l.map(|l| l.index).unwrap_or(0)),
+                matched_index: replication
+                    .get(&p.id)
+                    .map(|l| l.map(|l| l.index).unwrap_or(0)),
                 applied_index: hb.and_then(|s| s.last.as_ref()).map(|h| h.applied_index),
             }
         })
@@ -75,7 +84,10 @@ pub fn build_status(node: &Node) -> NodeStatus {
         last_log_index: m.last_log_index.unwrap_or(0),
         snapshot_index: m.snapshot.map(|l| l.index),
         purged_index: m.purged.map(|l| l.index),
-        quorum_ack_age_ms: m.last_quorum_acked.as_ref().map(|t| openraft::Instant::elapsed(&**t).as_millis() as u64),
+        quorum_ack_age_ms: m
+            .last_quorum_acked
+            .as_ref()
+            .map(|t| openraft::Instant::elapsed(&**t).as_millis() as u64),
         uptime_ms: node.started.elapsed().as_millis() as u64,
         peers,
         counters: counters(node),
@@ -111,6 +123,10 @@ async fn get_health(State(node): State<Arc<Node>>) -> Response {
     if alive && raft_ok {
         (StatusCode::OK, "ok\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "a control loop or raft has stopped; see the node's log\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a control loop or raft has stopped; see the node's log\n",
+        )
+            .into_response()
     }
 }

@@ -43,7 +43,8 @@ fn bincode_config() -> impl bincode::config::Config {
 
 /// Encodes a value with quorate's bincode configuration (used for stored entries too).
 pub fn to_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    bincode::serde::encode_to_vec(value, bincode_config()).map_err(|e| CodecError::Encode(e.to_string()))
+    bincode::serde::encode_to_vec(value, bincode_config())
+        .map_err(|e| CodecError::Encode(e.to_string()))
 }
 
 /// Decodes a value; trailing garbage is an error.
@@ -66,7 +67,8 @@ fn unbounded_config() -> impl bincode::config::Config {
 
 /// Encodes without the frame limit (snapshot bodies only).
 pub fn to_bytes_unbounded<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    bincode::serde::encode_to_vec(value, unbounded_config()).map_err(|e| CodecError::Encode(e.to_string()))
+    bincode::serde::encode_to_vec(value, unbounded_config())
+        .map_err(|e| CodecError::Encode(e.to_string()))
 }
 
 /// Decodes without the frame limit (snapshot bodies only; already checksummed and size-checked).
@@ -74,13 +76,19 @@ pub fn from_bytes_unbounded<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Code
     let (value, used) = bincode::serde::decode_from_slice(bytes, unbounded_config())
         .map_err(|e| CodecError::Decode(e.to_string()))?;
     if used != bytes.len() {
-        return Err(CodecError::Decode(format!("{} trailing bytes after the message", bytes.len() - used)));
+        return Err(CodecError::Decode(format!(
+            "{} trailing bytes after the message",
+            bytes.len() - used
+        )));
     }
     Ok(value)
 }
 
 /// Writes one frame.
-pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(w: &mut W, value: &T) -> Result<(), CodecError> {
+pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
+    w: &mut W,
+    value: &T,
+) -> Result<(), CodecError> {
     let body = to_bytes(value)?;
     let len = body.len() + 1;
     if len > MAX_FRAME_BYTES {
@@ -99,7 +107,9 @@ pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(w: &mut W, value: 
 }
 
 /// Reads one frame. `Ok(None)` on a clean end of stream before the first byte.
-pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(r: &mut R) -> Result<Option<T>, CodecError> {
+pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
+    r: &mut R,
+) -> Result<Option<T>, CodecError> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
@@ -132,7 +142,9 @@ mod tests {
     #[tokio::test]
     async fn frame_roundtrip() {
         let mut buf = Vec::new();
-        write_frame(&mut buf, &("hello".to_string(), 42u64)).await.unwrap();
+        write_frame(&mut buf, &("hello".to_string(), 42u64))
+            .await
+            .unwrap();
         let mut r = buf.as_slice();
         let v: Option<(String, u64)> = read_frame(&mut r).await.unwrap();
         assert_eq!(v, Some(("hello".to_string(), 42)));

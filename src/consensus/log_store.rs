@@ -229,9 +229,9 @@ pub struct LogStore {
 }
 
 fn lock(inner: &Mutex<Inner>) -> Result<MutexGuard<'_, Inner>, io::Error> {
-    inner
-        .lock()
-        .map_err(|_| io::Error::other("raft log lock poisoned by an earlier panic; restart the daemon"))
+    inner.lock().map_err(|_| {
+        io::Error::other("raft log lock poisoned by an earlier panic; restart the daemon")
+    })
 }
 
 fn encode_payload(entry: &Entry) -> Result<StoredPayload, io::Error> {
@@ -254,7 +254,10 @@ impl LogStore {
     /// Opens (or creates) the log under `dir`.
     pub fn open(dir: &Path) -> Result<Self, io::Error> {
         std::fs::create_dir_all(dir).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot create raft log dir {}: {e}", dir.display()))
+            io::Error::new(
+                e.kind(),
+                format!("cannot create raft log dir {}: {e}", dir.display()),
+            )
         })?;
         let config = raft_log::Config::new(dir.display());
         let log = raft_log::RaftLog::<RaftLogTypes>::open(Arc::new(config)).map_err(|e| {
@@ -275,8 +278,9 @@ impl LogStore {
     async fn flush_and_wait(&self) -> Result<(), io::Error> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         lock(&self.inner)?.flush(true, Some(FlushCallback::Wait(tx)))?;
-        rx.await
-            .map_err(|_| io::Error::other("raft log flush worker stopped before confirming an fsync"))?
+        rx.await.map_err(|_| {
+            io::Error::other("raft log flush worker stopped before confirming an fsync")
+        })?
     }
 
     /// Number of bytes the log occupies on disk (for metrics and the bounded-disk check).
@@ -359,7 +363,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(log.log_state().committed().map(StoredLogId::to_log_id))
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -432,21 +440,34 @@ mod tests {
 
     struct SuiteBuilder;
 
-    impl openraft::testing::log::StoreBuilder<TypeConfig, LogStore, crate::consensus::state_machine::StateMachineStore, tempfile::TempDir>
-        for SuiteBuilder
+    impl
+        openraft::testing::log::StoreBuilder<
+            TypeConfig,
+            LogStore,
+            crate::consensus::state_machine::StateMachineStore,
+            tempfile::TempDir,
+        > for SuiteBuilder
     {
         async fn build(
             &self,
         ) -> Result<
-            (tempfile::TempDir, LogStore, crate::consensus::state_machine::StateMachineStore),
+            (
+                tempfile::TempDir,
+                LogStore,
+                crate::consensus::state_machine::StateMachineStore,
+            ),
             openraft::StorageError<TypeConfig>,
         > {
             use openraft::errors::ErrorSource;
-            let err = |e: String| openraft::StorageError::read(openraft::impls::BoxedErrorSource::from_string(e));
+            let err = |e: String| {
+                openraft::StorageError::read(openraft::impls::BoxedErrorSource::from_string(e))
+            };
             let dir = tempfile::tempdir().map_err(|e| err(e.to_string()))?;
             let log = LogStore::open(&dir.path().join("log")).map_err(|e| err(e.to_string()))?;
-            let sm = crate::consensus::state_machine::StateMachineStore::open(dir.path().join("snapshot"))
-                .map_err(|e| err(e.to_string()))?;
+            let sm = crate::consensus::state_machine::StateMachineStore::open(
+                dir.path().join("snapshot"),
+            )
+            .map_err(|e| err(e.to_string()))?;
             Ok((dir, log, sm))
         }
     }
@@ -454,7 +475,9 @@ mod tests {
     /// openraft's own storage conformance suite, run against the raft-log adapter.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn openraft_storage_suite_passes() {
-        openraft::testing::log::Suite::test_all(SuiteBuilder).await.unwrap();
+        openraft::testing::log::Suite::test_all(SuiteBuilder)
+            .await
+            .unwrap();
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod codec;
+pub mod early_election;
 pub mod log_store;
 pub mod network;
 pub mod snapshot;

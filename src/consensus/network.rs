@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{AnyError, OptionalSend, RaftNetworkV2};
 use rand::Rng;
@@ -57,13 +57,24 @@ pub fn cluster_id(name: &str) -> u64 {
 
 #[derive(Serialize, Deserialize, Debug)]
 pub enum RpcRequest {
-    Hello { cluster_id: u64, from: NodeId, to: NodeId },
+    Hello {
+        cluster_id: u64,
+        from: NodeId,
+        to: NodeId,
+    },
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<TypeConfig>),
     PreVote(VoteRequest<TypeConfig>),
     TransferLeader(TransferLeaderRequest<TypeConfig>),
-    SnapshotChunk { offset: u64, total: u64, data: Vec<u8> },
-    SnapshotDone { vote: Vote, meta: SnapshotMeta },
+    SnapshotChunk {
+        offset: u64,
+        total: u64,
+        data: Vec<u8>,
+    },
+    SnapshotDone {
+        vote: Vote,
+        meta: SnapshotMeta,
+    },
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -158,12 +169,15 @@ fn network_err<E: std::fmt::Display>(what: E) -> RPCError<TypeConfig> {
 
 impl PeerClient {
     async fn dial(&mut self) -> Result<Conn, RPCError<TypeConfig>> {
-        let addr = self
-            .addr
-            .ok_or_else(|| unreachable(format!("no raft address known for node {}", self.target)))?;
+        let addr = self.addr.ok_or_else(|| {
+            unreachable(format!("no raft address known for node {}", self.target))
+        })?;
         if let Some(t) = self.next_dial {
             if Instant::now() < t {
-                return Err(unreachable(format!("node {} at {addr}: backing off after a failed dial", self.target)));
+                return Err(unreachable(format!(
+                    "node {} at {addr}: backing off after a failed dial",
+                    self.target
+                )));
             }
         }
         let res = async {
@@ -188,7 +202,9 @@ impl PeerClient {
                 .map_err(|e| format!("handshake with {addr}: {e}"))?;
             match reply {
                 RpcResponse::HelloOk => Ok(conn),
-                RpcResponse::Refused(why) => Err(format!("node {} refused the handshake: {why}", self.target)),
+                RpcResponse::Refused(why) => {
+                    Err(format!("node {} refused the handshake: {why}", self.target))
+                }
                 other => Err(format!("unexpected handshake reply {other:?}")),
             }
         }
@@ -200,7 +216,10 @@ impl PeerClient {
                 Ok(c)
             }
             Err(e) => {
-                self.params.stats.dial_failures.fetch_add(1, Ordering::Relaxed);
+                self.params
+                    .stats
+                    .dial_failures
+                    .fetch_add(1, Ordering::Relaxed);
                 let jitter = rand::thread_rng().gen_range(0.5..1.5);
                 self.next_dial = Some(Instant::now() + self.backoff.mul_f64(jitter));
                 self.backoff = (self.backoff * 2).min(RECONNECT_BACKOFF_MAX);
@@ -211,7 +230,11 @@ impl PeerClient {
 
     /// Sends one request and waits for its response within `timeout`; any failure drops the
     /// connection (a half-read frame would desynchronise the stream).
-    async fn call(&mut self, req: &RpcRequest, timeout: Duration) -> Result<RpcResponse, RPCError<TypeConfig>> {
+    async fn call(
+        &mut self,
+        req: &RpcRequest,
+        timeout: Duration,
+    ) -> Result<RpcResponse, RPCError<TypeConfig>> {
         let mut conn = match self.conn.take() {
             Some(c) => c,
             None => self.dial().await?,
@@ -226,7 +249,10 @@ impl PeerClient {
                 Ok(resp)
             }
             Ok(Err(e)) => Err(network_err(format!("rpc to node {}: {e}", self.target))),
-            Err(_) => Err(network_err(format!("rpc to node {} timed out after {timeout:?}", self.target))),
+            Err(_) => Err(network_err(format!(
+                "rpc to node {} timed out after {timeout:?}",
+                self.target
+            ))),
         }
     }
 }
@@ -254,7 +280,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(&RpcRequest::Append(rpc), option.hard_ttl()).await? {
+        match self
+            .call(&RpcRequest::Append(rpc), option.hard_ttl())
+            .await?
+        {
             RpcResponse::Append(r) => Ok(r),
             other => Err(unexpected(other)),
         }
@@ -278,7 +307,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(&RpcRequest::PreVote(rpc), option.hard_ttl()).await? {
+        match self
+            .call(&RpcRequest::PreVote(rpc), option.hard_ttl())
+            .await?
+        {
             RpcResponse::Vote(r) => Ok(r),
             other => Err(unexpected(other)),
         }
@@ -290,7 +322,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         req: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(&RpcRequest::TransferLeader(req), option.hard_ttl()).await? {
+        match self
+            .call(&RpcRequest::TransferLeader(req), option.hard_ttl())
+            .await?
+        {
             RpcResponse::TransferLeader(r) => Ok(r),
             other => Err(unexpected(other)),
         }
@@ -324,7 +359,13 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                     break;
                 }
             }
-            match self.call(&RpcRequest::SnapshotDone { vote, meta }, SNAPSHOT_CHUNK_TIMEOUT).await? {
+            match self
+                .call(
+                    &RpcRequest::SnapshotDone { vote, meta },
+                    SNAPSHOT_CHUNK_TIMEOUT,
+                )
+                .await?
+            {
                 RpcResponse::Snapshot(r) => Ok(r),
                 other => Err(unexpected(other)),
             }
@@ -353,13 +394,19 @@ pub async fn serve(listener: TcpListener, raft: Raft, params: NetParams) {
         let (stream, peer_addr) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
-                log.warn("raft-accept", format_args!("raft listener accept failed: {e}"));
+                log.warn(
+                    "raft-accept",
+                    format_args!("raft listener accept failed: {e}"),
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            params.stats.connections_rejected.fetch_add(1, Ordering::Relaxed);
+            params
+                .stats
+                .connections_rejected
+                .fetch_add(1, Ordering::Relaxed);
             log.warn(
                 "raft-conn-limit",
                 format_args!("refusing raft connection from {peer_addr}: {MAX_INBOUND_CONNECTIONS} connections open (limit)"),
@@ -372,7 +419,10 @@ pub async fn serve(listener: TcpListener, raft: Raft, params: NetParams) {
         tokio::spawn(async move {
             if let Err(e) = handle_conn(stream, raft, &params).await {
                 params.stats.frames_rejected.fetch_add(1, Ordering::Relaxed);
-                log.warn("raft-conn", format_args!("raft connection from {peer_addr} dropped: {e}"));
+                log.warn(
+                    "raft-conn",
+                    format_args!("raft connection from {peer_addr} dropped: {e}"),
+                );
             }
             drop(permit);
         });
@@ -398,24 +448,39 @@ async fn handle_conn(stream: TcpStream, raft: Raft, params: &NetParams) -> Resul
         .map_err(|_| ConnError::HelloTimeout)??;
     match hello {
         None => return Ok(()),
-        Some(RpcRequest::Hello { cluster_id, from, to }) => {
+        Some(RpcRequest::Hello {
+            cluster_id,
+            from,
+            to,
+        }) => {
             let problem = if cluster_id != params.cluster_id {
                 Some("the peer belongs to another cluster (cluster name differs)".to_string())
             } else if to != params.local {
-                Some(format!("the peer dialled node {to} but this is node {}", params.local))
+                Some(format!(
+                    "the peer dialled node {to} but this is node {}",
+                    params.local
+                ))
             } else if !params.peers.contains_key(&from) {
                 Some(format!("node {from} is not in this node's peer list"))
             } else {
                 None
             };
             if let Some(p) = problem {
-                params.stats.handshakes_rejected.fetch_add(1, Ordering::Relaxed);
+                params
+                    .stats
+                    .handshakes_rejected
+                    .fetch_add(1, Ordering::Relaxed);
                 let _ = codec::write_frame(&mut w, &RpcResponse::Refused(p.clone())).await;
                 return Err(ConnError::Handshake(p));
             }
             codec::write_frame(&mut w, &RpcResponse::HelloOk).await?;
         }
-        Some(other) => return Err(ConnError::Handshake(format!("expected hello, got {}", variant_name(&other)))),
+        Some(other) => {
+            return Err(ConnError::Handshake(format!(
+                "expected hello, got {}",
+                variant_name(&other)
+            )))
+        }
     }
 
     // Snapshot chunks of one transfer arrive in order on one connection.
@@ -442,10 +507,16 @@ async fn handle_conn(stream: TcpStream, raft: Raft, params: &NetParams) -> Resul
                 Ok(x) => RpcResponse::TransferLeader(x),
                 Err(e) => RpcResponse::Refused(e.to_string()),
             },
-            RpcRequest::SnapshotChunk { offset, total, data } => {
+            RpcRequest::SnapshotChunk {
+                offset,
+                total,
+                data,
+            } => {
                 if total > MAX_SNAPSHOT_BYTES {
                     snapshot_buf = Vec::new();
-                    RpcResponse::Refused(format!("snapshot of {total} bytes exceeds the {MAX_SNAPSHOT_BYTES}-byte limit"))
+                    RpcResponse::Refused(format!(
+                        "snapshot of {total} bytes exceeds the {MAX_SNAPSHOT_BYTES}-byte limit"
+                    ))
                 } else if offset != snapshot_buf.len() as u64 {
                     if offset == 0 {
                         snapshot_buf.clear();
@@ -453,7 +524,9 @@ async fn handle_conn(stream: TcpStream, raft: Raft, params: &NetParams) -> Resul
                         RpcResponse::ChunkOk
                     } else {
                         snapshot_buf = Vec::new();
-                        RpcResponse::Refused(format!("snapshot chunk at offset {offset} out of order"))
+                        RpcResponse::Refused(format!(
+                            "snapshot chunk at offset {offset} out of order"
+                        ))
                     }
                 } else if offset + data.len() as u64 > total {
                     snapshot_buf = Vec::new();

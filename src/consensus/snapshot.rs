@@ -50,7 +50,8 @@ pub enum SnapshotError {
 }
 
 pub fn encode(body: &SnapshotBody) -> Result<Vec<u8>, SnapshotError> {
-    let payload = codec::to_bytes_unbounded(body).map_err(|e| SnapshotError::Encode(e.to_string()))?;
+    let payload =
+        codec::to_bytes_unbounded(body).map_err(|e| SnapshotError::Encode(e.to_string()))?;
     let mut out = Vec::with_capacity(HEADER_BYTES + payload.len());
     out.extend_from_slice(MAGIC);
     out.push(FORMAT_VERSION);
@@ -67,13 +68,19 @@ pub fn decode(bytes: &[u8], origin: &str) -> Result<SnapshotBody, SnapshotError>
         problem,
     };
     if bytes.len() < HEADER_BYTES {
-        return Err(corrupt(format!("truncated: {} bytes, header needs {HEADER_BYTES}", bytes.len())));
+        return Err(corrupt(format!(
+            "truncated: {} bytes, header needs {HEADER_BYTES}",
+            bytes.len()
+        )));
     }
     if &bytes[0..4] != MAGIC {
         return Err(corrupt("not a quorate snapshot (bad magic)".into()));
     }
     if bytes[4] != FORMAT_VERSION {
-        return Err(corrupt(format!("unsupported snapshot format version {}", bytes[4])));
+        return Err(corrupt(format!(
+            "unsupported snapshot format version {}",
+            bytes[4]
+        )));
     }
     let mut crc = [0u8; 4];
     crc.copy_from_slice(&bytes[5..9]);
@@ -83,7 +90,10 @@ pub fn decode(bytes: &[u8], origin: &str) -> Result<SnapshotBody, SnapshotError>
     let len = u64::from_be_bytes(len);
     let body = &bytes[HEADER_BYTES..];
     if body.len() as u64 != len {
-        return Err(corrupt(format!("truncated: header says {len} body bytes, file has {}", body.len())));
+        return Err(corrupt(format!(
+            "truncated: header says {len} body bytes, file has {}",
+            body.len()
+        )));
     }
     if crc32fast::hash(body) != crc {
         return Err(corrupt("checksum mismatch".into()));
@@ -153,13 +163,17 @@ mod tests {
     fn truncated_and_corrupted_snapshots_are_detected() {
         let bytes = encode(&sample()).unwrap();
         for cut in 0..bytes.len() {
-            let err = decode(&bytes[..cut], "snap").err().expect("truncated snapshot must fail");
+            let err = decode(&bytes[..cut], "snap")
+                .err()
+                .expect("truncated snapshot must fail");
             assert!(err.to_string().contains("snap"), "{err}");
         }
         let mut flipped = bytes.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 0xff;
-        let err = decode(&flipped, "snap").err().expect("corrupt snapshot must fail");
+        let err = decode(&flipped, "snap")
+            .err()
+            .expect("corrupt snapshot must fail");
         assert!(err.to_string().contains("checksum"), "{err}");
     }
 

@@ -111,14 +111,15 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         };
         let meta = body.meta.clone();
         let dir = self.shared.snapshot_dir.clone();
-        let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, snapshot::SnapshotError> {
-            let bytes = snapshot::encode(&body)?;
-            snapshot::write_atomic(&dir, &bytes)?;
-            Ok(bytes)
-        })
-        .await
-        .map_err(|e| io::Error::other(format!("snapshot task failed: {e}")))?
-        .map_err(|e| io::Error::other(e.to_string()))?;
+        let bytes =
+            tokio::task::spawn_blocking(move || -> Result<Vec<u8>, snapshot::SnapshotError> {
+                let bytes = snapshot::encode(&body)?;
+                snapshot::write_atomic(&dir, &bytes)?;
+                Ok(bytes)
+            })
+            .await
+            .map_err(|e| io::Error::other(format!("snapshot task failed: {e}")))?
+            .map_err(|e| io::Error::other(e.to_string()))?;
         tracing::info!(
             last_log_index = meta.last_log_id.map(|l| l.index).unwrap_or(0),
             bytes = bytes.len(),
@@ -151,15 +152,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let response = {
                 let mut st = self.write()?;
                 st.last_applied = Some(entry.log_id);
-                let resp = match &entry.payload {
+                match &entry.payload {
                     EntryPayload::Blank => Response::default(),
                     EntryPayload::Normal(req) => Response(st.app.apply(&req.0, entry.log_id.index)),
                     EntryPayload::Membership(m) => {
                         st.last_membership = StoredMembership::new(Some(entry.log_id), m.clone());
                         Response::default()
                     }
-                };
-                resp
+                }
             };
             last_index = Some(entry.log_id.index);
             if let Some(r) = responder {
@@ -176,7 +176,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.clone()
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotData,
+    ) -> Result<(), io::Error> {
         let bytes = snapshot.into_inner();
         let body = snapshot::decode(&bytes, "snapshot received from the leader")
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
@@ -187,10 +191,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             ));
         }
         let dir = self.shared.snapshot_dir.clone();
-        let bytes = tokio::task::spawn_blocking(move || snapshot::write_atomic(&dir, &bytes).map(|_| bytes))
-            .await
-            .map_err(|e| io::Error::other(format!("snapshot task failed: {e}")))?
-            .map_err(|e| io::Error::other(e.to_string()))?;
+        let bytes = tokio::task::spawn_blocking(move || {
+            snapshot::write_atomic(&dir, &bytes).map(|_| bytes)
+        })
+        .await
+        .map_err(|e| io::Error::other(format!("snapshot task failed: {e}")))?
+        .map_err(|e| io::Error::other(e.to_string()))?;
         let index = {
             let mut st = self.write()?;
             st.last_applied = meta.last_log_id;

@@ -270,6 +270,250 @@ impl Cluster {
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
+
+    pub fn api(&self, id: u64) -> SocketAddr {
+        self.node(id).member.api
+    }
+
+    pub fn is_running(&self, id: u64) -> bool {
+        self.node(id).child.is_some()
+    }
+
+    /// Polls node `id`'s status until `pred` holds; returns that status. Panics (with every
+    /// node's log tail) after `timeout`.
+    pub async fn wait_status<F>(&self, id: u64, what: &str, timeout: Duration, mut pred: F) -> NodeStatus
+    where
+        F: FnMut(&NodeStatus) -> bool,
+    {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        loop {
+            if let Some(s) = self.status(id).await {
+                if pred(&s) {
+                    return s;
+                }
+                last = Some(s);
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting for node {id}: {what}\nlast status: {last:#?}\n{}",
+                    self.logs_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until node `id` has applied at least `index`.
+    pub async fn wait_applied(&self, id: u64, index: u64, timeout: Duration) -> NodeStatus {
+        self.wait_status(id, &format!("applied_index >= {index}"), timeout, |s| s.applied_index >= index)
+            .await
+    }
+
+    /// `GET /health` on node `id`: the HTTP status, or None when it does not answer.
+    pub async fn health(&self, id: u64) -> Option<u16> {
+        let url = format!("http://{}/health", self.api(id));
+        http(Duration::from_secs(5)).get(url).send().await.ok().map(|r| r.status().as_u16())
+    }
+
+    fn kv_url(&self, id: u64, key: &str, query: &str) -> String {
+        if query.is_empty() {
+            format!("http://{}/v1/kv/{key}", self.api(id))
+        } else {
+            format!("http://{}/v1/kv/{key}?{query}", self.api(id))
+        }
+    }
+
+    /// `PUT /v1/kv/{key}?{query}` on node `id`.
+    pub async fn kv_put(&self, id: u64, key: &str, value: impl Into<Vec<u8>>, query: &str) -> Reply {
+        let req = kv_http().put(self.kv_url(id, key, query)).body(value.into());
+        Reply::from(req.send().await).await
+    }
+
+    /// `GET /v1/kv/{key}?{query}` on node `id`.
+    pub async fn kv_get(&self, id: u64, key: &str, query: &str) -> Reply {
+        let req = kv_http().get(self.kv_url(id, key, query));
+        Reply::from(req.send().await).await
+    }
+
+    /// `DELETE /v1/kv/{key}?{query}` on node `id`.
+    pub async fn kv_delete(&self, id: u64, key: &str, query: &str) -> Reply {
+        let req = kv_http().delete(self.kv_url(id, key, query));
+        Reply::from(req.send().await).await
+    }
+
+    /// PUT that must succeed (200); returns the revision.
+    pub async fn put_ok(&self, id: u64, key: &str, value: &str) -> u64 {
+        let r = self.kv_put(id, key, value.as_bytes().to_vec(), "").await;
+        assert_eq!(r.status, 200, "PUT {key} on node {id}: {r:?}\n{}", self.logs_tail());
+        r.body["revision"].as_u64().expect("revision in PUT reply")
+    }
+
+    /// Every key under `prefix` with its value, read from node `id` (stale read, all pages).
+    pub async fn list_all(&self, id: u64, prefix: &str, stale: bool) -> std::collections::BTreeMap<String, String> {
+        let mut out = std::collections::BTreeMap::new();
+        let mut start_after: Option<String> = None;
+        // Bounded: MAX_PAGES pages of PAGE keys each.
+        const PAGE: usize = 500;
+        const MAX_PAGES: usize = 1000;
+        for _ in 0..MAX_PAGES {
+            let mut q = format!("prefix=true&limit={PAGE}&stale={stale}");
+            if let Some(s) = &start_after {
+                q.push_str("&start_after=");
+                q.push_str(&encode_query(s));
+            }
+            let r = self.kv_get(id, prefix, &q).await;
+            assert_eq!(r.status, 200, "list {prefix} on node {id}: {r:?}");
+            for it in r.body["items"].as_array().expect("items") {
+                let k = it["key"].as_str().expect("key").to_string();
+                let v = it["value"].as_str().expect("value").to_string();
+                out.insert(k, v);
+            }
+            if r.body["more"].as_bool() != Some(true) {
+                return out;
+            }
+            start_after = r.body["next_start_after"].as_str().map(str::to_string);
+            assert!(start_after.is_some(), "more=true without next_start_after: {r:?}");
+        }
+        panic!("listing {prefix} on node {id} did not end within {MAX_PAGES} pages");
+    }
+
+    /// Runs `quorate run` for node `id`'s config as a second process (not tracked by the
+    /// cluster) and waits for it to exit within `timeout`; kills it if it does not.
+    pub fn run_second_daemon(&self, id: u64, timeout: Duration) -> Exited {
+        let child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&self.node(id).config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn quorate");
+        wait_exit(child, timeout)
+    }
+}
+
+/// An HTTP answer: status and body (JSON when it parses, else the text as a JSON string).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// 0 when the request failed without an HTTP answer (connection refused, timeout).
+    pub status: u16,
+    pub body: serde_json::Value,
+    pub error: Option<String>,
+}
+
+impl Reply {
+    async fn from(res: reqwest::Result<reqwest::Response>) -> Reply {
+        match res {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                match resp.bytes().await {
+                    Ok(b) => Reply {
+                        status,
+                        body: serde_json::from_slice(&b)
+                            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&b).into_owned())),
+                        error: None,
+                    },
+                    Err(e) => Reply {
+                        status: 0,
+                        body: serde_json::Value::Null,
+                        error: Some(e.to_string()),
+                    },
+                }
+            }
+            Err(e) => Reply {
+                status: 0,
+                body: serde_json::Value::Null,
+                error: Some(e.to_string()),
+            },
+        }
+    }
+
+    pub fn value(&self) -> Option<&str> {
+        self.body["value"].as_str()
+    }
+}
+
+/// An HTTP client for tests: no proxy (the environment may set one), bounded time.
+pub fn http(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(timeout)
+        .build()
+        .expect("build reqwest client")
+}
+
+/// The KV client: long enough for a write timeout plus one forward (the daemon answers 503
+/// within its own WRITE_TIMEOUT), and for test watches of a few seconds.
+pub fn kv_http() -> reqwest::Client {
+    http(Duration::from_secs(20))
+}
+
+/// Percent-encodes a query value (keys in tests are ASCII; this covers the reserved ones).
+pub fn encode_query(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// How a process ended: exit status (None if it had to be killed), stdout, stderr.
+#[derive(Debug)]
+pub struct Exited {
+    pub status: Option<std::process::ExitStatus>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Waits up to `timeout` for `child` to exit (SIGKILL after that), collecting its output.
+/// The pipes are drained on threads so a chatty child can never block on a full pipe.
+pub fn wait_exit(mut child: Child, timeout: Duration) -> Exited {
+    fn drain<R: std::io::Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<String> {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_string(&mut s);
+            }
+            s
+        })
+    }
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break Some(st),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    Exited {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}
+
+/// Runs the `quorate` CLI with `args` (bounded by `WAIT`).
+pub fn cli(args: &[&str]) -> Exited {
+    let child = Command::new(BIN)
+        .args(args)
+        .env_remove("QUORATE_API")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn quorate cli");
+    wait_exit(child, WAIT)
 }
 
 impl Drop for Cluster {
