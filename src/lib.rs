@@ -10,5 +10,6 @@ pub mod datadir;
 pub mod heartbeat;
 pub mod node;
 pub mod resource;
+pub mod systemd;
 pub mod types;
 pub mod util;

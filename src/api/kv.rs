@@ -26,6 +26,10 @@ pub const FORWARDED_HEADER: &str = "x-quorate-forwarded";
 pub const MAX_WATCH: Duration = Duration::from_secs(300);
 /// Default page size for prefix listings.
 pub const DEFAULT_LIST_LIMIT: usize = 100;
+/// Wait of a watch that names no `timeout`.
+pub const DEFAULT_WATCH: Duration = Duration::from_secs(30);
+/// Slack on top of the leader's own bound when waiting for a forwarded request's answer.
+const FORWARD_SLACK: Duration = Duration::from_secs(1);
 
 #[derive(Deserialize, Default)]
 pub struct KvQuery {
@@ -100,6 +104,10 @@ fn kv_error_status(e: &KvError) -> StatusCode {
 }
 
 /// Forwards the request to the leader's API, or answers 503 when there is nowhere to go.
+/// `leader_bound` is how long the leader itself may take to answer (its write timeout, plus
+/// the whole wait of a blocking watch); the forward waits that long plus a little slack, so a
+/// watch through a follower is not cut off before its own timeout.
+#[allow(clippy::too_many_arguments)]
 async fn forward_or_unavailable(
     node: &Node,
     leader: Option<u64>,
@@ -108,6 +116,7 @@ async fn forward_or_unavailable(
     raw_query: Option<&str>,
     headers: &HeaderMap,
     body: Bytes,
+    leader_bound: Duration,
 ) -> Response {
     if headers.contains_key(FORWARDED_HEADER) {
         return error(
@@ -130,7 +139,7 @@ async fn forward_or_unavailable(
     };
     let client = match reqwest::Client::builder()
         .no_proxy()
-        .timeout(crate::node::WRITE_TIMEOUT + Duration::from_secs(1))
+        .timeout(leader_bound + FORWARD_SLACK)
         .build()
     {
         Ok(c) => c,
@@ -202,7 +211,17 @@ async fn write(
             format!("unexpected apply result {other:?}"),
         ),
         Err(ProposeError::NotLeader { leader }) => {
-            forward_or_unavailable(&node, leader, method, &key, q.as_deref(), &headers, body).await
+            forward_or_unavailable(
+                &node,
+                leader,
+                method,
+                &key,
+                q.as_deref(),
+                &headers,
+                body,
+                crate::node::WRITE_TIMEOUT,
+            )
+            .await
         }
         Err(e) => propose_error(e),
     }
@@ -217,6 +236,9 @@ fn condition(q: &KvQuery) -> Condition {
 }
 
 /// Checks what can be checked before proposing, so bad input never reaches the log.
+/// The value bound is the smaller of the replicated store's limit and this node's configured
+/// `storage.max_value_bytes`: the operator's setting is enforced at admission whatever limit
+/// the store itself carries.
 #[allow(clippy::result_large_err)] // an axum Response is the natural error of an HTTP precheck
 fn precheck(node: &Node, key: &str, value_len: Option<usize>) -> Result<(), Response> {
     let limits = node
@@ -227,10 +249,12 @@ fn precheck(node: &Node, key: &str, value_len: Option<usize>) -> Result<(), Resp
     kv::check_key(key, limits.max_key_bytes)
         .map_err(|e| error(kv_error_status(&e), e.to_string()))?;
     if let Some(len) = value_len {
-        if len > limits.max_value_bytes {
+        let configured = usize::try_from(node.config.storage.max_value_bytes).unwrap_or(usize::MAX);
+        let max = limits.max_value_bytes.min(configured);
+        if len > max {
             return Err(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("value of {len} bytes exceeds the {}-byte limit (storage.max_value_bytes); store large blobs elsewhere and keep a reference here", limits.max_value_bytes),
+                format!("value of {len} bytes exceeds the {max}-byte limit (storage.max_value_bytes); store large blobs elsewhere and keep a reference here"),
             ));
         }
     }
@@ -299,6 +323,19 @@ pub async fn get(
     headers: HeaderMap,
 ) -> Response {
     let stale = q.stale.unwrap_or(false);
+    // Parsed up front: a bad timeout is the client's error wherever the request would go, and
+    // a forwarded watch must be given its whole wait to answer.
+    let watch = match (q.wait, q.timeout.as_deref().map(parse_duration)) {
+        (None, _) => None,
+        (Some(_), None) => Some(DEFAULT_WATCH),
+        (Some(_), Some(Ok(d))) => Some(d.min(MAX_WATCH)),
+        (Some(_), Some(Err(e))) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("bad timeout: {e}; use e.g. timeout=30s"),
+            )
+        }
+    };
     if !stale {
         if let Err(e) = node.linearizable_barrier().await {
             return match e {
@@ -311,6 +348,7 @@ pub async fn get(
                         uri.query(),
                         &headers,
                         Bytes::new(),
+                        crate::node::WRITE_TIMEOUT + watch.unwrap_or_default(),
                     )
                     .await
                 }
@@ -324,17 +362,7 @@ pub async fn get(
     if let Err(r) = precheck(&node, &key, None) {
         return r;
     }
-    if let Some(rev) = q.wait {
-        let timeout = match q.timeout.as_deref().map(parse_duration) {
-            None => Duration::from_secs(30),
-            Some(Ok(d)) => d.min(MAX_WATCH),
-            Some(Err(e)) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("bad timeout: {e}; use e.g. timeout=30s"),
-                )
-            }
-        };
+    if let (Some(rev), Some(timeout)) = (q.wait, watch) {
         wait_for_change(&node, &key, rev, timeout).await;
     }
     let st = match node.sm.read() {

@@ -16,15 +16,43 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_quorate");
 /// Generous: tests run on a loaded 2-core machine. Assert behaviour, not speed.
 pub const WAIT: Duration = Duration::from_secs(30);
 
-/// A TCP and a UDP port that were free a moment ago (the OS picks them).
+/// Ports are taken from below the kernel's ephemeral range, so the thousands of outgoing
+/// connections a test makes (whose source ports come from that range) can never grab a port a
+/// node is about to listen on.
+const PORT_FLOOR: u16 = 10_000;
+
+/// Lowest ephemeral port (from /proc; Linux's default when unreadable).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse().ok()))
+        .unwrap_or(32_768)
+}
+
+/// A port free for both TCP and UDP on 127.0.0.1 a moment ago, never handed out twice in this
+/// process (a shared cursor walks the range from a random start, so concurrent tests and test
+/// processes do not collide).
 pub fn free_port() -> u16 {
-    loop {
-        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind tcp :0");
-        let port = tcp.local_addr().expect("local addr").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static CURSOR: AtomicU32 = AtomicU32::new(u32::MAX);
+    let high = ephemeral_low().max(PORT_FLOOR + 1_000);
+    let span = u32::from(high - PORT_FLOOR);
+    if CURSOR.load(Ordering::Relaxed) == u32::MAX {
+        let seed = std::process::id() ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let _ = CURSOR.compare_exchange(u32::MAX, seed % span, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    // Bounded: one pass over the range.
+    for _ in 0..span {
+        let port = PORT_FLOOR + (CURSOR.fetch_add(1, Ordering::Relaxed) % span) as u16;
+        let free = TcpListener::bind(("127.0.0.1", port)).is_ok() && UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if free {
             return port;
         }
     }
+    panic!("no free port between {PORT_FLOOR} and {high}");
 }
 
 #[derive(Clone, Debug)]
