@@ -16,6 +16,12 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_quorate");
 /// Generous: tests run on a loaded 2-core machine. Assert behaviour, not speed.
 pub const WAIT: Duration = Duration::from_secs(30);
 
+/// Relaxed Raft timings (append to `Options::extra`) for tests that are not about failover
+/// speed: on a starved CPU the default 150-300 ms election timeouts can fire spuriously, and a
+/// surprise election in the middle of, say, a CAS test turns a 409 into a 503.
+pub const CALM_TIMING: &str =
+    "\n[timing]\nelection_timeout_min = \"1s\"\nelection_timeout_max = \"2s\"\n";
+
 /// Ports are taken from below the kernel's ephemeral range, so the thousands of outgoing
 /// connections a test makes (whose source ports come from that range) can never grab a port a
 /// node is about to listen on.
@@ -38,16 +44,19 @@ pub fn free_port() -> u16 {
     let high = ephemeral_low().max(PORT_FLOOR + 1_000);
     let span = u32::from(high - PORT_FLOOR);
     if CURSOR.load(Ordering::Relaxed) == u32::MAX {
-        let seed = std::process::id() ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let _ = CURSOR.compare_exchange(u32::MAX, seed % span, Ordering::Relaxed, Ordering::Relaxed);
+        let seed = std::process::id()
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+        let _ =
+            CURSOR.compare_exchange(u32::MAX, seed % span, Ordering::Relaxed, Ordering::Relaxed);
     }
     // Bounded: one pass over the range.
     for _ in 0..span {
         let port = PORT_FLOOR + (CURSOR.fetch_add(1, Ordering::Relaxed) % span) as u16;
-        let free = TcpListener::bind(("127.0.0.1", port)).is_ok() && UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        let free = TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", port)).is_ok();
         if free {
             return port;
         }
@@ -117,8 +126,18 @@ impl Cluster {
             let mut t = String::new();
             writeln!(t, "cluster = \"{}\"", opts.cluster).unwrap();
             writeln!(t, "data_dir = \"data{}\"", m.id).unwrap();
-            writeln!(t, "[node]\nid = {}\nrole = \"{}\"\npriority = {}", m.id, m.role, m.priority).unwrap();
-            writeln!(t, "[listen]\nraft = \"{}\"\nheartbeat = \"{}\"\napi = \"{}\"", m.raft, m.heartbeat, m.api).unwrap();
+            writeln!(
+                t,
+                "[node]\nid = {}\nrole = \"{}\"\npriority = {}",
+                m.id, m.role, m.priority
+            )
+            .unwrap();
+            writeln!(
+                t,
+                "[listen]\nraft = \"{}\"\nheartbeat = \"{}\"\napi = \"{}\"",
+                m.raft, m.heartbeat, m.api
+            )
+            .unwrap();
             for p in &members {
                 writeln!(
                     t,
@@ -141,11 +160,17 @@ impl Cluster {
     }
 
     pub fn node(&self, id: u64) -> &NodeProc {
-        self.nodes.iter().find(|n| n.member.id == id).expect("no such node")
+        self.nodes
+            .iter()
+            .find(|n| n.member.id == id)
+            .expect("no such node")
     }
 
     fn node_mut(&mut self, id: u64) -> &mut NodeProc {
-        self.nodes.iter_mut().find(|n| n.member.id == id).expect("no such node")
+        self.nodes
+            .iter_mut()
+            .find(|n| n.member.id == id)
+            .expect("no such node")
     }
 
     pub fn ids(&self) -> Vec<u64> {
@@ -165,7 +190,7 @@ impl Cluster {
             .append(true)
             .open(&n.log)
             .expect("open log");
-        let child = Command::new(BIN)
+        let child = daemon_command()
             .args(["run", "--config"])
             .arg(&n.config)
             .env("QUORATE_LOG", "info,openraft=info")
@@ -224,7 +249,10 @@ impl Cluster {
     }
 
     pub fn client(&self, id: u64) -> Client {
-        Client::new(&self.node(id).member.api.to_string(), Duration::from_secs(2))
+        Client::new(
+            &self.node(id).member.api.to_string(),
+            Duration::from_secs(2),
+        )
     }
 
     pub async fn status(&self, id: u64) -> Option<NodeStatus> {
@@ -260,7 +288,10 @@ impl Cluster {
                 }
             }
             if Instant::now() > deadline {
-                panic!("no agreed leader within {timeout:?}: {st:#?}\n{}", self.logs_tail());
+                panic!(
+                    "no agreed leader within {timeout:?}: {st:#?}\n{}",
+                    self.logs_tail()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -274,7 +305,10 @@ impl Cluster {
         let deadline = Instant::now() + timeout;
         while !f().await {
             if Instant::now() > deadline {
-                panic!("timed out after {timeout:?} waiting for {what}\n{}", self.logs_tail());
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}\n{}",
+                    self.logs_tail()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -309,7 +343,13 @@ impl Cluster {
 
     /// Polls node `id`'s status until `pred` holds; returns that status. Panics (with every
     /// node's log tail) after `timeout`.
-    pub async fn wait_status<F>(&self, id: u64, what: &str, timeout: Duration, mut pred: F) -> NodeStatus
+    pub async fn wait_status<F>(
+        &self,
+        id: u64,
+        what: &str,
+        timeout: Duration,
+        mut pred: F,
+    ) -> NodeStatus
     where
         F: FnMut(&NodeStatus) -> bool,
     {
@@ -334,14 +374,21 @@ impl Cluster {
 
     /// Waits until node `id` has applied at least `index`.
     pub async fn wait_applied(&self, id: u64, index: u64, timeout: Duration) -> NodeStatus {
-        self.wait_status(id, &format!("applied_index >= {index}"), timeout, |s| s.applied_index >= index)
-            .await
+        self.wait_status(id, &format!("applied_index >= {index}"), timeout, |s| {
+            s.applied_index >= index
+        })
+        .await
     }
 
     /// `GET /health` on node `id`: the HTTP status, or None when it does not answer.
     pub async fn health(&self, id: u64) -> Option<u16> {
         let url = format!("http://{}/health", self.api(id));
-        http(Duration::from_secs(5)).get(url).send().await.ok().map(|r| r.status().as_u16())
+        http(Duration::from_secs(5))
+            .get(url)
+            .send()
+            .await
+            .ok()
+            .map(|r| r.status().as_u16())
     }
 
     fn kv_url(&self, id: u64, key: &str, query: &str) -> String {
@@ -353,8 +400,16 @@ impl Cluster {
     }
 
     /// `PUT /v1/kv/{key}?{query}` on node `id`.
-    pub async fn kv_put(&self, id: u64, key: &str, value: impl Into<Vec<u8>>, query: &str) -> Reply {
-        let req = kv_http().put(self.kv_url(id, key, query)).body(value.into());
+    pub async fn kv_put(
+        &self,
+        id: u64,
+        key: &str,
+        value: impl Into<Vec<u8>>,
+        query: &str,
+    ) -> Reply {
+        let req = kv_http()
+            .put(self.kv_url(id, key, query))
+            .body(value.into());
         Reply::from(req.send().await).await
     }
 
@@ -370,15 +425,73 @@ impl Cluster {
         Reply::from(req.send().await).await
     }
 
-    /// PUT that must succeed (200); returns the revision.
+    /// Unconditional PUT that must succeed; returns the revision. Retries (the same key and
+    /// value, so a retry is harmless) while the node answers 503 or nothing, as a client is
+    /// told to: a leader change under a loaded CPU is not what the callers test.
     pub async fn put_ok(&self, id: u64, key: &str, value: &str) -> u64 {
-        let r = self.kv_put(id, key, value.as_bytes().to_vec(), "").await;
-        assert_eq!(r.status, 200, "PUT {key} on node {id}: {r:?}\n{}", self.logs_tail());
-        r.body["revision"].as_u64().expect("revision in PUT reply")
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let r = self.kv_put(id, key, value.as_bytes().to_vec(), "").await;
+            if r.status == 200 {
+                return r.body["revision"].as_u64().expect("revision in PUT reply");
+            }
+            let retryable = r.status == 503 || r.status == 0;
+            if !retryable || Instant::now() > deadline {
+                panic!("PUT {key} on node {id}: {r:?}\n{}", self.logs_tail());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
-    /// Every key under `prefix` with its value, read from node `id` (stale read, all pages).
-    pub async fn list_all(&self, id: u64, prefix: &str, stale: bool) -> std::collections::BTreeMap<String, String> {
+    /// GET that retries (bounded by `WAIT`) while the node answers 503 or nothing, as a client
+    /// is told to; returns the first other answer. A retried read is still a read made after
+    /// everything acknowledged before the first attempt.
+    pub async fn get_ok(&self, id: u64, key: &str, query: &str) -> Reply {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let r = self.kv_get(id, key, query).await;
+            if (r.status != 503 && r.status != 0) || Instant::now() > deadline {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits for an agreed leader that also sees every follower alive and fully replicated:
+    /// a settled cluster (start-up on a loaded machine can take a while). Returns the leader.
+    pub async fn wait_steady(&self, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (leader, term) = self.wait_agreed_leader(timeout).await;
+            let running = self.nodes.iter().filter(|n| n.child.is_some()).count();
+            if let Some(s) = self.status(leader).await {
+                let live = s
+                    .peers
+                    .iter()
+                    .filter(|p| p.heartbeat == "alive" && p.matched_index == Some(s.last_log_index))
+                    .count();
+                if s.term == term && s.raft_state == "leader" && live + 1 >= running {
+                    return leader;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "cluster not steady within {timeout:?}\n{}",
+                    self.logs_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every key under `prefix` with its value, read from node `id` page by page (`stale`: from
+    /// its local applied state; else linearizably). Values must be UTF-8.
+    pub async fn list_all(
+        &self,
+        id: u64,
+        prefix: &str,
+        stale: bool,
+    ) -> std::collections::BTreeMap<String, String> {
         let mut out = std::collections::BTreeMap::new();
         let mut start_after: Option<String> = None;
         // Bounded: MAX_PAGES pages of PAGE keys each.
@@ -401,7 +514,10 @@ impl Cluster {
                 return out;
             }
             start_after = r.body["next_start_after"].as_str().map(str::to_string);
-            assert!(start_after.is_some(), "more=true without next_start_after: {r:?}");
+            assert!(
+                start_after.is_some(),
+                "more=true without next_start_after: {r:?}"
+            );
         }
         panic!("listing {prefix} on node {id} did not end within {MAX_PAGES} pages");
     }
@@ -409,7 +525,7 @@ impl Cluster {
     /// Runs `quorate run` for node `id`'s config as a second process (not tracked by the
     /// cluster) and waits for it to exit within `timeout`; kills it if it does not.
     pub fn run_second_daemon(&self, id: u64, timeout: Duration) -> Exited {
-        let child = Command::new(BIN)
+        let child = daemon_command()
             .args(["run", "--config"])
             .arg(&self.node(id).config)
             .stdin(Stdio::null())
@@ -421,39 +537,67 @@ impl Cluster {
     }
 }
 
+/// A `quorate` command that dies with the test: if the test process is killed (Ctrl-C, a
+/// harness timeout), its daemons get SIGKILL instead of living on as orphans holding ports.
+fn daemon_command() -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(BIN);
+    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of the parent.
+    // The signal follows the spawning thread; tests spawn from the thread that also drops the
+    // Cluster (which kills every child first), so it never fires early.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
 /// An HTTP answer: status and body (JSON when it parses, else the text as a JSON string).
 #[derive(Debug, Clone)]
 pub struct Reply {
     /// 0 when the request failed without an HTTP answer (connection refused, timeout).
     pub status: u16,
     pub body: serde_json::Value,
+    /// The `Retry-After` header, when there was one.
+    pub retry_after: Option<String>,
     pub error: Option<String>,
 }
 
 impl Reply {
+    fn failed(e: impl std::fmt::Display) -> Reply {
+        Reply {
+            status: 0,
+            body: serde_json::Value::Null,
+            retry_after: None,
+            error: Some(e.to_string()),
+        }
+    }
+
     async fn from(res: reqwest::Result<reqwest::Response>) -> Reply {
-        match res {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                match resp.bytes().await {
-                    Ok(b) => Reply {
-                        status,
-                        body: serde_json::from_slice(&b)
-                            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&b).into_owned())),
-                        error: None,
-                    },
-                    Err(e) => Reply {
-                        status: 0,
-                        body: serde_json::Value::Null,
-                        error: Some(e.to_string()),
-                    },
-                }
-            }
-            Err(e) => Reply {
-                status: 0,
-                body: serde_json::Value::Null,
-                error: Some(e.to_string()),
+        let resp = match res {
+            Ok(r) => r,
+            Err(e) => return Reply::failed(e),
+        };
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        match resp.bytes().await {
+            Ok(b) => Reply {
+                status,
+                body: serde_json::from_slice(&b).unwrap_or_else(|_| {
+                    serde_json::Value::String(String::from_utf8_lossy(&b).into_owned())
+                }),
+                retry_after,
+                error: None,
             },
+            Err(e) => Reply::failed(e),
         }
     }
 
