@@ -43,6 +43,33 @@ impl Client {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// Sends a request and returns the status and body, whatever the status.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        token: Option<&str>,
+    ) -> Result<(u16, Vec<u8>), ClientError> {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| ClientError::Unreachable {
+            addr: self.addr.clone(),
+            detail: e.to_string(),
+        })?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(|e| ClientError::Unreachable {
+            addr: self.addr.clone(),
+            detail: e.to_string(),
+        })?;
+        Ok((status, bytes.to_vec()))
+    }
+
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let resp =
             self.http

@@ -1,14 +1,17 @@
 //! quorate: a high-availability cluster manager (see DESIGN.md for the map).
 
 pub mod api;
+pub mod cli_kv;
 pub mod cli_table;
 pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod consensus;
 pub mod datadir;
+pub mod executor;
 pub mod heartbeat;
 pub mod node;
+pub mod policy;
 pub mod resource;
 pub mod systemd;
 pub mod types;

@@ -50,6 +50,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read and write the replicated key-value store.
+    Kv {
+        #[command(subcommand)]
+        command: KvCommand,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -66,6 +71,69 @@ enum ConfigCommand {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum KvCommand {
+    /// Print a key's value (linearizable unless --stale).
+    Get {
+        key: String,
+        /// Read this node's local state (may be behind the leader).
+        #[arg(long)]
+        stale: bool,
+        /// Print the whole record as JSON (value, encoding, revisions).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a key. The value comes from the argument, or from stdin when omitted.
+    Put {
+        key: String,
+        value: Option<String>,
+        /// Compare-and-set: only if the key's mod revision is N (0 = the key must not exist).
+        #[arg(long, value_name = "N")]
+        if_revision: Option<u64>,
+        /// Fencing guard: only if the committed epoch is E.
+        #[arg(long, value_name = "E")]
+        if_epoch: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a key.
+    Del {
+        key: String,
+        #[arg(long, value_name = "N")]
+        if_revision: Option<u64>,
+        #[arg(long, value_name = "E")]
+        if_epoch: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys under a prefix (one page; use --start-after to continue).
+    List {
+        #[arg(default_value = "")]
+        prefix: String,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        start_after: Option<String>,
+        #[arg(long)]
+        stale: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Wait for a key to change after a revision and print it; repeats --count times.
+    Watch {
+        key: String,
+        /// Start after this mod revision (default: the key's current one).
+        #[arg(long)]
+        revision: Option<u64>,
+        /// Longest wait per round, e.g. 30s.
+        #[arg(long, default_value = "30s")]
+        timeout: String,
+        /// Stop after this many changes (0 = forever).
+        #[arg(long, default_value_t = 0)]
+        count: u64,
     },
 }
 
@@ -119,6 +187,7 @@ async fn async_main(cli: Cli) -> ExitCode {
             run_daemon(config, data_dir).await
         }
         Command::Status { json } => status(&cli.api, json).await,
+        Command::Kv { command } => quorate::cli_kv::run(&cli.api, command.into()).await,
         Command::Config {
             command: ConfigCommand::Check { file, json },
         } => config_check(&file, json),
@@ -240,4 +309,61 @@ async fn status(api: &str, json: bool) -> ExitCode {
     }
     print!("{}", quorate::cli_table::status_table(&local, &all));
     ExitCode::SUCCESS
+}
+
+impl From<KvCommand> for quorate::cli_kv::KvOp {
+    fn from(c: KvCommand) -> Self {
+        use quorate::cli_kv::KvOp;
+        match c {
+            KvCommand::Get { key, stale, json } => KvOp::Get { key, stale, json },
+            KvCommand::Put {
+                key,
+                value,
+                if_revision,
+                if_epoch,
+                json,
+            } => KvOp::Put {
+                key,
+                value,
+                if_revision,
+                if_epoch,
+                json,
+            },
+            KvCommand::Del {
+                key,
+                if_revision,
+                if_epoch,
+                json,
+            } => KvOp::Del {
+                key,
+                if_revision,
+                if_epoch,
+                json,
+            },
+            KvCommand::List {
+                prefix,
+                limit,
+                start_after,
+                stale,
+                json,
+            } => KvOp::List {
+                prefix,
+                limit,
+                start_after,
+                stale,
+                json,
+            },
+            KvCommand::Watch {
+                key,
+                revision,
+                timeout,
+                count,
+            } => KvOp::Watch {
+                key,
+                revision,
+                timeout,
+                count,
+            },
+        }
+    }
 }

@@ -17,8 +17,11 @@ use crate::consensus::network::{self, NetParams, NetStats, NetworkFactory};
 use crate::consensus::state_machine::StateMachineStore;
 use crate::consensus::Raft;
 use crate::datadir::{DataDir, DataDirError};
+use crate::executor::{Executor, ExecutorStatus, OpRequest, OPERATOR_QUEUE};
 use crate::heartbeat::{self, HeartbeatHandle, HeartbeatParams, LocalStatus};
-use crate::types::{NodeId, NodeRole};
+use crate::policy::{Policy, PolicyConfig};
+use crate::resource::{HookKind, HookRunner, HookSettings, MonitorRole};
+use crate::types::{Epoch, NodeId, NodeRole};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -46,6 +49,10 @@ pub enum NodeError {
     },
     #[error("heartbeat: {0}")]
     Heartbeat(String),
+    #[error("hooks: {0}; fix the [resource] section")]
+    Hooks(String),
+    #[error("policy: {0}")]
+    Policy(String),
 }
 
 /// Everything the API and the control loops share.
@@ -59,6 +66,13 @@ pub struct Node {
     pub started: Instant,
     /// Set to false when a control loop dies; /health then answers 503.
     pub loops_alive: watch::Sender<bool>,
+    pub hooks: Arc<HookRunner>,
+    /// What the executor last decided (role, acting primary, notes).
+    pub executor: watch::Receiver<ExecutorStatus>,
+    /// Operator requests (maintenance, drain, switchover, failback) for the executor.
+    pub ops: tokio::sync::mpsc::Sender<OpRequest>,
+    /// Set to true to ask for a graceful shutdown (hand over, demote, then exit).
+    pub shutdown: watch::Sender<bool>,
     _data_dir: DataDir,
 }
 
@@ -66,6 +80,63 @@ pub struct Node {
 pub struct RunningNode {
     pub node: Arc<Node>,
     tasks: Vec<JoinHandle<()>>,
+    executor: Option<JoinHandle<()>>,
+}
+
+/// Maps our config onto the policy's settings (with the policy's own named defaults where
+/// the config has no key).
+pub fn policy_config(config: &Config) -> PolicyConfig {
+    use crate::config::{FailbackCommit as CC, FailbackMode as CM, FencingMode as CF};
+    use crate::policy::{FailbackCommit, FailbackMode, FencingMode};
+    let r = &config.resource;
+    let defaults = PolicyConfig::default();
+    let transfer_timeout = (config.timing.election_timeout_max * 2).max(Duration::from_millis(500));
+    PolicyConfig {
+        lease: config.timing.lease,
+        max_lag_on_failover: r.max_lag_on_failover,
+        fencing: match r.fencing {
+            CF::Required => FencingMode::Required,
+            CF::BestEffort => FencingMode::BestEffort,
+            CF::Off => FencingMode::Off,
+        },
+        local_restarts: r.local_restarts,
+        restart_window: r.restart_window,
+        failure_threshold: r.failure_threshold,
+        transfer_timeout,
+        preferred_primary: config.preferred_primary,
+        verify_checks: config.failback.verify_checks,
+        verify_timeout: config.failback.verify_timeout,
+        failback: match config.failback.mode {
+            CM::Manual => FailbackMode::Manual,
+            CM::Auto => FailbackMode::Auto {
+                delay: config.failback.delay,
+            },
+        },
+        failback_commit: match config.failback.commit {
+            CC::Auto => FailbackCommit::Auto,
+            CC::Manual => FailbackCommit::Manual,
+        },
+        shutdown_timeout: r.hook_timeout + transfer_timeout + Duration::from_secs(2),
+        ..defaults
+    }
+}
+
+fn hook_runner(config: &Config) -> Result<HookRunner, NodeError> {
+    let mut paths = HashMap::new();
+    for (name, path) in config.resource.hooks() {
+        if let (Some(kind), Some(path)) = (HookKind::ALL.iter().find(|k| k.as_str() == name), path)
+        {
+            paths.insert(*kind, path.to_path_buf());
+        }
+    }
+    HookRunner::new(HookSettings {
+        cluster: config.cluster.clone(),
+        node: config.node.id,
+        paths,
+        timeout: config.resource.hook_timeout,
+        max_output_bytes: crate::resource::DEFAULT_MAX_OUTPUT_BYTES,
+    })
+    .map_err(|e| NodeError::Hooks(e.to_string()))
 }
 
 /// Builds openraft's config from ours. Witnesses never campaign (`enable_elect = false`);
@@ -168,6 +239,32 @@ impl RunningNode {
             .await
             .map_err(|e| NodeError::Heartbeat(e.to_string()))?;
 
+        let hooks = Arc::new(hook_runner(&config)?);
+        for problem in hooks.check() {
+            tracing::warn!("{problem}");
+        }
+        let (monitor_role_tx, monitor_role_rx) = watch::channel(match config.node.role {
+            NodeRole::Voter => MonitorRole::Replica,
+            NodeRole::Witness => MonitorRole::Witness,
+            NodeRole::Learner => MonitorRole::Learner,
+        });
+        let (monitor_epoch_tx, monitor_epoch_rx) = watch::channel::<Epoch>(0);
+        let monitor = crate::resource::spawn_monitor(
+            hooks.clone(),
+            config.resource.monitor_interval,
+            config.resource.failure_threshold,
+            monitor_role_rx,
+            monitor_epoch_rx,
+        )
+        .map_err(|e| NodeError::Hooks(e.to_string()))?;
+        let pcfg = policy_config(&config);
+        pcfg.validate()
+            .map_err(|e| NodeError::Policy(e.to_string()))?;
+        let policy = Policy::new(config.node.id, pcfg);
+        let (executor_tx, executor_rx) = watch::channel(ExecutorStatus::default());
+        let (ops_tx, ops_rx) = tokio::sync::mpsc::channel(OPERATOR_QUEUE);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
         let (loops_alive, _) = watch::channel(true);
         let node = Arc::new(Node {
             config: config.clone(),
@@ -178,7 +275,29 @@ impl RunningNode {
             net_stats,
             started: Instant::now(),
             loops_alive,
+            hooks,
+            executor: executor_rx,
+            ops: ops_tx,
+            shutdown: shutdown_tx,
             _data_dir: data_dir,
+        });
+        let notifier = Arc::new(crate::systemd::Notifier::from_env());
+        let executor = Executor {
+            node: node.clone(),
+            policy,
+            monitor,
+            monitor_role: monitor_role_tx,
+            monitor_epoch: monitor_epoch_tx,
+            status_tx: executor_tx,
+            local_status: status_tx,
+            ops_rx,
+            notifier: notifier.clone(),
+        };
+        let exec_node = node.clone();
+        let executor_task = tokio::spawn(async move {
+            executor.run(shutdown_rx).await;
+            tracing::info!("executor stopped");
+            exec_node.loops_alive.send_replace(false);
         });
 
         let mut tasks = Vec::new();
@@ -188,7 +307,7 @@ impl RunningNode {
             params,
         )));
         tasks.push(tokio::spawn(bootstrap(node.clone())));
-        tasks.push(tokio::spawn(publish_local_status(node.clone(), status_tx)));
+        tasks.push(tokio::spawn(propose_kv_limits(node.clone())));
         if config.node.role == NodeRole::Voter {
             tasks.push(tokio::spawn(early_elections(node.clone())));
         }
@@ -204,11 +323,28 @@ impl RunningNode {
             api = %config.listen.api,
             "node started"
         );
-        Ok(RunningNode { node, tasks })
+        notifier.ready();
+        Ok(RunningNode {
+            node,
+            tasks,
+            executor: Some(executor_task),
+        })
     }
 
-    /// Stops Raft and every task.
-    pub async fn shutdown(self) {
+    /// Graceful stop: asks the executor to hand over (a primary switches over to the best
+    /// candidate, or demotes) and waits for it, bounded by the policy's shutdown timeout plus
+    /// a margin; then stops Raft and every task.
+    pub async fn shutdown(mut self) {
+        crate::systemd::Notifier::from_env().stopping();
+        self.node.shutdown.send_replace(true);
+        if let Some(exec) = self.executor.take() {
+            let limit = policy_config(&self.node.config).shutdown_timeout + Duration::from_secs(2);
+            if tokio::time::timeout(limit, exec).await.is_err() {
+                tracing::warn!(
+                    "graceful hand-over did not finish within {limit:?}; stopping anyway"
+                );
+            }
+        }
         for t in &self.tasks {
             t.abort();
         }
@@ -288,25 +424,34 @@ async fn bootstrap(node: Arc<Node>) {
     }
 }
 
-/// Feeds what heartbeats advertise (term, raft state, applied index...) from Raft metrics.
-async fn publish_local_status(node: Arc<Node>, tx: watch::Sender<LocalStatus>) {
+/// Makes the cluster's KV limits follow the leader's config: the leader proposes them once
+/// per term when the applied limits differ, so every node applies the same limits at the
+/// same log index (a node-local limit would let replicas disagree about a write).
+async fn propose_kv_limits(node: Arc<Node>) {
+    use crate::cluster::kv::KvLimits;
+    let want = KvLimits {
+        max_value_bytes: usize::try_from(node.config.storage.max_value_bytes).unwrap_or(usize::MAX),
+        ..KvLimits::default()
+    };
     let mut metrics = node.raft.metrics();
+    let mut done_term = None;
     loop {
-        let status = {
+        let (is_leader, term) = {
             let m = metrics.borrow_and_update();
-            LocalStatus {
-                term: m.current_term,
-                raft_state: heartbeat::RaftRoleWire::from_server_state(m.state),
-                leader_id: m.current_leader,
-                primary_epoch: None,
-                applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
-                health: Default::default(),
-            }
+            (m.state == ServerState::Leader, m.current_term)
         };
-        tx.send_replace(status);
-        tokio::select! {
-            r = metrics.changed() => if r.is_err() { return },
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        let have = node.sm.read().map(|s| s.app.kv.limits()).ok();
+        if is_leader && done_term != Some(term) && have.as_ref() != Some(&want) {
+            match node
+                .propose(crate::consensus::app::AppRequest::SetKvLimits(want))
+                .await
+            {
+                Ok(_) => done_term = Some(term),
+                Err(e) => tracing::debug!("KV limits not proposed yet: {e}"),
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
         }
     }
 }

@@ -15,7 +15,9 @@ pub struct Notifier {
 impl Notifier {
     /// Reads `$NOTIFY_SOCKET`; `None`-backed (no-op) when unset or unusable.
     pub fn from_env() -> Notifier {
-        let path = std::env::var("NOTIFY_SOCKET").ok().filter(|p| !p.is_empty());
+        let path = std::env::var("NOTIFY_SOCKET")
+            .ok()
+            .filter(|p| !p.is_empty());
         let socket = path.and_then(|p| UnixDatagram::unbound().ok().map(|s| (s, p)));
         Notifier { socket }
     }

@@ -14,22 +14,18 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
 use serde::{Deserialize, Serialize};
 
+use crate::api::error;
 use crate::cluster::kv::{self, Condition, KvCommand, KvEntry, KvError, KvResult};
 use crate::config::parse_duration;
 use crate::consensus::app::{AppRequest, AppResponse};
 use crate::node::{Node, ProposeError};
 
-/// Marks a request already forwarded once, so two nodes that disagree about the leader can
-/// never bounce a request between them forever.
-pub const FORWARDED_HEADER: &str = "x-quorate-forwarded";
 /// Longest blocking watch a client may ask for.
 pub const MAX_WATCH: Duration = Duration::from_secs(300);
 /// Default page size for prefix listings.
 pub const DEFAULT_LIST_LIMIT: usize = 100;
 /// Wait of a watch that names no `timeout`.
 pub const DEFAULT_WATCH: Duration = Duration::from_secs(30);
-/// Slack on top of the leader's own bound when waiting for a forwarded request's answer.
-const FORWARD_SLACK: Duration = Duration::from_secs(1);
 
 #[derive(Deserialize, Default)]
 pub struct KvQuery {
@@ -79,16 +75,6 @@ fn item(key: &str, e: &KvEntry) -> KvItem {
     }
 }
 
-pub fn error(status: StatusCode, msg: impl Into<String>) -> Response {
-    let body = serde_json::json!({ "error": msg.into() });
-    let mut r = (status, Json(body)).into_response();
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        r.headers_mut()
-            .insert("retry-after", HeaderValue::from_static("1"));
-    }
-    r
-}
-
 fn kv_error_status(e: &KvError) -> StatusCode {
     match e {
         KvError::ValueTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -103,10 +89,7 @@ fn kv_error_status(e: &KvError) -> StatusCode {
     }
 }
 
-/// Forwards the request to the leader's API, or answers 503 when there is nowhere to go.
-/// `leader_bound` is how long the leader itself may take to answer (its write timeout, plus
-/// the whole wait of a blocking watch); the forward waits that long plus a little slack, so a
-/// watch through a follower is not cut off before its own timeout.
+/// Forwards a KV request to the leader's API, or answers 503 when there is nowhere to go.
 #[allow(clippy::too_many_arguments)]
 async fn forward_or_unavailable(
     node: &Node,
@@ -116,68 +99,13 @@ async fn forward_or_unavailable(
     raw_query: Option<&str>,
     headers: &HeaderMap,
     body: Bytes,
-    leader_bound: Duration,
+    extra_wait: Duration,
 ) -> Response {
-    if headers.contains_key(FORWARDED_HEADER) {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "leadership is changing (request was already forwarded once); retry shortly",
-        );
-    }
-    let Some(addr) = leader
-        .filter(|l| *l != node.id())
-        .and_then(|l| node.api_addr_of(l))
-    else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no leader known: an election is in progress or this node is cut off from the majority; retry shortly",
-        );
+    let path = match raw_query {
+        Some(q) => format!("/v1/kv/{key}?{q}"),
+        None => format!("/v1/kv/{key}"),
     };
-    let url = match raw_query {
-        Some(q) => format!("http://{addr}/v1/kv/{key}?{q}"),
-        None => format!("http://{addr}/v1/kv/{key}"),
-    };
-    let client = match reqwest::Client::builder()
-        .no_proxy()
-        .timeout(leader_bound + FORWARD_SLACK)
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot build forwarding client: {e}"),
-            )
-        }
-    };
-    let mut req = client
-        .request(method, url)
-        .header(FORWARDED_HEADER, node.id().to_string())
-        .body(body);
-    if let Some(a) = headers.get("authorization") {
-        req = req.header("authorization", a.clone());
-    }
-    match req.send().await {
-        Ok(resp) => {
-            let status = resp.status();
-            let retry = resp.headers().get("retry-after").cloned();
-            let bytes = resp.bytes().await.unwrap_or_default();
-            let mut r = (status, bytes).into_response();
-            r.headers_mut()
-                .insert("content-type", HeaderValue::from_static("application/json"));
-            if let Some(v) = retry {
-                r.headers_mut().insert("retry-after", v);
-            }
-            r
-        }
-        Err(e) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "the leader (node {}) did not answer: {e}; retry shortly",
-                leader.unwrap_or_default()
-            ),
-        ),
-    }
+    crate::api::forward::to_leader(node, leader, method, &path, headers, body, extra_wait).await
 }
 
 fn propose_error(e: ProposeError) -> Response {

@@ -1,19 +1,24 @@
 //! The HTTP API (axum): status, health, and (as they land) control, KV and metrics.
 
+pub mod control;
+pub mod forward;
 pub mod kv;
+pub mod metrics;
 pub mod status;
 
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::HeaderValue;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use openraft::async_runtime::WatchReceiver;
 use openraft::ServerState;
 
 use crate::node::Node;
+use crate::policy::LocalRole;
 use status::{Counters, Membership, NodeStatus, PeerStatus};
 
 pub fn router(node: Arc<Node>) -> Router {
@@ -24,6 +29,20 @@ pub fn router(node: Arc<Node>) -> Router {
             "/v1/kv/{*key}",
             get(kv::get).put(kv::put).delete(kv::delete),
         )
+        .route("/primary", get(get_primary))
+        .route("/replica", get(get_replica))
+        .route("/v1/history", get(get_history))
+        .route("/metrics", get(get_metrics))
+        .route("/v1/maintenance", post(control::maintenance))
+        .route("/v1/nodes/{id}/drain", post(control::drain))
+        .route("/v1/nodes/{id}/undrain", post(control::undrain))
+        .route(
+            "/v1/switchover",
+            post(control::switchover).delete(control::cancel_switchover),
+        )
+        .route("/v1/failback", post(control::failback))
+        .route("/v1/failback/commit", post(control::failback_commit))
+        .route("/v1/failback/undo", post(control::failback_undo))
         .with_state(node)
 }
 
@@ -41,6 +60,12 @@ pub fn server_state_name(s: ServerState) -> &'static str {
 /// here, never across an await.
 pub fn build_status(node: &Node) -> NodeStatus {
     let m = node.metrics();
+    let ex = node.executor.borrow().clone();
+    let cluster = node
+        .sm
+        .read()
+        .map(|s| s.app.cluster.clone())
+        .unwrap_or_default();
     let view = node.heartbeat.view.borrow().clone();
     let membership = m.membership_config.membership();
     let voters: Vec<_> = membership.voter_ids().collect();
@@ -68,6 +93,9 @@ pub fn build_status(node: &Node) -> NodeStatus {
                     .get(&p.id)
                     .map(|l| l.map(|l| l.index).unwrap_or(0)),
                 applied_index: hb.and_then(|s| s.last.as_ref()).map(|h| h.applied_index),
+                health: hb
+                    .and_then(|s| s.last.as_ref())
+                    .map(|h| health_name(h.health).to_string()),
             }
         })
         .collect();
@@ -91,7 +119,70 @@ pub fn build_status(node: &Node) -> NodeStatus {
         uptime_ms: node.started.elapsed().as_millis() as u64,
         peers,
         counters: counters(node),
+        primary: cluster.primary_node(),
+        epoch: cluster.epoch,
+        acting_primary: acting_primary_now(node).is_some(),
+        local_role: local_role_name(ex.local_role).to_string(),
+        health: health_name(ex.health).to_string(),
+        maintenance: cluster.maintenance.as_ref().map(|m| m.reason.clone()),
+        drained: cluster.drained.iter().copied().collect(),
+        last_failover: cluster
+            .last_failover
+            .as_ref()
+            .and_then(|f| serde_json::to_value(f).ok()),
+        failed_over: cluster
+            .failed_over
+            .as_ref()
+            .and_then(|f| serde_json::to_value(f).ok()),
+        operation: cluster
+            .operation
+            .as_ref()
+            .and_then(|o| serde_json::to_value(o).ok()),
+        notes: ex.notes.iter().map(|n| n.to_string()).collect(),
     }
+}
+
+pub fn health_name(h: crate::types::ResourceHealth) -> &'static str {
+    match h {
+        crate::types::ResourceHealth::Unknown => "unknown",
+        crate::types::ResourceHealth::Healthy => "healthy",
+        crate::types::ResourceHealth::Unhealthy => "unhealthy",
+    }
+}
+
+pub fn local_role_name(r: LocalRole) -> &'static str {
+    match r {
+        LocalRole::Starting => "starting",
+        LocalRole::Replica => "replica",
+        LocalRole::Rejoining => "rejoining",
+        LocalRole::Promoting { .. } => "promoting",
+        LocalRole::Primary { .. } => "primary",
+        LocalRole::Demoting { .. } => "demoting",
+    }
+}
+
+/// Safety rule 1, evaluated at request time (not at the executor's last round): this node
+/// acts as primary only while its promote hook ran for the committed epoch e, the committed
+/// state still names it at e, it is the Raft leader, and a quorum acknowledged it within
+/// `lease`. After a SIGSTOP/SIGCONT the quorum acknowledgement is old, so this answers None
+/// before the executor has even run again.
+pub fn acting_primary_now(node: &Node) -> Option<crate::types::Epoch> {
+    let LocalRole::Primary { epoch } = node.executor.borrow().local_role else {
+        return None;
+    };
+    let m = node.metrics();
+    if m.state != ServerState::Leader {
+        return None;
+    }
+    let acked_age = m
+        .last_quorum_acked
+        .as_ref()
+        .map(|t| openraft::Instant::elapsed(&**t))?;
+    if acked_age >= node.config.timing.lease {
+        return None;
+    }
+    let cluster = node.sm.read().ok()?.app.cluster.clone();
+    cluster.is_primary(node.id(), epoch).then_some(epoch)
 }
 
 fn counters(node: &Node) -> Counters {
@@ -129,4 +220,80 @@ async fn get_health(State(node): State<Arc<Node>>) -> Response {
         )
             .into_response()
     }
+}
+
+async fn get_primary(State(node): State<Arc<Node>>) -> Response {
+    match acting_primary_now(&node) {
+        Some(epoch) => (
+            StatusCode::OK,
+            Json(serde_json::json!({"primary": node.id(), "epoch": epoch})),
+        )
+            .into_response(),
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node is not the acting primary",
+        ),
+    }
+}
+
+async fn get_replica(State(node): State<Arc<Node>>) -> Response {
+    let ex = node.executor.borrow().clone();
+    let healthy = ex.health.is_usable();
+    let replica =
+        matches!(ex.local_role, LocalRole::Replica) && acting_primary_now(&node).is_none();
+    if replica && healthy {
+        (
+            StatusCode::OK,
+            Json(serde_json::json!({"replica": node.id()})),
+        )
+            .into_response()
+    } else if !healthy {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node's service is unhealthy (monitor hook failing)",
+        )
+    } else {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node is not a serving replica",
+        )
+    }
+}
+
+async fn get_history(State(node): State<Arc<Node>>) -> Response {
+    let cluster = node
+        .sm
+        .read()
+        .map(|s| s.app.cluster.clone())
+        .unwrap_or_default();
+    let entries: Vec<_> = cluster.history.iter().cloned().collect();
+    Json(serde_json::json!({ "entries": entries })).into_response()
+}
+
+async fn get_metrics(State(node): State<Arc<Node>>) -> Response {
+    match metrics::render(&node) {
+        Ok(text) => {
+            let mut r = (StatusCode::OK, text).into_response();
+            r.headers_mut().insert(
+                "content-type",
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot render metrics: {e}"),
+        ),
+    }
+}
+
+/// A JSON error body `{"error": ...}`; 503 answers carry `Retry-After: 1`.
+pub fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    let body = serde_json::json!({ "error": msg.into() });
+    let mut r = (status, Json(body)).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut()
+            .insert("retry-after", HeaderValue::from_static("1"));
+    }
+    r
 }

@@ -27,6 +27,25 @@ pub struct NodeStatus {
     pub peers: Vec<PeerStatus>,
     /// Rejected-input and traffic counters (also exported by /metrics).
     pub counters: Counters,
+    /// The committed primary (cluster-wide view) and its epoch.
+    pub primary: Option<NodeId>,
+    pub epoch: u64,
+    /// True while this node acts as primary right now (safety rule 1 holds).
+    pub acting_primary: bool,
+    /// What this node's service is doing: starting | replica | rejoining | promoting | primary | demoting.
+    pub local_role: String,
+    /// This node's resource health from its monitor hook: unknown | healthy | unhealthy.
+    pub health: String,
+    /// Some(reason) while cluster-wide maintenance is on.
+    pub maintenance: Option<String>,
+    pub drained: Vec<NodeId>,
+    pub last_failover: Option<serde_json::Value>,
+    /// Set after an unplanned failover: home, current, epoch (failback possible).
+    pub failed_over: Option<serde_json::Value>,
+    /// A switchover or failback in progress (phase, target...).
+    pub operation: Option<serde_json::Value>,
+    /// What the policy is waiting for or refused, in words.
+    pub notes: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
@@ -63,4 +82,6 @@ pub struct PeerStatus {
     pub matched_index: Option<u64>,
     /// The peer's own applied index, from its last heartbeat.
     pub applied_index: Option<u64>,
+    /// The peer's resource health, from its last heartbeat.
+    pub health: Option<String>,
 }

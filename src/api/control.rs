@@ -1,0 +1,291 @@
+//! Operator control endpoints: maintenance, drain, switchover, failback.
+//!
+//! Each request goes to the leader's executor, which checks it with the policy
+//! (`plan_request`: eligible target, no other operation, ...) and commits the resulting
+//! command through Raft before answering. A follower forwards to the leader.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Json, Response};
+use serde::{Deserialize, Serialize};
+
+use crate::api::error;
+use crate::executor::{OpError, OpRequest};
+use crate::node::{Node, WRITE_TIMEOUT};
+use crate::policy::OperatorRequest;
+use crate::types::NodeId;
+
+/// How long the API waits for the executor to plan and commit a request.
+pub const OPERATOR_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+pub struct MaintenanceBody {
+    pub on: bool,
+    #[serde(default)]
+    pub reason: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+pub struct SwitchoverBody {
+    pub to: Option<NodeId>,
+    /// Wall-clock time (Unix ms) for a scheduled switchover.
+    pub at_unix_ms: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+pub struct FailbackBody {
+    #[serde(default)]
+    pub no_commit: bool,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct OpReply {
+    pub accepted: bool,
+    pub command: String,
+    pub log_index: u64,
+}
+
+/// Sends `req` to the local executor; forwards to the leader when this node is not it.
+async fn submit(
+    node: Arc<Node>,
+    req: OperatorRequest,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if node.ops.try_send(OpRequest { req, reply: tx }).is_err() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many operator requests queued; retry shortly",
+        );
+    }
+    let answer = match tokio::time::timeout(OPERATOR_TIMEOUT, rx).await {
+        Ok(Ok(a)) => a,
+        Ok(Err(_)) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the executor stopped; see the node's log",
+            )
+        }
+        Err(_) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("no answer within {OPERATOR_TIMEOUT:?}; check `quorate status`"),
+            )
+        }
+    };
+    match answer {
+        Ok(o) => Json(OpReply {
+            accepted: true,
+            command: o.command,
+            log_index: o.log_index,
+        })
+        .into_response(),
+        Err(OpError::NotLeader { leader }) => {
+            let path = uri
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_default();
+            crate::api::forward::to_leader(
+                &node,
+                leader,
+                method,
+                &path,
+                &headers,
+                body,
+                OPERATOR_TIMEOUT.max(WRITE_TIMEOUT),
+            )
+            .await
+        }
+        Err(OpError::Refused(r)) => error(StatusCode::CONFLICT, r.to_string()),
+        Err(OpError::Rejected(r)) => error(StatusCode::CONFLICT, r),
+        Err(OpError::Propose(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+#[allow(clippy::result_large_err)] // an axum Response is the natural error of a request parser
+fn parse<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> Result<T, Response> {
+    if body.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}")))
+}
+
+pub async fn maintenance(
+    State(node): State<Arc<Node>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let b: MaintenanceBody = match parse(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    submit(
+        node,
+        OperatorRequest::Maintenance {
+            on: b.on,
+            reason: b.reason,
+        },
+        method,
+        uri,
+        headers,
+        body,
+    )
+    .await
+}
+
+pub async fn drain(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<NodeId>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    submit(
+        node,
+        OperatorRequest::Drain {
+            node: id,
+            drained: true,
+        },
+        method,
+        uri,
+        headers,
+        body,
+    )
+    .await
+}
+
+pub async fn undrain(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<NodeId>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    submit(
+        node,
+        OperatorRequest::Drain {
+            node: id,
+            drained: false,
+        },
+        method,
+        uri,
+        headers,
+        body,
+    )
+    .await
+}
+
+pub async fn switchover(
+    State(node): State<Arc<Node>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let b: SwitchoverBody = match parse(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    submit(
+        node,
+        OperatorRequest::Switchover {
+            to: b.to,
+            at_unix_ms: b.at_unix_ms,
+        },
+        method,
+        uri,
+        headers,
+        body,
+    )
+    .await
+}
+
+pub async fn cancel_switchover(
+    State(node): State<Arc<Node>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    submit(
+        node,
+        OperatorRequest::CancelSwitchover,
+        method,
+        uri,
+        headers,
+        body,
+    )
+    .await
+}
+
+pub async fn failback(
+    State(node): State<Arc<Node>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let b: FailbackBody = match parse(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    submit(
+        node,
+        OperatorRequest::Failback {
+            no_commit: b.no_commit,
+        },
+        method,
+        uri,
+        headers,
+        body,
+    )
+    .await
+}
+
+pub async fn failback_commit(
+    State(node): State<Arc<Node>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    submit(
+        node,
+        OperatorRequest::FailbackCommit,
+        method,
+        uri,
+        headers,
+        body,
+    )
+    .await
+}
+
+pub async fn failback_undo(
+    State(node): State<Arc<Node>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    submit(
+        node,
+        OperatorRequest::FailbackUndo,
+        method,
+        uri,
+        headers,
+        body,
+    )
+    .await
+}

@@ -1,0 +1,243 @@
+//! `/metrics`: Prometheus text exposition, built at scrape time from the node's live state
+//! (nothing is sampled in the background, so an idle node spends no CPU on metrics).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::api::build_status;
+use crate::node::Node;
+
+type Labels = Vec<(String, String)>;
+
+fn gauge(reg: &mut Registry, name: &str, help: &str, v: i64) {
+    let g: Gauge = Gauge::default();
+    g.set(v);
+    reg.register(name, help, g);
+}
+
+fn counter(reg: &mut Registry, name: &str, help: &str, v: u64) {
+    let c: Counter = Counter::default();
+    c.inc_by(v);
+    reg.register(name, help, c);
+}
+
+/// Renders every metric as Prometheus text.
+pub fn render(node: &Node) -> Result<String, std::fmt::Error> {
+    let st = build_status(node);
+    let ex = node.executor.borrow().clone();
+    let mut reg = Registry::with_prefix("quorate");
+
+    let info: Family<Labels, Gauge> = Family::default();
+    info.get_or_create(&vec![
+        ("cluster".into(), st.cluster.clone()),
+        ("node".into(), st.node_id.to_string()),
+        ("member_role".into(), st.role.clone()),
+        ("raft_state".into(), st.raft_state.clone()),
+    ])
+    .set(1);
+    reg.register(
+        "node_info",
+        "Static and slowly changing facts about this node",
+        info,
+    );
+    gauge(
+        &mut reg,
+        "is_leader",
+        "1 while this node is the Raft leader",
+        i64::from(st.raft_state == "leader"),
+    );
+    gauge(
+        &mut reg,
+        "is_primary",
+        "1 while this node acts as primary (safety rule 1 holds)",
+        i64::from(ex.acting_primary.is_some()),
+    );
+    gauge(
+        &mut reg,
+        "epoch",
+        "Committed epoch (fencing token) of the current primary",
+        ex.epoch as i64,
+    );
+    gauge(&mut reg, "term", "Current Raft term", st.term as i64);
+    gauge(
+        &mut reg,
+        "maintenance",
+        "1 while cluster-wide maintenance mode is on",
+        i64::from(ex.maintenance),
+    );
+    gauge(
+        &mut reg,
+        "committed_index",
+        "Highest committed log index known here",
+        st.committed_index as i64,
+    );
+    gauge(
+        &mut reg,
+        "applied_index",
+        "Highest log index applied to the state machine",
+        st.applied_index as i64,
+    );
+    counter(
+        &mut reg,
+        "leader_changes",
+        "Raft leader changes observed by this node",
+        ex.leader_changes,
+    );
+    let failovers: Family<Labels, Counter> = Family::default();
+    for (reason, n) in &ex.promotions_by_reason {
+        failovers
+            .get_or_create(&vec![("reason".into(), reason.clone())])
+            .inc_by(*n);
+    }
+    reg.register(
+        "promotions",
+        "Promotions recorded in the cluster history, by reason",
+        failovers,
+    );
+
+    let rtt: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>> = Family::default();
+    let lag: Family<Labels, Gauge> = Family::default();
+    let alive: Family<Labels, Gauge> = Family::default();
+    for p in &st.peers {
+        let l = vec![("peer".into(), p.id.to_string())];
+        if let Some(r) = p.rtt_ms {
+            rtt.get_or_create(&l).set(r / 1000.0);
+        }
+        alive
+            .get_or_create(&l)
+            .set(i64::from(p.heartbeat == "alive"));
+        if let Some(m) = p.matched_index {
+            lag.get_or_create(&l)
+                .set(st.last_log_index.saturating_sub(m) as i64);
+        }
+    }
+    reg.register(
+        "peer_rtt_seconds",
+        "Heartbeat round-trip time per peer (EWMA)",
+        rtt,
+    );
+    reg.register(
+        "peer_alive",
+        "1 while the peer is alive on heartbeats",
+        alive,
+    );
+    reg.register(
+        "replication_lag_entries",
+        "Entries the follower is behind (leader only)",
+        lag,
+    );
+
+    let c = &st.counters;
+    let hb: Family<Labels, Counter> = Family::default();
+    for (reason, v) in [
+        ("malformed", c.heartbeats_dropped_malformed),
+        ("oversized", c.heartbeats_dropped_oversized),
+        ("foreign", c.heartbeats_dropped_foreign),
+        ("unknown_peer", c.heartbeats_dropped_unknown_peer),
+        ("stale", c.heartbeats_dropped_stale),
+    ] {
+        hb.get_or_create(&vec![("reason".into(), reason.into())])
+            .inc_by(v);
+    }
+    reg.register(
+        "heartbeats_dropped",
+        "Heartbeat datagrams dropped, by reason",
+        hb,
+    );
+    counter(
+        &mut reg,
+        "heartbeats_sent",
+        "Heartbeat datagrams sent",
+        c.heartbeats_sent,
+    );
+    counter(
+        &mut reg,
+        "heartbeats_received",
+        "Heartbeat datagrams received",
+        c.heartbeats_received,
+    );
+    counter(
+        &mut reg,
+        "raft_frames_rejected",
+        "Raft connections dropped for a bad frame",
+        c.raft_frames_rejected,
+    );
+    counter(
+        &mut reg,
+        "raft_handshakes_rejected",
+        "Raft connections refused at the handshake",
+        c.raft_handshakes_rejected,
+    );
+    counter(
+        &mut reg,
+        "raft_connections_rejected",
+        "Raft connections refused over the limit",
+        c.raft_connections_rejected,
+    );
+
+    let hooks_runs: Family<Labels, Counter> = Family::default();
+    let hooks_fail: Family<Labels, Counter> = Family::default();
+    let hooks_timeout: Family<Labels, Counter> = Family::default();
+    for kind in crate::resource::HookKind::ALL {
+        let counts = node.hooks.stats().get(kind);
+        let l = vec![("hook".into(), kind.as_str().to_string())];
+        hooks_runs.get_or_create(&l).inc_by(counts.runs);
+        hooks_fail.get_or_create(&l).inc_by(counts.failures);
+        hooks_timeout.get_or_create(&l).inc_by(counts.timeouts);
+    }
+    reg.register("hook_runs", "Hook executions, by hook", hooks_runs);
+    reg.register(
+        "hook_failures",
+        "Hook executions that failed, by hook",
+        hooks_fail,
+    );
+    reg.register(
+        "hook_timeouts",
+        "Hook executions killed at their timeout, by hook",
+        hooks_timeout,
+    );
+
+    let (kv_keys, kv_rev, kv_bytes) = node
+        .sm
+        .read()
+        .map(|s| {
+            (
+                s.app.kv.len() as i64,
+                s.app.kv.revision() as i64,
+                s.app.kv.approx_bytes() as i64,
+            )
+        })
+        .unwrap_or_default();
+    gauge(
+        &mut reg,
+        "kv_keys",
+        "Keys in the replicated KV store",
+        kv_keys,
+    );
+    gauge(&mut reg, "kv_revision", "Current KV revision", kv_rev);
+    gauge(
+        &mut reg,
+        "kv_bytes",
+        "Approximate bytes held by the KV store",
+        kv_bytes,
+    );
+    gauge(
+        &mut reg,
+        "raft_log_disk_bytes",
+        "Bytes the Raft log occupies on disk",
+        node.log.on_disk_bytes() as i64,
+    );
+    gauge(
+        &mut reg,
+        "snapshot_bytes",
+        "Size of the current snapshot",
+        node.sm.snapshot_bytes() as i64,
+    );
+
+    let mut out = String::new();
+    encode(&mut out, &reg)?;
+    Ok(out)
+}

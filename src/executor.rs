@@ -1,0 +1,545 @@
+//! The executor: the only place that turns the policy's decisions into IO.
+//!
+//! Each round it gathers observations (committed ClusterState, Raft metrics, the heartbeat
+//! view, monitor results), calls `Policy::step`, performs the returned actions (proposals
+//! through Raft, hooks, leadership transfers) in spawned tasks, and feeds their results back
+//! through `Policy::observe`. It wakes on any change and at least every `tick`, so a lapsed
+//! lease is noticed within a tick even when nothing else happens.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::ServerState;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::cluster::{ClusterState, Command};
+use crate::consensus::app::{AppRequest, AppResponse};
+use crate::heartbeat::{LocalStatus, RaftRoleWire};
+use crate::node::{Node, ProposeError};
+use crate::policy::{
+    Action, Event, HookKind as PolicyHook, Inputs, LocalRole, Member, OperatorRequest, PeerObs,
+    Policy, RaftView, Refusal, StatusNote,
+};
+use crate::resource::{HookContext, HookKind, HookReason, MonitorHandle, MonitorRole};
+use crate::types::{Epoch, NodeId, NodeRole, ResourceHealth};
+
+/// Operator requests queued for the executor at most (the API answers 503 past it).
+pub const OPERATOR_QUEUE: usize = 16;
+/// Results of in-flight actions queued at most.
+pub const EVENT_QUEUE: usize = 256;
+/// Longest the executor sleeps between rounds.
+pub const MAX_TICK: Duration = Duration::from_millis(25);
+
+/// What the executor publishes for the API, metrics and systemd.
+#[derive(Clone, Debug, Serialize)]
+pub struct ExecutorStatus {
+    pub local_role: LocalRole,
+    /// Some(epoch) while rule 1 held at the last round.
+    pub acting_primary: Option<Epoch>,
+    pub epoch: Epoch,
+    pub primary: Option<NodeId>,
+    pub maintenance: bool,
+    pub health: ResourceHealth,
+    pub notes: Vec<StatusNote>,
+    pub leader_changes: u64,
+    pub promotions_by_reason: BTreeMap<String, u64>,
+    /// Round counter: the watchdog is fed only while this advances.
+    pub rounds: u64,
+}
+
+impl Default for ExecutorStatus {
+    fn default() -> Self {
+        ExecutorStatus {
+            local_role: LocalRole::Starting,
+            acting_primary: None,
+            epoch: 0,
+            primary: None,
+            maintenance: false,
+            health: ResourceHealth::Unknown,
+            notes: Vec::new(),
+            leader_changes: 0,
+            promotions_by_reason: BTreeMap::new(),
+            rounds: 0,
+        }
+    }
+}
+
+/// An operator request and where to send the answer.
+pub struct OpRequest {
+    pub req: OperatorRequest,
+    pub reply: oneshot::Sender<Result<OpOutcome, OpError>>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct OpOutcome {
+    /// The command that was committed.
+    pub command: String,
+    pub log_index: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    #[error("{0}")]
+    Refused(Refusal),
+    #[error("not the leader")]
+    NotLeader { leader: Option<NodeId> },
+    #[error("{0}")]
+    Propose(String),
+    #[error("the cluster refused the command: {0}")]
+    Rejected(String),
+}
+
+fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn hook_kind(k: PolicyHook) -> HookKind {
+    match k {
+        PolicyHook::Promote => HookKind::Promote,
+        PolicyHook::Demote => HookKind::Demote,
+        PolicyHook::Fence => HookKind::Fence,
+        PolicyHook::Rejoin => HookKind::Rejoin,
+    }
+}
+
+fn hook_reason(r: crate::policy::HookReason) -> HookReason {
+    use crate::policy::HookReason as P;
+    match r {
+        P::Startup => HookReason::Startup,
+        P::Failover => HookReason::Failover,
+        P::Switchover => HookReason::Switchover,
+        P::Failback => HookReason::Failback,
+        P::Restart => HookReason::Restart,
+        P::Rejoin => HookReason::Rejoin,
+        P::Maintenance => HookReason::Maintenance,
+    }
+}
+
+/// Everything the executor owns.
+pub struct Executor {
+    pub node: Arc<Node>,
+    pub policy: Policy,
+    pub monitor: MonitorHandle,
+    pub monitor_role: watch::Sender<MonitorRole>,
+    pub monitor_epoch: watch::Sender<Epoch>,
+    pub status_tx: watch::Sender<ExecutorStatus>,
+    pub local_status: watch::Sender<LocalStatus>,
+    pub ops_rx: mpsc::Receiver<OpRequest>,
+    pub notifier: Arc<crate::systemd::Notifier>,
+}
+
+/// The observation snapshot of one round.
+struct Observed {
+    state: Arc<ClusterState>,
+    members: Vec<Member>,
+    raft: RaftView,
+    peers: BTreeMap<NodeId, PeerObs>,
+    metrics_state: ServerState,
+    leader: Option<NodeId>,
+    applied: u64,
+}
+
+impl Executor {
+    fn observe_world(&self) -> Observed {
+        let node = &self.node;
+        let state = node
+            .sm
+            .read()
+            .map(|s| s.app.cluster.clone())
+            .unwrap_or_default();
+        let m = node.metrics();
+        let is_leader = m.state == ServerState::Leader;
+        let mut matched = BTreeMap::new();
+        if let Some(rep) = &m.replication {
+            for (id, l) in rep {
+                matched.insert(*id, l.map(|l| l.index).unwrap_or(0));
+            }
+        }
+        let last_log_index = m.last_log_index.unwrap_or(0);
+        if is_leader {
+            matched.insert(node.id(), last_log_index);
+        }
+        // openraft's instant has no conversion to std's; go through its age. The two clock
+        // reads are microseconds apart, far inside the clock-drift margin of the lease.
+        let now = Instant::now();
+        let last_quorum_acked = m
+            .last_quorum_acked
+            .as_ref()
+            .and_then(|t| now.checked_sub(openraft::Instant::elapsed(&**t)));
+        let raft = RaftView {
+            is_leader,
+            term: m.current_term,
+            leader_id: m.current_leader,
+            last_log_index,
+            matched,
+            last_quorum_acked,
+        };
+        let view = node.heartbeat.view.borrow().clone();
+        let mut peers = BTreeMap::new();
+        for p in &view.peers {
+            let last = p.last.as_ref();
+            peers.insert(
+                p.id,
+                PeerObs {
+                    alive: !p.state.counts_as_dead(),
+                    dead_on_all_links: p.state.counts_as_dead(),
+                    health: last.map(|h| h.health).unwrap_or_default(),
+                    applied_index: last.map(|h| h.applied_index).unwrap_or(0),
+                    claims_primary_epoch: last.and_then(|h| h.primary_epoch),
+                },
+            );
+        }
+        let members = node
+            .config
+            .peers
+            .iter()
+            .map(|p| Member {
+                id: p.id,
+                role: p.role,
+                priority: p.priority,
+            })
+            .collect();
+        Observed {
+            state,
+            members,
+            raft,
+            peers,
+            metrics_state: m.state,
+            leader: m.current_leader,
+            applied: m.last_applied.map(|l| l.index).unwrap_or(0),
+        }
+    }
+
+    /// The main loop. Returns when the policy says it is ready to exit (after a graceful
+    /// shutdown request) or when the node stops.
+    pub async fn run(mut self, mut shutdown_rx: watch::Receiver<bool>) {
+        let (ev_tx, mut ev_rx) = mpsc::channel::<Event>(EVENT_QUEUE);
+        let mut applied_rx = self.node.sm.subscribe_applied();
+        let mut metrics_rx = self.node.raft.metrics();
+        let mut view_rx = self.node.heartbeat.view.clone();
+        let mut monitor_rx = self.monitor.results();
+        let tick = (self.node.config.timing.lease / 4).clamp(Duration::from_millis(5), MAX_TICK);
+        let watchdog = crate::systemd::watchdog_interval();
+        let mut last_watchdog = Instant::now();
+        let mut last_leader: Option<NodeId> = None;
+        let mut leader_changes = 0u64;
+        let mut rounds = 0u64;
+        let mut shutdown_sent = false;
+        let mut last_notify = String::new();
+        loop {
+            let now = Instant::now();
+            if *shutdown_rx.borrow() && !shutdown_sent {
+                shutdown_sent = true;
+                self.policy.observe(Event::ShutdownRequested, now);
+            }
+            let obs = self.observe_world();
+            if obs.leader != last_leader {
+                if last_leader.is_some() || obs.leader.is_some() {
+                    leader_changes += 1;
+                }
+                last_leader = obs.leader;
+            }
+            let local_health = *self.monitor.health.borrow();
+            let inputs = Inputs {
+                state: &obs.state,
+                members: &obs.members,
+                raft: &obs.raft,
+                peers: &obs.peers,
+                local_health,
+                now_unix_ms: now_unix_ms(),
+            };
+            let actions = self.policy.step(&inputs, now);
+            let mut exit = false;
+            for a in actions {
+                match a {
+                    Action::ReadyToExit => exit = true,
+                    other => self.perform(other, &obs, &ev_tx),
+                }
+            }
+            rounds += 1;
+            self.publish(
+                &obs,
+                &inputs,
+                now,
+                local_health,
+                leader_changes,
+                rounds,
+                &mut last_notify,
+            );
+            if let Some(iv) = watchdog {
+                if last_watchdog.elapsed() >= iv {
+                    self.notifier.watchdog();
+                    last_watchdog = Instant::now();
+                }
+            }
+            if exit {
+                return;
+            }
+
+            tokio::select! {
+                Some(ev) = ev_rx.recv() => {
+                    self.policy.observe(ev, Instant::now());
+                    while let Ok(ev) = ev_rx.try_recv() {
+                        self.policy.observe(ev, Instant::now());
+                    }
+                }
+                Some(op) = self.ops_rx.recv() => self.handle_op(op, &ev_tx),
+                r = applied_rx.changed() => { if r.is_err() { return; } }
+                r = metrics_rx.changed() => { if r.is_err() { return; } }
+                r = view_rx.changed() => { if r.is_err() { return; } }
+                r = monitor_rx.recv() => {
+                    match r {
+                        Ok(res) => self.policy.observe(Event::MonitorResult { ok: res.ok }, Instant::now()),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(_) => {}
+                    }
+                }
+                _ = shutdown_rx.changed() => {}
+                _ = tokio::time::sleep(tick) => {}
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn publish(
+        &self,
+        obs: &Observed,
+        inputs: &Inputs<'_>,
+        now: Instant,
+        health: ResourceHealth,
+        leader_changes: u64,
+        rounds: u64,
+        last_notify: &mut String,
+    ) {
+        let role = self.policy.local_role();
+        let acting = self.policy.acting_primary(inputs, now);
+        let mut by_reason = BTreeMap::new();
+        for h in obs.state.history.iter() {
+            if let Some(r) = h.promote_reason() {
+                *by_reason.entry(r.to_string()).or_insert(0u64) += 1;
+            }
+        }
+        let st = ExecutorStatus {
+            local_role: role,
+            acting_primary: acting,
+            epoch: obs.state.epoch,
+            primary: obs.state.primary_node(),
+            maintenance: obs.state.in_maintenance(),
+            health,
+            notes: self.policy.status_notes().to_vec(),
+            leader_changes,
+            promotions_by_reason: by_reason,
+            rounds,
+        };
+        self.status_tx.send_replace(st);
+
+        let member_role = self.node.config.node.role;
+        let mrole = match (role, member_role) {
+            (LocalRole::Primary { .. } | LocalRole::Promoting { .. }, _) => MonitorRole::Primary,
+            (_, NodeRole::Witness) => MonitorRole::Witness,
+            (_, NodeRole::Learner) => MonitorRole::Learner,
+            _ => MonitorRole::Replica,
+        };
+        self.monitor_role.send_if_modified(|r| {
+            let changed = *r != mrole;
+            *r = mrole;
+            changed
+        });
+        let epoch = obs.state.epoch;
+        self.monitor_epoch.send_if_modified(|e| {
+            let changed = *e != epoch;
+            *e = epoch;
+            changed
+        });
+        let ls = LocalStatus {
+            term: obs.raft.term,
+            raft_state: RaftRoleWire::from_server_state(obs.metrics_state),
+            leader_id: obs.leader,
+            primary_epoch: self.policy.claims_primary(),
+            applied_index: obs.applied,
+            health,
+        };
+        self.local_status.send_if_modified(|cur| {
+            let changed = *cur != ls;
+            *cur = ls;
+            changed
+        });
+        if self.notifier.enabled() {
+            let text = format!(
+                "role={} epoch={} leader={} primary={}",
+                match acting {
+                    Some(_) => "primary".to_string(),
+                    None => format!("{role:?}").to_lowercase(),
+                },
+                epoch,
+                obs.leader
+                    .map(|l| l.to_string())
+                    .unwrap_or_else(|| "none".into()),
+                obs.state
+                    .primary_node()
+                    .map(|l| l.to_string())
+                    .unwrap_or_else(|| "none".into()),
+            );
+            if *last_notify != text {
+                self.notifier.status(&text);
+                *last_notify = text;
+            }
+        }
+    }
+
+    fn perform(&self, action: Action, obs: &Observed, ev_tx: &mpsc::Sender<Event>) {
+        match action {
+            Action::Propose { id, cmd } => {
+                tracing::info!(
+                    term = obs.raft.term,
+                    epoch = obs.state.epoch,
+                    command = cmd.name(),
+                    "proposing"
+                );
+                let node = self.node.clone();
+                let tx = ev_tx.clone();
+                tokio::spawn(async move {
+                    let ev = match node.propose(AppRequest::Cluster(cmd)).await {
+                        Ok((AppResponse::Cluster(result), _)) => {
+                            Event::ProposalCommitted { id, result }
+                        }
+                        Ok((other, _)) => Event::ProposalFailed {
+                            id,
+                            error: format!("unexpected apply result {other:?}"),
+                        },
+                        Err(e) => Event::ProposalFailed {
+                            id,
+                            error: e.to_string(),
+                        },
+                    };
+                    let _ = tx.send(ev).await;
+                });
+            }
+            Action::RunHook(run) => {
+                let hooks = self.node.hooks.clone();
+                let tx = ev_tx.clone();
+                let kind = hook_kind(run.hook);
+                let role = match run.hook {
+                    PolicyHook::Promote | PolicyHook::Fence => "primary",
+                    PolicyHook::Demote | PolicyHook::Rejoin => "replica",
+                };
+                tracing::info!(
+                    term = obs.raft.term,
+                    epoch = run.epoch,
+                    hook = kind.as_str(),
+                    reason = run.reason.as_str(),
+                    target = ?run.target,
+                    "running hook"
+                );
+                tokio::spawn(async move {
+                    let ctx = HookContext {
+                        role,
+                        epoch: run.epoch,
+                        reason: hook_reason(run.reason),
+                        previous_primary: run.previous_primary,
+                        target: run.target,
+                    };
+                    let out = hooks.run(kind, ctx).await;
+                    if !out.ok {
+                        tracing::warn!(
+                            hook = kind.as_str(),
+                            epoch = run.epoch,
+                            "hook failed: {}",
+                            out.describe()
+                        );
+                    }
+                    let _ = tx
+                        .send(Event::HookFinished {
+                            id: run.id,
+                            ok: out.ok,
+                        })
+                        .await;
+                });
+            }
+            Action::TransferLeadership { to, .. } => {
+                tracing::info!(
+                    term = obs.raft.term,
+                    epoch = obs.state.epoch,
+                    to,
+                    "transferring leadership"
+                );
+                let raft = self.node.raft.clone();
+                let tx = ev_tx.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = raft.trigger().transfer_leader(to).await {
+                        let _ = tx
+                            .send(Event::TransferFailed {
+                                to,
+                                error: e.to_string(),
+                            })
+                            .await;
+                    }
+                });
+            }
+            Action::DemoteNow { reason } => {
+                tracing::warn!(
+                    term = obs.raft.term,
+                    epoch = obs.state.epoch,
+                    reason = reason.as_str(),
+                    "stopping acting as primary now"
+                );
+            }
+            Action::Report(note) => {
+                tracing::info!(term = obs.raft.term, epoch = obs.state.epoch, "{note}");
+            }
+            Action::ReadyToExit => {}
+        }
+    }
+
+    fn handle_op(&self, op: OpRequest, _ev_tx: &mpsc::Sender<Event>) {
+        let obs = self.observe_world();
+        if !obs.raft.is_leader {
+            let _ = op
+                .reply
+                .send(Err(OpError::NotLeader { leader: obs.leader }));
+            return;
+        }
+        let inputs = Inputs {
+            state: &obs.state,
+            members: &obs.members,
+            raft: &obs.raft,
+            peers: &obs.peers,
+            local_health: *self.monitor.health.borrow(),
+            now_unix_ms: now_unix_ms(),
+        };
+        let cmd: Command = match self.policy.plan_request(&op.req, &inputs, Instant::now()) {
+            Ok(c) => c,
+            Err(Refusal::NotLeader { leader }) => {
+                let _ = op.reply.send(Err(OpError::NotLeader { leader }));
+                return;
+            }
+            Err(r) => {
+                let _ = op.reply.send(Err(OpError::Refused(r)));
+                return;
+            }
+        };
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            let name = cmd.name().to_string();
+            let res = match node.propose(AppRequest::Cluster(cmd)).await {
+                Ok((AppResponse::Cluster(Ok(_)), idx)) => Ok(OpOutcome {
+                    command: name,
+                    log_index: idx,
+                }),
+                Ok((AppResponse::Cluster(Err(rej)), _)) => Err(OpError::Rejected(rej.to_string())),
+                Ok((other, _)) => Err(OpError::Propose(format!(
+                    "unexpected apply result {other:?}"
+                ))),
+                Err(ProposeError::NotLeader { leader }) => Err(OpError::NotLeader { leader }),
+                Err(e) => Err(OpError::Propose(e.to_string())),
+            };
+            let _ = op.reply.send(res);
+        });
+    }
+}

@@ -1,0 +1,384 @@
+//! What the policy asks the executor to do, and what the executor reports back.
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::candidate::Ineligible;
+use crate::cluster::{Applied, Command, DemoteReason, Phase, PromoteReason, Rejected};
+use crate::types::{Epoch, NodeId};
+
+/// Identifies an action whose result comes back as an [`Event`] (proposals and hooks).
+pub type ActionId = u64;
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum HookKind {
+    Promote,
+    Demote,
+    Fence,
+    Rejoin,
+}
+
+impl HookKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookKind::Promote => "promote",
+            HookKind::Demote => "demote",
+            HookKind::Fence => "fence",
+            HookKind::Rejoin => "rejoin",
+        }
+    }
+}
+
+/// `QUORATE_REASON` in the hook's environment (the fixed list of DESIGN.md).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum HookReason {
+    Startup,
+    Failover,
+    Switchover,
+    Failback,
+    Restart,
+    Rejoin,
+    Maintenance,
+}
+
+impl HookReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookReason::Startup => "startup",
+            HookReason::Failover => "failover",
+            HookReason::Switchover => "switchover",
+            HookReason::Failback => "failback",
+            HookReason::Restart => "restart",
+            HookReason::Rejoin => "rejoin",
+            HookReason::Maintenance => "maintenance",
+        }
+    }
+
+    pub fn for_promote(r: PromoteReason) -> HookReason {
+        match r {
+            PromoteReason::Startup => HookReason::Startup,
+            PromoteReason::Failover => HookReason::Failover,
+            PromoteReason::Handover | PromoteReason::Forced => HookReason::Maintenance,
+            PromoteReason::Switchover => HookReason::Switchover,
+            PromoteReason::Failback | PromoteReason::FailbackUndo => HookReason::Failback,
+        }
+    }
+
+    pub fn for_demote(r: DemoteReason) -> HookReason {
+        match r {
+            DemoteReason::LeaseLost
+            | DemoteReason::LeadershipLost
+            | DemoteReason::Superseded
+            | DemoteReason::ResourceFailure => HookReason::Failover,
+            DemoteReason::Drained | DemoteReason::Shutdown => HookReason::Maintenance,
+            DemoteReason::Switchover => HookReason::Switchover,
+            DemoteReason::Failback | DemoteReason::FailbackUndo => HookReason::Failback,
+        }
+    }
+}
+
+/// One hook to run. The executor runs at most one at a time for the policy (the policy
+/// never emits a second one before the first finished) and reports
+/// [`Event::HookFinished`] with the same `id`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookRun {
+    pub id: ActionId,
+    pub hook: HookKind,
+    /// `QUORATE_EPOCH`: for promote and demote the epoch of the role; for fence the epoch
+    /// the coming promotion will use (fence everything older); for rejoin the current
+    /// epoch.
+    pub epoch: Epoch,
+    pub reason: HookReason,
+    /// `QUORATE_PREVIOUS_PRIMARY`.
+    pub previous_primary: Option<NodeId>,
+    /// Fence: the node to fence. Rejoin: the primary to rejoin.
+    pub target: Option<NodeId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Propose through Raft (`client_write`); report [`Event::ProposalCommitted`] with the
+    /// apply result or [`Event::ProposalFailed`].
+    Propose {
+        id: ActionId,
+        cmd: Command,
+    },
+    RunHook(HookRun),
+    /// `trigger().transfer_leader(to)`. The policy watches `leader_id` and the deadline
+    /// itself; report [`Event::TransferFailed`] only if the trigger call itself failed.
+    TransferLeadership {
+        to: NodeId,
+        deadline: Instant,
+    },
+    /// Safety rule 3: stop every primary-side effect at once (stop answering `/primary`,
+    /// kill an in-flight promote hook), without waiting for anyone. The demote hook
+    /// follows as a separate [`Action::RunHook`] (in this step, or, when a promote hook
+    /// was in flight, once its [`Event::HookFinished`] arrived: report that event even for
+    /// a killed hook).
+    DemoteNow {
+        reason: DemoteReason,
+    },
+    /// Something status should show or the log should record (emitted when it starts
+    /// being true; [`Policy::status_notes`](super::Policy::status_notes) has the full
+    /// current list).
+    Report(StatusNote),
+    /// Graceful shutdown finished its hand-over (or gave up): the daemon may exit.
+    ReadyToExit,
+}
+
+/// Results and observations fed back through [`Policy::observe`](super::Policy::observe).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The proposal committed; `result` is what apply returned.
+    ProposalCommitted {
+        id: ActionId,
+        result: Result<Applied, Rejected>,
+    },
+    /// The proposal was not committed (not leader any more, forward-to-leader, timeout).
+    ProposalFailed {
+        id: ActionId,
+        error: String,
+    },
+    HookFinished {
+        id: ActionId,
+        ok: bool,
+    },
+    /// The transfer trigger itself returned an error.
+    TransferFailed {
+        to: NodeId,
+        error: String,
+    },
+    /// One run of the local monitor hook (every run, on every node).
+    MonitorResult {
+        ok: bool,
+    },
+    /// SIGTERM / `systemctl stop`.
+    ShutdownRequested,
+}
+
+/// What this node's service is doing, as far as the policy's hooks made it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LocalRole {
+    /// Just started; the startup demote has not finished. The service may still run from
+    /// before the restart.
+    Starting,
+    Replica,
+    /// Rejoin hook running.
+    Rejoining,
+    /// Promote hook running (not acting yet: `/primary` answers 503).
+    Promoting {
+        epoch: Epoch,
+    },
+    /// Promote hook succeeded; acting while rule 1 holds.
+    Primary {
+        epoch: Epoch,
+    },
+    /// Demote hook running or being retried; the service may still be up.
+    Demoting {
+        epoch: Epoch,
+    },
+}
+
+/// Things operators should see in status and logs.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusNote {
+    Maintenance {
+        reason: String,
+    },
+    /// Startup demote in progress.
+    Starting,
+    /// The leader has not heard a quorum within `lease`: it does not promote.
+    WaitingForQuorum,
+    NoEligibleCandidate {
+        reasons: Vec<Ineligible>,
+    },
+    WaitingForFence {
+        target: NodeId,
+        attempt: u32,
+        required: bool,
+    },
+    FenceFailedPromotingAnyway {
+        target: NodeId,
+    },
+    WaitingForCatchUp {
+        to: NodeId,
+        lag: Option<u64>,
+    },
+    Transferring {
+        to: NodeId,
+    },
+    TransferTimedOut {
+        to: NodeId,
+    },
+    TransferFailed {
+        to: NodeId,
+        error: String,
+    },
+    /// Stopped acting as primary (rule 1/3).
+    DemotedSelf {
+        reason: DemoteReason,
+    },
+    LocalRestart {
+        attempt: u32,
+        max: u32,
+    },
+    HandingOver {
+        reason: DemoteReason,
+    },
+    /// The primary should move away but nobody can take it.
+    NoCandidateForHandover {
+        reason: DemoteReason,
+    },
+    HookFailed {
+        hook: HookKind,
+        attempts: u32,
+    },
+    ProposalRefused {
+        command: String,
+        error: String,
+    },
+    ProposalFailed {
+        error: String,
+    },
+    ProposalTimedOut,
+    Rejoining {
+        primary: NodeId,
+    },
+    SwitchoverScheduled {
+        to: NodeId,
+        at_unix_ms: u64,
+    },
+    /// An operation step waits for something.
+    OperationWaiting {
+        id: u64,
+        phase: Phase,
+        what: String,
+    },
+    Verifying {
+        id: u64,
+        passes: u32,
+        checks: u32,
+    },
+    AwaitingCommit {
+        id: u64,
+    },
+    FailbackAvailable {
+        home: NodeId,
+    },
+    FailbackBehind {
+        home: NodeId,
+        lag: u64,
+    },
+    FailbackUnavailable {
+        home: NodeId,
+        why: Ineligible,
+    },
+    ShuttingDown,
+}
+
+impl std::fmt::Display for StatusNote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use StatusNote::*;
+        match self {
+            Maintenance { reason } => write!(f, "MAINTENANCE: automatic actions frozen ({reason})"),
+            Starting => f.write_str("starting: demoting the service before joining"),
+            WaitingForQuorum => {
+                f.write_str("leader without a quorum acknowledgement within lease: not promoting")
+            }
+            NoEligibleCandidate { reasons } => {
+                f.write_str("no eligible candidate for primary")?;
+                for r in reasons {
+                    write!(f, "; {r}")?;
+                }
+                Ok(())
+            }
+            WaitingForFence {
+                target,
+                attempt,
+                required,
+            } => write!(
+                f,
+                "fencing {}: waiting for fence of node {target} (attempt {attempt})",
+                if *required { "required" } else { "best-effort" }
+            ),
+            FenceFailedPromotingAnyway { target } => {
+                write!(
+                    f,
+                    "fence of node {target} failed; fencing is best-effort, promoting anyway"
+                )
+            }
+            WaitingForCatchUp { to, lag } => match lag {
+                Some(l) => write!(f, "waiting for node {to} to catch up ({l} entries behind)"),
+                None => write!(f, "waiting for node {to} to catch up (progress unknown)"),
+            },
+            Transferring { to } => write!(f, "transferring leadership to node {to}"),
+            TransferTimedOut { to } => write!(
+                f,
+                "leadership transfer to node {to} timed out; trying another candidate"
+            ),
+            TransferFailed { to, error } => {
+                write!(f, "leadership transfer to node {to} failed: {error}")
+            }
+            DemotedSelf { reason } => write!(f, "stopped acting as primary: {reason}"),
+            LocalRestart { attempt, max } => {
+                write!(f, "service failed: local restart {attempt} of {max}")
+            }
+            HandingOver { reason } => write!(f, "handing the primary role over: {reason}"),
+            NoCandidateForHandover { reason } => {
+                write!(
+                    f,
+                    "primary should move away ({reason}) but no other node is eligible; staying"
+                )
+            }
+            HookFailed { hook, attempts } => {
+                write!(
+                    f,
+                    "{} hook failed ({attempts} attempts); retrying",
+                    hook.as_str()
+                )
+            }
+            ProposalRefused { command, error } => {
+                write!(f, "{command} refused by the state machine: {error}")
+            }
+            ProposalFailed { error } => write!(f, "proposal not committed: {error}"),
+            ProposalTimedOut => f.write_str("proposal not answered within proposal_timeout"),
+            Rejoining { primary } => write!(f, "rejoining as replica of node {primary}"),
+            SwitchoverScheduled { to, at_unix_ms } => {
+                write!(
+                    f,
+                    "switchover to node {to} scheduled at {at_unix_ms} ms since the epoch"
+                )
+            }
+            OperationWaiting { id, phase, what } => {
+                write!(f, "operation {id} ({phase}): waiting for {what}")
+            }
+            Verifying { id, passes, checks } => {
+                write!(
+                    f,
+                    "failback {id} verifying: {passes} of {checks} monitor checks passed"
+                )
+            }
+            AwaitingCommit { id } => write!(
+                f,
+                "failback {id} verified: run `quorate failback commit` or `quorate failback undo`"
+            ),
+            FailbackAvailable { home } => write!(
+                f,
+                "failback available: home node {home} is eligible and in sync"
+            ),
+            FailbackBehind { home, lag } => write!(
+                f,
+                "failback not yet available: home node {home} is {lag} entries behind"
+            ),
+            FailbackUnavailable { home, why } => {
+                write!(f, "failback not available to home node {home}: {why}")
+            }
+            ShuttingDown => f.write_str("shutting down: handing over before exit"),
+        }
+    }
+}

@@ -1,0 +1,997 @@
+//! The decision function: committed state + observations + `now` in, actions out.
+//!
+//! Like etcd raft's `RawNode` or openraft's `Engine`, the policy never performs anything
+//! itself. The executor calls [`Policy::step`] on every tick (and after every event),
+//! performs the returned [`Action`]s in order, and reports results back through
+//! [`Policy::observe`]. The policy remembers what it has in flight (one proposal, one
+//! hook, one leadership transfer, one fence) so it never emits a duplicate, and it keeps
+//! its own record of what this node's service is doing ([`LocalRole`]), because only the
+//! hooks it asked for change that.
+//!
+//! Everything is deterministic: the same sequence of `step`/`observe` calls with the
+//! same inputs and `Instant`s gives the same actions. No clock is read; `Instant`s and
+//! the wall-clock `now_unix_ms` come from the caller.
+//!
+//! # The rules, and why they are ordered as they are
+//!
+//! * **Acting primary (safety rule 1).** This node acts as primary only while the
+//!   committed state names it at epoch `e`, it is the Raft leader, and a quorum
+//!   acknowledged it within `lease`. The check runs first on every step, even during
+//!   maintenance: a primary cut off from its peers must stop before the other side can
+//!   elect a leader and promote (rule 3), otherwise both serve writes. Maintenance does
+//!   not suspend it, because the majority side may leave maintenance while this node
+//!   cannot hear about it.
+//! * **Promotion is commit, then hook (rule 2).** The promote hook runs only for a
+//!   Promote this very process proposed and then saw committed (the state changed to
+//!   name it while it ran), and only while it still leads with a fresh quorum. A
+//!   restarted daemon never acts on a promotion of a former life (from the state it
+//!   loaded, or from a proposal of its previous incarnation that commits late): it
+//!   demotes on startup and a new epoch must be committed. A forced promotion must
+//!   therefore be proposed by the target node's own policy.
+//! * **Demote hook, then Demote command.** When a primary releases its role, the Demote
+//!   command is proposed only after the demote hook succeeded. If it were proposed
+//!   first and committed while the hook hung, a new leader would see "no primary" and
+//!   promote without fencing, while the old service still ran.
+//! * **Never hand leadership away while this node's service may run.** Leadership
+//!   transfer bypasses the voters' lease (the target campaigns at once), so the usual
+//!   timing argument of rule 3 does not cover it: the transfer is emitted only when the
+//!   local role is Replica. The one exception: a leader whose demote hook keeps failing
+//!   hands over when fencing is enabled, so the new leader fences it.
+//! * **Fence before promote (rule 4).** A leader about to promote itself fences the
+//!   recorded primary when it cannot confirm it stopped (not heard, or still claiming
+//!   the role). With `fencing = required` nothing is proposed until the fence hook
+//!   succeeded.
+//! * **Maintenance** freezes automatic decisions: no failover, transfer, fence, local
+//!   restart, hand-over, rejoin or operation step. Still done: the rule-1/3 demotion
+//!   above, the startup demote, the promote hook of a promotion that was already
+//!   committed (e.g. a forced one) or of a local restart already half done (in-flight
+//!   work completes, as in Pacemaker; leaving the service down for the whole window
+//!   would be worse), and recording a demotion that already happened.
+
+mod action;
+mod candidate;
+mod config;
+mod inputs;
+mod leader;
+mod request;
+
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+pub use action::{Action, ActionId, Event, HookKind, HookReason, HookRun, LocalRole, StatusNote};
+pub use candidate::{best_candidate, eligibility, rank_candidates, CandidateView, Ineligible};
+pub use config::{
+    FailbackCommit, FailbackMode, FencingMode, PolicyConfig, PolicyConfigError, MAX_LOCAL_RESTARTS,
+    MAX_VERIFY_CHECKS,
+};
+pub use inputs::{Inputs, Member, PeerObs, RaftView};
+pub use request::{OperatorRequest, Refusal, MAX_SCHEDULE_AHEAD_MS};
+
+use crate::cluster::{ClusterState, Command, DemoteReason, Phase};
+use crate::types::{Epoch, NodeId, ResourceHealth};
+
+/// After a transfer deadline passes, its target is skipped for this many
+/// `transfer_timeout`s (another candidate, or this node, is tried meanwhile).
+pub const TRANSFER_RETRY_AFTER_TIMEOUTS: u32 = 4;
+
+/// The fence retry delay doubles per failed attempt up to this factor of
+/// `fence_retry_backoff`.
+pub const FENCE_BACKOFF_MAX_FACTOR: u32 = 8;
+
+/// Failed demote attempts after which a leader (with fencing enabled) hands leadership
+/// to another node so that node fences this one and takes over.
+pub const DEMOTE_ATTEMPTS_BEFORE_FENCING_HANDOVER: u32 = 3;
+
+/// One-off reports (refused proposals, failed hooks) kept until the next step; older ones
+/// are dropped first.
+pub const MAX_QUEUED_REPORTS: usize = 32;
+
+#[derive(Clone, Debug)]
+struct InFlightHook {
+    id: ActionId,
+    kind: HookKind,
+    epoch: Epoch,
+    target: Option<NodeId>,
+}
+
+#[derive(Clone, Debug)]
+struct InFlightProposal {
+    id: ActionId,
+    name: &'static str,
+    sent: Instant,
+}
+
+#[derive(Clone, Debug)]
+struct Transfer {
+    to: NodeId,
+    deadline: Instant,
+    /// Emitted to the executor (the target was in sync).
+    triggered: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FenceState {
+    InFlight,
+    Succeeded,
+    /// Not started yet (attempts == 0) or failed; may be (re)tried at `retry_at`.
+    Waiting {
+        retry_at: Instant,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct Fence {
+    target: NodeId,
+    /// State epoch when the fence was decided: a new epoch means a new decision.
+    epoch: Epoch,
+    attempts: u32,
+    state: FenceState,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AfterDemote {
+    /// Stay replica; propose Demote with this reason if still leader and still recorded.
+    Replica { propose: Option<DemoteReason> },
+    /// Local restart: promote again at the same epoch.
+    Restart { epoch: Epoch },
+}
+
+#[derive(Clone, Copy, Debug)]
+struct DemoteProgress {
+    reason: HookReason,
+    after: AfterDemote,
+    attempts: u32,
+    retry_at: Option<Instant>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct OpSeen {
+    id: u64,
+    phase: Phase,
+    since: Instant,
+    passes_at: u64,
+    fails_at: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct MonitorCount {
+    /// Consecutive failures while Primary (reset by a pass and by each promotion).
+    fail_streak: u32,
+    passes: u64,
+    fails: u64,
+}
+
+/// Collected during one step.
+#[derive(Default)]
+struct Out {
+    actions: Vec<Action>,
+    notes: Vec<StatusNote>,
+}
+
+impl Out {
+    fn note(&mut self, n: StatusNote) {
+        if !self.notes.contains(&n) {
+            self.notes.push(n);
+        }
+    }
+}
+
+/// The per-node decision state machine. See the module documentation.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    local: NodeId,
+    cfg: PolicyConfig,
+    role: LocalRole,
+    next_id: ActionId,
+    hook: Option<InFlightHook>,
+    proposal: Option<InFlightProposal>,
+    transfer: Option<Transfer>,
+    /// Transfer targets that timed out, skipped until the instant.
+    cooldown: BTreeMap<NodeId, Instant>,
+    fence: Option<Fence>,
+    /// The committed primary seen at the previous step (None before the first step).
+    seen_primary: Option<Option<(NodeId, Epoch)>>,
+    /// A promotion of this node seen committed while this process led: the only thing
+    /// that allows the promote hook (see `track`).
+    fresh: Option<(Epoch, HookReason)>,
+    /// The epoch of the last Promote of this node that this process proposed.
+    proposed_promote: Option<Epoch>,
+    demote: DemoteProgress,
+    /// Promote hook running but rule 1 failed meanwhile: demote when it returns.
+    abandon: Option<DemoteReason>,
+    /// A Demote to propose (the hook already ran).
+    pending_demote: Option<(Epoch, DemoteReason)>,
+    needs_rejoin: bool,
+    rejoin_attempts: u32,
+    rejoin_retry_at: Option<Instant>,
+    /// Local restarts within `restart_window` (bounded by `local_restarts`).
+    restarts: VecDeque<Instant>,
+    monitor: MonitorCount,
+    /// Local restarts were exhausted: not a candidate until then.
+    failed_until: Option<Instant>,
+    op_seen: Option<OpSeen>,
+    home_stable_since: Option<Instant>,
+    shutdown: Option<Instant>,
+    exit_reported: bool,
+    notes: Vec<StatusNote>,
+    queued: VecDeque<StatusNote>,
+}
+
+impl Policy {
+    pub fn new(local: NodeId, cfg: PolicyConfig) -> Policy {
+        Policy {
+            local,
+            cfg,
+            role: LocalRole::Starting,
+            next_id: 0,
+            hook: None,
+            proposal: None,
+            transfer: None,
+            cooldown: BTreeMap::new(),
+            fence: None,
+            seen_primary: None,
+            fresh: None,
+            proposed_promote: None,
+            demote: DemoteProgress {
+                reason: HookReason::Startup,
+                after: AfterDemote::Replica { propose: None },
+                attempts: 0,
+                retry_at: None,
+            },
+            abandon: None,
+            pending_demote: None,
+            needs_rejoin: false,
+            rejoin_attempts: 0,
+            rejoin_retry_at: None,
+            restarts: VecDeque::new(),
+            monitor: MonitorCount::default(),
+            failed_until: None,
+            op_seen: None,
+            home_stable_since: None,
+            shutdown: None,
+            exit_reported: false,
+            notes: Vec::new(),
+            queued: VecDeque::new(),
+        }
+    }
+
+    pub fn local_id(&self) -> NodeId {
+        self.local
+    }
+
+    pub fn config(&self) -> &PolicyConfig {
+        &self.cfg
+    }
+
+    pub fn local_role(&self) -> LocalRole {
+        self.role
+    }
+
+    /// The current status notes (maintenance, waiting for fence, ...).
+    pub fn status_notes(&self) -> &[StatusNote] {
+        &self.notes
+    }
+
+    /// Rule 1, evaluated now: Some(epoch) only when this node's promote hook succeeded for
+    /// the committed epoch, it leads, and its quorum lease is fresh. `/primary` answers 200
+    /// only when this is Some.
+    pub fn acting_primary(&self, inp: &Inputs<'_>, now: Instant) -> Option<Epoch> {
+        match self.role {
+            LocalRole::Primary { epoch } if self.acting_check(inp, epoch, now).is_ok() => {
+                Some(epoch)
+            }
+            _ => None,
+        }
+    }
+
+    /// What heartbeats must carry as `claims_primary_epoch`: Some while this node's service
+    /// may run as primary (promoting, primary, demoting). Other leaders fence a recorded
+    /// primary that still claims. A daemon that has not finished its startup demote
+    /// claims epoch 0 ("unknown"), because its service may survive from before the
+    /// restart.
+    pub fn claims_primary(&self) -> Option<Epoch> {
+        match self.role {
+            LocalRole::Starting => Some(0),
+            LocalRole::Promoting { epoch }
+            | LocalRole::Primary { epoch }
+            | LocalRole::Demoting { epoch } => Some(epoch),
+            LocalRole::Replica | LocalRole::Rejoining => None,
+        }
+    }
+
+    /// One decision round. Perform the returned actions in order.
+    pub fn step(&mut self, inp: &Inputs<'_>, now: Instant) -> Vec<Action> {
+        let mut out = Out::default();
+        self.track(inp, now, &mut out);
+        self.step_local(inp, now, &mut out);
+        if inp.raft.is_leader && self.role != LocalRole::Starting {
+            self.step_leader(inp, now, &mut out);
+        }
+        self.step_shutdown(inp, now, &mut out);
+        self.publish(out)
+    }
+
+    /// Feeds back a result or an observation. Stale results (unknown ids) are ignored.
+    pub fn observe(&mut self, ev: Event, now: Instant) {
+        match ev {
+            Event::ProposalCommitted { id, result } => {
+                if let Some(p) = self.proposal.take_if(|p| p.id == id) {
+                    if let Err(e) = result {
+                        self.queue(StatusNote::ProposalRefused {
+                            command: p.name.to_string(),
+                            error: e.to_string(),
+                        });
+                    }
+                }
+            }
+            Event::ProposalFailed { id, error } => {
+                if self.proposal.take_if(|p| p.id == id).is_some() {
+                    self.queue(StatusNote::ProposalFailed { error });
+                }
+            }
+            Event::HookFinished { id, ok } => self.hook_finished(id, ok, now),
+            Event::TransferFailed { to, error } => {
+                if self.transfer.take_if(|t| t.to == to).is_some() {
+                    self.cooldown.insert(to, now + self.transfer_cooldown());
+                    self.queue(StatusNote::TransferFailed { to, error });
+                }
+            }
+            Event::MonitorResult { ok } => {
+                if ok {
+                    self.monitor.passes = self.monitor.passes.saturating_add(1);
+                    self.monitor.fail_streak = 0;
+                } else {
+                    self.monitor.fails = self.monitor.fails.saturating_add(1);
+                    // Only failures of a running primary count towards a restart: a
+                    // monitor failing while the service is being (re)started is expected.
+                    if matches!(self.role, LocalRole::Primary { .. }) {
+                        self.monitor.fail_streak = self.monitor.fail_streak.saturating_add(1);
+                    }
+                }
+            }
+            Event::ShutdownRequested => {
+                if self.shutdown.is_none() {
+                    self.shutdown = Some(now + self.cfg.shutdown_timeout);
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ tracking
+
+    /// Bookkeeping before any decision: detect a promotion of this node committed while
+    /// this process runs, expire proposals and transfers, note the operation phase.
+    fn track(&mut self, inp: &Inputs<'_>, now: Instant, out: &mut Out) {
+        let st = inp.state;
+        let cur = st.primary.as_ref().map(|p| (p.node, p.epoch));
+        // Only a promotion this process proposed and then saw committed counts as fresh.
+        // The state loaded from disk may name this node, and a Promote proposed by a
+        // previous incarnation may even commit after the restart (it was in the log of
+        // the next leader): both belong to a former life whose service was demoted at
+        // startup, and acting on them would promote without this process's decision.
+        // The leader then commits a new epoch instead.
+        if let (Some(prev), Some(p)) = (self.seen_primary, st.primary.as_ref()) {
+            if prev != cur && p.node == self.local && self.proposed_promote == Some(p.epoch) {
+                self.fresh = Some((p.epoch, HookReason::for_promote(p.reason)));
+            }
+        }
+        self.seen_primary = Some(cur);
+        if let Some((e, _)) = self.fresh {
+            // Lost leadership before the hook started: the promotion is someone else's
+            // problem now (the next leader sees this node not acting and decides again).
+            if cur != Some((self.local, e)) || !inp.raft.is_leader {
+                self.fresh = None;
+            }
+        }
+
+        let op_key = st.operation.as_ref().map(|o| (o.id, o.phase));
+        if op_key != self.op_seen.map(|s| (s.id, s.phase)) {
+            self.op_seen = op_key.map(|(id, phase)| OpSeen {
+                id,
+                phase,
+                since: now,
+                passes_at: self.monitor.passes,
+                fails_at: self.monitor.fails,
+            });
+        }
+
+        if self
+            .proposal
+            .as_ref()
+            .is_some_and(|p| now.saturating_duration_since(p.sent) >= self.cfg.proposal_timeout)
+        {
+            self.proposal = None;
+            out.note(StatusNote::ProposalTimedOut);
+        }
+
+        if let Some(t) = self.transfer.clone() {
+            if inp.raft.leader_id == Some(t.to) {
+                self.transfer = None;
+                self.cooldown.remove(&t.to);
+            } else if now >= t.deadline {
+                self.transfer = None;
+                self.cooldown.insert(t.to, now + self.transfer_cooldown());
+                self.queue(StatusNote::TransferTimedOut { to: t.to });
+            } else if !inp.raft.is_leader {
+                // Someone else won an election: the new leader decides.
+                self.transfer = None;
+            }
+        }
+        self.cooldown.retain(|_, until| *until > now);
+        if let Some(t) = self.failed_until {
+            if now >= t {
+                self.failed_until = None;
+            }
+        }
+
+        if !inp.raft.is_leader {
+            // Leader-only memory: a later leadership starts from the state, not from a
+            // decision taken under different inputs.
+            self.fence = None;
+            self.home_stable_since = None;
+            self.pending_demote = None;
+        }
+    }
+
+    fn transfer_cooldown(&self) -> std::time::Duration {
+        self.cfg.transfer_timeout * TRANSFER_RETRY_AFTER_TIMEOUTS
+    }
+
+    // ------------------------------------------------------------------ local role
+
+    fn step_local(&mut self, inp: &Inputs<'_>, now: Instant, out: &mut Out) {
+        let st = inp.state;
+        match self.role {
+            LocalRole::Starting => {
+                out.note(StatusNote::Starting);
+                // The daemon may have died while primary and left the service running.
+                // This process never promoted it, so it stops it before anything else;
+                // a former primary also rejoins before it serves as replica.
+                let holder_epoch = st
+                    .last_holder
+                    .as_ref()
+                    .filter(|h| h.node == self.local)
+                    .map(|h| h.epoch);
+                self.needs_rejoin = st.was_ever_primary(self.local);
+                self.start_demote(
+                    holder_epoch.unwrap_or(0),
+                    HookReason::Startup,
+                    AfterDemote::Replica { propose: None },
+                    now,
+                    out,
+                );
+            }
+            LocalRole::Demoting { .. } => {
+                if self.demote.attempts > 0 {
+                    out.note(StatusNote::HookFailed {
+                        hook: HookKind::Demote,
+                        attempts: self.demote.attempts,
+                    });
+                }
+                self.try_emit_demote(now, out);
+            }
+            LocalRole::Rejoining => {}
+            LocalRole::Promoting { epoch } => {
+                if self.abandon.is_none() {
+                    if let Err(why) = self.acting_check(inp, epoch, now) {
+                        // Cannot cancel a running hook from here: stop what can be
+                        // stopped now and demote as soon as the hook returns.
+                        out.actions.push(Action::DemoteNow { reason: why });
+                        out.note(StatusNote::DemotedSelf { reason: why });
+                        self.abandon = Some(why);
+                    }
+                }
+            }
+            LocalRole::Primary { epoch } => match self.acting_check(inp, epoch, now) {
+                Err(why) => {
+                    // Rules 1 and 3: stop at once, then run the hook; the Demote command
+                    // (if this node still leads) is proposed only after the hook succeeded.
+                    out.actions.push(Action::DemoteNow { reason: why });
+                    out.note(StatusNote::DemotedSelf { reason: why });
+                    self.start_demote(
+                        epoch,
+                        HookReason::for_demote(why),
+                        AfterDemote::Replica { propose: Some(why) },
+                        now,
+                        out,
+                    );
+                }
+                Ok(()) => self.primary_duties(inp, epoch, now, out),
+            },
+            LocalRole::Replica => self.replica_duties(inp, now, out),
+        }
+    }
+
+    fn replica_duties(&mut self, inp: &Inputs<'_>, now: Instant, out: &mut Out) {
+        let st = inp.state;
+        if let Some((epoch, reason)) = self.fresh {
+            if self.shutdown.is_some() || self.hook.is_some() {
+                return;
+            }
+            // Rule 2: the Promote is committed (it is in the state) and this node still
+            // leads with a quorum within lease; only now may the service start.
+            if inp.raft.leader_with_quorum_acked(now, self.cfg.lease)
+                && st.is_primary(self.local, epoch)
+            {
+                let previous = st.primary.as_ref().and_then(|p| p.previous);
+                if self.emit_hook(HookKind::Promote, epoch, reason, previous, None, out) {
+                    self.role = LocalRole::Promoting { epoch };
+                    self.fresh = None;
+                    self.abandon = None;
+                }
+            } else {
+                out.note(StatusNote::WaitingForQuorum);
+            }
+            return;
+        }
+        let may_rejoin = self.needs_rejoin
+            && self.shutdown.is_none()
+            && !st.in_maintenance()
+            && self.hook.is_none()
+            && self.rejoin_retry_at.is_none_or(|t| now >= t);
+        if may_rejoin {
+            // Rejoin needs a primary to rejoin to (pg_rewind-style resync).
+            if let Some(p) = st.primary.as_ref().filter(|p| p.node != self.local) {
+                let primary = p.node;
+                if self.emit_hook(
+                    HookKind::Rejoin,
+                    st.epoch,
+                    HookReason::Rejoin,
+                    None,
+                    Some(primary),
+                    out,
+                ) {
+                    self.role = LocalRole::Rejoining;
+                    out.note(StatusNote::Rejoining { primary });
+                }
+            }
+        }
+    }
+
+    /// Duties of an acting primary: local restarts, hand-over on exhausted restarts or
+    /// drain. Frozen in maintenance; operations drive their own source and destination.
+    fn primary_duties(&mut self, inp: &Inputs<'_>, epoch: Epoch, now: Instant, out: &mut Out) {
+        let st = inp.state;
+        if st.in_maintenance() || self.shutdown.is_some() {
+            return;
+        }
+        if let Some(op) = &st.operation {
+            if self.operation_owns_primary(op) {
+                return;
+            }
+        }
+        if self.monitor.fail_streak >= self.cfg.failure_threshold {
+            self.prune_restarts(now);
+            let used = u32::try_from(self.restarts.len()).unwrap_or(u32::MAX);
+            if used < self.restart_budget() {
+                // Restart in place first: cheaper than a failover, keeps the epoch.
+                self.restarts.push_back(now);
+                let attempt = used + 1;
+                out.note(StatusNote::LocalRestart {
+                    attempt,
+                    max: self.cfg.local_restarts,
+                });
+                if self.proposal.is_none() && inp.raft.is_leader {
+                    self.propose(
+                        Command::NoteRestart {
+                            node: self.local,
+                            epoch,
+                            attempt,
+                            at_unix_ms: inp.now_unix_ms,
+                        },
+                        now,
+                        out,
+                    );
+                }
+                self.start_demote(
+                    epoch,
+                    HookReason::Restart,
+                    AfterDemote::Restart { epoch },
+                    now,
+                    out,
+                );
+                return;
+            }
+            self.failed_until = Some(now + self.cfg.restart_window);
+            self.hand_over(inp, epoch, DemoteReason::ResourceFailure, now, out);
+            return;
+        }
+        if st.is_drained(self.local) {
+            self.hand_over(inp, epoch, DemoteReason::Drained, now, out);
+        }
+    }
+
+    /// Releases the role so another node can take it: demote hook, then Demote command,
+    /// then (leader part) leadership transfer to the best other node, which promotes.
+    /// Only when another node can take over: a primary with a sick service still beats
+    /// no primary, and it keeps retrying local restarts as the window frees up.
+    fn hand_over(
+        &mut self,
+        inp: &Inputs<'_>,
+        epoch: Epoch,
+        reason: DemoteReason,
+        now: Instant,
+        out: &mut Out,
+    ) {
+        if self.other_candidates(inp, now).is_empty() {
+            out.note(StatusNote::NoCandidateForHandover { reason });
+            return;
+        }
+        out.note(StatusNote::HandingOver { reason });
+        self.start_demote(
+            epoch,
+            HookReason::for_demote(reason),
+            AfterDemote::Replica {
+                propose: Some(reason),
+            },
+            now,
+            out,
+        );
+    }
+
+    fn step_shutdown(&mut self, inp: &Inputs<'_>, now: Instant, out: &mut Out) {
+        let Some(deadline) = self.shutdown else {
+            return;
+        };
+        out.note(StatusNote::ShuttingDown);
+        match self.role {
+            // Even in maintenance: once the daemon is gone nothing enforces rule 3 on
+            // this service any more.
+            LocalRole::Primary { epoch } => self.start_demote(
+                epoch,
+                HookReason::Maintenance,
+                AfterDemote::Replica {
+                    propose: Some(DemoteReason::Shutdown),
+                },
+                now,
+                out,
+            ),
+            LocalRole::Promoting { .. } if self.abandon.is_none() => {
+                out.actions.push(Action::DemoteNow {
+                    reason: DemoteReason::Shutdown,
+                });
+                self.abandon = Some(DemoteReason::Shutdown);
+            }
+            _ => {}
+        }
+        let idle = self.role == LocalRole::Replica && self.hook.is_none();
+        // A leader waits (until the deadline) for its Demote to commit and for the
+        // leadership transfer to the best other node, so the next primary is promoted
+        // without an election timeout.
+        let handing_over = inp.raft.is_leader
+            && now < deadline
+            && (self.pending_demote.is_some()
+                || self.proposal.is_some()
+                || !self.other_candidates(inp, now).is_empty());
+        if idle && !handing_over && !self.exit_reported {
+            self.exit_reported = true;
+            out.actions.push(Action::ReadyToExit);
+        }
+    }
+
+    // ------------------------------------------------------------------ hooks
+
+    fn hook_finished(&mut self, id: ActionId, ok: bool, now: Instant) {
+        let Some(h) = self.hook.take_if(|h| h.id == id) else {
+            return;
+        };
+        match h.kind {
+            HookKind::Demote => {
+                if !matches!(self.role, LocalRole::Demoting { .. }) {
+                    return;
+                }
+                if !ok {
+                    // The service may still run: stay Demoting (claiming the role, so
+                    // others fence before promoting) and retry.
+                    self.demote.attempts = self.demote.attempts.saturating_add(1);
+                    self.demote.retry_at = Some(now + self.cfg.hook_retry_backoff);
+                    self.queue(StatusNote::HookFailed {
+                        hook: HookKind::Demote,
+                        attempts: self.demote.attempts,
+                    });
+                    return;
+                }
+                self.demote.attempts = 0;
+                self.demote.retry_at = None;
+                self.role = LocalRole::Replica;
+                match self.demote.after {
+                    AfterDemote::Replica { propose } => {
+                        if self.demote.reason != HookReason::Startup {
+                            self.needs_rejoin = true;
+                        }
+                        self.pending_demote = propose.map(|r| (h.epoch, r));
+                    }
+                    AfterDemote::Restart { epoch } => {
+                        self.fresh = Some((epoch, HookReason::Restart));
+                    }
+                }
+            }
+            HookKind::Promote => {
+                let LocalRole::Promoting { epoch } = self.role else {
+                    return;
+                };
+                if let Some(why) = self.abandon.take() {
+                    self.begin_demote(
+                        epoch,
+                        HookReason::for_demote(why),
+                        AfterDemote::Replica { propose: Some(why) },
+                    );
+                } else if ok {
+                    self.role = LocalRole::Primary { epoch };
+                    self.monitor.fail_streak = 0;
+                    self.needs_rejoin = false;
+                } else {
+                    // A promote hook that fails is a resource failure: restart while
+                    // allowed, else hand over.
+                    self.queue(StatusNote::HookFailed {
+                        hook: HookKind::Promote,
+                        attempts: 1,
+                    });
+                    self.prune_restarts(now);
+                    if u32::try_from(self.restarts.len()).unwrap_or(u32::MAX)
+                        < self.restart_budget()
+                    {
+                        self.restarts.push_back(now);
+                        self.begin_demote(
+                            epoch,
+                            HookReason::Restart,
+                            AfterDemote::Restart { epoch },
+                        );
+                    } else {
+                        self.failed_until = Some(now + self.cfg.restart_window);
+                        self.begin_demote(
+                            epoch,
+                            HookReason::Failover,
+                            AfterDemote::Replica {
+                                propose: Some(DemoteReason::ResourceFailure),
+                            },
+                        );
+                    }
+                }
+            }
+            HookKind::Rejoin => {
+                if self.role == LocalRole::Rejoining {
+                    self.role = LocalRole::Replica;
+                }
+                if ok {
+                    self.needs_rejoin = false;
+                    self.rejoin_attempts = 0;
+                    self.rejoin_retry_at = None;
+                } else {
+                    self.rejoin_attempts = self.rejoin_attempts.saturating_add(1);
+                    self.rejoin_retry_at = Some(now + self.cfg.hook_retry_backoff);
+                    self.queue(StatusNote::HookFailed {
+                        hook: HookKind::Rejoin,
+                        attempts: self.rejoin_attempts,
+                    });
+                }
+            }
+            HookKind::Fence => {
+                let backoff = self.fence_backoff();
+                if let Some(f) = self.fence.as_mut() {
+                    if Some(f.target) == h.target && f.state == FenceState::InFlight {
+                        f.state = if ok {
+                            FenceState::Succeeded
+                        } else {
+                            FenceState::Waiting {
+                                retry_at: now + backoff,
+                            }
+                        };
+                    }
+                }
+            }
+        }
+    }
+
+    fn fence_backoff(&self) -> std::time::Duration {
+        let attempts = self.fence.as_ref().map(|f| f.attempts).unwrap_or(1);
+        let factor = 1u32 << attempts.saturating_sub(1).min(3);
+        self.cfg.fence_retry_backoff * factor.min(FENCE_BACKOFF_MAX_FACTOR)
+    }
+
+    fn begin_demote(&mut self, epoch: Epoch, reason: HookReason, after: AfterDemote) {
+        self.role = LocalRole::Demoting { epoch };
+        self.demote = DemoteProgress {
+            reason,
+            after,
+            attempts: 0,
+            retry_at: None,
+        };
+    }
+
+    fn start_demote(
+        &mut self,
+        epoch: Epoch,
+        reason: HookReason,
+        after: AfterDemote,
+        now: Instant,
+        out: &mut Out,
+    ) {
+        self.begin_demote(epoch, reason, after);
+        self.try_emit_demote(now, out);
+    }
+
+    fn try_emit_demote(&mut self, now: Instant, out: &mut Out) {
+        let LocalRole::Demoting { epoch } = self.role else {
+            return;
+        };
+        if self.demote.retry_at.is_some_and(|t| now < t) {
+            return;
+        }
+        let reason = self.demote.reason;
+        self.emit_hook(HookKind::Demote, epoch, reason, None, None, out);
+    }
+
+    fn emit_hook(
+        &mut self,
+        kind: HookKind,
+        epoch: Epoch,
+        reason: HookReason,
+        previous_primary: Option<NodeId>,
+        target: Option<NodeId>,
+        out: &mut Out,
+    ) -> bool {
+        if self.hook.is_some() {
+            return false;
+        }
+        let id = self.next_action_id();
+        self.hook = Some(InFlightHook {
+            id,
+            kind,
+            epoch,
+            target,
+        });
+        out.actions.push(Action::RunHook(HookRun {
+            id,
+            hook: kind,
+            epoch,
+            reason,
+            previous_primary,
+            target,
+        }));
+        true
+    }
+
+    fn propose(&mut self, cmd: Command, now: Instant, out: &mut Out) {
+        let id = self.next_action_id();
+        self.proposal = Some(InFlightProposal {
+            id,
+            name: cmd.name(),
+            sent: now,
+        });
+        out.actions.push(Action::Propose { id, cmd });
+    }
+
+    fn next_action_id(&mut self) -> ActionId {
+        self.next_id = self.next_id.wrapping_add(1);
+        self.next_id
+    }
+
+    fn queue(&mut self, n: StatusNote) {
+        while self.queued.len() >= MAX_QUEUED_REPORTS {
+            self.queued.pop_front();
+        }
+        self.queued.push_back(n);
+    }
+
+    /// Actions in emission order, then a Report for each note that became true and each
+    /// queued one-off report.
+    fn publish(&mut self, out: Out) -> Vec<Action> {
+        let mut actions = out.actions;
+        actions.extend(self.queued.drain(..).map(Action::Report));
+        for n in &out.notes {
+            if !self.notes.contains(n) {
+                actions.push(Action::Report(n.clone()));
+            }
+        }
+        self.notes = out.notes;
+        actions
+    }
+
+    // ------------------------------------------------------------------ helpers
+
+    /// Rule 1 for a node whose service runs at `epoch`.
+    fn acting_check(
+        &self,
+        inp: &Inputs<'_>,
+        epoch: Epoch,
+        now: Instant,
+    ) -> Result<(), DemoteReason> {
+        if !inp.state.is_primary(self.local, epoch) {
+            return Err(DemoteReason::Superseded);
+        }
+        if !inp.raft.is_leader {
+            return Err(DemoteReason::LeadershipLost);
+        }
+        if !inp.raft.leader_with_quorum_acked(now, self.cfg.lease) {
+            return Err(DemoteReason::LeaseLost);
+        }
+        Ok(())
+    }
+
+    /// This node's service runs as the committed primary.
+    fn acting_here(&self, st: &ClusterState) -> bool {
+        matches!(self.role, LocalRole::Primary { epoch } if st.is_primary(self.local, epoch))
+    }
+
+    /// `local_restarts`, never above `MAX_LOCAL_RESTARTS` (bounds the timestamp list even
+    /// with an unvalidated config).
+    fn restart_budget(&self) -> u32 {
+        self.cfg.local_restarts.min(MAX_LOCAL_RESTARTS)
+    }
+
+    fn prune_restarts(&mut self, now: Instant) {
+        while self
+            .restarts
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= self.cfg.restart_window)
+        {
+            self.restarts.pop_front();
+        }
+    }
+
+    /// This node's health for candidacy: unusable while stopping, after exhausting local
+    /// restarts, or while its demote hook fails.
+    fn self_health(&self, inp: &Inputs<'_>, now: Instant) -> ResourceHealth {
+        if self.shutdown.is_some()
+            || self.failed_until.is_some_and(|t| now < t)
+            || self.demote.attempts > 0 && matches!(self.role, LocalRole::Demoting { .. })
+        {
+            ResourceHealth::Unhealthy
+        } else {
+            inp.local_health
+        }
+    }
+
+    /// Every member as a candidate, from this node's point of view (meaningful on the
+    /// leader, which alone knows replication progress).
+    pub fn candidate_views(&self, inp: &Inputs<'_>, now: Instant) -> Vec<CandidateView> {
+        inp.members
+            .iter()
+            .map(|m| {
+                let drained = inp.state.is_drained(m.id);
+                if m.id == self.local {
+                    CandidateView {
+                        id: m.id,
+                        role: m.role,
+                        priority: m.priority,
+                        alive: true,
+                        health: self.self_health(inp, now),
+                        drained,
+                        lag: if inp.raft.is_leader {
+                            Some(0)
+                        } else {
+                            inp.raft.lag(m.id)
+                        },
+                    }
+                } else {
+                    let obs = inp.peers.get(&m.id);
+                    CandidateView {
+                        id: m.id,
+                        role: m.role,
+                        priority: m.priority,
+                        alive: obs.is_some_and(|o| o.alive),
+                        health: obs.map(|o| o.health).unwrap_or_default(),
+                        drained,
+                        lag: inp.raft.lag(m.id),
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// Eligible nodes other than this one, best first.
+    fn other_candidates(&self, inp: &Inputs<'_>, now: Instant) -> Vec<NodeId> {
+        let views = self.candidate_views(inp, now);
+        rank_candidates(&views, self.cfg.max_lag_on_failover)
+            .into_iter()
+            .map(|c| c.id)
+            .filter(|id| *id != self.local)
+            .collect()
+    }
+}
