@@ -18,6 +18,8 @@ pub fn status_table(local: &NodeStatus, all: &[NodeStatus]) -> String {
         "RAFT".into(),
         "TERM".into(),
         "HEARTBEAT".into(),
+        "SERVICE".into(),
+        "HEALTH".into(),
         "APPLIED".into(),
         "LAG".into(),
     ]];
@@ -46,9 +48,30 @@ pub fn status_table(local: &NodeStatus, all: &[NodeStatus]) -> String {
             _ => "-".into(),
         };
         let marker = if id == local.node_id { "*" } else { "" };
-        rows.push([format!("{id}{marker}"), role, raft, term, hb, applied, lag]);
+        let service = match own {
+            Some(s) if s.acting_primary => "PRIMARY".to_string(),
+            Some(s) => s.local_role.clone(),
+            None => "-".into(),
+        };
+        let health = match own {
+            Some(s) => s.health.clone(),
+            None => peer
+                .and_then(|p| p.health.clone())
+                .unwrap_or_else(|| "-".into()),
+        };
+        rows.push([
+            format!("{id}{marker}"),
+            role,
+            raft,
+            term,
+            hb,
+            service,
+            health,
+            applied,
+            lag,
+        ]);
     }
-    let mut widths = [0usize; 7];
+    let mut widths = [0usize; 9];
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
             widths[i] = widths[i].max(c.len());
@@ -58,6 +81,37 @@ pub fn status_table(local: &NodeStatus, all: &[NodeStatus]) -> String {
         "cluster {}  (queried node {}, marked *)\n",
         local.cluster, local.node_id
     );
+    out.push_str(&format!(
+        "primary: {}  epoch: {}{}\n",
+        local
+            .primary
+            .map(|p| format!("node {p}"))
+            .unwrap_or_else(|| "none".into()),
+        local.epoch,
+        local
+            .maintenance
+            .as_ref()
+            .map(|r| format!("  MAINTENANCE ({r})"))
+            .unwrap_or_default()
+    ));
+    if let Some(f) = &local.failed_over {
+        out.push_str(&format!(
+            "failed over: home node {} is not primary; see `quorate failback status`\n",
+            f.get("home").unwrap_or(&serde_json::Value::Null)
+        ));
+    }
+    if let Some(op) = &local.operation {
+        out.push_str(&format!(
+            "operation: {} {} -> {} ({})\n",
+            op.get("kind").and_then(|v| v.as_str()).unwrap_or("?"),
+            op.get("from").unwrap_or(&serde_json::Value::Null),
+            op.get("to").unwrap_or(&serde_json::Value::Null),
+            op.get("phase").map(|v| v.to_string()).unwrap_or_default()
+        ));
+    }
+    if !local.drained.is_empty() {
+        out.push_str(&format!("drained: {:?}\n", local.drained));
+    }
     for r in rows {
         let line: Vec<String> = r
             .iter()
@@ -66,6 +120,9 @@ pub fn status_table(local: &NodeStatus, all: &[NodeStatus]) -> String {
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
+    }
+    for n in &local.notes {
+        out.push_str(&format!("note: {n}\n"));
     }
     out
 }

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod cli_kv;
+pub mod cli_ops;
 pub mod cli_table;
 pub mod client;
 pub mod cluster;

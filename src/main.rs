@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use quorate::api::status::NodeStatus;
+use quorate::cli_ops::{run as ops, Op};
 use quorate::client::Client;
 use quorate::config::Config;
 
@@ -50,6 +51,64 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the cluster's role changes and operations (newest last).
+    History {
+        #[arg(long)]
+        json: bool,
+        /// Show at most this many entries.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Freeze (on) or resume (off) automatic promote/demote/fence cluster-wide.
+    Maintenance {
+        #[arg(value_enum)]
+        state: OnOff,
+        /// Why (shown in status and history).
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a node out of candidacy (moving the primary away first) or put it back.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+    /// Planned move of the primary to another node, with no acknowledged write lost.
+    Switchover {
+        /// Target node (default: the best candidate).
+        #[arg(long)]
+        to: Option<u64>,
+        /// Run at this time (RFC 3339, e.g. 2026-11-22T03:00:00Z) instead of now.
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+        /// Cancel a scheduled switchover.
+        #[arg(long, conflicts_with_all = ["to", "at"])]
+        cancel: bool,
+        /// Do not ask for confirmation (the CLI never prompts; accepted for scripts).
+        #[arg(long)]
+        yes: bool,
+        /// Wait until the switchover has finished.
+        #[arg(long)]
+        wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Supervised return of the primary to its home node after a failover.
+    Failback {
+        #[command(subcommand)]
+        command: Option<FailbackCommand>,
+        /// Stop in AwaitingCommit after verification (then `failback commit` or `undo`).
+        #[arg(long)]
+        no_commit: bool,
+        #[arg(long)]
+        yes: bool,
+        /// Wait until the failback has finished or awaits commit.
+        #[arg(long)]
+        wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Read and write the replicated key-value store.
     Kv {
         #[command(subcommand)]
@@ -69,6 +128,47 @@ enum ConfigCommand {
         /// The TOML file to check.
         file: PathBuf,
         /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Take node ID out of candidacy (the primary moves away first if it is there).
+    Drain {
+        id: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make node ID a candidate again.
+    Undrain {
+        id: u64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum FailbackCommand {
+    /// End a failback waiting in AwaitingCommit: home stays primary.
+    Commit {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Switch back to the previous primary and return to FailedOver.
+    Undo {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the failback state: failed over?, phase, what it waits for.
+    Status {
         #[arg(long)]
         json: bool,
     },
@@ -187,6 +287,76 @@ async fn async_main(cli: Cli) -> ExitCode {
             run_daemon(config, data_dir).await
         }
         Command::Status { json } => status(&cli.api, json).await,
+        Command::History { json, limit } => ops(&cli.api, Op::History { json, limit }).await,
+        Command::Maintenance {
+            state,
+            reason,
+            json,
+        } => {
+            ops(
+                &cli.api,
+                Op::Maintenance {
+                    on: matches!(state, OnOff::On),
+                    reason,
+                    json,
+                },
+            )
+            .await
+        }
+        Command::Node { command } => {
+            let (node, drained, json) = match command {
+                NodeCommand::Drain { id, json } => (id, true, json),
+                NodeCommand::Undrain { id, json } => (id, false, json),
+            };
+            ops(
+                &cli.api,
+                Op::Drain {
+                    node,
+                    drained,
+                    json,
+                },
+            )
+            .await
+        }
+        Command::Switchover {
+            to,
+            at,
+            cancel,
+            yes: _,
+            wait,
+            json,
+        } => {
+            ops(
+                &cli.api,
+                Op::Switchover {
+                    to,
+                    at,
+                    cancel,
+                    wait,
+                    json,
+                },
+            )
+            .await
+        }
+        Command::Failback {
+            command,
+            no_commit,
+            yes: _,
+            wait,
+            json,
+        } => {
+            let op = match command {
+                None => Op::Failback {
+                    no_commit,
+                    wait,
+                    json,
+                },
+                Some(FailbackCommand::Commit { json }) => Op::FailbackCommit { json },
+                Some(FailbackCommand::Undo { json }) => Op::FailbackUndo { json },
+                Some(FailbackCommand::Status { json }) => Op::FailbackStatus { json },
+            };
+            ops(&cli.api, op).await
+        }
         Command::Kv { command } => quorate::cli_kv::run(&cli.api, command.into()).await,
         Command::Config {
             command: ConfigCommand::Check { file, json },

@@ -21,7 +21,11 @@ pub struct HookEvent {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum HookLogError {
     #[error("hook log line {line}: {problem}: {text:?}")]
-    Malformed { line: usize, problem: &'static str, text: String },
+    Malformed {
+        line: usize,
+        problem: &'static str,
+        text: String,
+    },
 }
 
 /// Parses the whole log; blank lines are skipped, malformed ones are errors.
@@ -54,9 +58,17 @@ pub fn parse(text: &str) -> Result<Vec<HookEvent>, HookLogError> {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub enum Anomaly {
     /// Two nodes held the service at the same time.
-    TwoPrimaries { at_ns: u64, holders: Vec<(u64, u64)> },
+    TwoPrimaries {
+        at_ns: u64,
+        holders: Vec<(u64, u64)>,
+    },
     /// A promotion reused or went back to an epoch.
-    EpochNotIncreasing { at_ns: u64, node: u64, epoch: u64, previous: u64 },
+    EpochNotIncreasing {
+        at_ns: u64,
+        node: u64,
+        epoch: u64,
+        previous: u64,
+    },
 }
 
 /// Checks that at every instant at most one node holds the service, and that promotions
@@ -122,7 +134,10 @@ mod tests {
     fn overlapping_primaries_are_caught() {
         let log = "2 1 promote 1\n6 2 promote 2\n9 1 demote 2\n";
         let a = check_exclusive(&ev(log));
-        assert!(matches!(a[0], Anomaly::TwoPrimaries { at_ns: 6, .. }), "{a:?}");
+        assert!(
+            matches!(a[0], Anomaly::TwoPrimaries { at_ns: 6, .. }),
+            "{a:?}"
+        );
     }
 
     #[test]
@@ -130,7 +145,10 @@ mod tests {
         let ok = "1 1 promote 1\n2 1 demote 1\n3 1 promote 1\n";
         assert!(check_exclusive(&ev(ok)).is_empty());
         let bad = "1 1 promote 2\n2 1 demote 2\n3 2 promote 2\n";
-        assert!(matches!(check_exclusive(&ev(bad))[0], Anomaly::EpochNotIncreasing { .. }));
+        assert!(matches!(
+            check_exclusive(&ev(bad))[0],
+            Anomaly::EpochNotIncreasing { .. }
+        ));
     }
 
     #[test]
