@@ -109,6 +109,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Start a local 3-node cluster, fail it over, fail it back, print the timings.
+    Demo {
+        /// Leave the cluster running at the end and print how to talk to it.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Read and write the replicated key-value store.
     Kv {
         #[command(subcommand)]
@@ -287,6 +293,7 @@ async fn async_main(cli: Cli) -> ExitCode {
             run_daemon(config, data_dir).await
         }
         Command::Status { json } => status(&cli.api, json).await,
+        Command::Demo { keep } => quorate::demo::run(keep).await,
         Command::History { json, limit } => ops(&cli.api, Op::History { json, limit }).await,
         Command::Maintenance {
             state,

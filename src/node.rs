@@ -105,6 +105,7 @@ pub fn policy_config(config: &Config) -> PolicyConfig {
         transfer_timeout,
         preferred_primary: config.preferred_primary,
         verify_checks: config.failback.verify_checks,
+        monitor_configured: r.monitor.is_some(),
         verify_timeout: config.failback.verify_timeout,
         failback: match config.failback.mode {
             CM::Manual => FailbackMode::Manual,

@@ -2,5 +2,5 @@
 //! 127.0.0.1, and measurement helpers.
 
 pub mod hooklog;
-pub mod launcher;
+pub use quorate::localcluster as launcher;
 pub mod stats;

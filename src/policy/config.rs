@@ -72,6 +72,10 @@ pub struct PolicyConfig {
     pub preferred_primary: Option<NodeId>,
     /// Monitor passes needed to verify a failback...
     pub verify_checks: u32,
+    /// Whether a monitor hook is configured. Without one there is nothing to count during
+    /// failback verification: it passes once home acts as primary (its promote hook
+    /// succeeded), instead of timing out and undoing every failback.
+    pub monitor_configured: bool,
     /// ...within this time, else the failback is undone.
     pub verify_timeout: Duration,
     pub failback: FailbackMode,
@@ -96,6 +100,7 @@ impl Default for PolicyConfig {
             proposal_timeout: Duration::from_secs(2),
             preferred_primary: None,
             verify_checks: 3,
+            monitor_configured: true,
             verify_timeout: Duration::from_secs(30),
             failback: FailbackMode::Manual,
             failback_commit: FailbackCommit::Auto,

@@ -723,8 +723,12 @@ impl Policy {
         else {
             return;
         };
-        let passes =
-            u32::try_from(self.monitor.passes.saturating_sub(seen.passes_at)).unwrap_or(u32::MAX);
+        let passes = if self.cfg.monitor_configured {
+            u32::try_from(self.monitor.passes.saturating_sub(seen.passes_at)).unwrap_or(u32::MAX)
+        } else {
+            // No monitor hook: acting as primary (checked above) is all there is to verify.
+            self.cfg.verify_checks
+        };
         let fails = self.monitor.fails.saturating_sub(seen.fails_at);
         let checks = self.cfg.verify_checks;
         let undo = |reason: String| Command::AdvanceOperation {

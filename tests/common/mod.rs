@@ -79,6 +79,15 @@ pub struct NodeProc {
     pub config: PathBuf,
     pub log: PathBuf,
     pub child: Option<Child>,
+    /// Extra environment for the daemon (and so for its hooks), applied at each `start`.
+    /// `Cluster::new` sets QUORATE_MARKER_LOG, QUORATE_MONITOR_FAIL_FILE and
+    /// QUORATE_FENCE_FAIL_FILE (see `hook_log_path`, `monitor_fail_file`, `fence_fail_file`).
+    pub env: Vec<(String, String)>,
+    /// Where the test reaches the node's API (`member.api` unless the node lives in a
+    /// network namespace, see `NodeNet`).
+    pub test_api: SocketAddr,
+    /// Network namespace (a name under /var/run/netns) the daemon is started in.
+    pub netns: Option<String>,
 }
 
 pub struct Options {
@@ -105,24 +114,63 @@ fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
+/// A node's addresses when it does not use the default layout (127.0.0.1, free ports): for
+/// nodes in network namespaces (see `NetLab`).
+#[derive(Clone, Debug)]
+pub struct NodeNet {
+    /// Advertised in every `[[peer]]` entry and bound in `[listen]`.
+    pub raft: SocketAddr,
+    pub heartbeat: SocketAddr,
+    /// Advertised API (peers forward control requests there).
+    pub api: SocketAddr,
+    /// `[listen] api` (e.g. 0.0.0.0 with `api`'s port, to be reachable on a second link).
+    pub api_listen: SocketAddr,
+    /// Where the test reaches the API.
+    pub test_api: SocketAddr,
+    pub netns: Option<String>,
+}
+
 impl Cluster {
     /// Writes configs for members with the given roles (ids 1..=n). Starts nothing.
     pub fn new(roles: &[&'static str], opts: Options) -> Cluster {
+        Cluster::new_with_net(roles, opts, None)
+    }
+
+    /// As `new`, with explicit addresses per node (`nets[i]` for id i+1) when given.
+    pub fn new_with_net(
+        roles: &[&'static str],
+        opts: Options,
+        nets: Option<Vec<NodeNet>>,
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
+        if let Some(n) = &nets {
+            assert_eq!(n.len(), roles.len(), "one NodeNet per role");
+        }
         let members: Vec<Member> = roles
             .iter()
             .enumerate()
-            .map(|(i, role)| Member {
-                id: i as u64 + 1,
-                role,
-                priority: 100,
-                raft: addr(free_port()),
-                heartbeat: addr(free_port()),
-                api: addr(free_port()),
+            .map(|(i, role)| match nets.as_ref().map(|n| &n[i]) {
+                Some(net) => Member {
+                    id: i as u64 + 1,
+                    role,
+                    priority: 100,
+                    raft: net.raft,
+                    heartbeat: net.heartbeat,
+                    api: net.api,
+                },
+                None => Member {
+                    id: i as u64 + 1,
+                    role,
+                    priority: 100,
+                    raft: addr(free_port()),
+                    heartbeat: addr(free_port()),
+                    api: addr(free_port()),
+                },
             })
             .collect();
         let mut nodes = Vec::new();
-        for m in &members {
+        for (i, m) in members.iter().enumerate() {
+            let net = nets.as_ref().map(|n| n[i].clone());
             let mut t = String::new();
             writeln!(t, "cluster = \"{}\"", opts.cluster).unwrap();
             writeln!(t, "data_dir = \"data{}\"", m.id).unwrap();
@@ -132,10 +180,11 @@ impl Cluster {
                 m.id, m.role, m.priority
             )
             .unwrap();
+            let api_listen = net.as_ref().map(|n| n.api_listen).unwrap_or(m.api);
             writeln!(
                 t,
                 "[listen]\nraft = \"{}\"\nheartbeat = \"{}\"\napi = \"{}\"",
-                m.raft, m.heartbeat, m.api
+                m.raft, m.heartbeat, api_listen
             )
             .unwrap();
             for p in &members {
@@ -149,11 +198,28 @@ impl Cluster {
             t.push_str(&opts.extra);
             let config = dir.path().join(format!("node{}.toml", m.id));
             std::fs::write(&config, t).expect("write config");
+            let env = vec![
+                (
+                    "QUORATE_MARKER_LOG".to_string(),
+                    hook_log_in(dir.path()).display().to_string(),
+                ),
+                (
+                    "QUORATE_MONITOR_FAIL_FILE".to_string(),
+                    monitor_fail_in(dir.path(), m.id).display().to_string(),
+                ),
+                (
+                    "QUORATE_FENCE_FAIL_FILE".to_string(),
+                    fence_fail_in(dir.path(), m.id).display().to_string(),
+                ),
+            ];
             nodes.push(NodeProc {
                 member: m.clone(),
                 log: dir.path().join(format!("node{}.log", m.id)),
                 config,
                 child: None,
+                env,
+                test_api: net.as_ref().map(|n| n.test_api).unwrap_or(m.api),
+                netns: net.and_then(|n| n.netns),
             });
         }
         Cluster { dir, nodes }
@@ -190,15 +256,36 @@ impl Cluster {
             .append(true)
             .open(&n.log)
             .expect("open log");
-        let child = daemon_command()
-            .args(["run", "--config"])
+        let mut cmd = daemon_command();
+        cmd.args(["run", "--config"])
             .arg(&n.config)
             .env("QUORATE_LOG", "info,openraft=info")
+            .envs(n.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn quorate");
+            .stderr(log);
+        // Opened here, in the parent; the child joins the namespace between fork and exec.
+        // The file stays open until after spawn (O_CLOEXEC: the daemon does not inherit it).
+        let ns_file = n.netns.as_ref().map(|name| {
+            std::fs::File::open(Path::new("/var/run/netns").join(name))
+                .unwrap_or_else(|e| panic!("open network namespace {name}: {e}"))
+        });
+        if let Some(f) = &ns_file {
+            use std::os::fd::AsRawFd;
+            use std::os::unix::process::CommandExt;
+            let fd = f.as_raw_fd();
+            // SAFETY: setns(2) is async-signal-safe; `fd` stays open until spawn returns.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().expect("spawn quorate");
+        drop(ns_file);
         n.child = Some(child);
     }
 
@@ -249,10 +336,7 @@ impl Cluster {
     }
 
     pub fn client(&self, id: u64) -> Client {
-        Client::new(
-            &self.node(id).member.api.to_string(),
-            Duration::from_secs(2),
-        )
+        Client::new(&self.node(id).test_api.to_string(), Duration::from_secs(2))
     }
 
     pub async fn status(&self, id: u64) -> Option<NodeStatus> {
@@ -334,7 +418,7 @@ impl Cluster {
     }
 
     pub fn api(&self, id: u64) -> SocketAddr {
-        self.node(id).member.api
+        self.node(id).test_api
     }
 
     pub fn is_running(&self, id: u64) -> bool {
@@ -697,5 +781,515 @@ impl Drop for Cluster {
                 let _ = c.wait();
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Hooks, the hook log and the acting primary (added for tests/failover.rs).
+// ---------------------------------------------------------------------------------------
+
+/// The shared hook log every node's marker hook appends to (`QUORATE_MARKER_LOG`).
+fn hook_log_in(dir: &Path) -> PathBuf {
+    dir.join("hooks.log")
+}
+
+/// While this file exists, node `id`'s marker monitor hook fails.
+fn monitor_fail_in(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("monitor-fail-{id}"))
+}
+
+/// While this file exists, node `id`'s marker fence hook fails.
+fn fence_fail_in(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("fence-fail-{id}"))
+}
+
+/// Absolute path of the marker hook (cluster-config/local/hooks/marker.sh).
+pub fn marker_hook() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster-config/local/hooks/marker.sh")
+}
+
+/// A `[resource]` block (for `Options::extra`) with every hook set to the marker hook, then
+/// `settings` (more `key = value` lines of the same table).
+pub fn marker_resource(settings: &str) -> String {
+    let h = marker_hook().display().to_string();
+    format!(
+        "\n[resource]\npromote = \"{h}\"\ndemote = \"{h}\"\nmonitor = \"{h}\"\nfence = \"{h}\"\nrejoin = \"{h}\"\n{settings}\n"
+    )
+}
+
+/// CLOCK_MONOTONIC now, in ns: the clock of the hook log's timestamps.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec on this frame.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC)");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+pub use quorate_chaos::hooklog::HookEvent;
+
+/// One round of `GET /primary` sent to every polled node at the same moment.
+#[derive(Clone, Debug)]
+pub struct PrimaryRound {
+    /// CLOCK_MONOTONIC when the round was sent and when its last answer came.
+    pub sent_ns: u64,
+    pub done_ns: u64,
+    /// (node, HTTP status; 0 = no answer within the poll timeout).
+    pub codes: Vec<(u64, u16)>,
+}
+
+impl PrimaryRound {
+    pub fn ok_nodes(&self) -> Vec<u64> {
+        self.codes
+            .iter()
+            .filter(|(_, c)| *c == 200)
+            .map(|(n, _)| *n)
+            .collect()
+    }
+}
+
+/// Polls `GET /primary` on a set of nodes every `every`, all nodes of a round concurrently,
+/// rounds independent of each other (a stopped node's timeout does not delay the next round).
+pub struct PrimaryPoller {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<PrimaryRound>>,
+}
+
+impl PrimaryPoller {
+    /// Per-request timeout: a SIGSTOPped node must not hold a round for long.
+    pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(400);
+    /// Bound on rounds per poller (at 20 ms, four minutes).
+    pub const MAX_ROUNDS: usize = 12_000;
+
+    pub fn start(targets: Vec<(u64, SocketAddr)>, every: Duration) -> PrimaryPoller {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let client = http(PrimaryPoller::REQUEST_TIMEOUT);
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut rounds = Vec::new();
+            for _ in 0..PrimaryPoller::MAX_ROUNDS {
+                tick.tick().await;
+                if flag.load(Ordering::Relaxed) {
+                    break;
+                }
+                let client = client.clone();
+                let targets = targets.clone();
+                rounds.push(tokio::spawn(async move {
+                    let sent_ns = monotonic_ns();
+                    let asks = targets.iter().map(|(id, api)| {
+                        let req = client.get(format!("http://{api}/primary"));
+                        async move {
+                            let code = req.send().await.map(|r| r.status().as_u16());
+                            (*id, code.unwrap_or(0))
+                        }
+                    });
+                    let codes = futures::future::join_all(asks).await;
+                    PrimaryRound {
+                        sent_ns,
+                        done_ns: monotonic_ns(),
+                        codes,
+                    }
+                }));
+            }
+            let mut out = Vec::with_capacity(rounds.len());
+            for r in rounds {
+                if let Ok(r) = r.await {
+                    out.push(r);
+                }
+            }
+            out
+        });
+        PrimaryPoller { stop, task }
+    }
+
+    /// Stops polling and returns every finished round, in sending order.
+    pub async fn finish(self) -> Vec<PrimaryRound> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.expect("primary poller task")
+    }
+}
+
+impl Cluster {
+    pub fn hook_log_path(&self) -> PathBuf {
+        hook_log_in(self.path())
+    }
+
+    pub fn monitor_fail_file(&self, id: u64) -> PathBuf {
+        monitor_fail_in(self.path(), id)
+    }
+
+    pub fn fence_fail_file(&self, id: u64) -> PathBuf {
+        fence_fail_in(self.path(), id)
+    }
+
+    fn switch_file(path: &Path, on: bool) {
+        if on {
+            std::fs::write(path, b"fail\n").expect("create fail file");
+        } else if let Err(e) = std::fs::remove_file(path) {
+            assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::NotFound,
+                "remove {path:?}: {e}"
+            );
+        }
+    }
+
+    /// Makes node `id`'s marker monitor hook fail (or pass again).
+    pub fn set_monitor_failing(&self, id: u64, failing: bool) {
+        Cluster::switch_file(&self.monitor_fail_file(id), failing);
+    }
+
+    /// Makes node `id`'s marker fence hook fail (or succeed again).
+    pub fn set_fence_failing(&self, id: u64, failing: bool) {
+        Cluster::switch_file(&self.fence_fail_file(id), failing);
+    }
+
+    /// Sets (or replaces) an environment variable for node `id`'s next start.
+    pub fn set_env(&mut self, id: u64, key: &str, value: &str) {
+        let n = self.node_mut(id);
+        n.env.retain(|(k, _)| k != key);
+        n.env.push((key.to_string(), value.to_string()));
+    }
+
+    pub fn hook_log_text(&self) -> String {
+        std::fs::read_to_string(self.hook_log_path()).unwrap_or_default()
+    }
+
+    /// Every hook call recorded so far, ordered by start time (empty before the first one).
+    pub fn hook_events(&self) -> Vec<HookEvent> {
+        let text = self.hook_log_text();
+        quorate_chaos::hooklog::parse(&text)
+            .unwrap_or_else(|e| panic!("hook log unreadable: {e}\n{text}"))
+    }
+
+    /// Hook calls other than `monitor` (promote, demote, fence, rejoin), in order.
+    pub fn role_events(&self) -> Vec<HookEvent> {
+        self.hook_events()
+            .into_iter()
+            .filter(|e| e.event != "monitor")
+            .collect()
+    }
+
+    /// The role events as text, for failure messages.
+    pub fn role_events_text(&self) -> String {
+        let mut out = String::from("--- hook log (monitor lines left out) ---\n");
+        for e in self.role_events() {
+            let _ = writeln!(
+                out,
+                "{} node {} {} epoch {}",
+                e.at_ns, e.node, e.event, e.epoch
+            );
+        }
+        out
+    }
+
+    /// Panics (with the hook log) when the log shows two nodes holding the service at once
+    /// or an epoch that did not increase.
+    pub fn assert_hooks_exclusive(&self) {
+        let anomalies = quorate_chaos::hooklog::check_exclusive(&self.hook_events());
+        assert!(
+            anomalies.is_empty(),
+            "hook log anomalies: {anomalies:#?}\n{}",
+            self.role_events_text()
+        );
+    }
+
+    /// Waits until a hook event matching `pred` is in the log; returns the first such one.
+    pub async fn wait_hook<F>(&self, what: &str, timeout: Duration, pred: F) -> HookEvent
+    where
+        F: Fn(&HookEvent) -> bool,
+    {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.hook_events().into_iter().find(|e| pred(e)) {
+                return e;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting for hook event: {what}\n{}\n{}",
+                    self.role_events_text(),
+                    self.logs_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// (id, test API address) of every node, for a `PrimaryPoller`.
+    pub fn primary_targets(&self) -> Vec<(u64, SocketAddr)> {
+        self.nodes
+            .iter()
+            .map(|n| (n.member.id, n.test_api))
+            .collect()
+    }
+
+    /// `GET /primary` on node `id`: the HTTP status and body (status 0: no answer).
+    pub async fn primary(&self, id: u64) -> Reply {
+        let url = format!("http://{}/primary", self.api(id));
+        Reply::from(http(Duration::from_secs(2)).get(url).send().await).await
+    }
+
+    /// `GET /primary` on the nodes `among`, concurrently: (node, status).
+    pub async fn primary_codes(&self, among: &[u64]) -> Vec<(u64, u16)> {
+        let asks = among
+            .iter()
+            .map(|id| async move { (*id, self.primary(*id).await.status) });
+        futures::future::join_all(asks).await
+    }
+
+    /// Waits until exactly one of the nodes `among` answers 200 on `/primary`; returns that
+    /// node and the epoch it reports.
+    pub async fn wait_acting_primary(&self, among: &[u64], timeout: Duration) -> (u64, u64) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let asks = among
+                .iter()
+                .map(|id| async move { (*id, self.primary(*id).await) });
+            let replies = futures::future::join_all(asks).await;
+            let ok: Vec<_> = replies.iter().filter(|(_, r)| r.status == 200).collect();
+            if ok.len() == 1 {
+                let (id, r) = ok[0];
+                let epoch = r.body["epoch"].as_u64().expect("epoch in /primary answer");
+                assert_eq!(r.body["primary"].as_u64(), Some(*id), "{r:?}");
+                return (*id, epoch);
+            }
+            assert!(
+                ok.len() < 2,
+                "two nodes answer 200 on /primary: {replies:?}"
+            );
+            if Instant::now() > deadline {
+                panic!(
+                    "no acting primary among {among:?} within {timeout:?}: {replies:?}\n{:#?}\n{}\n{}",
+                    self.statuses().await.iter().map(|s| (s.node_id, &s.local_role, s.primary, s.epoch, &s.notes)).collect::<Vec<_>>(),
+                    self.role_events_text(),
+                    self.logs_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// POST `body` (JSON) to `path` on node `id` (control requests; followers forward them).
+    pub async fn post_json(&self, id: u64, path: &str, body: serde_json::Value) -> Reply {
+        let url = format!("http://{}{path}", self.api(id));
+        Reply::from(kv_http().post(url).json(&body).send().await).await
+    }
+
+    /// The replicated history (`GET /v1/history`) as node `id` has applied it.
+    pub async fn history(&self, id: u64) -> Vec<serde_json::Value> {
+        let url = format!("http://{}/v1/history", self.api(id));
+        let r = Reply::from(http(Duration::from_secs(5)).get(url).send().await).await;
+        assert_eq!(r.status, 200, "GET /v1/history on node {id}: {r:?}");
+        r.body["entries"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Network namespaces (root only): each node in its own namespace, all on one bridge.
+// ---------------------------------------------------------------------------------------
+
+/// A throw-away network for `n` nodes: namespace `q<pid>n<i>` per node, a bridge
+/// `q<pid>br` in the test's namespace joining their cluster links (10.B.0.i/24, used for
+/// Raft, heartbeats and the advertised API), and per node a point-to-point management link
+/// (host 10.B.(10+i).1, node 10.B.(10+i).2) on which the test reaches the API, so that cutting
+/// a node's cluster link leaves the test able to watch it. Everything is removed on drop
+/// (also when the test panics); leftovers of killed test processes are removed on creation.
+pub struct NetLab {
+    tag: String,
+    octet: u8,
+    n: u64,
+}
+
+impl NetLab {
+    const RAFT_PORT: u16 = 7411;
+    const HEARTBEAT_PORT: u16 = 7421;
+    const API_PORT: u16 = 7401;
+
+    fn ip(args: &[&str]) -> Result<(), String> {
+        let out = Command::new("ip")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    fn ip_out(args: &[&str]) -> String {
+        Command::new("ip")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Whether this process may build namespaces: root, and `ip` runs.
+    pub fn available() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        root && Command::new("ip")
+            .arg("-V")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Removes namespaces and bridges named by this scheme whose test process is gone.
+    fn remove_stale() {
+        let owner_gone = |name: &str, suffix_len: usize| -> bool {
+            let Some(rest) = name.strip_prefix('q') else {
+                return false;
+            };
+            if rest.len() <= suffix_len {
+                return false;
+            }
+            let (pid, _) = rest.split_at(rest.len() - suffix_len);
+            pid.parse::<u32>().is_ok_and(|p| {
+                p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists()
+            })
+        };
+        for line in NetLab::ip_out(&["netns", "list"]).lines() {
+            let name = line.split_whitespace().next().unwrap_or("");
+            let is_ours = name.len() > 3
+                && name.as_bytes()[name.len() - 2] == b'n'
+                && name.as_bytes()[name.len() - 1].is_ascii_digit();
+            if is_ours && owner_gone(name, 2) {
+                let _ = NetLab::ip(&["netns", "del", name]);
+            }
+        }
+        for line in NetLab::ip_out(&["-o", "link", "show", "type", "bridge"]).lines() {
+            let name = line.split(':').nth(1).map(str::trim).unwrap_or("");
+            if name.ends_with("br") && owner_gone(name, 2) {
+                let _ = NetLab::ip(&["link", "del", name]);
+            }
+        }
+    }
+
+    pub fn new(n: u64) -> Result<NetLab, String> {
+        assert!((1..=9).contains(&n), "NetLab supports 1..=9 nodes");
+        NetLab::remove_stale();
+        let pid = std::process::id();
+        let lab = NetLab {
+            tag: format!("q{pid}"),
+            octet: 100 + (pid % 150) as u8,
+            n,
+        };
+        // `lab` is dropped (and cleans up) if any step fails.
+        lab.build()?;
+        Ok(lab)
+    }
+
+    fn ns(&self, i: u64) -> String {
+        format!("{}n{i}", self.tag)
+    }
+
+    fn bridge(&self) -> String {
+        format!("{}br", self.tag)
+    }
+
+    /// Host end of node i's cluster link (a port of the bridge).
+    fn host_end(&self, i: u64) -> String {
+        format!("{}h{i}", self.tag)
+    }
+
+    fn cluster_ip(&self, i: u64) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::new(10, self.octet, 0, i as u8)
+    }
+
+    fn mgmt_ip(&self, i: u64, host: bool) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::new(10, self.octet, 10 + i as u8, if host { 1 } else { 2 })
+    }
+
+    fn build(&self) -> Result<(), String> {
+        let br = self.bridge();
+        NetLab::ip(&["link", "add", &br, "type", "bridge"])?;
+        NetLab::ip(&["link", "set", &br, "up"])?;
+        for i in 1..=self.n {
+            let ns = self.ns(i);
+            let (host, inner) = (self.host_end(i), format!("{}c{i}", self.tag));
+            let (mhost, minner) = (format!("{}m{i}", self.tag), format!("{}g{i}", self.tag));
+            let cip = format!("{}/24", self.cluster_ip(i));
+            let mh = format!("{}/24", self.mgmt_ip(i, true));
+            let mn = format!("{}/24", self.mgmt_ip(i, false));
+            NetLab::ip(&["netns", "add", &ns])?;
+            let x = |args: &[&str]| {
+                let mut v = vec!["-n", ns.as_str()];
+                v.extend_from_slice(args);
+                NetLab::ip(&v)
+            };
+            x(&["link", "set", "lo", "up"])?;
+            NetLab::ip(&["link", "add", &host, "type", "veth", "peer", "name", &inner])?;
+            NetLab::ip(&["link", "set", &inner, "netns", &ns])?;
+            NetLab::ip(&["link", "set", &host, "master", &br, "up"])?;
+            x(&["addr", "add", &cip, "dev", &inner])?;
+            x(&["link", "set", &inner, "up"])?;
+            NetLab::ip(&[
+                "link", "add", &mhost, "type", "veth", "peer", "name", &minner,
+            ])?;
+            NetLab::ip(&["link", "set", &minner, "netns", &ns])?;
+            NetLab::ip(&["addr", "add", &mh, "dev", &mhost])?;
+            NetLab::ip(&["link", "set", &mhost, "up"])?;
+            x(&["addr", "add", &mn, "dev", &minner])?;
+            x(&["link", "set", &minner, "up"])?;
+        }
+        Ok(())
+    }
+
+    /// Addresses for `Cluster::new_with_net` (node ids 1..=n).
+    pub fn nets(&self) -> Vec<NodeNet> {
+        (1..=self.n)
+            .map(|i| {
+                let ip = std::net::IpAddr::V4(self.cluster_ip(i));
+                NodeNet {
+                    raft: SocketAddr::new(ip, NetLab::RAFT_PORT),
+                    heartbeat: SocketAddr::new(ip, NetLab::HEARTBEAT_PORT),
+                    api: SocketAddr::new(ip, NetLab::API_PORT),
+                    api_listen: SocketAddr::from(([0, 0, 0, 0], NetLab::API_PORT)),
+                    test_api: SocketAddr::new(
+                        std::net::IpAddr::V4(self.mgmt_ip(i, false)),
+                        NetLab::API_PORT,
+                    ),
+                    netns: Some(self.ns(i)),
+                }
+            })
+            .collect()
+    }
+
+    /// Cuts node `id`'s cluster link off the bridge: from then on its packets to the peers
+    /// (and theirs to it) vanish without an error, like a failed switch port. Its management
+    /// link (the test's view of its API) stays up.
+    pub fn cut(&self, id: u64) {
+        NetLab::ip(&["link", "set", &self.host_end(id), "nomaster"]).expect("cut link");
+    }
+
+    /// Puts node `id`'s cluster link back on the bridge.
+    pub fn heal(&self, id: u64) {
+        NetLab::ip(&["link", "set", &self.host_end(id), "master", &self.bridge()])
+            .expect("heal link");
+    }
+}
+
+impl Drop for NetLab {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes the veth ends inside it, and with them their peers.
+        for i in 1..=self.n {
+            let _ = NetLab::ip(&["netns", "del", &self.ns(i)]);
+        }
+        let _ = NetLab::ip(&["link", "del", &self.bridge()]);
     }
 }

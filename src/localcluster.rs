@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use quorate::api::status::NodeStatus;
-use quorate::client::Client;
+use crate::api::status::NodeStatus;
+use crate::client::Client;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -97,7 +97,9 @@ pub struct NodeProc {
 }
 
 pub struct LocalCluster {
-    pub dir: tempfile::TempDir,
+    /// Removed on drop unless `detach`ed.
+    dir: Option<tempfile::TempDir>,
+    root: PathBuf,
     pub bin: PathBuf,
     pub nodes: Vec<NodeProc>,
     pub env: Vec<(String, String)>,
@@ -162,7 +164,8 @@ impl LocalCluster {
             });
         }
         Ok(LocalCluster {
-            dir,
+            root: dir.path().to_path_buf(),
+            dir: Some(dir),
             bin,
             nodes,
             env: spec.env.clone(),
@@ -170,7 +173,31 @@ impl LocalCluster {
     }
 
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.root
+    }
+
+    /// Appends TOML to every node's config (before the nodes start).
+    pub fn append_config(&self, text: &str) -> Result<(), LaunchError> {
+        use std::io::Write;
+        for n in &self.nodes {
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&n.config)
+                .map_err(io(format!("open {}", n.config.display())))?;
+            f.write_all(text.as_bytes())
+                .map_err(io(format!("write {}", n.config.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Leaves the processes running and the directory in place (the demo's `--keep`).
+    pub fn detach(mut self) {
+        for n in &mut self.nodes {
+            n.child = None;
+        }
+        if let Some(dir) = self.dir.take() {
+            let _ = dir.keep();
+        }
     }
 
     pub fn ids(&self) -> Vec<u64> {
