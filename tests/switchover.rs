@@ -1392,6 +1392,14 @@ async fn auto_failback_waits_for_a_stable_home() {
         .into_iter()
         .map(|(_, e)| outcome_of(&e))
         .collect();
+    if outcomes != vec!["committed"] {
+        let _ = std::fs::create_dir_all("/tmp/so_debug");
+        for id in c.ids() {
+            let _ = std::fs::copy(&c.node(id).log, format!("/tmp/so_debug/node{id}.log"));
+        }
+        let _ = std::fs::copy(hooks.log(), "/tmp/so_debug/hooks.log");
+        let _ = std::fs::write("/tmp/so_debug/history.json", serde_json::to_string_pretty(&h).unwrap());
+    }
     assert_eq!(outcomes, vec!["committed"]);
     eprintln!("auto failback started {waited} ms after home's last restart");
     hooks.assert_exclusive(&c);
