@@ -525,6 +525,8 @@ impl Node {
 
 /// Gap between successive candidates' early campaigns (best candidate first).
 pub const CAMPAIGN_STAGGER: Duration = Duration::from_millis(15);
+/// Least gap between two early campaigns for the same dead leader.
+pub const CAMPAIGN_RETRY: Duration = Duration::from_millis(25);
 /// Added after the voters' lease runs out before campaigning (timer granularity).
 pub const CAMPAIGN_MARGIN: Duration = Duration::from_millis(3);
 
@@ -535,7 +537,7 @@ async fn early_elections(node: Arc<Node>) {
     let cfg = node.config.clone();
     let lease = cfg.timing.election_timeout_max;
     let mut view_rx = node.heartbeat.view.clone();
-    let mut guard = CampaignGuard::default();
+    let mut guard = CampaignGuard::new(CAMPAIGN_RETRY);
     loop {
         let plan = {
             let m = node.metrics();
@@ -594,7 +596,7 @@ async fn early_elections(node: Arc<Node>) {
             let m = node.metrics();
             if m.current_leader == Some(leader)
                 && m.current_term == term
-                && guard.should_fire(leader, term)
+                && guard.should_fire(leader, term, Instant::now())
             {
                 tracing::info!(
                     leader,

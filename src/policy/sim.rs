@@ -44,6 +44,7 @@ fn sim_cfg(fencing: FencingMode) -> PolicyConfig {
         proposal_timeout: Duration::from_millis(300),
         preferred_primary: None,
         verify_checks: 2,
+        monitor_configured: true,
         verify_timeout: Duration::from_secs(1),
         failback: FailbackMode::Manual,
         failback_commit: FailbackCommit::Auto,

@@ -38,6 +38,7 @@ fn cfg() -> PolicyConfig {
         local_restarts: 1,
         failure_threshold: 2,
         verify_checks: 2,
+        monitor_configured: true,
         verify_timeout: Duration::from_secs(5),
         ..PolicyConfig::default()
     }
@@ -1674,7 +1675,16 @@ fn switchover_scheduled_too_far_ahead_is_refused() {
 /// Node 1 (home) is leader and primary after the cut-over of a failback from node 2;
 /// the operation is in Verifying.
 fn home_verifying(auto_commit: bool) -> H {
-    let mut h = H::new(1, cfg());
+    let h = home_verifying_with(cfg(), auto_commit);
+    assert_eq!(
+        h.state.operation.as_ref().map(|o| o.phase),
+        Some(Phase::Verifying)
+    );
+    h
+}
+
+fn home_verifying_with(config: PolicyConfig, auto_commit: bool) -> H {
+    let mut h = H::new(1, config);
     h.set_leader(Some(2));
     h.settle();
     commit_direct(
@@ -1737,10 +1747,6 @@ fn home_verifying(auto_commit: bool) -> H {
     h.set_leader(Some(1));
     h.settle();
     assert!(h.state.is_primary(1, 3), "setup: {:?}", h.state.primary);
-    assert_eq!(
-        h.state.operation.as_ref().map(|o| o.phase),
-        Some(Phase::Verifying)
-    );
     h
 }
 
@@ -1760,6 +1766,22 @@ fn failback_commits_after_verify_checks_monitor_passes() {
     )));
     h.commit(&acts);
     assert_eq!(h.state.failed_over, None);
+}
+
+#[test]
+fn failback_without_a_monitor_hook_commits_once_home_acts_as_primary() {
+    let mut h = home_verifying_with(
+        PolicyConfig {
+            monitor_configured: false,
+            ..cfg()
+        },
+        true,
+    );
+    // Nothing to count: the failback committed as soon as home acted as primary.
+    h.settle();
+    assert_eq!(h.state.operation, None);
+    assert_eq!(h.state.failed_over, None);
+    assert!(h.state.is_primary(1, 3));
 }
 
 #[test]
