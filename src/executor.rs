@@ -92,6 +92,13 @@ pub enum OpError {
     Rejected(String),
 }
 
+/// Test-only fault: `QUORATE_TEST_STALL_EXECUTOR_AFTER_MS=N` stalls the executor loop N ms
+/// after start, to prove the systemd watchdog catches a stuck loop. Unset in production.
+fn test_stall_deadline() -> Option<Instant> {
+    let ms: u64 = std::env::var("QUORATE_TEST_STALL_EXECUTOR_AFTER_MS").ok()?.parse().ok()?;
+    Some(Instant::now() + Duration::from_millis(ms))
+}
+
 fn now_unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -232,8 +239,15 @@ impl Executor {
         let mut rounds = 0u64;
         let mut shutdown_sent = false;
         let mut last_notify = String::new();
+        let stall_at = test_stall_deadline();
         loop {
             let now = Instant::now();
+            if stall_at.is_some_and(|t| now >= t) {
+                // Test-only fault (see `test_stall_deadline`): the loop stops making progress,
+                // so the watchdog must stop being fed and systemd must restart the daemon.
+                tracing::error!("test fault: executor loop stalled on purpose");
+                std::future::pending::<()>().await;
+            }
             if *shutdown_rx.borrow() && !shutdown_sent {
                 shutdown_sent = true;
                 self.policy.observe(Event::ShutdownRequested, now);
