@@ -249,13 +249,23 @@ enum LogFormat {
     Json,
 }
 
+/// Logs go to journald under systemd (`$JOURNAL_STREAM` names the journal on stderr), with
+/// the node's fields as journal fields; otherwise to stderr, human or JSON.
 fn init_logging(format: LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("QUORATE_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_env("QUORATE_LOG").unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
+    if std::env::var_os("JOURNAL_STREAM").is_some() && matches!(format, LogFormat::Human) {
+        if let Ok(journald) = tracing_journald::layer() {
+            let _ = tracing_subscriber::registry()
+                .with(filter)
+                .with(journald.with_syslog_identifier("quorate".into()))
+                .try_init();
+            return;
+        }
+    }
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Human => builder.init(),
