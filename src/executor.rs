@@ -23,7 +23,7 @@ use crate::policy::{
     Action, Event, HookKind as PolicyHook, Inputs, LocalRole, Member, OperatorRequest, PeerObs,
     Policy, RaftView, Refusal, StatusNote,
 };
-use crate::resource::{HookContext, HookKind, HookReason, MonitorHandle, MonitorRole};
+use crate::resource::{HookContext, MonitorHandle, MonitorRole};
 use crate::types::{Epoch, NodeId, NodeRole, ResourceHealth};
 
 /// Operator requests queued for the executor at most (the API answers 503 past it).
@@ -104,28 +104,6 @@ fn now_unix_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-fn hook_kind(k: PolicyHook) -> HookKind {
-    match k {
-        PolicyHook::Promote => HookKind::Promote,
-        PolicyHook::Demote => HookKind::Demote,
-        PolicyHook::Fence => HookKind::Fence,
-        PolicyHook::Rejoin => HookKind::Rejoin,
-    }
-}
-
-fn hook_reason(r: crate::policy::HookReason) -> HookReason {
-    use crate::policy::HookReason as P;
-    match r {
-        P::Startup => HookReason::Startup,
-        P::Failover => HookReason::Failover,
-        P::Switchover => HookReason::Switchover,
-        P::Failback => HookReason::Failback,
-        P::Restart => HookReason::Restart,
-        P::Rejoin => HookReason::Rejoin,
-        P::Maintenance => HookReason::Maintenance,
-    }
 }
 
 /// Everything the executor owns.
@@ -438,10 +416,10 @@ impl Executor {
             Action::RunHook(run) => {
                 let hooks = self.node.hooks.clone();
                 let tx = ev_tx.clone();
-                let kind = hook_kind(run.hook);
+                let kind = run.hook;
                 let role = match run.hook {
                     PolicyHook::Promote | PolicyHook::Fence => "primary",
-                    PolicyHook::Demote | PolicyHook::Rejoin => "replica",
+                    PolicyHook::Demote | PolicyHook::Rejoin | PolicyHook::Monitor => "replica",
                 };
                 tracing::info!(
                     term = obs.raft.term,
@@ -455,7 +433,7 @@ impl Executor {
                     let ctx = HookContext {
                         role,
                         epoch: run.epoch,
-                        reason: hook_reason(run.reason),
+                        reason: run.reason,
                         previous_primary: run.previous_primary,
                         target: run.target,
                     };

@@ -64,3 +64,83 @@ impl ResourceHealth {
         !matches!(self, ResourceHealth::Unhealthy)
     }
 }
+
+/// The five things quorate asks of the operator's scripts.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum HookKind {
+    /// Make this node's service the primary (after `Promote{node, epoch}` committed).
+    Promote,
+    /// Stop acting as primary (lease lost, switchover, drain).
+    Demote,
+    /// Periodic health check of the local service.
+    Monitor,
+    /// Make sure the previous primary (`QUORATE_FENCE_TARGET`) can no longer act.
+    Fence,
+    /// Resynchronise a former primary's data before it serves as a replica.
+    Rejoin,
+}
+
+impl HookKind {
+    /// Every kind, in a fixed order (used for stats and `check`).
+    pub const ALL: [HookKind; 5] = [
+        HookKind::Promote,
+        HookKind::Demote,
+        HookKind::Monitor,
+        HookKind::Fence,
+        HookKind::Rejoin,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookKind::Promote => "promote",
+            HookKind::Demote => "demote",
+            HookKind::Monitor => "monitor",
+            HookKind::Fence => "fence",
+            HookKind::Rejoin => "rejoin",
+        }
+    }
+}
+
+impl std::fmt::Display for HookKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a hook runs; passed to the script as `QUORATE_REASON` so it can, for example,
+/// skip a slow check on a planned switchover.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum HookReason {
+    Startup,
+    Failover,
+    Switchover,
+    Failback,
+    Restart,
+    Rejoin,
+    Maintenance,
+    /// The periodic run of the monitor hook by the monitor loop.
+    Monitor,
+}
+
+impl HookReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookReason::Startup => "startup",
+            HookReason::Failover => "failover",
+            HookReason::Switchover => "switchover",
+            HookReason::Failback => "failback",
+            HookReason::Restart => "restart",
+            HookReason::Rejoin => "rejoin",
+            HookReason::Maintenance => "maintenance",
+            HookReason::Monitor => "monitor",
+        }
+    }
+}
+
+impl std::fmt::Display for HookReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

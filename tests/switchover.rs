@@ -33,9 +33,17 @@ const MARKER: &str = concat!(
 /// more at a time on a shared 2-core machine turns Raft timeouts into noise.
 static CLUSTER_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
-/// Relaxed Raft timings (as `common::CALM_TIMING`, which cannot be combined with other
-/// `[timing]` keys because a TOML table may appear only once).
-const CALM_ELECTIONS: &str = "election_timeout_min = \"1s\"\nelection_timeout_max = \"2s\"\n";
+/// Raft timings for workflow tests on a loaded, shared 2-core machine (the tests assert
+/// what happens, not how fast). With the `lan` profile's 50 ms Raft heartbeat (which is also
+/// openraft's RPC timeout) and 100 ms lease, a starved leader misses its lease and demotes
+/// itself in the middle of a switchover or failback (seen here: "interrupted by a lease_lost
+/// demotion"), which is correct behaviour but not what these tests are about.
+const CALM_RAFT: &str = "election_timeout_min = \"1s\"\nelection_timeout_max = \"2s\"\n\
+                         raft_heartbeat = \"200ms\"\nlease = \"700ms\"\n";
+
+/// Failure-detector timings unless a test sets its own: a starved node is not declared
+/// dead (and so ineligible) after a few hundred milliseconds of silence.
+const CALM_DETECTOR: &str = "suspect_after = \"500ms\"\ndead_after = \"1s\"\n";
 
 /// Every poll loop sleeps this long between looks.
 const POLL: Duration = Duration::from_millis(50);
@@ -133,7 +141,8 @@ impl Hooks {
 /// Config text appended to every node: timing, resource hooks, failback.
 #[derive(Default)]
 struct Setup {
-    /// Extra `[timing]` keys (calm elections are always there).
+    /// Failure-detector `[timing]` keys (`CALM_DETECTOR` when empty); `CALM_RAFT` is
+    /// always there.
     timing: &'static str,
     /// Extra `[resource]` keys.
     resource: &'static str,
@@ -143,7 +152,12 @@ struct Setup {
 
 fn new_cluster(roles: &[&'static str], hooks: &Hooks, setup: Setup) -> Cluster {
     let h = hooks.script().display().to_string();
-    let mut extra = format!("\n[timing]\n{CALM_ELECTIONS}{}\n", setup.timing);
+    let detector = if setup.timing.is_empty() {
+        CALM_DETECTOR
+    } else {
+        setup.timing
+    };
+    let mut extra = format!("\n[timing]\n{CALM_RAFT}{detector}\n");
     extra.push_str(&format!(
         "[resource]\npromote = \"{h}\"\ndemote = \"{h}\"\nmonitor = \"{h}\"\nfence = \"{h}\"\n\
          rejoin = \"{h}\"\nmonitor_interval = \"300ms\"\n{}\n",
@@ -583,20 +597,56 @@ async fn ten_switchovers_under_writes_lose_nothing() {
         .await;
 
     let mut windows = Vec::new();
+    // A switchover cut short by the environment (a starved leader missing its lease: the
+    // daemon records "interrupted by a lease_lost demotion" and aborts, which is correct) is
+    // retried, at most MAX_INTERRUPTIONS in all. Any other abort fails the test: in
+    // particular "node N lost leadership while writes were paused" right after the planned
+    // transfer, which is the new leader aborting from a state it has not finished applying.
+    const MAX_INTERRUPTIONS: usize = 3;
+    let mut interruptions: Vec<(usize, String)> = Vec::new();
+    let mut by_failover = 0;
     let mut current = p0;
     for (k, &to) in plan.iter().enumerate() {
-        // Send through a different node each time: followers forward to the leader.
-        let via = c.ids()[k % 3];
-        let t0 = Instant::now();
-        switchover(&c, via, to).await;
-        let (p, _) = wait_settled(&c, &format!("switchover {k} to node {to}"), WAIT, |p, _| {
-            p == to
-        })
-        .await;
-        let t1 = Instant::now();
-        assert_eq!(p, to);
-        windows.push((k, current, to, t0, t1));
-        current = to;
+        loop {
+            if current == to {
+                // An interrupted attempt ended with `to` elected by the failover rules.
+                by_failover += 1;
+                break;
+            }
+            // Send through a different node each time: followers forward to the leader.
+            let via = c.ids()[k % 3];
+            let t0 = Instant::now();
+            switchover(&c, via, to).await;
+            let (p, _) = wait_settled(
+                &c,
+                &format!("switchover {k} to node {to} to end"),
+                WAIT,
+                |_, _| true,
+            )
+            .await;
+            let t1 = Instant::now();
+            let h = history(&c, p).await;
+            let last = events_of(&h, "operation_ended")
+                .pop()
+                .map(|(_, e)| outcome_of(&e))
+                .unwrap_or_default();
+            let from = current;
+            current = p;
+            if last == "completed" {
+                assert_eq!(p, to, "switchover {k} completed but node {p} is primary");
+                windows.push((k, from, to, t0, t1));
+                break;
+            }
+            let environmental = last.contains("lease_lost demotion");
+            assert!(
+                environmental && interruptions.len() < MAX_INTERRUPTIONS,
+                "switchover {k} from node {from} to node {to} did not complete: {last}; node {p} \
+                 is primary (earlier interruptions: {interruptions:?})\nhistory: {}\n{}",
+                serde_json::to_string_pretty(&h[h.len().saturating_sub(8)..]).unwrap_or_default(),
+                c.logs_tail()
+            );
+            interruptions.push((k, last));
+        }
         // Writes resume on the new primary before the next move.
         writer
             .wait_progress(&c, 10, &format!("writes to resume after switchover {k}"))
@@ -618,16 +668,19 @@ async fn ten_switchovers_under_writes_lose_nothing() {
         .collect();
     assert_eq!(
         completed.len(),
-        10,
-        "ten completed switchovers in the history: {ended:#?}"
+        10 - by_failover,
+        "every switchover not cut short completed: {ended:#?}"
     );
+    if !interruptions.is_empty() {
+        eprintln!("switchovers interrupted by the environment and retried: {interruptions:?}");
+    }
     let promoted_switchover = events_of(&h, "promoted")
         .into_iter()
         .filter(|(_, e)| e["reason"] == json!("switchover"))
         .count();
-    assert_eq!(
-        promoted_switchover, 10,
-        "ten promotions for switchover in the history"
+    assert!(
+        promoted_switchover >= completed.len(),
+        "a switchover promotion for every completed switchover in the history"
     );
 
     eprintln!(
@@ -1196,9 +1249,11 @@ async fn assert_recovers_consistently(c: &Cluster, what: &str) -> u64 {
     p
 }
 
-/// kill -9 of the leader (the switchover's source, while its demote hook runs in
-/// CuttingOver) under a concurrent writer: the cluster ends with one primary and no
-/// operation, no acknowledged write is lost, the hook log never shows two primaries.
+/// kill -9 of the leader during a switchover's CuttingOver, under a concurrent writer, twice:
+/// first the source while its demote hook runs (Pausing), then the target after it took
+/// leadership, while its promote hook runs (Promoting). Each time the cluster ends with one
+/// primary and no operation, no acknowledged write is lost, and the hook log never shows
+/// two primaries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_killed_during_switchover_cutover() {
     let _slot = CLUSTER_SLOTS.acquire().await.expect("slot");
@@ -1214,44 +1269,91 @@ async fn leader_killed_during_switchover_cutover() {
         .wait_progress(&c, 20, "the writer's first writes")
         .await;
 
-    // A slow demote holds the operation in CuttingOver(Pausing) long enough to see it.
+    // Round 1: a slow demote holds the source (the leader) in CuttingOver(Pausing).
     hooks.set_slow("demote", Some(3));
     switchover(&c, to, to).await;
     let s = c
-        .wait_status(p, "the switchover cutting over on the leader", WAIT, |s| {
-            phase(s).is_some_and(|ph| ph.starts_with("cutting_over"))
+        .wait_status(p, "the source demoting in the cut-over", WAIT, |s| {
+            phase(s).as_deref() == Some("cutting_over/pausing") && s.local_role == "demoting"
         })
         .await;
     assert_eq!(
         s.raft_state, "leader",
-        "node {p} still leads during the cut-over: {s:#?}"
+        "node {p} leads during Pausing: {s:#?}"
     );
-    let phase_at_kill = phase(&s);
     c.kill9(p);
     hooks.set_slow("demote", None);
-
-    let q = assert_recovers_consistently(&c, "recovery after the leader died mid-switchover").await;
+    let q = assert_recovers_consistently(&c, "recovery after the source died mid-switchover").await;
     writer
-        .wait_progress(&c, 10, "writes to resume after the crash")
+        .wait_progress(&c, 10, "writes to resume after the first crash")
         .await;
-    let acked = writer.finish(&c).await;
     let h = history(&c, q).await;
-    let outcome = events_of(&h, "operation_ended")
+    let outcomes1: Vec<String> = events_of(&h, "operation_ended")
         .into_iter()
         .map(|(_, e)| outcome_of(&e))
-        .collect::<Vec<_>>();
-    assert_eq!(outcome.len(), 1, "the operation ended exactly once: {h:#?}");
+        .collect();
+    assert_eq!(
+        outcomes1.len(),
+        1,
+        "the operation ended exactly once: {h:#?}"
+    );
+    eprintln!("round 1: killed source {p} while demoting; primary now {q}; outcome {outcomes1:?}");
+    c.start(p);
+    let (q, _) = wait_settled(&c, "the killed source rejoined", WAIT, |_, st| {
+        st.len() == 3
+    })
+    .await;
+    c.wait_steady(WAIT).await;
+
+    // Round 2: a slow promote holds the target, already the leader, in CuttingOver(Promoting).
+    let t2 = c
+        .ids()
+        .into_iter()
+        .find(|i| *i != q && *i != p)
+        .expect("a third node");
+    hooks.set_slow("promote", Some(3));
+    switchover(&c, q, t2).await;
+    let s = c
+        .wait_status(t2, "the target promoting in the cut-over", WAIT, |s| {
+            phase(s).as_deref() == Some("cutting_over/promoting") && s.local_role == "promoting"
+        })
+        .await;
+    assert_eq!(
+        s.raft_state, "leader",
+        "node {t2} leads while promoting: {s:#?}"
+    );
+    c.kill9(t2);
+    hooks.set_slow("promote", None);
+    let r = assert_recovers_consistently(&c, "recovery after the target died mid-switchover").await;
+    writer
+        .wait_progress(&c, 10, "writes to resume after the second crash")
+        .await;
+    let acked = writer.finish(&c).await;
+    let h = history(&c, r).await;
+    let outcomes: Vec<String> = events_of(&h, "operation_ended")
+        .into_iter()
+        .map(|(_, e)| outcome_of(&e))
+        .collect();
+    assert_eq!(
+        outcomes.len(),
+        2,
+        "each operation ended exactly once: {h:#?}"
+    );
     eprintln!(
-        "killed leader {p} in phase {phase_at_kill:?}; primary now {q}; operation outcome {outcome:?}; {} writes acknowledged",
+        "round 2: killed target {t2} while promoting; primary now {r}; outcome {:?}; {} writes acknowledged",
+        outcomes.last(),
         acked.len()
     );
-    assert_all_readable(&c, q, "w/", &acked).await;
+    assert_all_readable(&c, r, "w/", &acked).await;
 
     // The killed node comes back as a replica; still one primary.
-    c.start(p);
-    let (r, _) = wait_settled(&c, "the killed node rejoined", WAIT, |_, st| st.len() == 3).await;
+    c.start(t2);
+    let (r2, _) = wait_settled(&c, "the killed target rejoined", WAIT, |_, st| {
+        st.len() == 3
+    })
+    .await;
     assert_eq!(
-        r, q,
+        r2, r,
         "the rejoining node does not take the primary back by itself"
     );
     hooks.assert_exclusive(&c);
@@ -1332,13 +1434,13 @@ async fn leader_killed_during_failback_cutover() {
 async fn auto_failback_waits_for_a_stable_home() {
     let _slot = CLUSTER_SLOTS.acquire().await.expect("slot");
     let started = Instant::now();
-    const DELAY_MS: u64 = 3_000;
+    const DELAY_MS: u64 = 4_000;
     let hooks = Hooks::new();
     let mut c = new_cluster(
         &["voter", "voter", "voter"],
         &hooks,
         Setup {
-            failback: "mode = \"auto\"\ndelay = \"3s\"",
+            failback: "mode = \"auto\"\ndelay = \"4s\"",
             ..Setup::default()
         },
     );
@@ -1354,12 +1456,14 @@ async fn auto_failback_waits_for_a_stable_home() {
     )
     .await;
 
-    // Flap: up ~1 s (less than the delay), down ~1.2 s (longer than dead_after), 4 times.
+    // Flap: up ~1 s, down ~2 s (longer than dead_after = 1 s), 4 times. Home counts as
+    // eligible from shortly after each start until dead_after past each kill: about 2 s,
+    // well under the delay.
     for _ in 0..4 {
         c.start(a);
         tokio::time::sleep(Duration::from_millis(1_000)).await;
         c.kill9(a);
-        tokio::time::sleep(Duration::from_millis(1_200)).await;
+        tokio::time::sleep(Duration::from_millis(2_000)).await;
         let s = c.status(b).await.expect("status of B while home flaps");
         assert_eq!(s.primary, Some(b), "no failback while home flaps: {s:#?}");
     }
@@ -1392,19 +1496,61 @@ async fn auto_failback_waits_for_a_stable_home() {
         .into_iter()
         .map(|(_, e)| outcome_of(&e))
         .collect();
-    if outcomes != vec!["committed"] {
-        let _ = std::fs::create_dir_all("/tmp/so_debug");
-        for id in c.ids() {
-            let _ = std::fs::copy(&c.node(id).log, format!("/tmp/so_debug/node{id}.log"));
-        }
-        let _ = std::fs::copy(hooks.log(), "/tmp/so_debug/hooks.log");
-        let _ = std::fs::write("/tmp/so_debug/history.json", serde_json::to_string_pretty(&h).unwrap());
-    }
     assert_eq!(outcomes, vec!["committed"]);
     eprintln!("auto failback started {waited} ms after home's last restart");
     hooks.assert_exclusive(&c);
     eprintln!(
         "auto_failback_waits_for_a_stable_home took {:?}",
+        started.elapsed()
+    );
+}
+
+/// The switchover's cut-over pauses writes ("stop accepting writes briefly → final sync →
+/// demote"): while the source's demote hook runs in CuttingOver(Pausing), a KV write must
+/// not be acknowledged (a 503 to retry, or an answer held until the move is done). The
+/// final sync relies on it: the source demotes only once the target has every entry,
+/// which a log that keeps growing turns into a chase.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_writes_are_not_acknowledged_while_a_cutover_pauses_them() {
+    let _slot = CLUSTER_SLOTS.acquire().await.expect("slot");
+    let started = Instant::now();
+    let hooks = Hooks::new();
+    let mut c = new_cluster(&["voter", "voter", "voter"], &hooks, Setup::default());
+    c.start_all();
+    let (p, _) = wait_settled(&c, "the first primary", STARTUP, |_, _| true).await;
+    c.wait_steady(WAIT).await;
+    let to = c.ids().into_iter().find(|i| *i != p).expect("another node");
+    c.put_ok(p, "pause/before", "1").await;
+
+    // A slow demote hook keeps the source inside the pause for a few seconds.
+    hooks.set_slow("demote", Some(4));
+    switchover(&c, p, to).await;
+    c.wait_status(p, "the source demoting inside the cut-over", WAIT, |s| {
+        s.local_role == "demoting" && phase(s).is_some_and(|ph| ph == "cutting_over/pausing")
+    })
+    .await;
+    let asked = Instant::now();
+    let r = c.kv_put(p, "pause/during", "2", "").await;
+    let answered = asked.elapsed();
+    let after = c.status(p).await.map(|s| (phase(&s), s.local_role.clone()));
+    hooks.set_slow("demote", None);
+    eprintln!(
+        "PUT during the pause: {} after {answered:?}; source then {after:?}",
+        r.status
+    );
+    let still_pausing = after
+        .as_ref()
+        .is_some_and(|(ph, _)| ph.as_deref() == Some("cutting_over/pausing"));
+    assert!(
+        !(r.status == 200 && still_pausing),
+        "a KV write was acknowledged by node {p} after {answered:?} while its switchover was \
+         still in cutting_over/pausing (writes should be paused): {r:?}"
+    );
+
+    wait_settled(&c, "the switchover to complete", WAIT, |q, _| q == to).await;
+    hooks.assert_exclusive(&c);
+    eprintln!(
+        "kv_writes_are_not_acknowledged_while_a_cutover_pauses_them took {:?}",
         started.elapsed()
     );
 }

@@ -11,72 +11,31 @@ use crate::types::{Epoch, NodeId};
 /// Identifies an action whose result comes back as an [`Event`] (proposals and hooks).
 pub type ActionId = u64;
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[serde(rename_all = "lowercase")]
-pub enum HookKind {
-    Promote,
-    Demote,
-    Fence,
-    Rejoin,
-}
+/// The hook kinds and reasons are shared with the hook runner (`crate::types`); the policy
+/// never asks for `Monitor` (the monitor loop runs it) and never gives `Monitor` as a reason.
+pub use crate::types::{HookKind, HookReason};
 
-impl HookKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HookKind::Promote => "promote",
-            HookKind::Demote => "demote",
-            HookKind::Fence => "fence",
-            HookKind::Rejoin => "rejoin",
-        }
+/// `QUORATE_REASON` of the promote hook, from the committed promotion's reason.
+pub fn hook_reason_for_promote(r: PromoteReason) -> HookReason {
+    match r {
+        PromoteReason::Startup => HookReason::Startup,
+        PromoteReason::Failover => HookReason::Failover,
+        PromoteReason::Handover | PromoteReason::Forced => HookReason::Maintenance,
+        PromoteReason::Switchover => HookReason::Switchover,
+        PromoteReason::Failback | PromoteReason::FailbackUndo => HookReason::Failback,
     }
 }
 
-/// `QUORATE_REASON` in the hook's environment (the fixed list of DESIGN.md).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[serde(rename_all = "lowercase")]
-pub enum HookReason {
-    Startup,
-    Failover,
-    Switchover,
-    Failback,
-    Restart,
-    Rejoin,
-    Maintenance,
-}
-
-impl HookReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HookReason::Startup => "startup",
-            HookReason::Failover => "failover",
-            HookReason::Switchover => "switchover",
-            HookReason::Failback => "failback",
-            HookReason::Restart => "restart",
-            HookReason::Rejoin => "rejoin",
-            HookReason::Maintenance => "maintenance",
-        }
-    }
-
-    pub fn for_promote(r: PromoteReason) -> HookReason {
-        match r {
-            PromoteReason::Startup => HookReason::Startup,
-            PromoteReason::Failover => HookReason::Failover,
-            PromoteReason::Handover | PromoteReason::Forced => HookReason::Maintenance,
-            PromoteReason::Switchover => HookReason::Switchover,
-            PromoteReason::Failback | PromoteReason::FailbackUndo => HookReason::Failback,
-        }
-    }
-
-    pub fn for_demote(r: DemoteReason) -> HookReason {
-        match r {
-            DemoteReason::LeaseLost
-            | DemoteReason::LeadershipLost
-            | DemoteReason::Superseded
-            | DemoteReason::ResourceFailure => HookReason::Failover,
-            DemoteReason::Drained | DemoteReason::Shutdown => HookReason::Maintenance,
-            DemoteReason::Switchover => HookReason::Switchover,
-            DemoteReason::Failback | DemoteReason::FailbackUndo => HookReason::Failback,
-        }
+/// `QUORATE_REASON` of the demote hook, from the demotion's reason.
+pub fn hook_reason_for_demote(r: DemoteReason) -> HookReason {
+    match r {
+        DemoteReason::LeaseLost
+        | DemoteReason::LeadershipLost
+        | DemoteReason::Superseded
+        | DemoteReason::ResourceFailure => HookReason::Failover,
+        DemoteReason::Drained | DemoteReason::Shutdown => HookReason::Maintenance,
+        DemoteReason::Switchover => HookReason::Switchover,
+        DemoteReason::Failback | DemoteReason::FailbackUndo => HookReason::Failback,
     }
 }
 

@@ -17,6 +17,7 @@ use crate::cluster::{
     PromoteReason, Step,
 };
 use crate::policy::config::{FailbackCommit, FailbackMode, FencingMode};
+use crate::policy::hook_reason_for_demote;
 use crate::types::NodeId;
 
 impl Policy {
@@ -563,7 +564,7 @@ impl Policy {
                         let reason = op.demote_reason(mv.direction);
                         self.start_demote(
                             epoch,
-                            HookReason::for_demote(reason),
+                            hook_reason_for_demote(reason),
                             AfterDemote::Replica {
                                 propose: Some(reason),
                             },

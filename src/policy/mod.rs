@@ -63,7 +63,10 @@ mod tests;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
-pub use action::{Action, ActionId, Event, HookKind, HookReason, HookRun, LocalRole, StatusNote};
+pub use action::{
+    hook_reason_for_demote, hook_reason_for_promote, Action, ActionId, Event, HookKind, HookReason, HookRun,
+    LocalRole, StatusNote,
+};
 pub use candidate::{best_candidate, eligibility, rank_candidates, CandidateView, Ineligible};
 pub use config::{
     FailbackCommit, FailbackMode, FencingMode, PolicyConfig, PolicyConfigError, MAX_LOCAL_RESTARTS,
@@ -377,7 +380,7 @@ impl Policy {
         // The leader then commits a new epoch instead.
         if let (Some(prev), Some(p)) = (self.seen_primary, st.primary.as_ref()) {
             if prev != cur && p.node == self.local && self.proposed_promote == Some(p.epoch) {
-                self.fresh = Some((p.epoch, HookReason::for_promote(p.reason)));
+                self.fresh = Some((p.epoch, hook_reason_for_promote(p.reason)));
             }
         }
         self.seen_primary = Some(cur);
@@ -495,7 +498,7 @@ impl Policy {
                     out.note(StatusNote::DemotedSelf { reason: why });
                     self.start_demote(
                         epoch,
-                        HookReason::for_demote(why),
+                        hook_reason_for_demote(why),
                         AfterDemote::Replica { propose: Some(why) },
                         now,
                         out,
@@ -625,7 +628,7 @@ impl Policy {
         out.note(StatusNote::HandingOver { reason });
         self.start_demote(
             epoch,
-            HookReason::for_demote(reason),
+            hook_reason_for_demote(reason),
             AfterDemote::Replica {
                 propose: Some(reason),
             },
@@ -718,7 +721,7 @@ impl Policy {
                 if let Some(why) = self.abandon.take() {
                     self.begin_demote(
                         epoch,
-                        HookReason::for_demote(why),
+                        hook_reason_for_demote(why),
                         AfterDemote::Replica { propose: Some(why) },
                     );
                 } else if ok {
@@ -754,6 +757,8 @@ impl Policy {
                     }
                 }
             }
+            // The policy never asks for the monitor hook (the monitor loop runs it).
+            HookKind::Monitor => {}
             HookKind::Rejoin => {
                 if self.role == LocalRole::Rejoining {
                     self.role = LocalRole::Replica;

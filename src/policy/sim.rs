@@ -622,7 +622,8 @@ impl Sim {
                 Action::Propose { cmd, .. } => !matches!(cmd, Command::Demote(_)),
                 Action::TransferLeadership { .. } => true,
                 Action::RunHook(h) => match h.hook {
-                    HookKind::Fence | HookKind::Rejoin => true,
+                    // The policy never asks for the monitor hook: doing so is a bug too.
+                    HookKind::Fence | HookKind::Rejoin | HookKind::Monitor => true,
                     // Allowed: startup demote, rule-3 demote, shutdown; not a restart or
                     // a hand-over of a healthy acting primary.
                     HookKind::Demote => {
@@ -712,6 +713,7 @@ impl Sim {
                 HookKind::Demote => self.rng.chance(85),
                 HookKind::Fence => self.rng.chance(60),
                 HookKind::Rejoin => self.rng.chance(80),
+                HookKind::Monitor => panic!("the policy asked for the monitor hook"),
             };
         // Some hooks hang well past an election timeout: that is what fencing is for.
         let dur = if self.settling {

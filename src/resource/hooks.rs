@@ -15,7 +15,6 @@
 //! the caller (executor, monitor loop) decides.
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt;
 use std::future::Future;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -25,11 +24,11 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
 
+pub use crate::types::{HookKind, HookReason};
 use crate::types::{Epoch, NodeId};
 
 /// Default cap on the output kept from one hook run. Enough for a useful error
@@ -61,93 +60,14 @@ const SPAWN_BUSY_BACKOFF: Duration = Duration::from_millis(20);
 /// Size of each read from the hook's stdout or stderr.
 const READ_CHUNK_BYTES: usize = 8 * 1024;
 
-/// The five things quorate asks of the operator's scripts.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum HookKind {
-    /// Make this node's service the primary (after `Promote{node, epoch}` committed).
-    Promote,
-    /// Stop acting as primary (lease lost, switchover, drain).
-    Demote,
-    /// Periodic health check of the local service.
-    Monitor,
-    /// Make sure the previous primary (`QUORATE_FENCE_TARGET`) can no longer act.
-    Fence,
-    /// Resynchronise a former primary's data before it serves as a replica.
-    Rejoin,
-}
-
-impl HookKind {
-    /// Every kind, in a fixed order (used for stats and `check`).
-    pub const ALL: [HookKind; 5] = [
-        HookKind::Promote,
-        HookKind::Demote,
-        HookKind::Monitor,
-        HookKind::Fence,
-        HookKind::Rejoin,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HookKind::Promote => "promote",
-            HookKind::Demote => "demote",
-            HookKind::Monitor => "monitor",
-            HookKind::Fence => "fence",
-            HookKind::Rejoin => "rejoin",
-        }
-    }
-
-    fn index(self) -> usize {
-        match self {
-            HookKind::Promote => 0,
-            HookKind::Demote => 1,
-            HookKind::Monitor => 2,
-            HookKind::Fence => 3,
-            HookKind::Rejoin => 4,
-        }
-    }
-}
-
-impl fmt::Display for HookKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Why a hook runs; passed to the script as `QUORATE_REASON` so it can, for example,
-/// skip a slow check on a planned switchover.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[serde(rename_all = "lowercase")]
-pub enum HookReason {
-    Startup,
-    Failover,
-    Switchover,
-    Failback,
-    Restart,
-    Rejoin,
-    Maintenance,
-    /// The periodic run of the monitor hook by the monitor loop.
-    Monitor,
-}
-
-impl HookReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HookReason::Startup => "startup",
-            HookReason::Failover => "failover",
-            HookReason::Switchover => "switchover",
-            HookReason::Failback => "failback",
-            HookReason::Restart => "restart",
-            HookReason::Rejoin => "rejoin",
-            HookReason::Maintenance => "maintenance",
-            HookReason::Monitor => "monitor",
-        }
-    }
-}
-
-impl fmt::Display for HookReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+/// Position of a kind in per-kind arrays (stats).
+fn kind_index(kind: HookKind) -> usize {
+    match kind {
+        HookKind::Promote => 0,
+        HookKind::Demote => 1,
+        HookKind::Monitor => 2,
+        HookKind::Fence => 3,
+        HookKind::Rejoin => 4,
     }
 }
 
@@ -285,7 +205,7 @@ pub struct HookStats {
 
 impl HookStats {
     pub fn get(&self, kind: HookKind) -> HookCounts {
-        let c = &self.per_kind[kind.index()];
+        let c = &self.per_kind[kind_index(kind)];
         HookCounts {
             runs: c.runs.load(Ordering::Relaxed),
             failures: c.failures.load(Ordering::Relaxed),
@@ -294,7 +214,7 @@ impl HookStats {
     }
 
     fn record(&self, outcome: &HookOutcome) {
-        let c = &self.per_kind[outcome.kind.index()];
+        let c = &self.per_kind[kind_index(outcome.kind)];
         c.runs.fetch_add(1, Ordering::Relaxed);
         if !outcome.ok {
             c.failures.fetch_add(1, Ordering::Relaxed);

@@ -829,7 +829,9 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-pub use quorate_chaos::hooklog::HookEvent;
+/// One line of the hook log (a type alias rather than a `pub use`, so test crates that do
+/// not use it get no unused-import warning).
+pub type HookEvent = quorate_chaos::hooklog::HookEvent;
 
 /// One round of `GET /primary` sent to every polled node at the same moment.
 #[derive(Clone, Debug)]
@@ -1172,9 +1174,15 @@ impl NetLab {
                 let _ = NetLab::ip(&["netns", "del", name]);
             }
         }
-        for line in NetLab::ip_out(&["-o", "link", "show", "type", "bridge"]).lines() {
-            let name = line.split(':').nth(1).map(str::trim).unwrap_or("");
-            if name.ends_with("br") && owner_gone(name, 2) {
+        // Bridges `q<pid>br` and host ends `q<pid>h<i>`, `q<pid>m<i>` (shown as `name@ifN`).
+        for line in NetLab::ip_out(&["-o", "link", "show"]).lines() {
+            let field = line.split(':').nth(1).map(str::trim).unwrap_or("");
+            let name = field.split('@').next().unwrap_or("");
+            let b = name.as_bytes();
+            let is_ours = b.len() > 3
+                && (name.ends_with("br")
+                    || (matches!(b[b.len() - 2], b'h' | b'm') && b[b.len() - 1].is_ascii_digit()));
+            if is_ours && owner_gone(name, 2) {
                 let _ = NetLab::ip(&["link", "del", name]);
             }
         }
@@ -1286,8 +1294,12 @@ impl NetLab {
 
 impl Drop for NetLab {
     fn drop(&mut self) {
-        // Deleting a namespace deletes the veth ends inside it, and with them their peers.
+        // Deleting one end of a veth pair deletes both. Done explicitly: a namespace outlives
+        // its name (and keeps its links) while the kernel still holds orphaned sockets of a
+        // killed daemon in it, which can take minutes after a partition.
         for i in 1..=self.n {
+            let _ = NetLab::ip(&["link", "del", &self.host_end(i)]);
+            let _ = NetLab::ip(&["link", "del", &format!("{}m{i}", self.tag)]);
             let _ = NetLab::ip(&["netns", "del", &self.ns(i)]);
         }
         let _ = NetLab::ip(&["link", "del", &self.bridge()]);
