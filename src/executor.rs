@@ -139,7 +139,12 @@ impl Executor {
             .map(|s| s.app.cluster.clone())
             .unwrap_or_default();
         let m = node.metrics();
-        let is_leader = m.state == ServerState::Leader;
+        // A new leader decides only from state it has fully applied: until the blank entry of
+        // its own term is applied, the committed state it sees may be missing commands the
+        // previous leader committed (and it could, say, abort an operation that already moved
+        // on). openraft commits that entry right after the election, so this costs one commit.
+        let is_leader = m.state == ServerState::Leader
+            && m.last_applied.map(|l| l.leader_id.term) == Some(m.current_term);
         let mut matched = BTreeMap::new();
         if let Some(rep) = &m.replication {
             for (id, l) in rep {

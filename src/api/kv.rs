@@ -120,6 +120,37 @@ fn propose_error(e: ProposeError) -> Response {
     }
 }
 
+/// While a switchover or failback moves the primary, the cluster pauses writes so the log
+/// stops growing and the target can be exactly in sync before it takes over (no
+/// acknowledged write is left behind on the old primary). A write arriving then is held
+/// until the pause ends, bounded by `WRITE_TIMEOUT` (then 503 with Retry-After).
+#[allow(clippy::result_large_err)] // an axum Response is the natural error here
+async fn wait_until_writes_resume(node: &Node) -> Result<(), Response> {
+    let paused = |node: &Node| {
+        node.sm
+            .read()
+            .map(|s| s.app.cluster.operation.as_ref().is_some_and(|o| o.writes_paused()))
+            .unwrap_or(false)
+    };
+    if !paused(node) {
+        return Ok(());
+    }
+    let mut applied = node.sm.subscribe_applied();
+    let deadline = tokio::time::Instant::now() + crate::node::WRITE_TIMEOUT;
+    while paused(node) {
+        match tokio::time::timeout_at(deadline, applied.changed()).await {
+            Ok(Ok(())) => {}
+            _ => {
+                return Err(error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "writes are paused while the primary moves (switchover or failback in progress); retry shortly",
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn write(
     node: Arc<Node>,
     cmd: KvCommand,
@@ -129,6 +160,9 @@ async fn write(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Err(r) = wait_until_writes_resume(&node).await {
+        return r;
+    }
     match node.propose(AppRequest::Kv(cmd)).await {
         Ok((AppResponse::Kv(KvResult::Ok { revision, .. }), _)) => {
             (StatusCode::OK, Json(WriteReply { revision })).into_response()
