@@ -125,6 +125,28 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Cluster secret tools (the secret authenticates and encrypts all cluster traffic).
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretCommand {
+    /// Print a new random cluster secret (32 bytes as hex) on stdout.
+    ///
+    /// Every node of a cluster needs the same secret, in a file only the daemon's user may
+    /// read: `quorate secret generate > /etc/quorate/secret && chmod 600 /etc/quorate/secret`
+    /// (the daemon refuses a secret readable by group or others), or use --out, which creates
+    /// the file with mode 0600. Set `secret_file` in every node's config. To rotate, set
+    /// `secret_file` to the new file and `previous_secret_file` to the old one on every node
+    /// (rolling restart), then remove `previous_secret_file` (rolling restart).
+    Generate {
+        /// Create FILE (mode 0600, never overwriting) instead of printing.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -265,7 +287,11 @@ fn init_logging(format: LogFormat) {
             return;
         }
     }
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Human => builder.init(),
@@ -378,6 +404,41 @@ async fn async_main(cli: Cli) -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check { file, json },
         } => config_check(&file, json),
+        Command::Secret {
+            command: SecretCommand::Generate { out },
+        } => secret_generate(out),
+    }
+}
+
+fn secret_generate(out: Option<PathBuf>) -> ExitCode {
+    use quorate::config::secret;
+    use std::io::IsTerminal;
+    match out {
+        Some(path) => match secret::write_new(&path) {
+            Ok(()) => {
+                eprintln!(
+                    "wrote a new cluster secret to {} (mode 0600); copy it to every node and set secret_file",
+                    path.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!(
+                    "error: cannot create {}: {e}; it must not exist yet (a secret is never overwritten)",
+                    path.display()
+                );
+                ExitCode::from(1)
+            }
+        },
+        None => {
+            print!("{}", secret::ClusterSecret::generate().to_text());
+            if !std::io::stdout().is_terminal() {
+                eprintln!(
+                    "note: restrict the file you saved this in with `chmod 600 FILE`: the daemon refuses a secret readable by group or others"
+                );
+            }
+            ExitCode::SUCCESS
+        }
     }
 }
 
@@ -427,7 +488,8 @@ async fn wait_for_signal() {
 fn config_check(file: &std::path::Path, json: bool) -> ExitCode {
     match Config::load(file) {
         Ok(c) => {
-            let hook_problems = c.check_hooks();
+            let mut hook_problems = c.check_secrets();
+            hook_problems.extend(c.check_hooks());
             if json {
                 let v = serde_json::json!({
                     "file": file.display().to_string(),

@@ -53,6 +53,8 @@ pub enum NodeError {
     Hooks(String),
     #[error("policy: {0}")]
     Policy(String),
+    #[error(transparent)]
+    Secret(#[from] crate::config::secret::SecretError),
 }
 
 /// Everything the API and the control loops share.
@@ -181,6 +183,15 @@ impl RunningNode {
     /// Starts every part of the node. Returns once all listeners are bound.
     pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         let config = Arc::new(config);
+        let keyring = crate::config::secret::Keyring::load(&config)?;
+        if keyring.is_none() {
+            tracing::warn!(
+                "NO CLUSTER SECRET: heartbeats and Raft traffic are neither authenticated nor encrypted; \
+                 anyone who can reach this node's ports can forge heartbeats and join Raft. \
+                 Fine for single-node development only: run `quorate secret generate > FILE`, \
+                 `chmod 600 FILE`, copy it to every node and set secret_file"
+            );
+        }
         let data_dir = DataDir::open_locked(&config.data_dir)?;
         let log = LogStore::open(&data_dir.raft_log_dir()).map_err(NodeError::Log)?;
         let sm = StateMachineStore::open(data_dir.snapshot_dir())?;
@@ -193,6 +204,13 @@ impl RunningNode {
             local: config.node.id,
             peers: Arc::new(peers),
             stats: net_stats.clone(),
+            keys: keyring.as_ref().map(|k| {
+                let (current, previous) = k.raft_keys();
+                Arc::new(crate::consensus::secure::RaftKeys {
+                    current: *current,
+                    previous: previous.copied(),
+                })
+            }),
         };
 
         let raft_listener = TcpListener::bind(config.listen.raft)
@@ -235,6 +253,13 @@ impl RunningNode {
                 suspect_after: config.timing.suspect_after,
                 dead_after: config.timing.dead_after,
             },
+            auth: keyring.as_ref().map(|k| {
+                let (current, previous) = k.heartbeat_keys();
+                heartbeat::HeartbeatAuth {
+                    current: *current,
+                    previous: previous.copied(),
+                }
+            }),
         };
         let heartbeat = heartbeat::HeartbeatService::start(hb_params, status_rx)
             .await

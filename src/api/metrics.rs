@@ -138,6 +138,8 @@ pub fn render(node: &Node) -> Result<String, std::fmt::Error> {
         ("foreign", c.heartbeats_dropped_foreign),
         ("unknown_peer", c.heartbeats_dropped_unknown_peer),
         ("stale", c.heartbeats_dropped_stale),
+        ("unauthenticated", c.heartbeats_dropped_unauthenticated),
+        ("replayed", c.heartbeats_dropped_replayed),
     ] {
         hb.get_or_create(&vec![("reason".into(), reason.into())])
             .inc_by(v);

@@ -197,6 +197,8 @@ fn counters(node: &Node) -> Counters {
         heartbeats_dropped_foreign: hb.dropped_foreign,
         heartbeats_dropped_unknown_peer: hb.dropped_unknown_peer,
         heartbeats_dropped_stale: hb.dropped_stale,
+        heartbeats_dropped_unauthenticated: hb.dropped_unauthenticated,
+        heartbeats_dropped_replayed: hb.dropped_replayed,
         raft_frames_rejected: net.frames_rejected.load(Relaxed),
         raft_handshakes_rejected: net.handshakes_rejected.load(Relaxed),
         raft_connections_rejected: net.connections_rejected.load(Relaxed),

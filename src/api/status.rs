@@ -57,6 +57,12 @@ pub struct Counters {
     pub heartbeats_dropped_foreign: u64,
     pub heartbeats_dropped_unknown_peer: u64,
     pub heartbeats_dropped_stale: u64,
+    /// Failed authentication (wrong secret, tampered, or plaintext while a secret is set).
+    #[serde(default)]
+    pub heartbeats_dropped_unauthenticated: u64,
+    /// Authenticated but replayed (duplicate, too old, older incarnation).
+    #[serde(default)]
+    pub heartbeats_dropped_replayed: u64,
     pub raft_frames_rejected: u64,
     pub raft_handshakes_rejected: u64,
     pub raft_connections_rejected: u64,

@@ -20,6 +20,7 @@ use crate::types::{NodeId, NodeRole};
 
 mod duration;
 mod schema;
+pub mod secret;
 mod validate;
 
 #[cfg(test)]
@@ -311,8 +312,12 @@ pub struct FailbackConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ApiConfig {
-    /// File holding the admin token for mutating endpoints (absolute).
+    /// File holding the admin token for mutating endpoints (absolute). `None`: the daemon
+    /// uses `<data_dir>/api.token`, creating it (mode 0600) on first start.
     pub token_file: Option<PathBuf>,
+    /// Require the token on reads too (status, KV reads, metrics...). `/health`, `/primary`
+    /// and `/replica` stay open: load balancers probe them.
+    pub protect_reads: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -357,7 +362,10 @@ pub struct Config {
     /// Every member, this node included, in file order.
     pub peers: Vec<Peer>,
     pub data_dir: PathBuf,
+    /// The cluster secret (see `secret`); `None` = plaintext cluster traffic (development).
     pub secret_file: Option<PathBuf>,
+    /// The secret being rotated out: still accepted while the new one is rolled out.
+    pub previous_secret_file: Option<PathBuf>,
     /// The "home" the operator wants as primary; always a voter in `peers`.
     pub preferred_primary: Option<NodeId>,
     pub timing: Timing,
@@ -484,6 +492,12 @@ impl Config {
     /// be deployed after the config is checked; the daemon calls this at start.
     pub fn check_hooks(&self) -> Vec<Problem> {
         validate::check_hooks(self)
+    }
+
+    /// Secret problems (missing: a warning; unreadable, mode too open, bad format: the
+    /// daemon would refuse to start). Not part of `load`, like `check_hooks`.
+    pub fn check_secrets(&self) -> Vec<Problem> {
+        secret::check(self)
     }
 
     /// One human line describing the effective settings (for `quorate config check`).

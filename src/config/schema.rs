@@ -22,6 +22,7 @@ pub(super) struct RawConfig {
     pub cluster: String,
     pub data_dir: String,
     pub secret_file: Option<String>,
+    pub previous_secret_file: Option<String>,
     #[serde(default)]
     pub profile: Profile,
     pub preferred_primary: Option<NodeId>,
@@ -111,6 +112,7 @@ pub(super) struct RawFailback {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawApi {
     pub token_file: Option<String>,
+    pub protect_reads: Option<bool>,
 }
 
 #[derive(Deserialize, Debug, Default)]

@@ -989,3 +989,53 @@ fn shipped_local_cluster_configs_validate() {
         "the three files must list the same members"
     );
 }
+
+#[test]
+fn rotation_and_api_keys_parse() {
+    let c = ok(&(with_top(
+        "secret_file = \"/etc/quorate/new\"\nprevious_secret_file = \"old\"",
+    ) + "\n[api]\nprotect_reads = true\n"));
+    assert_eq!(c.secret_file, Some(PathBuf::from("/etc/quorate/new")));
+    assert_eq!(c.previous_secret_file, Some(PathBuf::from("/etc/quorate/old")));
+    assert!(c.api.protect_reads);
+    let c = ok(THREE_NODES);
+    assert_eq!(c.previous_secret_file, None);
+    assert!(!c.api.protect_reads, "reads are open by default");
+}
+
+#[test]
+fn previous_secret_needs_a_current_one_and_a_different_file() {
+    rejected(
+        &with_top("previous_secret_file = \"/etc/quorate/old\""),
+        "previous_secret_file",
+        "secret_file is not",
+    );
+    rejected(
+        &with_top("secret_file = \"/s\"\nprevious_secret_file = \"/s\""),
+        "previous_secret_file",
+        "same file",
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn check_secrets_warns_without_a_secret_and_reports_an_open_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = ok(THREE_NODES);
+    let problems = c.check_secrets();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].key, "secret_file");
+    assert!(problems[0].message.contains("neither authenticated"), "{problems:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, secret::ClusterSecret::generate().to_text()).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = with_top("secret_file = \"secret\"");
+    let c = Config::from_str_at(&text, &dir.path().join("node1.toml")).unwrap();
+    let problems = c.check_secrets();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].message.contains("chmod 600"), "{problems:?}");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(c.check_secrets(), Vec::<Problem>::new());
+}

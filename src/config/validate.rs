@@ -189,6 +189,22 @@ pub(super) fn build(raw: RawConfig, source: PathBuf) -> Result<Config, Vec<Probl
     check_cluster_name(&mut c, &raw.cluster);
     let data_dir = c.path("data_dir", &raw.data_dir);
     let secret_file = c.optional_path("secret_file", raw.secret_file.as_ref());
+    let previous_secret_file =
+        c.optional_path("previous_secret_file", raw.previous_secret_file.as_ref());
+    if previous_secret_file.is_some() && raw.secret_file.is_none() {
+        c.push(
+            "previous_secret_file",
+            "is set but secret_file is not",
+            "set secret_file to the new secret; previous_secret_file names the old one during a rotation",
+        );
+    }
+    if previous_secret_file.is_some() && previous_secret_file == secret_file {
+        c.push(
+            "previous_secret_file",
+            "names the same file as secret_file",
+            "point it at the old secret, or remove it when the rotation is finished",
+        );
+    }
 
     if raw.node.id == 0 {
         c.push(
@@ -236,6 +252,7 @@ pub(super) fn build(raw: RawConfig, source: PathBuf) -> Result<Config, Vec<Probl
     let failback = resolve_failback(&mut c, &raw, resource.monitor_interval);
     let api = ApiConfig {
         token_file: c.optional_path("api.token_file", raw.api.token_file.as_ref()),
+        protect_reads: raw.api.protect_reads.unwrap_or(false),
     };
     let storage = resolve_storage(&mut c, &raw);
 
@@ -271,6 +288,7 @@ pub(super) fn build(raw: RawConfig, source: PathBuf) -> Result<Config, Vec<Probl
         peers,
         data_dir,
         secret_file,
+        previous_secret_file,
         preferred_primary: raw.preferred_primary,
         timing,
         profile: raw.profile,

@@ -35,6 +35,8 @@ pub enum CodecError {
     Decode(String),
     #[error("connection: {0}")]
     Io(#[from] std::io::Error),
+    #[error("encrypted channel: {0}")]
+    Channel(String),
 }
 
 fn bincode_config() -> impl bincode::config::Config {
@@ -84,23 +86,53 @@ pub fn from_bytes_unbounded<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Code
     Ok(value)
 }
 
-/// Writes one frame.
-pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
-    w: &mut W,
-    value: &T,
-) -> Result<(), CodecError> {
+/// Bytes of the length prefix of a frame.
+pub const LEN_PREFIX_BYTES: usize = 4;
+
+/// One complete frame (`len | version | body`) as bytes: what goes on a plaintext connection,
+/// and what the encrypted channel (`secure`) seals in chunks.
+pub fn encode_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
     let body = to_bytes(value)?;
     let len = body.len() + 1;
+    check_frame_len(len)?;
+    let mut buf = Vec::with_capacity(LEN_PREFIX_BYTES + len);
+    buf.extend_from_slice(&(len as u32).to_be_bytes());
+    buf.push(WIRE_VERSION);
+    buf.extend_from_slice(&body);
+    Ok(buf)
+}
+
+/// The check every reader makes on a frame's announced length *before* allocating for it.
+pub fn check_frame_len(len: usize) -> Result<(), CodecError> {
     if len > MAX_FRAME_BYTES {
         return Err(CodecError::FrameTooLarge {
             len,
             max: MAX_FRAME_BYTES,
         });
     }
-    let mut buf = Vec::with_capacity(4 + len);
-    buf.extend_from_slice(&(len as u32).to_be_bytes());
-    buf.push(WIRE_VERSION);
-    buf.extend_from_slice(&body);
+    if len == 0 {
+        return Err(CodecError::EmptyFrame);
+    }
+    Ok(())
+}
+
+/// Decodes the part of a frame after the length prefix (`version | body`).
+pub fn decode_frame_body<T: DeserializeOwned>(buf: &[u8]) -> Result<T, CodecError> {
+    let Some((&version, body)) = buf.split_first() else {
+        return Err(CodecError::EmptyFrame);
+    };
+    if version != WIRE_VERSION {
+        return Err(CodecError::UnsupportedVersion(version));
+    }
+    from_bytes(body)
+}
+
+/// Writes one frame.
+pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
+    w: &mut W,
+    value: &T,
+) -> Result<(), CodecError> {
+    let buf = encode_frame(value)?;
     w.write_all(&buf).await?;
     w.flush().await?;
     Ok(())
@@ -117,21 +149,10 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
         Err(e) => return Err(e.into()),
     }
     let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME_BYTES {
-        return Err(CodecError::FrameTooLarge {
-            len,
-            max: MAX_FRAME_BYTES,
-        });
-    }
-    if len == 0 {
-        return Err(CodecError::EmptyFrame);
-    }
+    check_frame_len(len)?;
     let mut buf = vec![0u8; len];
     r.read_exact(&mut buf).await?;
-    if buf[0] != WIRE_VERSION {
-        return Err(CodecError::UnsupportedVersion(buf[0]));
-    }
-    from_bytes(&buf[1..]).map(Some)
+    decode_frame_body(&buf).map(Some)
 }
 
 #[cfg(test)]

@@ -140,8 +140,14 @@ mod tests {
         assert!(!g.should_fire(1, 5, t0 + ms(5)), "too soon");
         assert!(g.should_fire(1, 5, t0 + ms(25)));
         assert!(g.should_fire(1, 5, t0 + ms(50)));
-        assert!(!g.should_fire(1, 5, t0 + ms(500)), "at most MAX_EARLY_CAMPAIGNS");
-        assert!(g.should_fire(1, 6, t0 + ms(501)), "a new term starts afresh");
+        assert!(
+            !g.should_fire(1, 5, t0 + ms(500)),
+            "at most MAX_EARLY_CAMPAIGNS"
+        );
+        assert!(
+            g.should_fire(1, 6, t0 + ms(501)),
+            "a new term starts afresh"
+        );
         assert!(g.should_fire(2, 6, t0 + ms(502)));
     }
 }

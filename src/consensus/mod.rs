@@ -5,6 +5,7 @@ pub mod codec;
 pub mod early_election;
 pub mod log_store;
 pub mod network;
+pub mod secure;
 pub mod snapshot;
 pub mod state_machine;
 pub mod types;

@@ -2,9 +2,12 @@
 //!
 //! One TCP connection per openraft client object (openraft keeps one per replication stream
 //! and one for votes), reused across RPCs and re-dialled with jittered backoff after a
-//! failure. Every connection starts with a `Hello` naming the cluster and both node ids, so a
-//! node of another cluster, or a stray client, is dropped before it reaches Raft.
-//! Requests on a connection are answered in order, one at a time.
+//! failure. With a cluster secret, every connection first runs the Noise handshake of
+//! `secure` (a node with another secret fails there and never reaches Raft) and then carries
+//! its frames encrypted; without one (development) frames travel in plaintext. Then comes a
+//! `Hello` naming the cluster and both node ids, so a node of another cluster, or a stray
+//! client, is dropped before it reaches Raft. Requests on a connection are answered in
+//! order, one at a time.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,18 +29,32 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::consensus::codec::{self, CodecError, SNAPSHOT_CHUNK_BYTES};
+use crate::config::secret::KeySlot;
+use crate::consensus::codec::{CodecError, SNAPSHOT_CHUNK_BYTES};
+use crate::consensus::secure::{self, FrameConn, RaftKeys, SecureError};
 use crate::consensus::snapshot::MAX_SNAPSHOT_BYTES;
 use crate::consensus::types::{Raft, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
 use crate::types::NodeId;
 use crate::util::RateLimitedLog;
 
+/// Least time an append RPC may take. openraft gives replication and heartbeats a timeout of
+/// one Raft heartbeat interval (50 ms in the lan profile); a batch of large entries, a slow
+/// fsync on the follower or a loaded CPU easily exceeds that, and cancelling the RPC then
+/// throws away the follower's answer, drops the connection and retries the same batch
+/// forever (nothing commits). Acknowledgements carry their send time, so a slow answer never
+/// extends the leader lease beyond what was really acknowledged.
+pub const MIN_APPEND_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a dial may take before the peer counts as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a new connection has to introduce itself.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Inbound Raft connections accepted at once (each openraft peer uses a handful).
 pub const MAX_INBOUND_CONNECTIONS: usize = 64;
+/// Inbound connections one peer (by node id, after the handshake) may hold at once. openraft
+/// opens one per replication stream plus votes and snapshots, a handful; a peer past this is
+/// misbehaving (or reconnecting in a loop) and must not starve the others of the global
+/// limit.
+pub const MAX_CONNECTIONS_PER_PEER: usize = 16;
 /// First and largest wait before re-dialling a peer that could not be reached.
 pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_millis(500);
@@ -106,6 +123,8 @@ pub struct NetParams {
     /// Raft address of every member (by id).
     pub peers: Arc<HashMap<NodeId, SocketAddr>>,
     pub stats: Arc<NetStats>,
+    /// Noise PSKs from the cluster secret; `None` = plaintext (development only).
+    pub keys: Option<Arc<RaftKeys>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -139,13 +158,36 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             conn: None,
             next_dial: None,
             backoff: RECONNECT_BACKOFF_MIN,
+            slot: KeySlot::Current,
         }
     }
 }
 
-struct Conn {
-    r: BufReader<OwnedReadHalf>,
-    w: OwnedWriteHalf,
+type Conn = FrameConn<BufReader<OwnedReadHalf>, OwnedWriteHalf>;
+
+/// Dials `addr` and, with keys, runs the Noise handshake under `slot`'s key.
+async fn connect(
+    addr: SocketAddr,
+    keys: Option<&RaftKeys>,
+    slot: KeySlot,
+    cluster_id: u64,
+) -> Result<Conn, String> {
+    let s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| format!("dial {addr} timed out after {CONNECT_TIMEOUT:?}"))?
+        .map_err(|e| format!("dial {addr}: {e}"))?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (r, mut w) = s.into_split();
+    let mut r = BufReader::new(r);
+    let Some(keys) = keys else {
+        return Ok(FrameConn::plain(r, w));
+    };
+    let handshake = secure::initiate(&mut r, &mut w, keys.key(slot), cluster_id);
+    match tokio::time::timeout(HELLO_TIMEOUT, handshake).await {
+        Ok(Ok(t)) => Ok(FrameConn::secure(r, w, t)),
+        Ok(Err(e)) => Err(format!("secure handshake with {addr}: {e}")),
+        Err(_) => Err(format!("secure handshake with {addr} timed out")),
+    }
 }
 
 pub struct PeerClient {
@@ -157,6 +199,9 @@ pub struct PeerClient {
     /// a dead peer costs one refused dial per backoff period, not one per RPC.
     next_dial: Option<Instant>,
     backoff: Duration,
+    /// The key this peer last accepted; during a rotation the other one is tried when it
+    /// fails (a peer not yet given the new secret only knows the old one).
+    slot: KeySlot,
 }
 
 fn unreachable<E: std::fmt::Display>(what: E) -> RPCError<TypeConfig> {
@@ -181,15 +226,31 @@ impl PeerClient {
             }
         }
         let res = async {
-            let s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-                .await
-                .map_err(|_| format!("dial {addr} timed out after {CONNECT_TIMEOUT:?}"))?
-                .map_err(|e| format!("dial {addr}: {e}"))?;
-            s.set_nodelay(true).map_err(|e| e.to_string())?;
-            let (r, w) = s.into_split();
-            let mut conn = Conn {
-                r: BufReader::new(r),
-                w,
+            let keys = self.params.keys.clone();
+            let cluster_id = self.params.cluster_id;
+            let mut conn = match connect(addr, keys.as_deref(), self.slot, cluster_id).await {
+                Ok(c) => c,
+                Err(first) => {
+                    let other = match self.slot {
+                        KeySlot::Current => KeySlot::Previous,
+                        KeySlot::Previous => KeySlot::Current,
+                    };
+                    match keys.as_deref().filter(|k| k.previous.is_some()) {
+                        Some(k) => match connect(addr, Some(k), other, cluster_id).await {
+                            Ok(c) => {
+                                tracing::info!(
+                                    node = self.target,
+                                    "raft handshake succeeded with the {} secret",
+                                    if other == KeySlot::Previous { "previous" } else { "current" }
+                                );
+                                self.slot = other;
+                                c
+                            }
+                            Err(_) => return Err(first),
+                        },
+                        None => return Err(first),
+                    }
+                }
             };
             let hello = RpcRequest::Hello {
                 cluster_id: self.params.cluster_id,
@@ -220,6 +281,12 @@ impl PeerClient {
                     .stats
                     .dial_failures
                     .fetch_add(1, Ordering::Relaxed);
+                if e.contains("secure handshake") {
+                    secure::handshake_log().warn(
+                        "raft-handshake-out",
+                        format_args!("cannot open an authenticated raft connection to node {}: {e}", self.target),
+                    );
+                }
                 let jitter = rand::thread_rng().gen_range(0.5..1.5);
                 self.next_dial = Some(Instant::now() + self.backoff.mul_f64(jitter));
                 self.backoff = (self.backoff * 2).min(RECONNECT_BACKOFF_MAX);
@@ -258,8 +325,8 @@ impl PeerClient {
 }
 
 async fn exchange(conn: &mut Conn, req: &RpcRequest) -> Result<RpcResponse, CodecError> {
-    codec::write_frame(&mut conn.w, req).await?;
-    match codec::read_frame(&mut conn.r).await? {
+    conn.send(req).await?;
+    match conn.recv().await? {
         Some(r) => Ok(r),
         None => Err(CodecError::Io(std::io::Error::new(
             std::io::ErrorKind::UnexpectedEof,
@@ -281,7 +348,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         match self
-            .call(&RpcRequest::Append(rpc), option.hard_ttl())
+            .call(&RpcRequest::Append(rpc), option.hard_ttl().max(MIN_APPEND_TIMEOUT))
             .await?
         {
             RpcResponse::Append(r) => Ok(r),
@@ -389,6 +456,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
 /// Accepts Raft connections until the task is dropped.
 pub async fn serve(listener: TcpListener, raft: Raft, params: NetParams) {
     let permits = Arc::new(Semaphore::new(MAX_INBOUND_CONNECTIONS));
+    let per_peer = Arc::new(PeerConnections::default());
     let log = Arc::new(RateLimitedLog::new(Duration::from_secs(10)));
     loop {
         let (stream, peer_addr) = match listener.accept().await {
@@ -416,8 +484,9 @@ pub async fn serve(listener: TcpListener, raft: Raft, params: NetParams) {
         let raft = raft.clone();
         let params = params.clone();
         let log = log.clone();
+        let per_peer = per_peer.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle_conn(stream, raft, &params).await {
+            if let Err(e) = handle_conn(stream, raft, &params, &per_peer).await {
                 params.stats.frames_rejected.fetch_add(1, Ordering::Relaxed);
                 log.warn(
                     "raft-conn",
@@ -429,23 +498,96 @@ pub async fn serve(listener: TcpListener, raft: Raft, params: NetParams) {
     }
 }
 
+/// Open inbound connections per peer node (see `MAX_CONNECTIONS_PER_PEER`).
+#[derive(Default)]
+struct PeerConnections {
+    open: std::sync::Mutex<HashMap<NodeId, usize>>,
+}
+
+/// One counted connection; uncounts itself when dropped.
+struct PeerSlot<'a> {
+    owner: &'a PeerConnections,
+    peer: NodeId,
+}
+
+impl PeerConnections {
+    /// `None` when `peer` already holds `MAX_CONNECTIONS_PER_PEER` connections.
+    fn try_take(&self, peer: NodeId) -> Option<PeerSlot<'_>> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(peer).or_insert(0);
+        if *n >= MAX_CONNECTIONS_PER_PEER {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot { owner: self, peer })
+    }
+}
+
+impl Drop for PeerSlot<'_> {
+    fn drop(&mut self) {
+        let mut open = self.owner.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.peer);
+            }
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 enum ConnError {
     #[error("{0}")]
     Codec(#[from] CodecError),
     #[error("handshake: {0}")]
     Handshake(String),
+    #[error("secure handshake: {0}")]
+    Secure(#[from] SecureError),
     #[error("no hello within {HELLO_TIMEOUT:?}")]
     HelloTimeout,
 }
 
-async fn handle_conn(stream: TcpStream, raft: Raft, params: &NetParams) -> Result<(), ConnError> {
+async fn handle_conn(
+    stream: TcpStream,
+    raft: Raft,
+    params: &NetParams,
+    per_peer: &PeerConnections,
+) -> Result<(), ConnError> {
     let _ = stream.set_nodelay(true);
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
-    let hello: Option<RpcRequest> = tokio::time::timeout(HELLO_TIMEOUT, codec::read_frame(&mut r))
+    let mut conn: Conn = match &params.keys {
+        None => FrameConn::plain(r, w),
+        Some(keys) => {
+            let handshake = secure::respond(&mut r, &mut w, keys, params.cluster_id);
+            let res = match tokio::time::timeout(HELLO_TIMEOUT, handshake).await {
+                Ok(res) => res,
+                Err(_) => {
+                    params
+                        .stats
+                        .handshakes_rejected
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Err(ConnError::HelloTimeout);
+                }
+            };
+            match res {
+                Ok((t, _slot)) => FrameConn::secure(r, w, t),
+                // Closed before saying anything: a port probe or a health check, not an attack.
+                Err(SecureError::ClosedInHandshake) => return Ok(()),
+                Err(e) => {
+                    params
+                        .stats
+                        .handshakes_rejected
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Err(e.into());
+                }
+            }
+        }
+    };
+    let hello: Option<RpcRequest> = tokio::time::timeout(HELLO_TIMEOUT, conn.recv())
         .await
         .map_err(|_| ConnError::HelloTimeout)??;
+    let _slot;
     match hello {
         None => return Ok(()),
         Some(RpcRequest::Hello {
@@ -470,10 +612,22 @@ async fn handle_conn(stream: TcpStream, raft: Raft, params: &NetParams) -> Resul
                     .stats
                     .handshakes_rejected
                     .fetch_add(1, Ordering::Relaxed);
-                let _ = codec::write_frame(&mut w, &RpcResponse::Refused(p.clone())).await;
+                let _ = conn.send(&RpcResponse::Refused(p.clone())).await;
                 return Err(ConnError::Handshake(p));
             }
-            codec::write_frame(&mut w, &RpcResponse::HelloOk).await?;
+            let Some(slot) = per_peer.try_take(from) else {
+                params
+                    .stats
+                    .connections_rejected
+                    .fetch_add(1, Ordering::Relaxed);
+                let p = format!(
+                    "node {from} already holds {MAX_CONNECTIONS_PER_PEER} raft connections (MAX_CONNECTIONS_PER_PEER)"
+                );
+                let _ = conn.send(&RpcResponse::Refused(p.clone())).await;
+                return Err(ConnError::Handshake(p));
+            };
+            _slot = slot;
+            conn.send(&RpcResponse::HelloOk).await?;
         }
         Some(other) => {
             return Err(ConnError::Handshake(format!(
@@ -486,7 +640,7 @@ async fn handle_conn(stream: TcpStream, raft: Raft, params: &NetParams) -> Resul
     // Snapshot chunks of one transfer arrive in order on one connection.
     let mut snapshot_buf: Vec<u8> = Vec::new();
     loop {
-        let Some(req) = codec::read_frame::<_, RpcRequest>(&mut r).await? else {
+        let Some(req) = conn.recv::<RpcRequest>().await? else {
             return Ok(());
         };
         let resp = match req {
@@ -548,7 +702,7 @@ async fn handle_conn(stream: TcpStream, raft: Raft, params: &NetParams) -> Resul
                 }
             }
         };
-        codec::write_frame(&mut w, &resp).await?;
+        conn.send(&resp).await?;
     }
 }
 

@@ -1,12 +1,14 @@
 //! UDP heartbeats: every node sends a small datagram to every peer on every link each
 //! `heartbeat_interval`; a pure detector turns what arrives into a per-peer liveness view.
 //!
-//! - [`wire`]: the datagram codec (pure; an authentication layer wraps it later).
+//! - [`wire`]: the datagram codec (pure).
+//! - [`seal`]: AEAD sealing of datagrams with the cluster secret, and the replay window.
 //! - [`detector`]: the failure detector (pure; time is passed in).
 //! - [`socket`]: binding the UDP socket with socket2.
 //! - [`service`]: the tokio task tying them together and publishing a `watch` of the view.
 
 pub mod detector;
+pub mod seal;
 pub mod service;
 pub mod socket;
 pub mod wire;
@@ -16,7 +18,7 @@ pub use detector::{
     PeerView,
 };
 pub use service::{
-    DropReason, HeartbeatError, HeartbeatHandle, HeartbeatParams, HeartbeatService, HeartbeatStats,
+    DropReason, HeartbeatAuth, HeartbeatError, HeartbeatHandle, HeartbeatParams, HeartbeatService, HeartbeatStats,
     LocalStatus, LogRateLimiter, StatsSnapshot,
 };
 pub use socket::SocketError;

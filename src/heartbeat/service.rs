@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 use super::detector::{
     Detector, DetectorConfig, DetectorError, LocalIdentity, Observation, PeerView,
 };
+use super::seal::{KeySlot, OpenError, ReplayVerdict, ReplayWindow, Sealer, NONCE_BYTES};
 use super::socket::{self, SocketError};
 use super::wire::{self, DecodeError, Heartbeat, RaftRoleWire, MAX_DATAGRAM_BYTES};
 use crate::types::{Epoch, NodeId, NodeRole, ResourceHealth};
@@ -69,6 +70,27 @@ pub struct HeartbeatParams {
     /// network's address.
     pub peers: Vec<(NodeId, Vec<SocketAddr>)>,
     pub detector: DetectorConfig,
+    /// Heartbeat keys derived from the cluster secret; `None` sends and accepts plaintext
+    /// (development only: anyone on the network can then forge heartbeats).
+    pub auth: Option<HeartbeatAuth>,
+}
+
+/// The heartbeat AEAD keys (see `config::secret` and `seal`). Debug never prints them.
+#[derive(Clone)]
+pub struct HeartbeatAuth {
+    /// From `secret_file`: every datagram is sealed with it (unless the peer still uses the
+    /// previous one), and it is tried first when opening.
+    pub current: [u8; 32],
+    /// From `previous_secret_file`, during a rotation: accepted too.
+    pub previous: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for HeartbeatAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeartbeatAuth")
+            .field("previous", &self.previous.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Counters of the service, readable at any time (metrics endpoint, tests).
@@ -89,6 +111,11 @@ pub struct HeartbeatStats {
     pub dropped_unknown_peer: AtomicU64,
     /// Duplicate, reordered, or from a previous incarnation of the sender.
     pub dropped_stale: AtomicU64,
+    /// Failed authentication (wrong secret, tampered) or plaintext while a secret is set.
+    pub dropped_unauthenticated: AtomicU64,
+    /// Authenticated but replayed: duplicate, too far behind, or from an older incarnation
+    /// (the replay window of `seal`).
+    pub dropped_replayed: AtomicU64,
     /// Datagrams that could not be sent (no route, buffer full, encoding failed).
     pub send_errors: AtomicU64,
     /// Errors reading the socket.
@@ -105,6 +132,8 @@ pub struct StatsSnapshot {
     pub dropped_foreign: u64,
     pub dropped_unknown_peer: u64,
     pub dropped_stale: u64,
+    pub dropped_unauthenticated: u64,
+    pub dropped_replayed: u64,
     pub send_errors: u64,
     pub recv_errors: u64,
 }
@@ -120,6 +149,8 @@ impl HeartbeatStats {
             dropped_foreign: get(&self.dropped_foreign),
             dropped_unknown_peer: get(&self.dropped_unknown_peer),
             dropped_stale: get(&self.dropped_stale),
+            dropped_unauthenticated: get(&self.dropped_unauthenticated),
+            dropped_replayed: get(&self.dropped_replayed),
             send_errors: get(&self.send_errors),
             recv_errors: get(&self.recv_errors),
         }
@@ -132,6 +163,8 @@ impl HeartbeatStats {
             DropReason::Foreign => &self.dropped_foreign,
             DropReason::UnknownPeer => &self.dropped_unknown_peer,
             DropReason::Stale => &self.dropped_stale,
+            DropReason::Unauthenticated => &self.dropped_unauthenticated,
+            DropReason::Replayed => &self.dropped_replayed,
             DropReason::SendError => &self.send_errors,
             DropReason::RecvError => &self.recv_errors,
         }
@@ -152,10 +185,12 @@ pub enum DropReason {
     Stale,
     SendError,
     RecvError,
+    Unauthenticated,
+    Replayed,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::Malformed,
         DropReason::Oversized,
         DropReason::Foreign,
@@ -163,6 +198,8 @@ impl DropReason {
         DropReason::Stale,
         DropReason::SendError,
         DropReason::RecvError,
+        DropReason::Unauthenticated,
+        DropReason::Replayed,
     ];
 
     fn index(self) -> usize {
@@ -178,6 +215,8 @@ impl DropReason {
             DropReason::Stale => "stale",
             DropReason::SendError => "send_error",
             DropReason::RecvError => "recv_error",
+            DropReason::Unauthenticated => "unauthenticated",
+            DropReason::Replayed => "replayed",
         }
     }
 }
@@ -346,7 +385,7 @@ impl HeartbeatService {
                 by_addr.insert(normalize(*addr), (*peer, link));
             }
         }
-        let incarnation: u64 = rand::random();
+        let incarnation = new_incarnation();
         // Read through tokio's clock, like the task does, so that tests with paused time see
         // one consistent clock.
         let now = std_now();
@@ -379,12 +418,19 @@ impl HeartbeatService {
             local_status,
             seq: 0,
             log_limiter: LogRateLimiter::new(DROP_LOG_INTERVAL),
+            sealer: params
+                .auth
+                .as_ref()
+                .map(|a| Sealer::new(&a.current, a.previous.as_ref())),
+            replay: ReplayWindow::new(),
+            peer_slot: HashMap::new(),
         };
         tracing::info!(
             node = params.local,
             %local_addr,
             incarnation,
             peers = state.peers.len(),
+            authenticated = state.sealer.is_some(),
             "heartbeat service started"
         );
         let task = runtime.spawn(state.run(stop_rx));
@@ -413,6 +459,24 @@ struct ServiceState {
     /// Sending round counter: the same value on every datagram of one round.
     seq: u64,
     log_limiter: LogRateLimiter,
+    /// `Some` when a cluster secret is configured: datagrams are sealed and must be.
+    sealer: Option<Sealer>,
+    /// Replay protection of authenticated datagrams (meaningless without a secret).
+    replay: ReplayWindow,
+    /// During a rotation: the key each peer last sealed with, so we answer it in a key it
+    /// can open (a peer not yet given the new secret only knows the old one).
+    peer_slot: HashMap<NodeId, KeySlot>,
+}
+
+/// A new incarnation: the wall clock in nanoseconds since the Unix epoch. It only has to grow
+/// from one process start to the next (the replay window rejects datagrams of smaller
+/// incarnations, so a recording of a node's previous life cannot be replayed). If the clock
+/// is before the epoch (broken), fall back to a random value: liveness over replay defence.
+fn new_incarnation() -> u64 {
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+        Err(_) => rand::random(),
+    }
 }
 
 fn std_now() -> Instant {
@@ -520,7 +584,15 @@ impl ServiceState {
                 sent_mono_ns: local.mono_ns(now),
                 echo: self.detector.echo_for(peer, now),
             };
-            let bytes = match wire::encode(&hb) {
+            let encoded = match &self.sealer {
+                Some(sealer) => {
+                    let slot = self.peer_slot.get(&peer).copied().unwrap_or_default();
+                    let nonce: [u8; NONCE_BYTES] = rand::random();
+                    sealer.seal(&hb, slot, nonce)
+                }
+                None => wire::encode(&hb),
+            };
+            let bytes = match encoded {
                 Ok(b) => b,
                 Err(e) => {
                     self.drop_event(now, DropReason::SendError, None, &e.to_string());
@@ -544,12 +616,26 @@ impl ServiceState {
 
     fn on_datagram(&mut self, now: Instant, bytes: &[u8], src: SocketAddr) {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
-        let hb = match wire::decode(bytes) {
-            Ok(hb) => hb,
-            Err(DecodeError::TooLong { len }) => {
+        let decoded = match &self.sealer {
+            Some(sealer) => sealer.open(bytes).map(|(hb, slot)| (hb, Some(slot))),
+            None => wire::decode(bytes)
+                .map(|hb| (hb, None))
+                .map_err(OpenError::Inner),
+        };
+        let (hb, slot) = match decoded {
+            Ok(x) => x,
+            Err(OpenError::TooLong { len } | OpenError::Inner(DecodeError::TooLong { len })) => {
                 // `len` is the buffer size: the datagram was at least that long.
                 let detail = format!("datagram of {len}+ bytes exceeds {MAX_DATAGRAM_BYTES}");
                 self.drop_event(now, DropReason::Oversized, Some(src), &detail);
+                return;
+            }
+            Err(e @ (OpenError::Unauthenticated | OpenError::Plaintext)) => {
+                self.drop_event(now, DropReason::Unauthenticated, Some(src), &e.to_string());
+                return;
+            }
+            Err(OpenError::Inner(e)) => {
+                self.drop_event(now, DropReason::Malformed, Some(src), &e.to_string());
                 return;
             }
             Err(e) => {
@@ -590,6 +676,28 @@ impl ServiceState {
                 return;
             }
         };
+        if let Some(slot) = slot {
+            // Authenticated and from a configured (peer, link): now the replay check, whose
+            // state therefore only ever holds configured pairs.
+            let verdict = self
+                .replay
+                .admit(hb.from, link_index, hb.incarnation, hb.seq);
+            if verdict != ReplayVerdict::Fresh {
+                let detail = format!(
+                    "replayed heartbeat from node {} ({verdict:?}: incarnation {}, seq {}); \
+                     if that node's clock was stepped back before it restarted, restart this node too",
+                    hb.from, hb.incarnation, hb.seq
+                );
+                self.drop_event(now, DropReason::Replayed, Some(src), &detail);
+                return;
+            }
+            if self.peer_slot.insert(hb.from, slot) != Some(slot) && slot == KeySlot::Previous {
+                tracing::info!(
+                    node = hb.from,
+                    "peer seals heartbeats with the previous secret: answering it with that one until it is given the new secret"
+                );
+            }
+        }
         match self.detector.observe(now, hb.from, link_index, &hb) {
             Observation::Accepted { restarted, changed } => {
                 if restarted {
@@ -671,6 +779,7 @@ mod tests {
             bind: "127.0.0.1:0".parse().unwrap(),
             peers,
             detector: detector_cfg(),
+            auth: None,
         }
     }
 
@@ -1096,5 +1205,171 @@ mod tests {
         h.shutdown_and_wait().await;
         let rebound = socket::bind_std(addr);
         assert!(rebound.is_ok(), "{rebound:?}");
+    }
+
+    fn auth(current: u8, previous: Option<u8>) -> Option<HeartbeatAuth> {
+        Some(HeartbeatAuth {
+            current: [current; 32],
+            previous: previous.map(|p| [p; 32]),
+        })
+    }
+
+    fn from_node2(incarnation: u64, seq: u64) -> Heartbeat {
+        Heartbeat {
+            cluster_id: wire::cluster_id("test-cluster"),
+            from: 2,
+            to: 1,
+            incarnation,
+            seq,
+            term: 4,
+            member_role: NodeRole::Voter,
+            raft_state: RaftRoleWire::Follower,
+            leader_id: None,
+            primary_epoch: None,
+            applied_index: 0,
+            health: ResourceHealth::Healthy,
+            sent_mono_ns: 777,
+            echo: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_with_another_secret_is_never_seen_and_is_counted() {
+        let sockets: Vec<std::net::UdpSocket> = (0..3).map(|_| bind_local()).collect();
+        let addrs: Vec<SocketAddr> = sockets.iter().map(|s| s.local_addr().unwrap()).collect();
+        let ids: [NodeId; 3] = [1, 2, 3];
+        let keys = [7u8, 7, 8]; // node 3 has the wrong secret
+        let mut handles = Vec::new();
+        let mut txs = Vec::new();
+        for (i, socket) in sockets.into_iter().enumerate() {
+            let peers = (0..3)
+                .filter(|&j| j != i)
+                .map(|j| (ids[j], vec![addrs[j]]))
+                .collect();
+            let mut p = params(ids[i], peers);
+            p.auth = auth(keys[i], None);
+            let (tx, rx) = watch::channel(status(1));
+            handles.push(HeartbeatService::start_with_socket(socket, p, rx).unwrap());
+            txs.push(tx);
+        }
+        for (me, other) in [(0usize, 2u64), (1, 1)] {
+            wait_view(&mut handles[me].view, "the peer with the same secret alive", |v| {
+                v.peer(other).is_some_and(|p| p.state == Liveness::Alive)
+            })
+            .await;
+        }
+        for h in &handles[..2] {
+            wait_stats(&h.stats, "node 3's datagrams dropped as unauthenticated", |s| {
+                s.dropped_unauthenticated >= 3
+            })
+            .await;
+        }
+        // Node 3 hears nothing it can open either, and nobody ever saw it alive.
+        wait_stats(&handles[2].stats, "node 3 drops both peers", |s| {
+            s.dropped_unauthenticated >= 6
+        })
+        .await;
+        for h in &handles[..2] {
+            assert_eq!(
+                h.view.borrow().peer(3).map(|p| p.state),
+                Some(Liveness::Unknown)
+            );
+        }
+        assert!(handles[2]
+            .view
+            .borrow()
+            .peers
+            .iter()
+            .all(|p| p.state == Liveness::Unknown));
+        for h in handles {
+            h.shutdown_and_wait().await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tampered_replayed_and_plaintext_datagrams_are_dropped() {
+        let service_socket = bind_local();
+        let service_addr = service_socket.local_addr().unwrap();
+        let node2 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        node2.set_read_timeout(Some(WAIT)).unwrap();
+        let mut p = params(1, vec![(2, vec![node2.local_addr().unwrap()])]);
+        p.auth = auth(7, None);
+        let (_tx, rx) = watch::channel(status(4));
+        let mut h = HeartbeatService::start_with_socket(service_socket, p, rx).unwrap();
+        let sealer = Sealer::new(&[7; 32], None);
+        let seal = |hb: &Heartbeat| sealer.seal(hb, KeySlot::Current, rand::random()).unwrap();
+        let send = |bytes: &[u8]| {
+            node2.send_to(bytes, service_addr).unwrap();
+        };
+
+        // Tampered: one flipped bit in the ciphertext.
+        let mut tampered = seal(&from_node2(5, 1));
+        let i = tampered.len() - 20;
+        tampered[i] ^= 0x01;
+        send(&tampered);
+        // Plaintext, otherwise perfect.
+        send(&wire::encode(&from_node2(5, 1)).unwrap());
+        wait_stats(&h.stats, "tampered and plaintext dropped", |s| {
+            s.dropped_unauthenticated == 2
+        })
+        .await;
+        assert_eq!(h.view.borrow().peer(2).map(|p| p.state), Some(Liveness::Unknown));
+
+        // Genuine: accepted.
+        let genuine = seal(&from_node2(5, 10));
+        send(&genuine);
+        wait_view(&mut h.view, "node 2 alive", |v| {
+            v.peer(2).is_some_and(|p| p.state == Liveness::Alive)
+        })
+        .await;
+        // Replayed byte for byte, too far behind, and from an older incarnation.
+        send(&genuine);
+        send(&seal(&from_node2(5, 10 + crate::heartbeat::seal::REPLAY_WINDOW_SEQS + 5)));
+        send(&seal(&from_node2(5, 10)));
+        send(&seal(&from_node2(4, 1_000)));
+        wait_stats(&h.stats, "replays dropped", |s| s.dropped_replayed == 3).await;
+        let s = h.stats.snapshot();
+        assert_eq!(s.dropped_unauthenticated, 2, "{s:?}");
+        assert_eq!(s.dropped_malformed, 0, "{s:?}");
+
+        // What the service sends is sealed: unreadable as plaintext, readable with the key.
+        let mut buf = [0u8; MAX_DATAGRAM_BYTES + 1];
+        let (n, _) = node2.recv_from(&mut buf).unwrap();
+        assert!(wire::decode(&buf[..n]).is_err());
+        let (hb, slot) = sealer.open(&buf[..n]).unwrap();
+        assert_eq!((hb.from, hb.to, slot), (1, 2, KeySlot::Current));
+        h.shutdown_and_wait().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn during_rotation_a_peer_on_the_old_secret_is_heard_and_answered_in_it() {
+        let service_socket = bind_local();
+        let service_addr = service_socket.local_addr().unwrap();
+        let node2 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        node2.set_read_timeout(Some(WAIT)).unwrap();
+        let mut p = params(1, vec![(2, vec![node2.local_addr().unwrap()])]);
+        p.auth = auth(9, Some(7)); // new secret 9, previous 7
+        let (_tx, rx) = watch::channel(status(4));
+        let mut h = HeartbeatService::start_with_socket(service_socket, p, rx).unwrap();
+        let old_only = Sealer::new(&[7; 32], None);
+        let bytes = old_only
+            .seal(&from_node2(5, 1), KeySlot::Current, rand::random())
+            .unwrap();
+        node2.send_to(&bytes, service_addr).unwrap();
+        wait_view(&mut h.view, "node 2 alive on the previous secret", |v| {
+            v.peer(2).is_some_and(|p| p.state == Liveness::Alive)
+        })
+        .await;
+        // Once heard, node 2 gets datagrams it can open with the old secret alone.
+        let deadline = std::time::Instant::now() + WAIT;
+        let mut buf = [0u8; MAX_DATAGRAM_BYTES + 1];
+        loop {
+            assert!(std::time::Instant::now() < deadline, "never answered in the old secret");
+            let (n, _) = node2.recv_from(&mut buf).unwrap();
+            if old_only.open(&buf[..n]).is_ok() {
+                break;
+            }
+        }
+        h.shutdown_and_wait().await;
     }
 }

@@ -3,9 +3,10 @@
 //! A datagram is `MAGIC` (4 bytes) + `WIRE_VERSION` (1 byte) + the bincode 2 (`standard()`
 //! config, byte limit) encoding of one [`Heartbeat`]. Nothing else travels in it.
 //!
-//! `encode` and `decode` are pure functions of bytes so that an authentication layer (AEAD with
-//! the cluster secret) can later wrap them without touching the socket or the detector: the
-//! sealed datagram would be `seal(encode(hb))` and the receiver would run `decode(open(bytes))`.
+//! `encode` and `decode` are pure functions of bytes so that the authentication layer
+//! (`seal`: AEAD with a key derived from the cluster secret) wraps them without touching the
+//! socket or the detector: a sealed datagram is `seal(encode(hb))` and the receiver runs
+//! `decode(open(bytes))`. Without a secret the plaintext encoding goes on the wire as is.
 //!
 //! Decoding is strict: the input must be the one canonical encoding of some heartbeat (no
 //! trailing bytes, no over-long varints). That makes "valid datagram" a precise notion that the

@@ -158,7 +158,8 @@ fn marker_cluster(nodes: usize, profile: &str) -> Result<(LocalCluster, PathBuf)
     std::fs::write(&hook, MARKER).map_err(|e| e.to_string())?;
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| e.to_string())?;
     }
     let mut extra = String::from("[resource]\n");
     for h in ["promote", "demote", "fence", "rejoin"] {
@@ -167,16 +168,27 @@ fn marker_cluster(nodes: usize, profile: &str) -> Result<(LocalCluster, PathBuf)
     extra.push_str("fencing = \"best-effort\"\n");
     c.append_config(&extra).map_err(|e| e.to_string())?;
     let log = c.path().join("hooks.log");
-    c.env.push(("QUORATE_MARKER_LOG".into(), log.display().to_string()));
+    c.env
+        .push(("QUORATE_MARKER_LOG".into(), log.display().to_string()));
     c.env.push(("QUORATE_LOG".into(), "warn".into()));
     Ok((c, log))
 }
 
 async fn http_status(client: &reqwest::Client, url: &str) -> Option<u16> {
-    client.get(url).send().await.ok().map(|r| r.status().as_u16())
+    client
+        .get(url)
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
 }
 
-async fn wait_primary(c: &LocalCluster, http: &reqwest::Client, exclude: Option<u64>, timeout: Duration) -> Option<u64> {
+async fn wait_primary(
+    c: &LocalCluster,
+    http: &reqwest::Client,
+    exclude: Option<u64>,
+    timeout: Duration,
+) -> Option<u64> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         for id in c.ids() {
@@ -194,11 +206,18 @@ async fn wait_primary(c: &LocalCluster, http: &reqwest::Client, exclude: Option<
 }
 
 async fn failover(nodes: usize, profile: &str, trials: usize) -> Result<serde_json::Value, String> {
-    let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_millis(300)).build().map_err(|e| e.to_string())?;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .map_err(|e| e.to_string())?;
     let (mut c, log) = marker_cluster(nodes, profile)?;
     c.start_all().map_err(|e| e.to_string())?;
-    let mut primary = wait_primary(&c, &http, None, Duration::from_secs(30)).await.ok_or("no primary")?;
-    let (mut detect, mut elect, mut hook, mut serve, mut write) = (vec![], vec![], vec![], vec![], vec![]);
+    let mut primary = wait_primary(&c, &http, None, Duration::from_secs(30))
+        .await
+        .ok_or("no primary")?;
+    let (mut detect, mut elect, mut hook, mut serve, mut write) =
+        (vec![], vec![], vec![], vec![], vec![]);
     for trial in 0..trials {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let survivors: Vec<u64> = c.ids().into_iter().filter(|i| *i != primary).collect();
@@ -210,26 +229,43 @@ async fn failover(nodes: usize, profile: &str, trials: usize) -> Result<serde_js
         let mut new_primary = None;
         let deadline = t0 + Duration::from_secs(30);
         let mut key = 0u64;
-        while Instant::now() < deadline && (t_detect.is_none() || t_elect.is_none() || t_serve.is_none() || t_write.is_none()) {
+        while Instant::now() < deadline
+            && (t_detect.is_none() || t_elect.is_none() || t_serve.is_none() || t_write.is_none())
+        {
             for id in &survivors {
                 let api = c.node(*id).ok_or("node")?.member.api;
                 if t_detect.is_none() || t_elect.is_none() {
                     if let Some(st) = c.status(*id).await {
-                        if t_detect.is_none() && st.peers.iter().any(|p| p.id == primary && p.heartbeat != "alive") {
+                        if t_detect.is_none()
+                            && st
+                                .peers
+                                .iter()
+                                .any(|p| p.id == primary && p.heartbeat != "alive")
+                        {
                             t_detect = Some(t0.elapsed());
                         }
-                        if t_elect.is_none() && st.term > old_term && st.leader_id.is_some() && st.leader_id != Some(primary) {
+                        if t_elect.is_none()
+                            && st.term > old_term
+                            && st.leader_id.is_some()
+                            && st.leader_id != Some(primary)
+                        {
                             t_elect = Some(t0.elapsed());
                         }
                     }
                 }
-                if t_serve.is_none() && http_status(&http, &format!("http://{api}/primary")).await == Some(200) {
+                if t_serve.is_none()
+                    && http_status(&http, &format!("http://{api}/primary")).await == Some(200)
+                {
                     t_serve = Some(t0.elapsed());
                     new_primary = Some(*id);
                 }
                 if t_write.is_none() {
                     key += 1;
-                    let r = http.put(format!("http://{api}/v1/kv/bench/failover/{trial}/{key}")).body("x").send().await;
+                    let r = http
+                        .put(format!("http://{api}/v1/kv/bench/failover/{trial}/{key}"))
+                        .body("x")
+                        .send()
+                        .await;
                     if r.map(|r| r.status().as_u16() == 200).unwrap_or(false) {
                         t_write = Some(t0.elapsed());
                     }
@@ -238,7 +274,9 @@ async fn failover(nodes: usize, profile: &str, trials: usize) -> Result<serde_js
         }
         let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0).unwrap_or(f64::NAN);
         // The promote hook's own start time, on the same monotonic clock as the kill.
-        let events = quorate_chaos::hooklog::parse(&std::fs::read_to_string(&log).unwrap_or_default()).map_err(|e| e.to_string())?;
+        let events =
+            quorate_chaos::hooklog::parse(&std::fs::read_to_string(&log).unwrap_or_default())
+                .map_err(|e| e.to_string())?;
         let t_hook = events
             .iter()
             .find(|e| e.event == "promote" && e.at_ns > kill_ns)
@@ -257,9 +295,16 @@ async fn failover(nodes: usize, profile: &str, trials: usize) -> Result<serde_js
         primary = new_primary.ok_or("no new primary in 30 s")?;
     }
     let anomalies = quorate_chaos::hooklog::check_exclusive(
-        &quorate_chaos::hooklog::parse(&std::fs::read_to_string(&log).unwrap_or_default()).map_err(|e| e.to_string())?,
+        &quorate_chaos::hooklog::parse(&std::fs::read_to_string(&log).unwrap_or_default())
+            .map_err(|e| e.to_string())?,
     );
-    let rows = [("detection (suspect)", &detect), ("election", &elect), ("promote hook start", &hook), ("/primary 200", &serve), ("first acked write", &write)];
+    let rows = [
+        ("detection (suspect)", &detect),
+        ("election", &elect),
+        ("promote hook start", &hook),
+        ("/primary 200", &serve),
+        ("first acked write", &write),
+    ];
     println!("failover, {nodes} nodes, profile {profile}, {trials} trials (ms after kill -9):");
     let mut out = serde_json::Map::new();
     for (name, v) in rows {
@@ -267,35 +312,61 @@ async fn failover(nodes: usize, profile: &str, trials: usize) -> Result<serde_js
         print_summary(name, "ms", &s);
         out.insert(name.to_string(), json!(s));
     }
-    println!("hook-log anomalies (two primaries / epoch reuse): {}", anomalies.len());
-    Ok(json!({ "bench": "failover", "nodes": nodes, "profile": profile, "trials": trials, "phases_ms": out, "anomalies": anomalies.len() }))
+    println!(
+        "hook-log anomalies (two primaries / epoch reuse): {}",
+        anomalies.len()
+    );
+    Ok(
+        json!({ "bench": "failover", "nodes": nodes, "profile": profile, "trials": trials, "phases_ms": out, "anomalies": anomalies.len() }),
+    )
 }
 
 async fn kv(clients: &str, duration: u64, value_size: usize) -> Result<serde_json::Value, String> {
-    let counts: Vec<usize> = clients.split(',').map(|x| x.trim().parse().map_err(|_| format!("bad client count {x:?}"))).collect::<Result<_, _>>()?;
+    let counts: Vec<usize> = clients
+        .split(',')
+        .map(|x| {
+            x.trim()
+                .parse()
+                .map_err(|_| format!("bad client count {x:?}"))
+        })
+        .collect::<Result<_, _>>()?;
     let mut spec = ClusterSpec::voters(3);
     spec.env.push(("QUORATE_LOG".into(), "warn".into()));
     let mut c = LocalCluster::create(&spec).map_err(|e| e.to_string())?;
     c.start_all().map_err(|e| e.to_string())?;
-    let (leader, _) = c.wait_agreed_leader(Duration::from_secs(30)).await.ok_or("no leader")?;
+    let (leader, _) = c
+        .wait_agreed_leader(Duration::from_secs(30))
+        .await
+        .ok_or("no leader")?;
     let api = c.node(leader).ok_or("leader")?.member.api;
     let value = vec![b'v'; value_size];
     let mut results = Vec::new();
     println!("KV on the leader, 3 nodes, fsync on, {value_size}-byte values, {duration} s per row");
-    println!("{:>8} {:>12} {:>10} {:>10} {:>10}", "clients", "writes/s", "p50 ms", "p99 ms", "p999 ms");
+    println!(
+        "{:>8} {:>12} {:>10} {:>10} {:>10}",
+        "clients", "writes/s", "p50 ms", "p99 ms", "p999 ms"
+    );
     for n in counts {
         let stop = Instant::now() + Duration::from_secs(duration);
         let mut tasks = Vec::new();
         for client_id in 0..n {
             let value = value.clone();
             tasks.push(tokio::spawn(async move {
-                let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().ok()?;
+                let http = reqwest::Client::builder()
+                    .no_proxy()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .ok()?;
                 let mut lat = Vec::new();
                 let mut i = 0u64;
                 while Instant::now() < stop {
                     i += 1;
                     let t = Instant::now();
-                    let r = http.put(format!("http://{api}/v1/kv/bench/{client_id}/{i}")).body(value.clone()).send().await;
+                    let r = http
+                        .put(format!("http://{api}/v1/kv/bench/{client_id}/{i}"))
+                        .body(value.clone())
+                        .send()
+                        .await;
                     if r.map(|r| r.status().as_u16() == 200).unwrap_or(false) {
                         lat.push(t.elapsed().as_secs_f64() * 1000.0);
                     }
@@ -312,7 +383,12 @@ async fn kv(clients: &str, duration: u64, value_size: usize) -> Result<serde_jso
         lat.sort_by(|a, b| a.total_cmp(b));
         let rate = lat.len() as f64 / duration as f64;
         let p = |q| quorate_chaos::stats::percentile(&lat, q);
-        println!("{n:>8} {rate:>12.0} {:>10.2} {:>10.2} {:>10.2}", p(50.0), p(99.0), p(99.9));
+        println!(
+            "{n:>8} {rate:>12.0} {:>10.2} {:>10.2} {:>10.2}",
+            p(50.0),
+            p(99.0),
+            p(99.9)
+        );
         results.push(json!({"clients": n, "writes_per_s": rate, "p50_ms": p(50.0), "p99_ms": p(99.0), "p999_ms": p(99.9)}));
     }
     // Reads: linearizable (ReadIndex on the leader) and stale, 16 clients, 5 s each.
@@ -326,7 +402,13 @@ async fn kv(clients: &str, duration: u64, value_size: usize) -> Result<serde_jso
                 let http = reqwest::Client::builder().no_proxy().build().ok()?;
                 let mut ok = 0u64;
                 while Instant::now() < stop {
-                    if http.get(&url).send().await.map(|r| r.status().is_success()).unwrap_or(false) {
+                    if http
+                        .get(&url)
+                        .send()
+                        .await
+                        .map(|r| r.status().is_success())
+                        .unwrap_or(false)
+                    {
                         ok += 1;
                     }
                 }
@@ -344,14 +426,28 @@ async fn kv(clients: &str, duration: u64, value_size: usize) -> Result<serde_jso
 }
 
 async fn switchover(trials: usize, rate: u64) -> Result<serde_json::Value, String> {
-    let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().map_err(|e| e.to_string())?;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| e.to_string())?;
     let (mut c, _log) = marker_cluster(3, "lan")?;
     c.start_all().map_err(|e| e.to_string())?;
-    let mut primary = wait_primary(&c, &http, None, Duration::from_secs(30)).await.ok_or("no primary")?;
-    let apis: Vec<std::net::SocketAddr> = c.ids().iter().filter_map(|i| c.node(*i).map(|n| n.member.api)).collect();
+    let mut primary = wait_primary(&c, &http, None, Duration::from_secs(30))
+        .await
+        .ok_or("no primary")?;
+    let apis: Vec<std::net::SocketAddr> = c
+        .ids()
+        .iter()
+        .filter_map(|i| c.node(*i).map(|n| n.member.api))
+        .collect();
     let mut pauses = Vec::new();
     for trial in 0..trials {
-        let target = c.ids().into_iter().find(|i| *i != primary).ok_or("no target")?;
+        let target = c
+            .ids()
+            .into_iter()
+            .find(|i| *i != primary)
+            .ok_or("no target")?;
         // Writer: one write every 1/rate s to any node (followers forward), recording ack times.
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writer = {
@@ -366,7 +462,14 @@ async fn switchover(trials: usize, rate: u64) -> Result<serde_json::Value, Strin
                     i += 1;
                     let api = apis[(i as usize) % apis.len()];
                     let t = Instant::now();
-                    if http.put(format!("http://{api}/v1/kv/sw/{trial}/{i}")).body("x").send().await.map(|r| r.status().as_u16() == 200).unwrap_or(false) {
+                    if http
+                        .put(format!("http://{api}/v1/kv/sw/{trial}/{i}"))
+                        .body("x")
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16() == 200)
+                        .unwrap_or(false)
+                    {
                         acks.push(Instant::now());
                     }
                     if let Some(rest) = period.checked_sub(t.elapsed()) {
@@ -378,15 +481,28 @@ async fn switchover(trials: usize, rate: u64) -> Result<serde_json::Value, Strin
         };
         tokio::time::sleep(Duration::from_millis(500)).await;
         let api = c.node(primary).ok_or("node")?.member.api;
-        let r = http.post(format!("http://{api}/v1/switchover")).body(json!({"to": target}).to_string()).send().await.map_err(|e| e.to_string())?;
+        let r = http
+            .post(format!("http://{api}/v1/switchover"))
+            .body(json!({"to": target}).to_string())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
         if r.status().as_u16() != 200 {
-            return Err(format!("switchover refused: {}", r.text().await.unwrap_or_default()));
+            return Err(format!(
+                "switchover refused: {}",
+                r.text().await.unwrap_or_default()
+            ));
         }
-        let np = wait_primary(&c, &http, Some(primary), Duration::from_secs(30)).await.ok_or("switchover did not finish")?;
+        let np = wait_primary(&c, &http, Some(primary), Duration::from_secs(30))
+            .await
+            .ok_or("switchover did not finish")?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let acks = writer.await.map_err(|e| e.to_string())?;
-        let gap = acks.windows(2).map(|w| w[1].duration_since(w[0]).as_secs_f64() * 1000.0).fold(0.0, f64::max);
+        let gap = acks
+            .windows(2)
+            .map(|w| w[1].duration_since(w[0]).as_secs_f64() * 1000.0)
+            .fold(0.0, f64::max);
         eprintln!("trial {trial}: {primary} -> {np}: longest gap between acknowledged writes {gap:.1} ms ({} writes)", acks.len());
         pauses.push(gap);
         primary = np;
@@ -394,15 +510,25 @@ async fn switchover(trials: usize, rate: u64) -> Result<serde_json::Value, Strin
     }
     let s = summarize(&pauses);
     print_summary("switchover write pause", "ms", &s);
-    Ok(json!({"bench": "switchover", "trials": trials, "rate": rate, "write_pause_ms": s, "samples_ms": pauses}))
+    Ok(
+        json!({"bench": "switchover", "trials": trials, "rate": rate, "write_pause_ms": s, "samples_ms": pauses}),
+    )
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
-        Cmd::Failover { nodes, profile, trials } => failover(nodes, &profile, trials).await,
-        Cmd::Kv { clients, duration, value_size } => kv(&clients, duration, value_size).await,
+        Cmd::Failover {
+            nodes,
+            profile,
+            trials,
+        } => failover(nodes, &profile, trials).await,
+        Cmd::Kv {
+            clients,
+            duration,
+            value_size,
+        } => kv(&clients, duration, value_size).await,
         Cmd::Switchover { trials, rate } => switchover(trials, rate).await,
         Cmd::Election {
             nodes,

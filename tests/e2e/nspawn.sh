@@ -1,0 +1,789 @@
+#!/usr/bin/env bash
+# tests/e2e/nspawn.sh — quorate under real systemd: three systemd-nspawn containers, one node each.
+#
+# What it proves (each check prints PASS or FAIL; the script exits 1 on any failure):
+#   verify     `systemd-analyze verify` accepts cluster-config/systemd/quorate.service
+#   config     `quorate config check` accepts each container's generated config
+#   active     all three quorate.service units reach active (Type=notify: READY=1 was sent)
+#   primary    exactly one node answers GET /primary with 200, and every node names it
+#   kill9      kill -9 of the primary's daemon: systemd restarts it and another node takes over
+#   watchdog   SIGSTOP of the primary's daemon: the systemd watchdog kills and restarts it,
+#              never two primaries meanwhile, exactly one afterwards
+#   stop       `systemctl stop quorate` on the primary: it demotes, another node promotes after
+#              that, the unit stops with Result=success
+#   rejoin     the stopped node starts again and rejoins as a replica; still one primary
+#
+# How: a minimal Debian root filesystem made by debootstrap (cached under
+# ${TMPDIR:-/tmp}/quorate-e2e-rootfs, rebuilt when missing or broken) boots three times with
+# `systemd-nspawn --volatile=overlay` (the cache is never written), on a bridge inside a private
+# network namespace with no route out (10.231.0.0/24; the host side of the namespace is .1, the
+# nodes .11-.13). The release binary, the unit, the configs and the marker hook are bind-mounted
+# read-only. The host drives the nodes with `nsenter -t <container init> -a systemctl ...` and
+# talks to their APIs with curl inside the namespace.
+#
+# Run as root on a Debian host: tests/e2e/nspawn.sh   (.ci/run calls it)
+# Environment knobs:
+#   QUORATE_BIN=PATH          use this binary instead of building target/release/quorate
+#   QUORATE_E2E_ROOTFS=DIR    rootfs cache (default ${TMPDIR:-/tmp}/quorate-e2e-rootfs)
+#   QUORATE_E2E_MIRROR=URL    Debian mirror for debootstrap (default http://deb.debian.org/debian)
+#   QUORATE_E2E_KEEP=1        keep the work dir (configs, console logs) after the run
+# Runtime: about a minute with a cached rootfs and a built binary; the first debootstrap adds 1-2
+# minutes. Every wait is bounded.
+set -euo pipefail
+
+# ---- constants ------------------------------------------------------------------------------
+readonly REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+readonly NETNS=qe2e
+readonly NETNS_PATH=/run/netns/$NETNS
+readonly BRIDGE=qe2ebr0
+readonly SUBNET=10.231.0
+readonly HOST_ADDR=$SUBNET.1
+readonly NODES=(1 2 3)
+readonly API_PORT=7401 RAFT_PORT=7411 HEARTBEAT_PORT=7421
+readonly ROOTFS=${QUORATE_E2E_ROOTFS:-${TMPDIR:-/tmp}/quorate-e2e-rootfs}
+# Bump when the rootfs recipe below changes: an older cache is rebuilt.
+readonly ROOTFS_RECIPE=2
+readonly ROOTFS_PACKAGES=systemd,systemd-sysv,dbus,iproute2,curl
+readonly MIRROR=${QUORATE_E2E_MIRROR:-http://deb.debian.org/debian}
+readonly LOCK_FILE=/run/lock/quorate-e2e.lock
+# Short watchdog for the test (the shipped unit says 10s); the daemon feeds it every half.
+readonly WATCHDOG_SEC=4
+# Bounds, in seconds.
+readonly DEBOOTSTRAP_TIMEOUT=900
+readonly BOOT_TIMEOUT=40
+readonly START_TIMEOUT=60
+readonly PRIMARY_TIMEOUT=30
+readonly FAILOVER_TIMEOUT=30
+readonly RESTART_TIMEOUT=30
+readonly WATCHDOG_TIMEOUT=$((WATCHDOG_SEC + 30))
+readonly STOP_TIMEOUT=75
+readonly CONTAINER_STOP_TIMEOUT=15
+readonly HTTP_TIMEOUT=1
+
+# The suite must match the host's: the binary is built here and bind-mounted in (glibc).
+SUITE=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
+SUITE=${SUITE:-bookworm}
+
+T0=$SECONDS
+WORK=""
+FAILURES=0
+SKIP_REST=0
+declare -A NSPAWN_PID=() INIT_PID=()
+
+# ---- output ---------------------------------------------------------------------------------
+log() { printf '[e2e %3ds] %s\n' $((SECONDS - T0)) "$*"; }
+pass() { printf '[e2e %3ds] PASS %-9s %s\n' $((SECONDS - T0)) "$1" "$2"; }
+fail() {
+    printf '[e2e %3ds] FAIL %-9s %s\n' $((SECONDS - T0)) "$1" "$2" >&2
+    FAILURES=$((FAILURES + 1))
+    SKIP_REST=1
+}
+# A broken environment (not a failed check): say what and stop.
+die() {
+    printf '[e2e %3ds] ERROR %s\n' $((SECONDS - T0)) "$*" >&2
+    FAILURES=$((FAILURES + 1))
+    exit 2
+}
+
+# ---- cgroups --------------------------------------------------------------------------------
+# With no systemd on the host (--keep-unit, --register=no) nspawn needs its own cgroup: one
+# directory per container in the named `systemd` v1 hierarchy and the v2 `unified` one (hybrid
+# layout), or in /sys/fs/cgroup itself on a pure v2 host.
+cgroup_roots() {
+    if [ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ]; then
+        echo /sys/fs/cgroup
+        return
+    fi
+    local h
+    for h in systemd unified; do
+        [ -d "/sys/fs/cgroup/$h" ] && echo "/sys/fs/cgroup/$h"
+    done
+}
+
+machine() { echo "qe2e-n$1"; }
+
+# Kills every process left in our cgroup directories (they are ours: we created them) and
+# removes the directories, deepest first.
+remove_cgroups() {
+    local n root dir pid round
+    for n in "${NODES[@]}"; do
+        for root in $(cgroup_roots); do
+            dir=$root/$(machine "$n")
+            [ -d "$dir" ] || continue
+            for round in 1 2 3 4 5 6 7 8 9 10; do
+                local pids
+                pids=$(find "$dir" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u)
+                [ -z "$pids" ] && break
+                for pid in $pids; do kill -KILL "$pid" 2>/dev/null || true; done
+                sleep 0.2
+            done
+            find "$dir" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+            [ -d "$dir" ] && log "warning: could not remove cgroup $dir"
+        done
+    done
+}
+
+# ---- container control ----------------------------------------------------------------------
+# Runs a command inside node $1's container (all of its namespaces, its root).
+cexec() {
+    local n=$1
+    shift
+    nsenter -t "${INIT_PID[$n]}" -a -- "$@"
+}
+
+stop_containers() {
+    local n pid deadline
+    for n in "${!NSPAWN_PID[@]}"; do
+        kill -TERM "${NSPAWN_PID[$n]}" 2>/dev/null || true
+    done
+    deadline=$((SECONDS + CONTAINER_STOP_TIMEOUT))
+    for n in "${!NSPAWN_PID[@]}"; do
+        pid=${NSPAWN_PID[$n]}
+        while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+        if kill -0 "$pid" 2>/dev/null; then
+            log "container $(machine "$n") did not stop within ${CONTAINER_STOP_TIMEOUT}s of SIGTERM: SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        wait "$pid" 2>/dev/null || true
+    done
+    NSPAWN_PID=()
+    INIT_PID=()
+}
+
+remove_network() {
+    if [ -e "$NETNS_PATH" ]; then
+        ip netns delete "$NETNS" 2>/dev/null || log "warning: could not delete network namespace $NETNS"
+    fi
+}
+
+# Leftovers of a previous run that died without cleaning up (kill -9, power loss).
+remove_leftovers() {
+    remove_cgroups
+    remove_network
+    local n
+    for n in "${NODES[@]}"; do rm -rf "/run/systemd/nspawn/propagate/$(machine "$n")"; done
+}
+
+dump_logs() {
+    local n
+    log "---- diagnostics ----"
+    for n in "${NODES[@]}"; do
+        [ -n "${WORK:-}" ] || break
+        echo "==== $(machine "$n"): console (last 30 lines)"
+        tail -n 30 "$WORK/n$n/console.log" 2>/dev/null || true
+        if [ -n "${INIT_PID[$n]:-}" ] && kill -0 "${INIT_PID[$n]}" 2>/dev/null; then
+            echo "==== $(machine "$n"): systemctl status quorate"
+            timeout 10 nsenter -t "${INIT_PID[$n]}" -a -- systemctl --no-pager status quorate 2>&1 | head -n 20 || true
+            echo "==== $(machine "$n"): journalctl -u quorate (last 150 lines)"
+            timeout 10 nsenter -t "${INIT_PID[$n]}" -a -- journalctl --no-pager -o short-monotonic -u quorate -n 150 2>&1 || true
+            echo "==== $(machine "$n"): marker log (hooks other than monitor)"
+            timeout 10 nsenter -t "${INIT_PID[$n]}" -a -- cat /var/lib/quorate/hooks.log 2>/dev/null | grep -v ' monitor ' | tail -n 40 || true
+        fi
+    done
+}
+
+cleanup() {
+    local rc=$?
+    set +e
+    trap - EXIT INT TERM
+    if [ "$rc" -ne 0 ] || [ "$FAILURES" -ne 0 ]; then
+        dump_logs
+    fi
+    stop_containers
+    remove_leftovers
+    if [ -n "$WORK" ] && [ -d "$WORK" ]; then
+        if [ "${QUORATE_E2E_KEEP:-}" = 1 ]; then
+            log "kept the work dir $WORK"
+        else
+            rm -rf "$WORK"
+        fi
+    fi
+    if [ "$rc" -eq 0 ] && [ "$FAILURES" -ne 0 ]; then rc=1; fi
+    if [ "$rc" -eq 0 ]; then
+        log "all checks passed in $((SECONDS - T0))s"
+    else
+        log "FAILED ($FAILURES failure(s), exit $rc) after $((SECONDS - T0))s"
+    fi
+    exit "$rc"
+}
+
+# ---- preflight ------------------------------------------------------------------------------
+preflight() {
+    [ "$(id -u)" = 0 ] || die "must run as root (it creates a network namespace, cgroups and containers)"
+    command -v apt-get >/dev/null || die "needs a Debian host with apt-get"
+    local need="" pkg cmd
+    for pair in debootstrap:debootstrap systemd-nspawn:systemd-container curl:curl jq:jq \
+        nsenter:util-linux ip:iproute2 flock:util-linux systemd-analyze:systemd; do
+        cmd=${pair%%:*}
+        pkg=${pair#*:}
+        command -v "$cmd" >/dev/null 2>&1 || need="$need $pkg"
+    done
+    if [ -n "$need" ]; then
+        log "installing:$need"
+        apt-get update -qq || log "warning: apt-get update failed; trying the install anyway"
+        # shellcheck disable=SC2086
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null ||
+            die "apt-get install$need failed; install them by hand and re-run"
+    fi
+    [ -n "$(cgroup_roots)" ] || die "no usable cgroup hierarchy under /sys/fs/cgroup (need the named 'systemd' v1 hierarchy plus 'unified', or pure cgroup v2)"
+}
+
+# ---- build ----------------------------------------------------------------------------------
+build_binary() {
+    if [ -n "${QUORATE_BIN:-}" ]; then
+        BIN=$QUORATE_BIN
+    else
+        log "cargo build --release -p quorate"
+        (cd "$REPO" && CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-1} cargo build --release -q -p quorate) ||
+            die "cargo build --release -p quorate failed"
+        BIN=$REPO/target/release/quorate
+    fi
+    [ -x "$BIN" ] || die "quorate binary $BIN is missing or not executable"
+    "$BIN" --version >/dev/null 2>&1 || "$BIN" --help >/dev/null 2>&1 || die "$BIN does not run on this host"
+}
+
+# ---- root filesystem ------------------------------------------------------------------------
+rootfs_ok() {
+    local r=$1 f
+    [ "$(cat "$r/.quorate-e2e-recipe" 2>/dev/null)" = "$ROOTFS_RECIPE $SUITE $ROOTFS_PACKAGES" ] || return 1
+    for f in usr/lib/systemd/systemd usr/bin/systemctl usr/bin/dbus-daemon usr/sbin/ip usr/bin/curl bin/sh; do
+        [ -x "$r/$f" ] || return 1
+    done
+    chroot "$r" /bin/sh -c 'systemctl --version >/dev/null && ip -V >/dev/null && curl --version >/dev/null' \
+        >/dev/null 2>&1 || return 1
+}
+
+ensure_rootfs() {
+    if rootfs_ok "$ROOTFS"; then
+        log "reusing the cached root filesystem $ROOTFS"
+        return
+    fi
+    [ -e "$ROOTFS" ] && log "cached root filesystem $ROOTFS is missing, stale or broken: rebuilding it"
+    rm -rf "$ROOTFS" "$ROOTFS".partial.*
+    local tmp=$ROOTFS.partial.$$
+    mkdir -p "$(dirname "$ROOTFS")"
+    log "debootstrap $SUITE into $tmp (about a minute)"
+    if ! timeout "$DEBOOTSTRAP_TIMEOUT" debootstrap --variant=minbase --include="$ROOTFS_PACKAGES" \
+        "$SUITE" "$tmp" "$MIRROR" >"$tmp.log" 2>&1; then
+        tail -n 30 "$tmp.log" >&2
+        rm -rf "$tmp"
+        die "debootstrap $SUITE from $MIRROR failed or took over ${DEBOOTSTRAP_TIMEOUT}s (log above)"
+    fi
+    rm -f "$tmp.log"
+    # Boot only what the test needs: no gettys, no apt/fstrim timers. The hostname comes from
+    # nspawn (machine name), the machine id from a per-container bind mount.
+    rm -f "$tmp"/etc/systemd/system/getty.target.wants/* \
+        "$tmp"/etc/systemd/system/timers.target.wants/* \
+        "$tmp"/etc/systemd/system/multi-user.target.wants/e2scrub_reap.service \
+        "$tmp"/etc/hostname
+    ln -sf /dev/null "$tmp/etc/systemd/system/console-getty.service"
+    rm -rf "$tmp"/var/cache/apt/archives/*.deb "$tmp"/var/lib/apt/lists/*
+    echo "$ROOTFS_RECIPE $SUITE $ROOTFS_PACKAGES" >"$tmp/.quorate-e2e-recipe"
+    rootfs_ok "$tmp" || { rm -rf "$tmp"; die "the freshly built root filesystem fails its own sanity check"; }
+    mv "$tmp" "$ROOTFS"
+}
+
+# ---- per-node files -------------------------------------------------------------------------
+node_addr() { echo "$SUBNET.$((10 + $1))"; }
+
+write_node_files() {
+    local n=$1 d=$WORK/n$1 addr m
+    addr=$(node_addr "$n")
+    mkdir -p "$d/etc/hooks" "$d/unit.d"
+    install -m 0755 "$REPO/cluster-config/local/hooks/marker.sh" "$d/etc/hooks/marker.sh"
+    install -m 0600 "$WORK/secret" "$d/etc/secret"
+    {
+        echo "# generated by tests/e2e/nspawn.sh for node $n"
+        echo 'cluster = "e2e"'
+        echo 'data_dir = "/var/lib/quorate"'
+        echo 'profile = "lan"'
+        echo 'secret_file = "/etc/quorate/secret"'
+        echo
+        echo '[node]'
+        echo "id = $n"
+        echo 'role = "voter"'
+        echo 'priority = 100'
+        echo
+        echo '[listen]'
+        echo "raft = \"$addr:$RAFT_PORT\""
+        echo "heartbeat = \"$addr:$HEARTBEAT_PORT\""
+        echo "api = \"$addr:$API_PORT\""
+        echo
+        echo '[resource]'
+        for hook in promote demote monitor fence rejoin; do
+            echo "$hook = \"/etc/quorate/hooks/marker.sh\""
+        done
+        echo 'failure_threshold = 3'
+        echo 'fencing = "best-effort"'
+        for m in "${NODES[@]}"; do
+            echo
+            echo '[[peer]]'
+            echo "id = $m"
+            echo 'role = "voter"'
+            echo "raft = \"$(node_addr "$m"):$RAFT_PORT\""
+            echo "heartbeat = [\"$(node_addr "$m"):$HEARTBEAT_PORT\"]"
+            echo "api = \"$(node_addr "$m"):$API_PORT\""
+        done
+    } >"$d/etc/quorate.toml"
+
+    # The container's address: a oneshot the quorate unit requires (no networkd, no waiting).
+    cat >"$d/e2e-net.service" <<EOF
+[Unit]
+Description=quorate e2e: address $addr/24 on host0
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/sbin/ip link set host0 up
+ExecStart=/usr/sbin/ip addr replace $addr/24 dev host0
+EOF
+    cat >"$d/unit.d/e2e.conf" <<EOF
+# tests/e2e/nspawn.sh: the address first, a short watchdog, and the marker hook's log.
+[Unit]
+Requires=e2e-net.service
+After=e2e-net.service
+[Service]
+WatchdogSec=${WATCHDOG_SEC}s
+Environment=QUORATE_MARKER_LOG=/var/lib/quorate/hooks.log
+EOF
+    printf '%032x\n' "$((0x5e2e0000 + n))" >"$d/machine-id"
+}
+
+# ---- network --------------------------------------------------------------------------------
+create_network() {
+    ip netns add "$NETNS" || die "ip netns add $NETNS failed"
+    ip -n "$NETNS" link set lo up
+    ip -n "$NETNS" link add "$BRIDGE" type bridge forward_delay 0 ||
+        die "cannot create bridge $BRIDGE in network namespace $NETNS"
+    ip -n "$NETNS" addr add "$HOST_ADDR/24" dev "$BRIDGE"
+    ip -n "$NETNS" link set "$BRIDGE" up
+    # No default route in the namespace: nothing leaves it.
+}
+
+# curl inside the namespace; prints the HTTP code (000 when unreachable or hung).
+http_code() {
+    nsenter --net="$NETNS_PATH" -- curl -s -o /dev/null -w '%{http_code}' \
+        --max-time "$HTTP_TIMEOUT" "http://$(node_addr "$1"):$API_PORT$2" 2>/dev/null || true
+}
+status_json() {
+    nsenter --net="$NETNS_PATH" -- curl -s --max-time "$HTTP_TIMEOUT" \
+        "http://$(node_addr "$1"):$API_PORT/v1/status" 2>/dev/null || true
+}
+# One field of node $1's /v1/status, empty when unreachable.
+status_field() { status_json "$1" | jq -r ".$2 // empty" 2>/dev/null || true; }
+
+# ---- containers -----------------------------------------------------------------------------
+boot_container() {
+    local n=$1 m d root procs=() pid child deadline comm
+    m=$(machine "$n")
+    d=$WORK/n$n
+    for root in $(cgroup_roots); do
+        mkdir -p "$root/$m" || die "cannot create cgroup $root/$m"
+        procs+=("$root/$m/cgroup.procs")
+    done
+    local cmd=(systemd-nspawn -b --register=no --keep-unit --volatile=overlay
+        --network-bridge="$BRIDGE" --machine="$m" --console=read-only -D "$ROOTFS"
+        --bind-ro="$BIN:/usr/local/bin/quorate"
+        --bind-ro="$d/etc:/etc/quorate"
+        --bind-ro="$REPO/cluster-config/systemd/quorate.service:/etc/systemd/system/quorate.service"
+        --bind-ro="$d/unit.d:/etc/systemd/system/quorate.service.d"
+        --bind-ro="$d/e2e-net.service:/etc/systemd/system/e2e-net.service"
+        --bind-ro="$d/machine-id:/etc/machine-id")
+    # The shell joins the cgroups, then execs nsenter (network namespace) which execs nspawn:
+    # $! is the nspawn process. setsid keeps a terminal's Ctrl-C for us (cleanup stops it).
+    setsid bash -c 'ns=$1 n=$2; shift 2; for ((i = 0; i < n; i++)); do echo $$ >"$1"; shift; done; exec nsenter --net="$ns" -- "$@"' \
+        _ "$NETNS_PATH" "${#procs[@]}" "${procs[@]}" "${cmd[@]}" >"$d/console.log" 2>&1 </dev/null &
+    pid=$!
+    NSPAWN_PID[$n]=$pid
+    # Container init: nspawn's child whose PID in its own namespace is 1, once it is systemd.
+    deadline=$((SECONDS + BOOT_TIMEOUT))
+    while [ $SECONDS -lt $deadline ]; do
+        kill -0 "$pid" 2>/dev/null || break
+        for child in $(pgrep -P "$pid" 2>/dev/null); do
+            comm=$(cat "/proc/$child/comm" 2>/dev/null || true)
+            if [ "$comm" = systemd ] && grep -qE '^NSpid:.*[[:space:]]1$' "/proc/$child/status" 2>/dev/null; then
+                INIT_PID[$n]=$child
+                return 0
+            fi
+        done
+        sleep 0.1
+    done
+    tail -n 20 "$d/console.log" >&2
+    die "container $m did not start systemd within ${BOOT_TIMEOUT}s (console log above)"
+}
+
+wait_booted() {
+    local n=$1 state
+    state=$(timeout "$BOOT_TIMEOUT" nsenter -t "${INIT_PID[$n]}" -a -- systemctl is-system-running --wait 2>/dev/null || true)
+    case $state in
+        running) ;;
+        degraded)
+            log "note: $(machine "$n") booted degraded; failed units: $(cexec "$n" systemctl --failed --no-legend --plain | awk '{print $1}' | tr '\n' ' ')"
+            ;;
+        *)
+            tail -n 20 "$WORK/n$n/console.log" >&2
+            die "container $(machine "$n") did not finish booting within ${BOOT_TIMEOUT}s (state '$state'; console log above)"
+            ;;
+    esac
+}
+
+unit_prop() { cexec "$1" systemctl show -p "$2" --value quorate.service 2>/dev/null || true; }
+
+# ---- cluster observations -------------------------------------------------------------------
+# Nodes answering /primary with 200, space-separated (empty when none). One curl queries all
+# nodes in parallel, so a sample is close to one instant.
+primaries() {
+    local args=() n
+    for n in "${NODES[@]}"; do args+=(-o /dev/null "http://$(node_addr "$n"):$API_PORT/primary"); done
+    nsenter --net="$NETNS_PATH" -- curl -s --parallel --parallel-immediate --max-time "$HTTP_TIMEOUT" \
+        -w '%{http_code} %{url_effective}\n' "${args[@]}" 2>/dev/null |
+        awk -v net="$SUBNET." '$1 == 200 { split($2, a, "/"); split(a[3], h, ":"); sub(net, "", h[1]); print h[1] - 10 }' |
+        sort -n | tr '\n' ' ' | sed 's/ $//' || true
+}
+
+# Samples /primary on every node and records in $WORK/samples how many nodes acted as
+# primary at once (a file, not a variable: the samplers run in subshells); prints the
+# primaries. Sampling is not atomic: during a hand-over the old primary may answer just
+# before and the new one just after the change. So a sample with two is taken again at once
+# and only nodes answering 200 in both samples count as simultaneous.
+sample_primaries() {
+    local p again both n
+    p=$(primaries)
+    if [ "$(wc -w <<<"$p")" -gt 1 ]; then
+        again=$(primaries)
+        both=0
+        for n in $p; do grep -qw "$n" <<<"$again" && both=$((both + 1)); done
+        echo "$both $p / $again" >>"$WORK/samples"
+        [ "$both" -gt 1 ] && log "two primaries: sample '$p', again '$again'" >&2
+    else
+        wc -w <<<"$p" >>"$WORK/samples"
+    fi
+    echo "$p"
+}
+reset_samples() { : >"$WORK/samples"; }
+# The most nodes ever seen answering /primary 200 at the same time since reset_samples.
+max_simultaneous() { awk '$1 > m { m = $1 } END { print m + 0 }' "$WORK/samples" 2>/dev/null || echo 0; }
+
+# Waits until exactly one node (other than $2, if given) is primary with epoch > $3 (default
+# 0) and every running node's /v1/status names it; prints "<node> <epoch>".
+wait_single_primary() {
+    local timeout=$1 not=${2:-0} min_epoch=${3:-0} deadline p epoch n agree named
+    deadline=$((SECONDS + timeout))
+    while [ $SECONDS -lt $deadline ]; do
+        p=$(sample_primaries)
+        if [ -n "$p" ] && [ "$(wc -w <<<"$p")" = 1 ] && [ "$p" != "$not" ]; then
+            epoch=$(status_field "$p" epoch)
+            if [ -n "$epoch" ] && [ "$epoch" -gt "$min_epoch" ]; then
+                agree=1
+                for n in "${NODES[@]}"; do
+                    [ "$n" = "$p" ] && continue
+                    [ "$(unit_prop "$n" ActiveState)" = active ] || continue
+                    named=$(status_field "$n" primary)
+                    [ "$named" = "$p" ] || agree=0
+                done
+                if [ $agree = 1 ]; then
+                    echo "$p $epoch"
+                    return 0
+                fi
+            fi
+        fi
+        sleep 0.3
+    done
+    return 1
+}
+
+describe_cluster() {
+    local n
+    for n in "${NODES[@]}"; do
+        printf 'node %s: unit=%s /primary=%s status=%s\n' "$n" "$(unit_prop "$n" ActiveState)" \
+            "$(http_code "$n" /primary)" \
+            "$(status_json "$n" | jq -c '{primary, epoch, raft_state, leader_id, local_role}' 2>/dev/null || echo unreachable)"
+    done
+}
+
+# Marker lines "<ns> <node> <event> <epoch>" of node $1 after line $2.
+marker_lines() { cexec "$1" sh -c "tail -n +$(($2 + 1)) /var/lib/quorate/hooks.log 2>/dev/null" || true; }
+marker_count() { cexec "$1" sh -c 'wc -l </var/lib/quorate/hooks.log 2>/dev/null || echo 0' 2>/dev/null || echo 0; }
+
+# ---- checks ---------------------------------------------------------------------------------
+check_verify() {
+    # A copy under another name, so the test's drop-ins are not part of what is verified.
+    local out
+    if out=$(cexec 1 sh -c 'cp /etc/systemd/system/quorate.service /run/quorate-verify.service &&
+            systemd-analyze verify /run/quorate-verify.service; rc=$?; rm -f /run/quorate-verify.service; exit $rc' 2>&1) &&
+        [ -z "$(grep -v '^$' <<<"$out")" ]; then
+        pass verify "systemd-analyze verify accepts cluster-config/systemd/quorate.service"
+    else
+        fail verify "systemd-analyze verify of cluster-config/systemd/quorate.service: ${out:-non-zero exit}"
+    fi
+}
+
+check_config() {
+    local n out ok=1
+    for n in "${NODES[@]}"; do
+        if ! out=$(cexec "$n" quorate config check /etc/quorate/quorate.toml 2>&1); then
+            fail config "quorate config check rejects node $n's generated config: $out"
+            ok=0
+        fi
+    done
+    [ $ok = 1 ] && pass config "quorate config check accepts the three generated configs"
+}
+
+check_active() {
+    local n pids=() rc ok=1 state
+    for n in "${NODES[@]}"; do
+        # Type=notify: `systemctl start` returns only once the daemon sent READY=1.
+        timeout "$START_TIMEOUT" nsenter -t "${INIT_PID[$n]}" -a -- systemctl start quorate.service \
+            >"$WORK/n$n/start.log" 2>&1 &
+        pids[$n]=$!
+    done
+    for n in "${NODES[@]}"; do
+        rc=0
+        wait "${pids[$n]}" || rc=$?
+        state="$(unit_prop "$n" ActiveState)/$(unit_prop "$n" SubState)"
+        if [ $rc -ne 0 ] || [ "$state" != active/running ]; then
+            fail active "node $n: systemctl start quorate exited $rc (124 = no READY=1 within ${START_TIMEOUT}s), unit $state: $(cat "$WORK/n$n/start.log")"
+            ok=0
+        fi
+    done
+    [ $ok = 1 ] || return 0
+    local statuses=""
+    for n in "${NODES[@]}"; do statuses="$statuses [$n: $(unit_prop "$n" StatusText)]"; done
+    pass active "all three quorate.service units active/running after READY=1; STATUS=$statuses"
+}
+
+check_primary() {
+    local r
+    if r=$(wait_single_primary "$PRIMARY_TIMEOUT"); then
+        # Stable: a second look a moment later sees the same single primary.
+        sleep 1
+        local again
+        again=$(sample_primaries)
+        if [ "$again" = "${r%% *}" ]; then
+            pass primary "exactly one primary: node ${r%% *} at epoch ${r#* } (every node agrees)"
+        else
+            fail primary "primary not stable: node ${r%% *} then '$again'"
+        fi
+    else
+        fail primary "no single agreed primary within ${PRIMARY_TIMEOUT}s: $(describe_cluster | tr '\n' ';')"
+    fi
+}
+
+# Waits until node $1's unit runs a new main process (not $2) with NRestarts above $3.
+wait_restarted() {
+    local n=$1 old_pid=$2 old_restarts=$3 deadline pid restarts state
+    deadline=$((SECONDS + RESTART_TIMEOUT))
+    while [ $SECONDS -lt $deadline ]; do
+        pid=$(unit_prop "$n" MainPID)
+        restarts=$(unit_prop "$n" NRestarts)
+        state=$(unit_prop "$n" ActiveState)
+        if [ "${restarts:-0}" -gt "$old_restarts" ] && [ "${pid:-0}" != 0 ] && [ "$pid" != "$old_pid" ] &&
+            [ "$state" = active ]; then
+            echo "MainPID $old_pid -> $pid, NRestarts $old_restarts -> $restarts"
+            return 0
+        fi
+        sample_primaries >/dev/null
+        sleep 0.3
+    done
+    echo "MainPID $old_pid -> ${pid:-?}, NRestarts $old_restarts -> ${restarts:-?}, state ${state:-?}"
+    return 1
+}
+
+check_kill9() {
+    local p e0 pid0 nr0 r restart
+    read -r p e0 <<<"$(wait_single_primary "$PRIMARY_TIMEOUT")" || true
+    [ -n "${p:-}" ] || { fail kill9 "no single primary to kill: $(describe_cluster | tr '\n' ';')"; return; }
+    pid0=$(unit_prop "$p" MainPID)
+    nr0=$(unit_prop "$p" NRestarts)
+    reset_samples
+    log "kill -9 of node $p's quorate (MainPID $pid0 in its container), epoch $e0"
+    cexec "$p" sh -c 'kill -KILL "$1"' _ "$pid0" || { fail kill9 "could not kill -9 MainPID $pid0 on node $p"; return; }
+    if ! r=$(wait_single_primary "$FAILOVER_TIMEOUT" "$p" "$e0"); then
+        fail kill9 "no other node became primary with an epoch above $e0 within ${FAILOVER_TIMEOUT}s: $(describe_cluster | tr '\n' ';')"
+        return
+    fi
+    if ! restart=$(wait_restarted "$p" "$pid0" "$nr0"); then
+        fail kill9 "systemd did not restart node $p's daemon within ${RESTART_TIMEOUT}s: $restart"
+        return
+    fi
+    # The restarted node must come back as a replica of the new primary.
+    local r2
+    if ! r2=$(wait_single_primary "$FAILOVER_TIMEOUT" "$p" "$e0"); then
+        fail kill9 "after node $p restarted there is no single agreed primary: $(describe_cluster | tr '\n' ';')"
+        return
+    fi
+    local most
+    most=$(max_simultaneous)
+    if [ "$most" -gt 1 ]; then
+        fail kill9 "saw $most nodes answering /primary 200 at once"
+        return
+    fi
+    pass kill9 "node $p killed: failover to node ${r%% *} (epoch $e0 -> ${r#* }); systemd restarted it ($restart); it rejoined, primary node ${r2%% *}"
+}
+
+watchdog_timeouts() { cexec "$1" journalctl --no-pager -o cat -u quorate.service 2>/dev/null | grep -c 'Watchdog timeout' || true; }
+
+check_watchdog() {
+    local p e0 pid0 nr0 wd0 wd1 restart r
+    read -r p e0 <<<"$(wait_single_primary "$PRIMARY_TIMEOUT")" || true
+    [ -n "${p:-}" ] || { fail watchdog "no single primary to hang: $(describe_cluster | tr '\n' ';')"; return; }
+    pid0=$(unit_prop "$p" MainPID)
+    nr0=$(unit_prop "$p" NRestarts)
+    wd0=$(watchdog_timeouts "$p")
+    reset_samples
+    log "SIGSTOP of node $p's quorate (MainPID $pid0), epoch $e0, WatchdogSec=${WATCHDOG_SEC}s"
+    cexec "$p" sh -c 'kill -STOP "$1"' _ "$pid0" || { fail watchdog "could not SIGSTOP MainPID $pid0 on node $p"; return; }
+    local deadline=$((SECONDS + WATCHDOG_TIMEOUT))
+    # wait_restarted has its own bound; first let the watchdog fire.
+    while [ $SECONDS -lt $deadline ] && [ "$(unit_prop "$p" NRestarts)" = "$nr0" ]; do
+        sample_primaries >/dev/null
+        sleep 0.3
+    done
+    if ! restart=$(wait_restarted "$p" "$pid0" "$nr0"); then
+        cexec "$p" sh -c 'kill -CONT "$1"' _ "$pid0" 2>/dev/null || true
+        fail watchdog "the hung daemon on node $p was not restarted within $((WATCHDOG_TIMEOUT + RESTART_TIMEOUT))s: $restart"
+        return
+    fi
+    wd1=$(watchdog_timeouts "$p")
+    if [ "$wd1" -le "$wd0" ]; then
+        fail watchdog "node $p restarted ($restart) but its journal shows no new 'Watchdog timeout'"
+        return
+    fi
+    if ! r=$(wait_single_primary "$FAILOVER_TIMEOUT"); then
+        fail watchdog "no single agreed primary after the watchdog restart: $(describe_cluster | tr '\n' ';')"
+        return
+    fi
+    local most
+    most=$(max_simultaneous)
+    if [ "$most" -gt 1 ]; then
+        fail watchdog "saw $most nodes answering /primary 200 at once while node $p hung"
+        return
+    fi
+    pass watchdog "node $p hung: systemd watchdog fired ('Watchdog timeout' in its journal) and restarted it ($restart); never two primaries; primary now node ${r%% *} at epoch ${r#* } (was $e0)"
+}
+
+STOPPED_NODE=""
+check_stop() {
+    local p e0 q e1 r rc result state status_code l0 demote_ns promote_ns lines
+    read -r p e0 <<<"$(wait_single_primary "$PRIMARY_TIMEOUT")" || true
+    [ -n "${p:-}" ] || { fail stop "no single primary to stop: $(describe_cluster | tr '\n' ';')"; return; }
+    l0=$(marker_count "$p")
+    declare -A lq0
+    for q in "${NODES[@]}"; do lq0[$q]=$(marker_count "$q"); done
+    reset_samples
+    log "systemctl stop quorate on primary node $p, epoch $e0"
+    # Sample /primary while the stop runs, so a moment with two primaries would be seen.
+    (
+        while :; do
+            sample_primaries >/dev/null
+            sleep 0.2
+        done
+    ) &
+    local sampler=$!
+    rc=0
+    timeout "$STOP_TIMEOUT" nsenter -t "${INIT_PID[$p]}" -a -- systemctl stop quorate.service >"$WORK/stop.log" 2>&1 || rc=$?
+    STOPPED_NODE=$p
+    if ! r=$(wait_single_primary "$FAILOVER_TIMEOUT" "$p" "$e0"); then
+        kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
+        fail stop "no other node promoted within ${FAILOVER_TIMEOUT}s after stopping node $p: $(describe_cluster | tr '\n' ';')"
+        return
+    fi
+    kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
+    read -r q e1 <<<"$r"
+    result=$(unit_prop "$p" Result)
+    state=$(unit_prop "$p" ActiveState)
+    status_code=$(unit_prop "$p" ExecMainStatus)
+    if [ $rc -ne 0 ] || [ "$result" != success ] || [ "$state" != inactive ]; then
+        fail stop "node $p: systemctl stop exited $rc (124 = over ${STOP_TIMEOUT}s), Result=$result, ActiveState=$state, exit status $status_code: $(cat "$WORK/stop.log")"
+        return
+    fi
+    local most
+    most=$(max_simultaneous)
+    if [ "$most" -gt 1 ]; then
+        fail stop "saw $most nodes answering /primary 200 at once during the hand-over"
+        return
+    fi
+    # Order: the stopped primary's demote hook started before the new primary's promote hook
+    # (both stamp CLOCK_MONOTONIC, one clock for all containers of this machine).
+    demote_ns=$(marker_lines "$p" "$l0" | awk -v n="$p" '$2 == n && $3 == "demote" { print $1; exit }')
+    promote_ns=$(marker_lines "$q" "${lq0[$q]}" | awk -v n="$q" -v e="$e1" '$2 == n && $3 == "promote" && $4 == e { print $1; exit }')
+    if [ -z "$demote_ns" ]; then
+        fail stop "node $p stopped but ran no demote hook (marker log since the stop: $(marker_lines "$p" "$l0" | grep -v monitor | tr '\n' ';'))"
+        return
+    fi
+    if [ -z "$promote_ns" ]; then
+        fail stop "node $q is primary at epoch $e1 but its marker log has no 'promote $e1' since the stop: $(marker_lines "$q" "${lq0[$q]}" | grep -v monitor | tr '\n' ';')"
+        return
+    fi
+    if [ "$demote_ns" -ge "$promote_ns" ]; then
+        fail stop "node $q promoted (t=$promote_ns ns) before node $p demoted (t=$demote_ns ns)"
+        return
+    fi
+    pass stop "systemctl stop on primary node $p: demoted first, node $q promoted $(((promote_ns - demote_ns) / 1000000)) ms later (epoch $e0 -> $e1); unit stopped with Result=success, exit status $status_code"
+}
+
+check_rejoin() {
+    local p=$STOPPED_NODE rc=0 r
+    [ -n "$p" ] || { fail rejoin "no stopped node to start again"; return; }
+    timeout "$START_TIMEOUT" nsenter -t "${INIT_PID[$p]}" -a -- systemctl start quorate.service >"$WORK/rejoin.log" 2>&1 || rc=$?
+    if [ $rc -ne 0 ]; then
+        fail rejoin "systemctl start quorate on node $p exited $rc: $(cat "$WORK/rejoin.log")"
+        return
+    fi
+    # Give it time to catch up, then: still one primary, not the rejoined node, and it agrees.
+    local deadline=$((SECONDS + FAILOVER_TIMEOUT)) named=""
+    while [ $SECONDS -lt $deadline ]; do
+        r=$(wait_single_primary 5 "$p") || true
+        named=$(status_field "$p" primary)
+        [ -n "$r" ] && [ "$named" = "${r%% *}" ] && break
+        sleep 0.3
+    done
+    if [ -n "${r:-}" ] && [ "$named" = "${r%% *}" ]; then
+        pass rejoin "node $p started again and follows primary node ${r%% *} (epoch ${r#* })"
+    else
+        fail rejoin "node $p started again but the cluster has no single agreed primary: $(describe_cluster | tr '\n' ';')"
+    fi
+}
+
+run_check() {
+    if [ "$SKIP_REST" = 1 ]; then
+        printf '[e2e %3ds] SKIP %-9s (an earlier check failed)\n' $((SECONDS - T0)) "$1"
+        return
+    fi
+    "check_$1"
+}
+
+# ---- main -----------------------------------------------------------------------------------
+main() {
+    preflight
+    exec 9>"$LOCK_FILE"
+    flock -w 30 9 || die "another run of tests/e2e/nspawn.sh holds $LOCK_FILE"
+    trap cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    remove_leftovers
+    build_binary
+    ensure_rootfs
+
+    WORK=$(mktemp -d "${TMPDIR:-/tmp}/quorate-e2e.XXXXXX")
+    chmod 0755 "$WORK"
+    "$BIN" secret generate --out "$WORK/secret" >/dev/null || die "quorate secret generate --out failed"
+    local n
+    for n in "${NODES[@]}"; do write_node_files "$n"; done
+
+    create_network
+    for n in "${NODES[@]}"; do boot_container "$n"; done
+    for n in "${NODES[@]}"; do wait_booted "$n"; done
+    log "three containers booted: $(for n in "${NODES[@]}"; do printf '%s(init %s) ' "$(machine "$n")" "${INIT_PID[$n]}"; done)"
+
+    run_check verify
+    SKIP_REST=0 # verify is independent of the cluster checks
+    run_check config
+    run_check active
+    run_check primary
+    run_check kill9
+    run_check watchdog
+    run_check stop
+    run_check rejoin
+}
+
+main "$@"
