@@ -86,6 +86,8 @@ pub enum RpcRequest {
     SnapshotChunk {
         offset: u64,
         total: u64,
+        /// One memcpy-like byte run on the wire, not one serde call per byte.
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     SnapshotDone {
@@ -158,7 +160,6 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             conn: None,
             next_dial: None,
             backoff: RECONNECT_BACKOFF_MIN,
-            slot: KeySlot::Current,
         }
     }
 }
@@ -199,9 +200,6 @@ pub struct PeerClient {
     /// a dead peer costs one refused dial per backoff period, not one per RPC.
     next_dial: Option<Instant>,
     backoff: Duration,
-    /// The key this peer last accepted; during a rotation the other one is tried when it
-    /// fails (a peer not yet given the new secret only knows the old one).
-    slot: KeySlot,
 }
 
 fn unreachable<E: std::fmt::Display>(what: E) -> RPCError<TypeConfig> {
@@ -226,12 +224,18 @@ impl PeerClient {
             }
         }
         let res = async {
+            // During a rotation the key the peer last accepted goes first, and the other one
+            // is tried when it fails (a peer not yet given the new secret knows only the old).
             let keys = self.params.keys.clone();
             let cluster_id = self.params.cluster_id;
-            let mut conn = match connect(addr, keys.as_deref(), self.slot, cluster_id).await {
+            let slot = keys
+                .as_deref()
+                .map(|k| k.preferred(self.target))
+                .unwrap_or_default();
+            let mut conn = match connect(addr, keys.as_deref(), slot, cluster_id).await {
                 Ok(c) => c,
                 Err(first) => {
-                    let other = match self.slot {
+                    let other = match slot {
                         KeySlot::Current => KeySlot::Previous,
                         KeySlot::Previous => KeySlot::Current,
                     };
@@ -243,7 +247,7 @@ impl PeerClient {
                                     "raft handshake succeeded with the {} secret",
                                     if other == KeySlot::Previous { "previous" } else { "current" }
                                 );
-                                self.slot = other;
+                                k.remember(self.target, other);
                                 c
                             }
                             Err(_) => return Err(first),
