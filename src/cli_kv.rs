@@ -97,8 +97,9 @@ fn print_value(item: &KvItem) -> Result<(), String> {
     Ok(())
 }
 
-pub async fn run(api: &str, op: KvOp) -> ExitCode {
-    let client = Client::new(api, REQUEST_TIMEOUT);
+/// `token`: the admin token (from `--token-file`), sent on every request.
+pub async fn run(api: &str, token: Option<String>, op: KvOp) -> ExitCode {
+    let client = Client::new(api, REQUEST_TIMEOUT).with_token(token.clone());
     match op {
         KvOp::Get { key, stale, json } => {
             let path = format!(
@@ -221,7 +222,7 @@ pub async fn run(api: &str, op: KvOp) -> ExitCode {
                 Ok(d) => d,
                 Err(e) => return fail(format!("bad --timeout: {e}")),
             };
-            let watch_client = Client::new(api, wait + Duration::from_secs(10));
+            let watch_client = Client::new(api, wait + Duration::from_secs(10)).with_token(token);
             let mut rev = revision;
             let mut seen = 0u64;
             loop {

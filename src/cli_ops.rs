@@ -201,8 +201,9 @@ async fn wait_operation(client: &Client, json: bool) -> ExitCode {
     }
 }
 
-pub async fn run(api: &str, op: Op) -> ExitCode {
-    let client = Client::new(api, REQUEST_TIMEOUT + Duration::from_secs(10));
+/// `token`: the admin token (from `--token-file`), sent on every request.
+pub async fn run(api: &str, token: Option<String>, op: Op) -> ExitCode {
+    let client = Client::new(api, REQUEST_TIMEOUT + Duration::from_secs(10)).with_token(token);
     match op {
         Op::History { json, limit } => {
             let v: serde_json::Value = match client.get_json("/v1/history").await {

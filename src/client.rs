@@ -1,5 +1,11 @@
 //! The CLI's HTTP client for a node's API.
+//!
+//! Mutating requests need the node's admin token (`Authorization: Bearer`). The CLI reads
+//! it only from the file named by `--token-file` or `$QUORATE_TOKEN_FILE`: by default it
+//! reads nothing, so a command never picks up a credential the operator did not point it at
+//! (and a write without one gets a 401 saying how to pass it).
 
+use std::path::Path;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -21,9 +27,39 @@ pub enum ClientError {
     Decode { addr: String, detail: String },
 }
 
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     pub addr: String,
+    /// Sent as `Authorization: Bearer` on every request (`send` may override it).
+    token: Option<String>,
+}
+
+/// Largest token file the CLI reads.
+pub const MAX_TOKEN_FILE_BYTES: u64 = 4096;
+
+/// Reads the admin token from `path` (trimmed; one line of visible ASCII).
+pub fn read_token_file(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| {
+        format!(
+            "cannot read the API token file {}: {e}; pass the node's [api] token_file or <data_dir>/api.token",
+            path.display()
+        )
+    })?;
+    let mut raw = String::new();
+    file.take(MAX_TOKEN_FILE_BYTES + 1)
+        .read_to_string(&mut raw)
+        .map_err(|e| format!("cannot read the API token file {}: {e}", path.display()))?;
+    if raw.len() as u64 > MAX_TOKEN_FILE_BYTES {
+        return Err(format!(
+            "{} is larger than {MAX_TOKEN_FILE_BYTES} bytes: not an API token file",
+            path.display()
+        ));
+    }
+    crate::api::auth::validate_token_text(&raw)
+        .map(str::to_string)
+        .map_err(|why| format!("the API token file {} is not usable: {why}", path.display()))
 }
 
 impl Client {
@@ -36,7 +72,14 @@ impl Client {
         Client {
             http,
             addr: addr.to_string(),
+            token: None,
         }
+    }
+
+    /// The same client, sending `token` as the bearer token on every request.
+    pub fn with_token(mut self, token: Option<String>) -> Client {
+        self.token = token;
+        self
     }
 
     fn url(&self, path: &str) -> String {
@@ -55,7 +98,7 @@ impl Client {
         if let Some(b) = body {
             req = req.body(b);
         }
-        if let Some(t) = token {
+        if let Some(t) = token.or(self.token.as_deref()) {
             req = req.bearer_auth(t);
         }
         let resp = req.send().await.map_err(|e| ClientError::Unreachable {
@@ -71,15 +114,14 @@ impl Client {
     }
 
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let resp =
-            self.http
-                .get(self.url(path))
-                .send()
-                .await
-                .map_err(|e| ClientError::Unreachable {
-                    addr: self.addr.clone(),
-                    detail: e.to_string(),
-                })?;
+        let mut req = self.http.get(self.url(path));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| ClientError::Unreachable {
+            addr: self.addr.clone(),
+            detail: e.to_string(),
+        })?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();

@@ -238,6 +238,10 @@ async fn demo(keep: bool) -> Result<(), String> {
         println!("  quorate status --api {api}");
         println!("  curl http://{api}/v1/kv/demo/greeting");
         println!(
+            "  quorate --api {api} --token-file {} kv put demo/x y   (writes need the admin token)",
+            c.token_file().display()
+        );
+        println!(
             "stop it with: kill {}",
             c.ids()
                 .iter()

@@ -95,7 +95,10 @@ pub enum OpError {
 /// Test-only fault: `QUORATE_TEST_STALL_EXECUTOR_AFTER_MS=N` stalls the executor loop N ms
 /// after start, to prove the systemd watchdog catches a stuck loop. Unset in production.
 fn test_stall_deadline() -> Option<Instant> {
-    let ms: u64 = std::env::var("QUORATE_TEST_STALL_EXECUTOR_AFTER_MS").ok()?.parse().ok()?;
+    let ms: u64 = std::env::var("QUORATE_TEST_STALL_EXECUTOR_AFTER_MS")
+        .ok()?
+        .parse()
+        .ok()?;
     Some(Instant::now() + Duration::from_millis(ms))
 }
 

@@ -1,5 +1,9 @@
 //! Launches a quorate cluster as child processes on 127.0.0.1 (free ports, a temp dir per
 //! run). Every process it starts is killed by PID when the `LocalCluster` is dropped.
+//!
+//! Every node shares one API admin token (`<dir>/api.token`, mode 0600, named by each config's
+//! `[api] token_file`): `client`, `auth_headers` and `token` give it to whoever sends
+//! requests. Cluster traffic is plaintext unless `enable_secret` is called before start.
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -103,6 +107,22 @@ pub struct LocalCluster {
     pub bin: PathBuf,
     pub nodes: Vec<NodeProc>,
     pub env: Vec<(String, String)>,
+    /// The API admin token every node uses (mutating requests need it).
+    pub token: String,
+}
+
+/// Writes `text` to a new file `path` with mode 0600.
+fn write_private(path: &Path, text: &str) -> Result<(), LaunchError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(format!("create {}", path.display())))?;
+    f.write_all(text.as_bytes())
+        .map_err(io(format!("write {}", path.display())))
 }
 
 fn addr(port: u16) -> SocketAddr {
@@ -128,6 +148,14 @@ impl LocalCluster {
                 api: addr(free_port()?),
             });
         }
+        let token = {
+            use rand::RngCore;
+            let mut b = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut b);
+            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+        };
+        let token_file = dir.path().join(crate::api::auth::TOKEN_FILE_NAME);
+        write_private(&token_file, &format!("{token}\n"))?;
         let mut nodes = Vec::new();
         for m in &members {
             let mut t = String::new();
@@ -153,6 +181,7 @@ impl LocalCluster {
                     p.id, p.role, p.priority, p.raft, p.heartbeat, p.api
                 );
             }
+            let _ = writeln!(t, "[api]\ntoken_file = \"{}\"", token_file.display());
             t.push_str(&spec.extra);
             let config = dir.path().join(format!("node{}.toml", m.id));
             std::fs::write(&config, t).map_err(io(format!("write {}", config.display())))?;
@@ -169,11 +198,41 @@ impl LocalCluster {
             bin,
             nodes,
             env: spec.env.clone(),
+            token,
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.root
+    }
+
+    /// The file holding the API token (for `quorate --token-file`).
+    pub fn token_file(&self) -> PathBuf {
+        self.root.join(crate::api::auth::TOKEN_FILE_NAME)
+    }
+
+    /// `Authorization: Bearer <token>`, for `reqwest::ClientBuilder::default_headers`.
+    pub fn auth_headers(&self) -> reqwest::header::HeaderMap {
+        let mut h = reqwest::header::HeaderMap::new();
+        if let Ok(v) = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", self.token)) {
+            h.insert(reqwest::header::AUTHORIZATION, v);
+        }
+        h
+    }
+
+    /// Gives every node one new cluster secret (`<dir>/cluster.secret`, mode 0600), so
+    /// heartbeats and Raft traffic are authenticated and encrypted. Call before starting.
+    pub fn enable_secret(&self) -> Result<PathBuf, LaunchError> {
+        let path = self.root.join("cluster.secret");
+        crate::config::secret::write_new(&path)
+            .map_err(io(format!("create {}", path.display())))?;
+        for n in &self.nodes {
+            let text = std::fs::read_to_string(&n.config)
+                .map_err(io(format!("read {}", n.config.display())))?;
+            let text = format!("secret_file = \"{}\"\n{text}", path.display());
+            std::fs::write(&n.config, text).map_err(io(format!("write {}", n.config.display())))?;
+        }
+        Ok(path)
     }
 
     /// Appends TOML to every node's config (before the nodes start).
@@ -274,8 +333,9 @@ impl LocalCluster {
     }
 
     pub fn client(&self, id: u64, timeout: Duration) -> Option<Client> {
-        self.node(id)
-            .map(|n| Client::new(&n.member.api.to_string(), timeout))
+        self.node(id).map(|n| {
+            Client::new(&n.member.api.to_string(), timeout).with_token(Some(self.token.clone()))
+        })
     }
 
     pub async fn status(&self, id: u64) -> Option<NodeStatus> {

@@ -27,6 +27,13 @@ struct Cli {
     #[arg(long, global = true, env = "QUORATE_API", default_value = DEFAULT_API, value_name = "ADDR")]
     api: String,
 
+    /// File holding the node's API admin token, sent as `Authorization: Bearer` (mutating
+    /// commands need it; reads too on nodes with `[api] protect_reads`). The token is the
+    /// node's `[api] token_file`, by default `<data_dir>/api.token`. Without this flag (or
+    /// QUORATE_TOKEN_FILE) the CLI reads no token at all.
+    #[arg(long, global = true, env = "QUORATE_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -277,7 +284,8 @@ fn init_logging(format: LogFormat) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("QUORATE_LOG").unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
+    let filter = EnvFilter::try_from_env("QUORATE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
     if std::env::var_os("JOURNAL_STREAM").is_some() && matches!(format, LogFormat::Human) {
         if let Ok(journald) = tracing_journald::layer() {
             let _ = tracing_subscriber::registry()
@@ -319,6 +327,24 @@ fn main() -> ExitCode {
 }
 
 async fn async_main(cli: Cli) -> ExitCode {
+    // Client commands only: the daemon and the offline tools never read the CLI's token.
+    let talks_to_a_node = !matches!(
+        cli.command,
+        Command::Run { .. }
+            | Command::Demo { .. }
+            | Command::Config { .. }
+            | Command::Secret { .. }
+    );
+    let token = match (&cli.token_file, talks_to_a_node) {
+        (Some(path), true) => match quorate::client::read_token_file(path) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        _ => None,
+    };
     match cli.command {
         Command::Run {
             config,
@@ -328,9 +354,11 @@ async fn async_main(cli: Cli) -> ExitCode {
             init_logging(log_format);
             run_daemon(config, data_dir).await
         }
-        Command::Status { json } => status(&cli.api, json).await,
+        Command::Status { json } => status(&cli.api, token.clone(), json).await,
         Command::Demo { keep } => quorate::demo::run(keep).await,
-        Command::History { json, limit } => ops(&cli.api, Op::History { json, limit }).await,
+        Command::History { json, limit } => {
+            ops(&cli.api, token.clone(), Op::History { json, limit }).await
+        }
         Command::Maintenance {
             state,
             reason,
@@ -338,6 +366,7 @@ async fn async_main(cli: Cli) -> ExitCode {
         } => {
             ops(
                 &cli.api,
+                token.clone(),
                 Op::Maintenance {
                     on: matches!(state, OnOff::On),
                     reason,
@@ -353,6 +382,7 @@ async fn async_main(cli: Cli) -> ExitCode {
             };
             ops(
                 &cli.api,
+                token.clone(),
                 Op::Drain {
                     node,
                     drained,
@@ -371,6 +401,7 @@ async fn async_main(cli: Cli) -> ExitCode {
         } => {
             ops(
                 &cli.api,
+                token.clone(),
                 Op::Switchover {
                     to,
                     at,
@@ -398,9 +429,11 @@ async fn async_main(cli: Cli) -> ExitCode {
                 Some(FailbackCommand::Undo { json }) => Op::FailbackUndo { json },
                 Some(FailbackCommand::Status { json }) => Op::FailbackStatus { json },
             };
-            ops(&cli.api, op).await
+            ops(&cli.api, token.clone(), op).await
         }
-        Command::Kv { command } => quorate::cli_kv::run(&cli.api, command.into()).await,
+        Command::Kv { command } => {
+            quorate::cli_kv::run(&cli.api, token.clone(), command.into()).await
+        }
         Command::Config {
             command: ConfigCommand::Check { file, json },
         } => config_check(&file, json),
@@ -527,8 +560,8 @@ fn config_check(file: &std::path::Path, json: bool) -> ExitCode {
     }
 }
 
-async fn status(api: &str, json: bool) -> ExitCode {
-    let client = Client::new(api, quorate::client::REQUEST_TIMEOUT);
+async fn status(api: &str, token: Option<String>, json: bool) -> ExitCode {
+    let client = Client::new(api, quorate::client::REQUEST_TIMEOUT).with_token(token.clone());
     let local: NodeStatus = match client.get_json("/v1/status").await {
         Ok(s) => s,
         Err(e) => {
@@ -540,8 +573,9 @@ async fn status(api: &str, json: bool) -> ExitCode {
     let mut fetches = Vec::new();
     for p in &local.peers {
         let addr = p.api.clone();
+        let token = token.clone();
         fetches.push(tokio::spawn(async move {
-            let c = Client::new(&addr, std::time::Duration::from_secs(2));
+            let c = Client::new(&addr, std::time::Duration::from_secs(2)).with_token(token);
             c.get_json::<NodeStatus>("/v1/status").await.ok()
         }));
     }

@@ -55,6 +55,8 @@ pub enum NodeError {
     Policy(String),
     #[error(transparent)]
     Secret(#[from] crate::config::secret::SecretError),
+    #[error(transparent)]
+    ApiToken(#[from] crate::api::auth::TokenError),
 }
 
 /// Everything the API and the control loops share.
@@ -75,6 +77,8 @@ pub struct Node {
     pub ops: tokio::sync::mpsc::Sender<OpRequest>,
     /// Set to true to ask for a graceful shutdown (hand over, demote, then exit).
     pub shutdown: watch::Sender<bool>,
+    /// The API's admin token and request bounds (with their rejection counters).
+    pub api_guard: Arc<crate::api::auth::ApiGuard>,
     _data_dir: DataDir,
 }
 
@@ -193,6 +197,14 @@ impl RunningNode {
             );
         }
         let data_dir = DataDir::open_locked(&config.data_dir)?;
+        let (api_token, created) = crate::api::auth::ApiToken::load_or_create(&config)?;
+        if created {
+            tracing::info!(
+                token_file = %api_token.source.display(),
+                "created the API admin token (mutating API requests need it: quorate --token-file FILE ...)"
+            );
+        }
+        let api_guard = Arc::new(crate::api::auth::ApiGuard::new(&config, api_token));
         let log = LogStore::open(&data_dir.raft_log_dir()).map_err(NodeError::Log)?;
         let sm = StateMachineStore::open(data_dir.snapshot_dir())?;
 
@@ -206,10 +218,10 @@ impl RunningNode {
             stats: net_stats.clone(),
             keys: keyring.as_ref().map(|k| {
                 let (current, previous) = k.raft_keys();
-                Arc::new(crate::consensus::secure::RaftKeys {
-                    current: *current,
-                    previous: previous.copied(),
-                })
+                Arc::new(crate::consensus::secure::RaftKeys::new(
+                    *current,
+                    previous.copied(),
+                ))
             }),
         };
 
@@ -305,6 +317,7 @@ impl RunningNode {
             executor: executor_rx,
             ops: ops_tx,
             shutdown: shutdown_tx,
+            api_guard,
             _data_dir: data_dir,
         });
         let notifier = Arc::new(crate::systemd::Notifier::from_env());

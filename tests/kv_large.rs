@@ -58,11 +58,21 @@ async fn check_all(c: &Cluster, id: u64) {
     let mut count = 0;
     let mut start_after: Option<String> = None;
     for _ in 0..VALUES {
-        let mut url = format!("http://{}/v1/kv/big?prefix=true&stale=true&limit=8", c.api(id));
+        let mut url = format!(
+            "http://{}/v1/kv/big?prefix=true&stale=true&limit=8",
+            c.api(id)
+        );
         if let Some(s) = &start_after {
             url.push_str(&format!("&start_after={}", common::encode_query(s)));
         }
-        let page: serde_json::Value = http.get(&url).send().await.expect("list").json().await.expect("JSON");
+        let page: serde_json::Value = http
+            .get(&url)
+            .send()
+            .await
+            .expect("list")
+            .json()
+            .await
+            .expect("JSON");
         count += page["items"].as_array().map(|a| a.len()).unwrap_or(0);
         match page["next_start_after"].as_str() {
             Some(next) => start_after = Some(next.to_string()),
@@ -81,7 +91,11 @@ async fn hundred_megabyte_kv_restarts_and_catches_a_follower_up_by_snapshot() {
     let mut c = Cluster::new(&["voter", "voter", "voter"], opts);
     c.start_all();
     let leader = c.wait_steady(WAIT).await;
-    let follower = c.ids().into_iter().find(|i| *i != leader).expect("a follower");
+    let follower = c
+        .ids()
+        .into_iter()
+        .find(|i| *i != leader)
+        .expect("a follower");
     c.stop(follower);
     let t = std::time::Instant::now();
     for i in 0..VALUES {
@@ -89,11 +103,17 @@ async fn hundred_megabyte_kv_restarts_and_catches_a_follower_up_by_snapshot() {
     }
     eprintln!("wrote {VALUES} MiB in {:?}", t.elapsed());
     let ls = c
-        .wait_status(leader, "a snapshot past the stopped follower", WAIT * 2, |s| {
-            s.snapshot_index.is_some() && s.purged_index.is_some()
-        })
+        .wait_status(
+            leader,
+            "a snapshot past the stopped follower",
+            WAIT * 2,
+            |s| s.snapshot_index.is_some() && s.purged_index.is_some(),
+        )
         .await;
-    eprintln!("leader {leader}: snapshot {:?}, purged {:?}", ls.snapshot_index, ls.purged_index);
+    eprintln!(
+        "leader {leader}: snapshot {:?}, purged {:?}",
+        ls.snapshot_index, ls.purged_index
+    );
 
     // The follower has nothing: it must be caught up by the 100 MB snapshot.
     let t = std::time::Instant::now();

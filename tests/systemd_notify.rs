@@ -30,7 +30,8 @@ fn notify_protocol_ready_status_watchdog_stopping() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     let mut c = single_node(vec![
         ("NOTIFY_SOCKET".into(), path.display().to_string()),
         ("WATCHDOG_USEC".into(), "200000".into()),
@@ -38,9 +39,15 @@ fn notify_protocol_ready_status_watchdog_stopping() {
     c.start(1).unwrap();
     let msgs = collect(&sock, Duration::from_secs(6));
     assert!(msgs.iter().any(|m| m.starts_with("READY=1")), "{msgs:?}");
-    assert!(msgs.iter().any(|m| m.starts_with("STATUS=role=")), "{msgs:?}");
+    assert!(
+        msgs.iter().any(|m| m.starts_with("STATUS=role=")),
+        "{msgs:?}"
+    );
     let dogs = msgs.iter().filter(|m| *m == "WATCHDOG=1").count();
-    assert!(dogs >= 5, "expected a steady watchdog, got {dogs}: {msgs:?}");
+    assert!(
+        dogs >= 5,
+        "expected a steady watchdog, got {dogs}: {msgs:?}"
+    );
     c.signal(1, libc::SIGTERM);
     let after = collect(&sock, Duration::from_secs(5));
     assert!(after.iter().any(|m| m == "STOPPING=1"), "{after:?}");
@@ -51,7 +58,8 @@ fn a_stalled_main_loop_stops_feeding_the_watchdog() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     let mut c = single_node(vec![
         ("NOTIFY_SOCKET".into(), path.display().to_string()),
         ("WATCHDOG_USEC".into(), "200000".into()),
@@ -59,9 +67,15 @@ fn a_stalled_main_loop_stops_feeding_the_watchdog() {
     ]);
     c.start(1).unwrap();
     let before = collect(&sock, Duration::from_secs(3));
-    assert!(before.iter().any(|m| m == "WATCHDOG=1"), "watchdog fed before the stall: {before:?}");
+    assert!(
+        before.iter().any(|m| m == "WATCHDOG=1"),
+        "watchdog fed before the stall: {before:?}"
+    );
     // Let the stall begin, then watch for a while: no more watchdog pings.
     let _ = collect(&sock, Duration::from_secs(2));
     let after = collect(&sock, Duration::from_secs(3));
-    assert!(!after.iter().any(|m| m == "WATCHDOG=1"), "watchdog still fed after the stall: {after:?}");
+    assert!(
+        !after.iter().any(|m| m == "WATCHDOG=1"),
+        "watchdog still fed after the stall: {after:?}"
+    );
 }

@@ -421,8 +421,10 @@ async fn read_list(http: &reqwest::Client, hist: &History, r: &Rec<'_>, api: &st
     }
 }
 
-fn http_client() -> Result<reqwest::Client, RunError> {
+/// A client for the cluster's API; it sends the cluster's admin token on every request.
+fn http_client(cluster: &LocalCluster) -> Result<reqwest::Client, RunError> {
     reqwest::Client::builder()
+        .default_headers(cluster.auth_headers())
         .no_proxy()
         .timeout(OP_TIMEOUT)
         .connect_timeout(CONNECT_TIMEOUT)
@@ -885,12 +887,13 @@ pub async fn run(opts: &RunOptions) -> Result<PathBuf, RunError> {
     let faults_path = out.join("faults.jsonl");
     let faults = std::fs::File::create(&faults_path)
         .map_err(|e| setup(format!("create {}", faults_path.display()))(e.to_string()))?;
+    let http = http_client(&cluster)?;
     let mut chaos = Chaos {
         cluster,
         net,
         paused: BTreeSet::new(),
         faults: std::io::BufWriter::new(faults),
-        http: http_client()?,
+        http,
         apis: apis.clone(),
     };
     let hist_path = out.join("history.jsonl");
@@ -1018,7 +1021,7 @@ async fn main_phase(
     for id in 0..opts.clients as u64 {
         let mut c = Client {
             id,
-            http: http_client()?,
+            http: http_client(&chaos.cluster)?,
             apis: api_list.clone(),
             hist: hist.clone(),
             rng: rand::rngs::StdRng::seed_from_u64(
@@ -1076,7 +1079,7 @@ async fn main_phase(
             .map(|k| k.iter().cloned().collect())
             .unwrap_or_default(),
     };
-    let http = http_client()?;
+    let http = http_client(&chaos.cluster)?;
     let process = opts.clients as u64;
     for key in keys {
         for attempt in 0..FINAL_READ_ATTEMPTS {

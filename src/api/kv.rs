@@ -136,7 +136,13 @@ async fn wait_until_writes_resume(node: &Node) -> Result<(), Response> {
     let paused = |node: &Node| {
         node.sm
             .read()
-            .map(|s| s.app.cluster.operation.as_ref().is_some_and(|o| o.writes_paused()))
+            .map(|s| {
+                s.app
+                    .cluster
+                    .operation
+                    .as_ref()
+                    .is_some_and(|o| o.writes_paused())
+            })
             .unwrap_or(false)
     };
     if !paused(node) {

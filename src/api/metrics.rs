@@ -179,6 +179,20 @@ pub fn render(node: &Node) -> Result<String, std::fmt::Error> {
         "Raft connections refused over the limit",
         c.raft_connections_rejected,
     );
+    let api: Family<Labels, Counter> = Family::default();
+    for (reason, v) in [
+        ("unauthorized", c.api_unauthorized),
+        ("body_too_large", c.api_body_too_large),
+        ("overloaded", c.api_overloaded),
+    ] {
+        api.get_or_create(&vec![("reason".into(), reason.into())])
+            .inc_by(v);
+    }
+    reg.register(
+        "api_requests_rejected",
+        "API requests refused, by reason",
+        api,
+    );
 
     let hooks_runs: Family<Labels, Counter> = Family::default();
     let hooks_fail: Family<Labels, Counter> = Family::default();

@@ -1,5 +1,7 @@
-//! The HTTP API (axum): status, health, and (as they land) control, KV and metrics.
+//! The HTTP API (axum): status, health, control, KV and metrics, behind the guard of `auth`
+//! (admin token for mutating requests, body size and concurrency bounds).
 
+pub mod auth;
 pub mod control;
 pub mod forward;
 pub mod kv;
@@ -22,6 +24,8 @@ use crate::policy::LocalRole;
 use status::{Counters, Membership, NodeStatus, PeerStatus};
 
 pub fn router(node: Arc<Node>) -> Router {
+    let guard = node.api_guard.clone();
+    let body_limit = guard.body_limit_bytes();
     Router::new()
         .route("/v1/status", get(get_status))
         .route("/health", get(get_health))
@@ -44,6 +48,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/failback/commit", post(control::failback_commit))
         .route("/v1/failback/undo", post(control::failback_undo))
         .with_state(node)
+        .layer(axum::middleware::from_fn_with_state(guard, auth::guard))
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
 }
 
 pub fn server_state_name(s: ServerState) -> &'static str {
@@ -203,6 +209,9 @@ fn counters(node: &Node) -> Counters {
         raft_handshakes_rejected: net.handshakes_rejected.load(Relaxed),
         raft_connections_rejected: net.connections_rejected.load(Relaxed),
         raft_dial_failures: net.dial_failures.load(Relaxed),
+        api_unauthorized: node.api_guard.stats.unauthorized.load(Relaxed),
+        api_body_too_large: node.api_guard.stats.body_too_large.load(Relaxed),
+        api_overloaded: node.api_guard.stats.overloaded.load(Relaxed),
     }
 }
 

@@ -67,6 +67,15 @@ pub struct Counters {
     pub raft_handshakes_rejected: u64,
     pub raft_connections_rejected: u64,
     pub raft_dial_failures: u64,
+    /// API requests refused for a missing or wrong admin token (401).
+    #[serde(default)]
+    pub api_unauthorized: u64,
+    /// API requests refused for a body over the limit (413).
+    #[serde(default)]
+    pub api_body_too_large: u64,
+    /// API requests refused over the concurrency limit (503).
+    #[serde(default)]
+    pub api_overloaded: u64,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]

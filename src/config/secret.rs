@@ -267,10 +267,7 @@ pub fn check(config: &Config) -> Vec<Problem> {
     };
     for (key, p) in [
         ("secret_file", Some(path)),
-        (
-            "previous_secret_file",
-            config.previous_secret_file.as_ref(),
-        ),
+        ("previous_secret_file", config.previous_secret_file.as_ref()),
     ] {
         let Some(p) = p else { continue };
         if let Err(e) = ClusterSecret::load(p) {
@@ -385,7 +382,10 @@ mod tests {
         assert_ne!(k.heartbeat, [1u8; 32]);
         assert_eq!(k, s.derive("prod").unwrap(), "deterministic");
         assert_ne!(k, s.derive("staging").unwrap());
-        assert_ne!(k, ClusterSecret::from_bytes([2u8; 32]).derive("prod").unwrap());
+        assert_ne!(
+            k,
+            ClusterSecret::from_bytes([2u8; 32]).derive("prod").unwrap()
+        );
         assert_eq!(format!("{k:?}"), "DerivedKeys(<redacted>)");
     }
 

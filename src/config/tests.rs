@@ -992,11 +992,15 @@ fn shipped_local_cluster_configs_validate() {
 
 #[test]
 fn rotation_and_api_keys_parse() {
-    let c = ok(&(with_top(
-        "secret_file = \"/etc/quorate/new\"\nprevious_secret_file = \"old\"",
-    ) + "\n[api]\nprotect_reads = true\n"));
+    let c = ok(
+        &(with_top("secret_file = \"/etc/quorate/new\"\nprevious_secret_file = \"old\"")
+            + "\n[api]\nprotect_reads = true\n"),
+    );
     assert_eq!(c.secret_file, Some(PathBuf::from("/etc/quorate/new")));
-    assert_eq!(c.previous_secret_file, Some(PathBuf::from("/etc/quorate/old")));
+    assert_eq!(
+        c.previous_secret_file,
+        Some(PathBuf::from("/etc/quorate/old"))
+    );
     assert!(c.api.protect_reads);
     let c = ok(THREE_NODES);
     assert_eq!(c.previous_secret_file, None);
@@ -1025,7 +1029,10 @@ fn check_secrets_warns_without_a_secret_and_reports_an_open_mode() {
     let problems = c.check_secrets();
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert_eq!(problems[0].key, "secret_file");
-    assert!(problems[0].message.contains("neither authenticated"), "{problems:?}");
+    assert!(
+        problems[0].message.contains("neither authenticated"),
+        "{problems:?}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");

@@ -245,7 +245,11 @@ impl PeerClient {
                                 tracing::info!(
                                     node = self.target,
                                     "raft handshake succeeded with the {} secret",
-                                    if other == KeySlot::Previous { "previous" } else { "current" }
+                                    if other == KeySlot::Previous {
+                                        "previous"
+                                    } else {
+                                        "current"
+                                    }
                                 );
                                 k.remember(self.target, other);
                                 c
@@ -288,7 +292,10 @@ impl PeerClient {
                 if e.contains("secure handshake") {
                     secure::handshake_log().warn(
                         "raft-handshake-out",
-                        format_args!("cannot open an authenticated raft connection to node {}: {e}", self.target),
+                        format_args!(
+                            "cannot open an authenticated raft connection to node {}: {e}",
+                            self.target
+                        ),
                     );
                 }
                 let jitter = rand::thread_rng().gen_range(0.5..1.5);
@@ -352,7 +359,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         match self
-            .call(&RpcRequest::Append(rpc), option.hard_ttl().max(MIN_APPEND_TIMEOUT))
+            .call(
+                &RpcRequest::Append(rpc),
+                option.hard_ttl().max(MIN_APPEND_TIMEOUT),
+            )
             .await?
         {
             RpcResponse::Append(r) => Ok(r),
@@ -725,6 +735,29 @@ fn variant_name(r: &RpcRequest) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connections_per_peer_are_bounded_and_released() {
+        let pc = PeerConnections::default();
+        let held: Vec<_> = (0..MAX_CONNECTIONS_PER_PEER)
+            .map(|_| pc.try_take(2).expect("under the limit"))
+            .collect();
+        assert!(pc.try_take(2).is_none(), "one past the limit is refused");
+        // Another peer has its own budget.
+        let other = pc.try_take(3);
+        assert!(other.is_some());
+        drop(held);
+        assert!(
+            pc.try_take(2).is_some(),
+            "closed connections give their slot back"
+        );
+        drop(other);
+        let open = pc.open.lock().unwrap();
+        assert!(
+            open.get(&3).is_none(),
+            "no entry left for a peer with no connection"
+        );
+    }
 
     #[test]
     fn cluster_ids_differ_by_name() {

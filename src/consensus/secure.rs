@@ -78,10 +78,13 @@ pub enum SecureError {
 }
 
 /// The Raft pre-shared keys (see `config::secret`). Debug never prints them.
-#[derive(Clone)]
 pub struct RaftKeys {
     pub current: [u8; 32],
     pub previous: Option<[u8; 32]>,
+    /// During a rotation: the key each peer last accepted when we dialled it, shared by all
+    /// of openraft's clients for that peer, so a peer still on the old secret costs one
+    /// refused handshake per process, not one per connection.
+    accepted: std::sync::Mutex<std::collections::HashMap<crate::types::NodeId, KeySlot>>,
 }
 
 impl std::fmt::Debug for RaftKeys {
@@ -93,6 +96,26 @@ impl std::fmt::Debug for RaftKeys {
 }
 
 impl RaftKeys {
+    pub fn new(current: [u8; 32], previous: Option<[u8; 32]>) -> RaftKeys {
+        RaftKeys {
+            current,
+            previous,
+            accepted: Default::default(),
+        }
+    }
+
+    /// The key `peer` last accepted (`Current` when unknown).
+    pub fn preferred(&self, peer: crate::types::NodeId) -> KeySlot {
+        let map = self.accepted.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&peer).copied().unwrap_or_default()
+    }
+
+    /// Remember that `peer` accepted the key of `slot`.
+    pub fn remember(&self, peer: crate::types::NodeId, slot: KeySlot) {
+        let mut map = self.accepted.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(peer, slot);
+    }
+
     /// The key of `slot` (the current key when there is no previous one).
     pub fn key(&self, slot: KeySlot) -> &[u8; 32] {
         match (slot, &self.previous) {
@@ -389,12 +412,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> FrameConn<R, W> {
             return Err(CodecError::Channel("not an encrypted connection".into()));
         };
         self.plain.resize(self.msg.len(), 0);
-        let n = noise.read_message(&self.msg, &mut self.plain).map_err(|_| {
-            CodecError::Channel(
-                "a message failed authentication (altered, replayed or reordered on the way)"
-                    .into(),
-            )
-        })?;
+        let n = noise
+            .read_message(&self.msg, &mut self.plain)
+            .map_err(|_| {
+                CodecError::Channel(
+                    "a message failed authentication (altered, replayed or reordered on the way)"
+                        .into(),
+                )
+            })?;
         self.plain.truncate(n);
         Ok(true)
     }
@@ -413,7 +438,7 @@ mod tests {
     type Half = FrameConn<ReadHalf<DuplexStream>, WriteHalf<DuplexStream>>;
 
     fn keys(current: [u8; 32], previous: Option<[u8; 32]>) -> RaftKeys {
-        RaftKeys { current, previous }
+        RaftKeys::new(current, previous)
     }
 
     /// Runs both handshake sides over an in-memory pipe.
@@ -591,10 +616,7 @@ mod tests {
         let last = m.len() - 1;
         m[last] ^= 1;
         w.write_all(&m).await.unwrap();
-        assert!(matches!(
-            s.recv::<u64>().await,
-            Err(CodecError::Channel(_))
-        ));
+        assert!(matches!(s.recv::<u64>().await, Err(CodecError::Channel(_))));
     }
 
     #[tokio::test]

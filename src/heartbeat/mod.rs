@@ -18,8 +18,8 @@ pub use detector::{
     PeerView,
 };
 pub use service::{
-    DropReason, HeartbeatAuth, HeartbeatError, HeartbeatHandle, HeartbeatParams, HeartbeatService, HeartbeatStats,
-    LocalStatus, LogRateLimiter, StatsSnapshot,
+    DropReason, HeartbeatAuth, HeartbeatError, HeartbeatHandle, HeartbeatParams, HeartbeatService,
+    HeartbeatStats, LocalStatus, LogRateLimiter, StatsSnapshot,
 };
 pub use socket::SocketError;
 pub use wire::{

@@ -205,7 +205,13 @@ impl ReplayWindow {
     }
 
     /// Decides on `(incarnation, seq)` from `peer` on `link`, recording it when fresh.
-    pub fn admit(&mut self, peer: NodeId, link: usize, incarnation: u64, seq: u64) -> ReplayVerdict {
+    pub fn admit(
+        &mut self,
+        peer: NodeId,
+        link: usize,
+        incarnation: u64,
+        seq: u64,
+    ) -> ReplayVerdict {
         let Some(w) = self.links.get_mut(&(peer, link)) else {
             self.links.insert(
                 (peer, link),
@@ -298,11 +304,17 @@ mod tests {
             for bit in 0..8 {
                 let mut t = bytes.clone();
                 t[i] ^= 1 << bit;
-                assert!(s.open(&t).is_err(), "flip of bit {bit} in byte {i} accepted");
+                assert!(
+                    s.open(&t).is_err(),
+                    "flip of bit {bit} in byte {i} accepted"
+                );
             }
         }
         for len in 0..bytes.len() {
-            assert!(s.open(&bytes[..len]).is_err(), "truncation to {len} accepted");
+            assert!(
+                s.open(&bytes[..len]).is_err(),
+                "truncation to {len} accepted"
+            );
         }
     }
 
@@ -408,7 +420,10 @@ mod tests {
             w.admit(1, 0, 1, 2 * REPLAY_WINDOW_SEQS - 1),
             ReplayVerdict::Fresh
         );
-        assert_eq!(w.admit(1, 0, 1, REPLAY_WINDOW_SEQS), ReplayVerdict::Duplicate);
+        assert_eq!(
+            w.admit(1, 0, 1, REPLAY_WINDOW_SEQS),
+            ReplayVerdict::Duplicate
+        );
         assert_eq!(w.admit(1, 0, 1, u64::MAX), ReplayVerdict::Fresh);
         assert_eq!(w.admit(1, 0, 1, u64::MAX), ReplayVerdict::Duplicate);
     }
@@ -486,6 +501,10 @@ mod tests {
                 }
                 if rng.gen_bool(0.2) {
                     t.truncate(rng.gen_range(0..t.len()));
+                }
+                if t == valid {
+                    // Two flips of the same byte by the same value cancel out.
+                    continue;
                 }
                 open_garbage(&s, &t);
             }

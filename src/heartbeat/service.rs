@@ -1253,15 +1253,19 @@ mod tests {
             txs.push(tx);
         }
         for (me, other) in [(0usize, 2u64), (1, 1)] {
-            wait_view(&mut handles[me].view, "the peer with the same secret alive", |v| {
-                v.peer(other).is_some_and(|p| p.state == Liveness::Alive)
-            })
+            wait_view(
+                &mut handles[me].view,
+                "the peer with the same secret alive",
+                |v| v.peer(other).is_some_and(|p| p.state == Liveness::Alive),
+            )
             .await;
         }
         for h in &handles[..2] {
-            wait_stats(&h.stats, "node 3's datagrams dropped as unauthenticated", |s| {
-                s.dropped_unauthenticated >= 3
-            })
+            wait_stats(
+                &h.stats,
+                "node 3's datagrams dropped as unauthenticated",
+                |s| s.dropped_unauthenticated >= 3,
+            )
             .await;
         }
         // Node 3 hears nothing it can open either, and nobody ever saw it alive.
@@ -1313,7 +1317,10 @@ mod tests {
             s.dropped_unauthenticated == 2
         })
         .await;
-        assert_eq!(h.view.borrow().peer(2).map(|p| p.state), Some(Liveness::Unknown));
+        assert_eq!(
+            h.view.borrow().peer(2).map(|p| p.state),
+            Some(Liveness::Unknown)
+        );
 
         // Genuine: accepted.
         let genuine = seal(&from_node2(5, 10));
@@ -1324,7 +1331,10 @@ mod tests {
         .await;
         // Replayed byte for byte, too far behind, and from an older incarnation.
         send(&genuine);
-        send(&seal(&from_node2(5, 10 + crate::heartbeat::seal::REPLAY_WINDOW_SEQS + 5)));
+        send(&seal(&from_node2(
+            5,
+            10 + crate::heartbeat::seal::REPLAY_WINDOW_SEQS + 5,
+        )));
         send(&seal(&from_node2(5, 10)));
         send(&seal(&from_node2(4, 1_000)));
         wait_stats(&h.stats, "replays dropped", |s| s.dropped_replayed == 3).await;
@@ -1364,7 +1374,10 @@ mod tests {
         let deadline = std::time::Instant::now() + WAIT;
         let mut buf = [0u8; MAX_DATAGRAM_BYTES + 1];
         loop {
-            assert!(std::time::Instant::now() < deadline, "never answered in the old secret");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never answered in the old secret"
+            );
             let (n, _) = node2.recv_from(&mut buf).unwrap();
             if old_only.open(&buf[..n]).is_ok() {
                 break;

@@ -64,8 +64,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
 pub use action::{
-    hook_reason_for_demote, hook_reason_for_promote, Action, ActionId, Event, HookKind, HookReason, HookRun,
-    LocalRole, StatusNote,
+    hook_reason_for_demote, hook_reason_for_promote, Action, ActionId, Event, HookKind, HookReason,
+    HookRun, LocalRole, StatusNote,
 };
 pub use candidate::{best_candidate, eligibility, rank_candidates, CandidateView, Ineligible};
 pub use config::{

@@ -28,8 +28,8 @@ use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
 
-pub use crate::types::{HookKind, HookReason};
 use crate::types::{Epoch, NodeId};
+pub use crate::types::{HookKind, HookReason};
 
 /// Default cap on the output kept from one hook run. Enough for a useful error
 /// message and a stack trace, small enough to log and to keep in status.

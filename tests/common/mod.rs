@@ -13,6 +13,13 @@ use quorate::client::Client;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_quorate");
 
+/// The API admin token of every test cluster: each config names `<dir>/api.token` (mode
+/// 0600) in `[api] token_file`, and `http`, `kv_http` and `Cluster::client` send it on every
+/// request. Tests of the token itself build their own clients.
+pub const TEST_TOKEN: &str = "quorate-test-admin-token-0123456789";
+/// File name of the token inside a test cluster's dir.
+pub const TEST_TOKEN_FILE: &str = "api.token";
+
 /// Generous: tests run on a loaded 2-core machine. Assert behaviour, not speed.
 pub const WAIT: Duration = Duration::from_secs(30);
 
@@ -143,6 +150,17 @@ impl Cluster {
         nets: Option<Vec<NodeNet>>,
     ) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
+        {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(dir.path().join(TEST_TOKEN_FILE))
+                .expect("create the API token file");
+            writeln!(f, "{TEST_TOKEN}").expect("write the API token file");
+        }
         if let Some(n) = &nets {
             assert_eq!(n.len(), roles.len(), "one NodeNet per role");
         }
@@ -195,6 +213,7 @@ impl Cluster {
                 )
                 .unwrap();
             }
+            writeln!(t, "[api]\ntoken_file = \"{TEST_TOKEN_FILE}\"").unwrap();
             t.push_str(&opts.extra);
             let config = dir.path().join(format!("node{}.toml", m.id));
             std::fs::write(&config, t).expect("write config");
@@ -337,6 +356,7 @@ impl Cluster {
 
     pub fn client(&self, id: u64) -> Client {
         Client::new(&self.node(id).test_api.to_string(), Duration::from_secs(2))
+            .with_token(Some(TEST_TOKEN.to_string()))
     }
 
     pub async fn status(&self, id: u64) -> Option<NodeStatus> {
@@ -690,9 +710,17 @@ impl Reply {
     }
 }
 
-/// An HTTP client for tests: no proxy (the environment may set one), bounded time.
+/// An HTTP client for tests: no proxy (the environment may set one), bounded time, and the
+/// test clusters' admin token on every request.
 pub fn http(timeout: Duration) -> reqwest::Client {
+    let mut auth = reqwest::header::HeaderMap::new();
+    auth.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {TEST_TOKEN}"))
+            .expect("a valid header value"),
+    );
     reqwest::Client::builder()
+        .default_headers(auth)
         .no_proxy()
         .timeout(timeout)
         .build()
@@ -764,6 +792,7 @@ pub fn cli(args: &[&str]) -> Exited {
     let child = Command::new(BIN)
         .args(args)
         .env_remove("QUORATE_API")
+        .env_remove("QUORATE_TOKEN_FILE")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -1,5 +1,8 @@
 //! `quorate-bench`: one command for every performance claim. Each subcommand prints a table
 //! and writes JSON (`--out FILE`). Real processes on 127.0.0.1; nothing here is a test.
+//!
+//! `QUORATE_BENCH_SECRET=1` gives every bench cluster a cluster secret (sealed heartbeats,
+//! Noise-encrypted Raft), to measure the cost of encryption against the plaintext default.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -88,6 +91,7 @@ async fn election(nodes: usize, trials: usize, profile: &str) -> Result<serde_js
         let mut spec = ClusterSpec::voters(nodes);
         spec.profile = profile.to_string();
         let mut c = LocalCluster::create(&spec).map_err(|e| e.to_string())?;
+        with_secret_if_asked(&c)?;
         let t0 = Instant::now();
         c.start_all().map_err(|e| e.to_string())?;
         match c.wait_agreed_leader(Duration::from_secs(30)).await {
@@ -106,6 +110,7 @@ async fn idle(nodes: usize, duration: u64, profile: &str) -> Result<serde_json::
     let mut spec = ClusterSpec::voters(nodes);
     spec.profile = profile.to_string();
     let mut c = LocalCluster::create(&spec).map_err(|e| e.to_string())?;
+    with_secret_if_asked(&c)?;
     c.start_all().map_err(|e| e.to_string())?;
     c.wait_agreed_leader(Duration::from_secs(30))
         .await
@@ -143,6 +148,14 @@ async fn idle(nodes: usize, duration: u64, profile: &str) -> Result<serde_json::
     )
 }
 
+/// With `QUORATE_BENCH_SECRET=1` in the environment, give the cluster a secret.
+fn with_secret_if_asked(c: &LocalCluster) -> Result<(), String> {
+    if std::env::var("QUORATE_BENCH_SECRET").is_ok_and(|v| v == "1") {
+        c.enable_secret().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 const MARKER: &str = include_str!("../../../cluster-config/local/hooks/marker.sh");
 
 fn mono_ns() -> u64 {
@@ -154,6 +167,7 @@ fn marker_cluster(nodes: usize, profile: &str) -> Result<(LocalCluster, PathBuf)
     let mut spec = ClusterSpec::voters(nodes);
     spec.profile = profile.to_string();
     let mut c = LocalCluster::create(&spec).map_err(|e| e.to_string())?;
+    with_secret_if_asked(&c)?;
     let hook = c.path().join("marker.sh");
     std::fs::write(&hook, MARKER).map_err(|e| e.to_string())?;
     {
@@ -206,12 +220,13 @@ async fn wait_primary(
 }
 
 async fn failover(nodes: usize, profile: &str, trials: usize) -> Result<serde_json::Value, String> {
+    let (mut c, log) = marker_cluster(nodes, profile)?;
     let http = reqwest::Client::builder()
+        .default_headers(c.auth_headers())
         .no_proxy()
         .timeout(Duration::from_millis(300))
         .build()
         .map_err(|e| e.to_string())?;
-    let (mut c, log) = marker_cluster(nodes, profile)?;
     c.start_all().map_err(|e| e.to_string())?;
     let mut primary = wait_primary(&c, &http, None, Duration::from_secs(30))
         .await
@@ -333,6 +348,7 @@ async fn kv(clients: &str, duration: u64, value_size: usize) -> Result<serde_jso
     let mut spec = ClusterSpec::voters(3);
     spec.env.push(("QUORATE_LOG".into(), "warn".into()));
     let mut c = LocalCluster::create(&spec).map_err(|e| e.to_string())?;
+    with_secret_if_asked(&c)?;
     c.start_all().map_err(|e| e.to_string())?;
     let (leader, _) = c
         .wait_agreed_leader(Duration::from_secs(30))
@@ -340,6 +356,7 @@ async fn kv(clients: &str, duration: u64, value_size: usize) -> Result<serde_jso
         .ok_or("no leader")?;
     let api = c.node(leader).ok_or("leader")?.member.api;
     let value = vec![b'v'; value_size];
+    let auth = c.auth_headers();
     let mut results = Vec::new();
     println!("KV on the leader, 3 nodes, fsync on, {value_size}-byte values, {duration} s per row");
     println!(
@@ -351,8 +368,10 @@ async fn kv(clients: &str, duration: u64, value_size: usize) -> Result<serde_jso
         let mut tasks = Vec::new();
         for client_id in 0..n {
             let value = value.clone();
+            let auth = auth.clone();
             tasks.push(tokio::spawn(async move {
                 let http = reqwest::Client::builder()
+                    .default_headers(auth)
                     .no_proxy()
                     .timeout(Duration::from_secs(10))
                     .build()
@@ -426,12 +445,13 @@ async fn kv(clients: &str, duration: u64, value_size: usize) -> Result<serde_jso
 }
 
 async fn switchover(trials: usize, rate: u64) -> Result<serde_json::Value, String> {
+    let (mut c, _log) = marker_cluster(3, "lan")?;
     let http = reqwest::Client::builder()
+        .default_headers(c.auth_headers())
         .no_proxy()
         .timeout(Duration::from_secs(5))
         .build()
         .map_err(|e| e.to_string())?;
-    let (mut c, _log) = marker_cluster(3, "lan")?;
     c.start_all().map_err(|e| e.to_string())?;
     let mut primary = wait_primary(&c, &http, None, Duration::from_secs(30))
         .await
@@ -480,18 +500,34 @@ async fn switchover(trials: usize, rate: u64) -> Result<serde_json::Value, Strin
             })
         };
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let api = c.node(primary).ok_or("node")?.member.api;
-        let r = http
-            .post(format!("http://{api}/v1/switchover"))
-            .body(json!({"to": target}).to_string())
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if r.status().as_u16() != 200 {
-            return Err(format!(
-                "switchover refused: {}",
-                r.text().await.unwrap_or_default()
-            ));
+        // A lease lapse under CPU load can leave no acting primary for a moment: the
+        // request is then refused; wait for a primary again and retry (bounded).
+        let mut accepted = false;
+        let mut last_refusal = String::new();
+        for _ in 0..20 {
+            let p = wait_primary(&c, &http, None, Duration::from_secs(30))
+                .await
+                .ok_or("no primary")?;
+            if p == target {
+                accepted = true;
+                break;
+            }
+            let api = c.node(p).ok_or("node")?.member.api;
+            let r = http
+                .post(format!("http://{api}/v1/switchover"))
+                .body(json!({"to": target}).to_string())
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if r.status().as_u16() == 200 {
+                accepted = true;
+                break;
+            }
+            last_refusal = r.text().await.unwrap_or_default();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        if !accepted {
+            return Err(format!("switchover refused 20 times; last: {last_refusal}"));
         }
         let np = wait_primary(&c, &http, Some(primary), Duration::from_secs(30))
             .await
