@@ -146,6 +146,19 @@ fn hook_runner(config: &Config) -> Result<HookRunner, NodeError> {
     .map_err(|e| NodeError::Hooks(e.to_string()))
 }
 
+/// Entries per append RPC, so a batch of the largest allowed values still fits in one frame
+/// (half of `MAX_FRAME_BYTES`, leaving room for encoding overhead). openraft's default (300)
+/// times 1 MiB values would build 300 MiB frames that the receiver must refuse: replication
+/// would then retry the same batch forever.
+pub fn max_payload_entries(max_value_bytes: u64) -> u64 {
+    /// Per-entry allowance for the key, the command and the log id.
+    const ENTRY_OVERHEAD_BYTES: u64 = 4096;
+    /// openraft's default batch size, kept for small values.
+    const DEFAULT_BATCH: u64 = 300;
+    let budget = (crate::consensus::codec::MAX_FRAME_BYTES as u64) / 2;
+    (budget / (max_value_bytes + ENTRY_OVERHEAD_BYTES)).clamp(1, DEFAULT_BATCH)
+}
+
 /// Builds openraft's config from ours. Witnesses never campaign (`enable_elect = false`);
 /// pre-vote is on so a node that was cut off does not disrupt the cluster when it returns.
 pub fn raft_config(config: &Config) -> Result<openraft::Config, NodeError> {
@@ -159,6 +172,7 @@ pub fn raft_config(config: &Config) -> Result<openraft::Config, NodeError> {
         enable_pre_vote: Some(true),
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.storage.snapshot_every),
         max_in_snapshot_log_to_keep: config.storage.keep_logs,
+        max_payload_entries: max_payload_entries(config.storage.max_value_bytes),
         install_snapshot_timeout: 30_000,
         ..Default::default()
     };
@@ -650,5 +664,24 @@ async fn early_elections(node: Arc<Node>) {
         if view_rx.changed().await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_batches_of_the_largest_values_fit_in_one_frame() {
+        let frame = crate::consensus::codec::MAX_FRAME_BYTES as u64;
+        for max_value in [128u64, 64 * 1024, 1024 * 1024, 16 * 1024 * 1024] {
+            let n = max_payload_entries(max_value);
+            assert!(n >= 1);
+            assert!(
+                n * (max_value + 4096) <= frame || n == 1,
+                "{n} x {max_value}"
+            );
+        }
+        assert_eq!(max_payload_entries(128), 300);
     }
 }

@@ -14,9 +14,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 pub const WIRE_VERSION: u8 = 1;
 
 /// Largest frame accepted or sent. Snapshots travel in chunks of [`SNAPSHOT_CHUNK_BYTES`], and
-/// append batches are capped by openraft's `max_payload_entries`, so honest frames stay well
-/// below this.
-pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+/// append batches are capped by `node::max_payload_entries` to half of this, so honest
+/// frames stay below it; it must exceed the largest allowed KV value (16 MiB) plus overhead.
+pub const MAX_FRAME_BYTES: usize = 40 * 1024 * 1024;
 
 /// Snapshot transfer chunk size (well below [`MAX_FRAME_BYTES`]).
 pub const SNAPSHOT_CHUNK_BYTES: usize = 4 * 1024 * 1024;

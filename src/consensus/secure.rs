@@ -724,4 +724,41 @@ mod tests {
             }
         });
     }
+
+    /// What the encrypted channel costs per frame, against plaintext, on this machine:
+    /// `cargo test --release --lib consensus::secure::tests::cost_per_frame -- --ignored --nocapture`
+    /// (a measurement, not a check: it asserts only that frames arrive).
+    #[test]
+    #[ignore]
+    fn cost_per_frame() {
+        const FRAMES: usize = 20_000;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let payload = vec![7u8; 512];
+        let measure = |secure: bool| {
+            rt.block_on(async {
+                let (c, s) = if secure {
+                    let (c, s) = pair(K1, keys(K1, None), CLUSTER).await;
+                    (c.unwrap(), s.unwrap().0)
+                } else {
+                    let (a, b) = duplex(1 << 20);
+                    let (ar, aw) = tokio::io::split(a);
+                    let (br, bw) = tokio::io::split(b);
+                    (FrameConn::plain(ar, aw), FrameConn::plain(br, bw))
+                };
+                let (mut c, mut s) = (c, s);
+                let t0 = std::time::Instant::now();
+                for _ in 0..FRAMES {
+                    c.send(&payload).await.unwrap();
+                    let got: Vec<u8> = s.recv().await.unwrap().unwrap();
+                    assert_eq!(got.len(), payload.len());
+                }
+                t0.elapsed() / FRAMES as u32
+            })
+        };
+        let plain = measure(false);
+        let secure = measure(true);
+        println!("512-byte frame, send+recv: plaintext {plain:?}, Noise {secure:?}");
+    }
 }
