@@ -167,14 +167,16 @@ impl ApiToken {
         ApiToken::from_text(&text, path.to_path_buf())
     }
 
-    /// The token of `config`: `[api] token_file` when set (must exist), else
-    /// `<data_dir>/api.token`, created with a random token (mode 0600) when missing. Returns
-    /// whether it was just created.
+    /// The token of `config`: `[api] token_file` when set, else `<data_dir>/api.token`; the file
+    /// is created with a random token (mode 0600) when missing. Returns whether it was just
+    /// created. Nodes that name one shared file (the local example cluster) end up with the
+    /// same token even when they start at the same moment: creation is atomic (see
+    /// `create_token_file`), and every node loads whichever file won.
     pub fn load_or_create(config: &Config) -> Result<(ApiToken, bool), TokenError> {
-        if let Some(path) = &config.api.token_file {
-            return Ok((ApiToken::load(path)?, false));
-        }
-        let path = config.data_dir.join(TOKEN_FILE_NAME);
+        let path = match &config.api.token_file {
+            Some(p) => p.clone(),
+            None => config.data_dir.join(TOKEN_FILE_NAME),
+        };
         match create_token_file(&path) {
             Ok(()) => Ok((ApiToken::load(&path)?, true)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -185,8 +187,22 @@ impl ApiToken {
     }
 }
 
-/// Creates `path` (mode 0600, never overwriting) holding a new random token.
+/// Creates `path` (mode 0600, never overwriting) holding a new random token: written and
+/// fsynced under a temporary name, then hard-linked into place, so a concurrent reader sees
+/// either no file or the whole token (AlreadyExists when another process won).
 fn create_token_file(path: &Path) -> std::io::Result<()> {
+    if path.exists() {
+        return Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists));
+    }
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    write_new_token(&tmp)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    linked
+}
+
+fn write_new_token(path: &Path) -> std::io::Result<()> {
     use rand::RngCore;
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
