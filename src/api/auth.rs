@@ -194,7 +194,11 @@ fn create_token_file(path: &Path) -> std::io::Result<()> {
     if path.exists() {
         return Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists));
     }
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let tmp = path.with_extension(format!(
+        "tmp.{}.{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     let _ = std::fs::remove_file(&tmp);
     write_new_token(&tmp)?;
     let linked = std::fs::hard_link(&tmp, path);
@@ -363,6 +367,28 @@ pub async fn guard(State(g): State<Arc<ApiGuard>>, req: Request, next: Next) -> 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn concurrent_creators_of_one_token_file_end_with_one_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api.token");
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let p = path.clone();
+                std::thread::spawn(move || {
+                    let _ = super::create_token_file(&p);
+                    super::ApiToken::load(&p).map(|t| format!("{t:?}"))
+                })
+            })
+            .collect();
+        let tokens: Vec<String> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap().unwrap())
+            .collect();
+        assert!(tokens.windows(2).all(|w| w[0] == w[1]), "{tokens:?}");
+        let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(leftovers, 1, "no temporary files left behind");
+    }
+
     use super::*;
 
     fn config_at(dir: &Path, extra: &str) -> Config {
@@ -417,12 +443,13 @@ mod tests {
     }
 
     #[test]
-    fn a_configured_token_file_must_exist_and_be_private() {
+    fn a_configured_token_file_is_created_when_missing_and_must_be_private() {
         let dir = tempfile::tempdir().unwrap();
         let c = config_at(dir.path(), "[api]\ntoken_file = \"tok\"\n");
-        let err = ApiToken::load_or_create(&c).unwrap_err();
-        assert!(matches!(err, TokenError::Read { .. }), "{err}");
+        let (_, created) = ApiToken::load_or_create(&c).unwrap();
+        assert!(created, "a missing configured token file is created");
         let tok = dir.path().join("tok");
+        std::fs::remove_file(&tok).unwrap();
         std::fs::write(&tok, "operator-chosen-token-123\n").unwrap();
         std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = ApiToken::load_or_create(&c).unwrap_err();

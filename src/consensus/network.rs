@@ -601,8 +601,8 @@ async fn handle_conn(
     let hello: Option<RpcRequest> = tokio::time::timeout(HELLO_TIMEOUT, conn.recv())
         .await
         .map_err(|_| ConnError::HelloTimeout)??;
-    let _slot;
-    match hello {
+    // Held until the connection ends: it counts against the peer's MAX_CONNECTIONS_PER_PEER.
+    let _peer_slot = match hello {
         None => return Ok(()),
         Some(RpcRequest::Hello {
             cluster_id,
@@ -640,8 +640,8 @@ async fn handle_conn(
                 let _ = conn.send(&RpcResponse::Refused(p.clone())).await;
                 return Err(ConnError::Handshake(p));
             };
-            _slot = slot;
             conn.send(&RpcResponse::HelloOk).await?;
+            slot
         }
         Some(other) => {
             return Err(ConnError::Handshake(format!(
@@ -649,7 +649,7 @@ async fn handle_conn(
                 variant_name(&other)
             )))
         }
-    }
+    };
 
     // Snapshot chunks of one transfer arrive in order on one connection.
     let mut snapshot_buf: Vec<u8> = Vec::new();
