@@ -203,7 +203,7 @@ async fn all_stopped_and_restarted_in_reverse_order_keep_cluster_term_and_log() 
     }
     // Log intact: everything written before is readable, linearizably and on every node locally.
     for (k, v) in &data {
-        let r = c.kv_get(1, k, "").await;
+        let r = c.get_ok(1, k, "").await;
         assert_eq!(r.value(), Some(v.as_str()), "{k}: {r:?}");
     }
     let (leader, _) = c.wait_agreed_leader(WAIT).await;
