@@ -50,14 +50,13 @@ pub struct OpReply {
 }
 
 /// Sends `req` to the local executor; forwards to the leader when this node is not it.
-async fn submit(
-    node: Arc<Node>,
-    req: OperatorRequest,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn submit(node: Arc<Node>, req: OperatorRequest, raw: RawRequest) -> Response {
+    let RawRequest {
+        method,
+        uri,
+        headers,
+        body,
+    } = raw;
     let (tx, rx) = tokio::sync::oneshot::channel();
     if node.ops.try_send(OpRequest { req, reply: tx }).is_err() {
         return error(
@@ -118,126 +117,60 @@ fn parse<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> Result<T, Resp
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}")))
 }
 
-pub async fn maintenance(
-    State(node): State<Arc<Node>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let b: MaintenanceBody = match parse(&body) {
+pub async fn maintenance(State(node): State<Arc<Node>>, raw: RawRequest) -> Response {
+    let b: MaintenanceBody = match parse(&raw.body) {
         Ok(b) => b,
         Err(r) => return r,
     };
-    submit(
-        node,
-        OperatorRequest::Maintenance {
-            on: b.on,
-            reason: b.reason,
-        },
-        method,
-        uri,
-        headers,
-        body,
-    )
-    .await
+    let req = OperatorRequest::Maintenance {
+        on: b.on,
+        reason: b.reason,
+    };
+    submit(node, req, raw).await
 }
 
 pub async fn drain(
     State(node): State<Arc<Node>>,
     Path(id): Path<NodeId>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    raw: RawRequest,
 ) -> Response {
-    submit(
-        node,
-        OperatorRequest::Drain {
-            node: id,
-            drained: true,
-        },
-        method,
-        uri,
-        headers,
-        body,
-    )
-    .await
+    let req = OperatorRequest::Drain {
+        node: id,
+        drained: true,
+    };
+    submit(node, req, raw).await
 }
 
 pub async fn undrain(
     State(node): State<Arc<Node>>,
     Path(id): Path<NodeId>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    raw: RawRequest,
 ) -> Response {
-    submit(
-        node,
-        OperatorRequest::Drain {
-            node: id,
-            drained: false,
-        },
-        method,
-        uri,
-        headers,
-        body,
-    )
-    .await
+    let req = OperatorRequest::Drain {
+        node: id,
+        drained: false,
+    };
+    submit(node, req, raw).await
 }
 
-pub async fn switchover(
-    State(node): State<Arc<Node>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let b: SwitchoverBody = match parse(&body) {
+pub async fn switchover(State(node): State<Arc<Node>>, raw: RawRequest) -> Response {
+    let b: SwitchoverBody = match parse(&raw.body) {
         Ok(b) => b,
         Err(r) => return r,
     };
-    submit(
-        node,
-        OperatorRequest::Switchover {
-            to: b.to,
-            at_unix_ms: b.at_unix_ms,
-        },
-        method,
-        uri,
-        headers,
-        body,
-    )
-    .await
+    let req = OperatorRequest::Switchover {
+        to: b.to,
+        at_unix_ms: b.at_unix_ms,
+    };
+    submit(node, req, raw).await
 }
 
-pub async fn cancel_switchover(
-    State(node): State<Arc<Node>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    submit(
-        node,
-        OperatorRequest::CancelSwitchover,
-        method,
-        uri,
-        headers,
-        body,
-    )
-    .await
+pub async fn cancel_switchover(State(node): State<Arc<Node>>, raw: RawRequest) -> Response {
+    submit(node, OperatorRequest::CancelSwitchover, raw).await
 }
 
-pub async fn failback(
-    State(node): State<Arc<Node>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let b: FailbackBody = match parse(&body) {
+pub async fn failback(State(node): State<Arc<Node>>, raw: RawRequest) -> Response {
+    let b: FailbackBody = match parse(&raw.body) {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -246,46 +179,46 @@ pub async fn failback(
         OperatorRequest::Failback {
             no_commit: b.no_commit,
         },
-        method,
-        uri,
-        headers,
-        body,
+        raw,
     )
     .await
 }
 
-pub async fn failback_commit(
-    State(node): State<Arc<Node>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    submit(
-        node,
-        OperatorRequest::FailbackCommit,
-        method,
-        uri,
-        headers,
-        body,
-    )
-    .await
+pub async fn failback_commit(State(node): State<Arc<Node>>, raw: RawRequest) -> Response {
+    submit(node, OperatorRequest::FailbackCommit, raw).await
 }
 
-pub async fn failback_undo(
-    State(node): State<Arc<Node>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    submit(
-        node,
-        OperatorRequest::FailbackUndo,
-        method,
-        uri,
-        headers,
-        body,
-    )
-    .await
+pub async fn failback_undo(State(node): State<Arc<Node>>, raw: RawRequest) -> Response {
+    submit(node, OperatorRequest::FailbackUndo, raw).await
+}
+
+/// What a control request must keep to be forwarded unchanged to the leader: one extractor
+/// instead of the same four parameters on every handler.
+pub struct RawRequest {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for RawRequest {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let (method, uri, headers) = (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.headers.clone(),
+        );
+        let body = Bytes::from_request(axum::extract::Request::from_parts(parts, body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(RawRequest {
+            method,
+            uri,
+            headers,
+            body,
+        })
+    }
 }
