@@ -124,5 +124,8 @@ pub fn status_table(local: &NodeStatus, all: &[NodeStatus]) -> String {
     for n in &local.notes {
         out.push_str(&format!("note: {n}\n"));
     }
+    if let Some(why) = &local.raft_failure {
+        out.push_str(&format!("FAILED: {why}\n"));
+    }
     out
 }

@@ -226,6 +226,12 @@ impl Executor {
         let mut shutdown_sent = false;
         let mut last_notify = String::new();
         let stall_at = test_stall_deadline();
+        // Raft's core can stop on its own (a storage failure such as a full disk). The loop
+        // goes on: the policy then sees a node that is not the leader, lets its lease lapse
+        // and demotes, so a node that cannot persist never goes on acting as primary. The
+        // metrics channel is closed from then on and is no longer waited on.
+        let mut raft_running = true;
+        let mut raft_failure_logged = false;
         loop {
             let now = Instant::now();
             if stall_at.is_some_and(|t| now >= t) {
@@ -239,6 +245,12 @@ impl Executor {
                 self.policy.observe(Event::ShutdownRequested, now);
             }
             let obs = self.observe_world();
+            if !raft_failure_logged {
+                if let Some(why) = self.node.raft_failure() {
+                    raft_failure_logged = true;
+                    tracing::error!(term = obs.raft.term, epoch = obs.state.epoch, "{why}");
+                }
+            }
             if obs.leader != last_leader {
                 if last_leader.is_some() || obs.leader.is_some() {
                     leader_changes += 1;
@@ -291,7 +303,11 @@ impl Executor {
                 }
                 Some(op) = self.ops_rx.recv() => self.handle_op(op, &ev_tx),
                 r = applied_rx.changed() => { if r.is_err() { return; } }
-                r = metrics_rx.changed() => { if r.is_err() { return; } }
+                r = metrics_rx.changed(), if raft_running => {
+                    if r.is_err() {
+                        raft_running = false;
+                    }
+                }
                 r = view_rx.changed() => { if r.is_err() { return; } }
                 r = monitor_rx.recv() => {
                     match r {
@@ -386,6 +402,11 @@ impl Executor {
                     .map(|l| l.to_string())
                     .unwrap_or_else(|| "none".into()),
             );
+            let text = if self.node.raft_failure().is_some() {
+                format!("FAILED: raft stopped (storage), see `quorate status`; {text}")
+            } else {
+                text
+            };
             if *last_notify != text {
                 self.notifier.status(&text);
                 *last_notify = text;

@@ -195,6 +195,46 @@ impl Node {
     pub fn metrics(&self) -> openraft::RaftMetrics<crate::consensus::TypeConfig> {
         self.raft.metrics().borrow_watched().clone()
     }
+
+    /// Why Raft stopped on this node, with what to do about it; None while it runs (or after a
+    /// requested shutdown). Raft stops for good when storage fails (a full disk, an IO error on
+    /// append or fsync): the node can no longer persist, so it cannot act as primary, vote or
+    /// replicate until the daemon is restarted on a healthy disk.
+    pub fn raft_failure(&self) -> Option<String> {
+        let fatal = match &self.raft.metrics().borrow_watched().running_state {
+            Ok(()) => return None,
+            Err(openraft::errors::Fatal::Stopped) => return None,
+            Err(e) => e.to_string(),
+        };
+        Some(describe_raft_failure(&fatal, &self.config.data_dir))
+    }
+}
+
+/// Turns openraft's fatal error into an operator message: what happened and the next step.
+pub fn describe_raft_failure(fatal: &str, data_dir: &std::path::Path) -> String {
+    let dir = data_dir.display();
+    let lower = fatal.to_ascii_lowercase();
+    let next = if lower.contains("no space left") || lower.contains("quota") {
+        format!(
+            "the disk holding {dir} is full: free space there (`df -h {dir}`), then restart the \
+             daemon (`systemctl restart quorate`); the node rejoins as a replica and catches up"
+        )
+    } else if lower.contains("corrupt") || lower.contains("decode") || lower.contains("checksum") {
+        format!(
+            "the Raft data in {dir} is damaged: stop the daemon and run \
+             `quorate recover --config FILE` to check it and re-seed this node from its peers"
+        )
+    } else {
+        format!(
+            "check the disk holding {dir} (kernel log, `df -h {dir}`), then restart the daemon \
+             (`systemctl restart quorate`); if it fails again at start, run \
+             `quorate recover --config FILE`"
+        )
+    };
+    format!(
+        "raft stopped: {fatal}. This node cannot persist its log, so it no longer acts as primary, \
+         votes or replicates. Next: {next}"
+    )
 }
 
 impl RunningNode {

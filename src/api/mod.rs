@@ -16,7 +16,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use openraft::async_runtime::WatchReceiver;
 use openraft::ServerState;
 
 use crate::node::Node;
@@ -145,6 +144,7 @@ pub fn build_status(node: &Node) -> NodeStatus {
             .as_ref()
             .and_then(|o| serde_json::to_value(o).ok()),
         notes: ex.notes.iter().map(|n| n.to_string()).collect(),
+        raft_failure: node.raft_failure(),
     }
 }
 
@@ -221,13 +221,15 @@ async fn get_status(State(node): State<Arc<Node>>) -> Json<NodeStatus> {
 
 async fn get_health(State(node): State<Arc<Node>>) -> Response {
     let alive = *node.loops_alive.borrow();
-    let raft_ok = node.raft.metrics().borrow_watched().running_state.is_ok();
-    if alive && raft_ok {
+    if let Some(why) = node.raft_failure() {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response();
+    }
+    if alive {
         (StatusCode::OK, "ok\n").into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "a control loop or raft has stopped; see the node's log\n",
+            "the control loop has stopped; see the node's log and restart the daemon\n",
         )
             .into_response()
     }
@@ -250,8 +252,9 @@ async fn get_primary(State(node): State<Arc<Node>>) -> Response {
 async fn get_replica(State(node): State<Arc<Node>>) -> Response {
     let ex = node.executor.borrow().clone();
     let healthy = ex.health.is_usable();
-    let replica =
-        matches!(ex.local_role, LocalRole::Replica) && acting_primary_now(&node).is_none();
+    let replica = matches!(ex.local_role, LocalRole::Replica)
+        && acting_primary_now(&node).is_none()
+        && node.raft_failure().is_none();
     if replica && healthy {
         (
             StatusCode::OK,

@@ -46,6 +46,10 @@ pub struct NodeStatus {
     pub operation: Option<serde_json::Value>,
     /// What the policy is waiting for or refused, in words.
     pub notes: Vec<String>,
+    /// Set when Raft stopped on this node (a storage failure such as a full disk): why, and
+    /// what to do. The node then no longer acts as primary, votes or replicates.
+    #[serde(default)]
+    pub raft_failure: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
