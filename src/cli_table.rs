@@ -124,6 +124,9 @@ pub fn status_table(local: &NodeStatus, all: &[NodeStatus]) -> String {
     for n in &local.notes {
         out.push_str(&format!("note: {n}\n"));
     }
+    if local.reseeding {
+        out.push_str("note: re-seeding from peers (quorate recover): not voting until caught up\n");
+    }
     if let Some(why) = &local.raft_failure {
         out.push_str(&format!("FAILED: {why}\n"));
     }

@@ -15,6 +15,7 @@ pub mod heartbeat;
 pub mod localcluster;
 pub mod node;
 pub mod policy;
+pub mod recover;
 pub mod resource;
 pub mod systemd;
 pub mod types;

@@ -132,6 +132,35 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Check a stopped node's Raft data (log and snapshot) and, with --reseed, re-seed the
+    /// node from its peers.
+    ///
+    /// Run it with the daemon stopped (it takes the data dir's lock). Without --reseed it only
+    /// reads: it decodes every log entry and verifies the snapshot's checksum, and exits 0 when
+    /// both are sound, 1 when something is damaged (naming the file and the problem).
+    ///
+    /// --reseed --yes moves the log and the snapshot into <data_dir>/recovered-<time>/ (nothing
+    /// is deleted), keeps the node's last vote when it is readable, and marks the node as
+    /// re-seeding: on its next start it takes the whole log from the leader, and until it has
+    /// caught up it neither votes nor campaigns (an empty log could otherwise help elect a
+    /// leader that lacks committed entries). Re-seed one node at a time, and only while the
+    /// other members of a quorum are healthy: they hold the data this node gets back.
+    Recover {
+        /// The node's TOML config file (its data_dir is checked).
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// Override the config's data_dir.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Move the Raft data aside and re-seed this node from its peers at its next start.
+        #[arg(long)]
+        reseed: bool,
+        /// Confirm --reseed (required: re-seeding discards this node's copy of the log).
+        #[arg(long)]
+        yes: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Cluster secret tools (the secret authenticates and encrypts all cluster traffic).
     Secret {
         #[command(subcommand)]
@@ -333,6 +362,7 @@ async fn async_main(cli: Cli) -> ExitCode {
         Command::Run { .. }
             | Command::Demo { .. }
             | Command::Config { .. }
+            | Command::Recover { .. }
             | Command::Secret { .. }
     );
     let token = match (&cli.token_file, talks_to_a_node) {
@@ -437,6 +467,13 @@ async fn async_main(cli: Cli) -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check { file, json },
         } => config_check(&file, json),
+        Command::Recover {
+            config,
+            data_dir,
+            reseed,
+            yes,
+            json,
+        } => recover(&config, data_dir, reseed, yes, json).await,
         Command::Secret {
             command: SecretCommand::Generate { out },
         } => secret_generate(out),
@@ -515,6 +552,90 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {},
         _ = int.recv() => {},
+    }
+}
+
+async fn recover(
+    file: &std::path::Path,
+    data_dir: Option<PathBuf>,
+    reseed: bool,
+    yes: bool,
+    json: bool,
+) -> ExitCode {
+    let config = match Config::load(file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: invalid config\n{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let dir_path = data_dir.unwrap_or(config.data_dir.clone());
+    if reseed && !yes {
+        eprintln!(
+            "error: --reseed discards this node's copy of the Raft log (it is moved aside, not \
+             deleted) and makes the node take everything from its peers; add --yes to confirm"
+        );
+        return ExitCode::from(2);
+    }
+    let dir = match quorate::datadir::DataDir::open_locked(&dir_path) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let report = quorate::recover::check(&dir).await;
+    let moved = if reseed {
+        match quorate::recover::reseed(&dir).await {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        None
+    };
+    if json {
+        let v = serde_json::json!({
+            "check": report,
+            "healthy": report.healthy(),
+            "reseeded": moved.as_ref().map(|p| p.display().to_string()),
+        });
+        println!("{v}");
+    } else {
+        for (name, part) in [("log", &report.log), ("snapshot", &report.snapshot)] {
+            println!(
+                "{name:<9} {} {}: {}",
+                if part.ok { "ok     " } else { "DAMAGED" },
+                part.path,
+                part.detail
+            );
+        }
+        if let Some(v) = &report.vote {
+            println!("vote      {v}");
+        }
+        if report.reseeding {
+            println!("note: a re-seed was already under way (the RESEEDING marker exists)");
+        }
+        match &moved {
+            Some(p) => println!(
+                "re-seeded: the old data is in {}; start the daemon (`systemctl start quorate`): \
+                 it takes the log from the leader and votes again once it has caught up",
+                p.display()
+            ),
+            None if !report.healthy() => println!(
+                "next: with the other nodes healthy, run `quorate recover --config {} --reseed --yes`, \
+                 then start the daemon",
+                file.display()
+            ),
+            None => println!("the Raft data is sound; nothing to do"),
+        }
+    }
+    if moved.is_some() || report.healthy() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

@@ -79,6 +79,8 @@ pub struct Node {
     pub shutdown: watch::Sender<bool>,
     /// The API's admin token and request bounds (with their rejection counters).
     pub api_guard: Arc<crate::api::auth::ApiGuard>,
+    /// Set while the node re-seeds from its peers after `quorate recover --reseed`.
+    pub reseeding: crate::recover::ReseedFlag,
     _data_dir: DataDir,
 }
 
@@ -261,6 +263,7 @@ impl RunningNode {
         let api_guard = Arc::new(crate::api::auth::ApiGuard::new(&config, api_token));
         let log = LogStore::open(&data_dir.raft_log_dir()).map_err(NodeError::Log)?;
         let sm = StateMachineStore::open(data_dir.snapshot_dir())?;
+        let reseeding = crate::recover::ReseedFlag::from_data_dir(&data_dir.path);
 
         let peers: HashMap<NodeId, std::net::SocketAddr> =
             config.peers.iter().map(|p| (p.id, p.raft)).collect();
@@ -277,6 +280,7 @@ impl RunningNode {
                     previous.copied(),
                 ))
             }),
+            reseeding: reseeding.clone(),
         };
 
         let raft_listener = TcpListener::bind(config.listen.raft)
@@ -292,9 +296,14 @@ impl RunningNode {
                 source,
             })?;
 
+        let mut openraft_config = raft_config(&config)?;
+        if reseeding.active() {
+            // Campaigning is switched back on once the node has caught up (recover.rs).
+            openraft_config.enable_elect = false;
+        }
         let raft = Raft::new(
             config.node.id,
-            Arc::new(raft_config(&config)?),
+            Arc::new(openraft_config),
             NetworkFactory::new(params.clone()),
             log.clone(),
             sm.clone(),
@@ -372,6 +381,7 @@ impl RunningNode {
             ops: ops_tx,
             shutdown: shutdown_tx,
             api_guard,
+            reseeding: reseeding.clone(),
             _data_dir: data_dir,
         });
         let notifier = Arc::new(crate::systemd::Notifier::from_env());
@@ -393,14 +403,15 @@ impl RunningNode {
             exec_node.loops_alive.send_replace(false);
         });
 
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(network::serve(
-            raft_listener,
-            raft.clone(),
-            params,
-        )));
-        tasks.push(tokio::spawn(bootstrap(node.clone())));
-        tasks.push(tokio::spawn(propose_kv_limits(node.clone())));
+        let mut tasks = vec![
+            tokio::spawn(network::serve(raft_listener, raft.clone(), params)),
+            tokio::spawn(bootstrap(node.clone())),
+            tokio::spawn(crate::recover::watch_reseed(
+                node.clone(),
+                reseeding.clone(),
+            )),
+            tokio::spawn(propose_kv_limits(node.clone())),
+        ];
         if config.node.role == NodeRole::Voter {
             tasks.push(tokio::spawn(early_elections(node.clone())));
         }
@@ -467,6 +478,11 @@ async fn bootstrap(node: Arc<Node>) {
         .collect();
     match node.raft.is_initialized().await {
         Ok(true) => {}
+        Ok(false) if node.reseeding.active() => {
+            tracing::info!(
+                "re-seeding: waiting for the leader to send the log (no initialization)"
+            );
+        }
         Ok(false) if lowest_voter == Some(cfg.node.id) => {
             match node.raft.initialize(voting).await {
                 Ok(()) => tracing::info!("initialized a new cluster from config"),
@@ -688,6 +704,7 @@ async fn early_elections(node: Arc<Node>) {
             let m = node.metrics();
             if m.current_leader == Some(leader)
                 && m.current_term == term
+                && !node.reseeding.active()
                 && guard.should_fire(leader, term, Instant::now())
             {
                 tracing::info!(

@@ -145,6 +145,7 @@ pub fn build_status(node: &Node) -> NodeStatus {
             .and_then(|o| serde_json::to_value(o).ok()),
         notes: ex.notes.iter().map(|n| n.to_string()).collect(),
         raft_failure: node.raft_failure(),
+        reseeding: node.reseeding.active(),
     }
 }
 

@@ -50,6 +50,10 @@ pub struct NodeStatus {
     /// what to do. The node then no longer acts as primary, votes or replicates.
     #[serde(default)]
     pub raft_failure: Option<String>,
+    /// True while the node re-seeds from its peers after `quorate recover --reseed`: it does
+    /// not vote or campaign until it has caught up with the leader.
+    #[serde(default)]
+    pub reseeding: bool,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]

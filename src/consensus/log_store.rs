@@ -264,7 +264,8 @@ impl LogStore {
             io::Error::new(
                 e.kind(),
                 format!(
-                    "cannot open the raft log in {}: {e}; if the files are corrupt, move the directory away and let the node re-seed from its peers",
+                    "{}: {e}; if the files are damaged, run `quorate recover --config FILE` \
+                     (it checks the data and re-seeds this node from its peers)",
                     dir.display()
                 ),
             )

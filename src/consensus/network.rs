@@ -127,6 +127,9 @@ pub struct NetParams {
     pub stats: Arc<NetStats>,
     /// Noise PSKs from the cluster secret; `None` = plaintext (development only).
     pub keys: Option<Arc<RaftKeys>>,
+    /// Set while this node re-seeds from its peers (`quorate recover --reseed`): it answers
+    /// vote and pre-vote requests with a refusal until it has caught up.
+    pub reseeding: crate::recover::ReseedFlag,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -663,6 +666,12 @@ async fn handle_conn(
                 Ok(x) => RpcResponse::Append(x),
                 Err(e) => RpcResponse::Refused(e.to_string()),
             },
+            RpcRequest::Vote(_) | RpcRequest::PreVote(_) if params.reseeding.active() => {
+                RpcResponse::Refused(format!(
+                    "node {} is re-seeding from its peers and does not vote until it has caught up",
+                    params.local
+                ))
+            }
             RpcRequest::Vote(rpc) => match raft.vote(rpc).await {
                 Ok(x) => RpcResponse::Vote(x),
                 Err(e) => RpcResponse::Refused(e.to_string()),
