@@ -161,10 +161,8 @@ impl Executor {
         // openraft's instant has no conversion to std's; go through its age. The two clock
         // reads are microseconds apart, far inside the clock-drift margin of the lease.
         let now = Instant::now();
-        let last_quorum_acked = m
-            .last_quorum_acked
-            .as_ref()
-            .and_then(|t| now.checked_sub(openraft::Instant::elapsed(&**t)));
+        let last_quorum_acked =
+            crate::node::quorum_acked_age(&m).and_then(|age| now.checked_sub(age));
         let raft = RaftView {
             is_leader,
             term: m.current_term,

@@ -309,30 +309,52 @@ enum LogFormat {
 
 /// Logs go to journald under systemd (`$JOURNAL_STREAM` names the journal on stderr), with
 /// the node's fields as journal fields; otherwise to stderr, human or JSON.
-fn init_logging(format: LogFormat) {
+/// Changes the daemon's log filter at runtime (SIGHUP).
+type LogReload =
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// The filter the daemon logs with: `QUORATE_LOG` when set in its environment, else the
+/// config's `[log] level`.
+fn log_filter(config_level: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    match std::env::var("QUORATE_LOG") {
+        Ok(v) if !v.trim().is_empty() => tracing_subscriber::EnvFilter::try_new(&v)
+            .map_err(|e| format!("QUORATE_LOG={v:?} is not a log filter: {e}")),
+        _ => tracing_subscriber::EnvFilter::try_new(config_level)
+            .map_err(|e| format!("[log] level {config_level:?} is not a log filter: {e}")),
+    }
+}
+
+/// Logs go to journald under systemd (JOURNAL_STREAM set) with structured fields, else to
+/// stderr as text or JSON. The filter sits behind a reload handle for SIGHUP.
+fn init_logging(format: LogFormat, config_level: &str) -> Option<LogReload> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("QUORATE_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
+    let filter = log_filter(config_level).unwrap_or_else(|e| {
+        eprintln!(
+            "warning: {e}; logging at {}",
+            quorate::config::defaults::LOG_LEVEL
+        );
+        tracing_subscriber::EnvFilter::new(quorate::config::defaults::LOG_LEVEL)
+    });
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
     if std::env::var_os("JOURNAL_STREAM").is_some() && matches!(format, LogFormat::Human) {
         if let Ok(journald) = tracing_journald::layer() {
-            let _ = tracing_subscriber::registry()
-                .with(filter)
+            let _ = registry
                 .with(journald.with_syslog_identifier("quorate".into()))
                 .try_init();
-            return;
+            return Some(handle);
         }
     }
     use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Human => builder.init(),
-    }
+    let done = match format {
+        LogFormat::Json => registry.with(fmt.json()).try_init(),
+        LogFormat::Human => registry.with(fmt).try_init(),
+    };
+    done.ok().map(|_| handle)
 }
 
 fn main() -> ExitCode {
@@ -380,10 +402,7 @@ async fn async_main(cli: Cli) -> ExitCode {
             config,
             data_dir,
             log_format,
-        } => {
-            init_logging(log_format);
-            run_daemon(config, data_dir).await
-        }
+        } => run_daemon(config, data_dir, log_format).await,
         Command::Status { json } => status(&cli.api, token.clone(), json).await,
         Command::Demo { keep } => quorate::demo::run(keep).await,
         Command::History { json, limit } => {
@@ -512,7 +531,7 @@ fn secret_generate(out: Option<PathBuf>) -> ExitCode {
     }
 }
 
-async fn run_daemon(path: PathBuf, data_dir: Option<PathBuf>) -> ExitCode {
+async fn run_daemon(path: PathBuf, data_dir: Option<PathBuf>, format: LogFormat) -> ExitCode {
     let mut config = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
@@ -523,9 +542,10 @@ async fn run_daemon(path: PathBuf, data_dir: Option<PathBuf>) -> ExitCode {
     if let Some(d) = data_dir {
         config.data_dir = d;
     }
+    let log_reload = init_logging(format, &config.log.level);
     let span = tracing::info_span!("node", id = config.node.id);
     let _enter = span.enter();
-    let running = match quorate::node::RunningNode::start(config).await {
+    let running = match quorate::node::RunningNode::start(config.clone()).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("{e}");
@@ -533,25 +553,123 @@ async fn run_daemon(path: PathBuf, data_dir: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    wait_for_signal().await;
+    let Some(mut signals) = Signals::install() else {
+        tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
+        std::future::pending::<()>().await;
+        return ExitCode::from(1);
+    };
+    loop {
+        match signals.next().await {
+            Signal::Stop => break,
+            Signal::Reload => {
+                let outcome = reload(&path, &mut config, &running, log_reload.as_ref());
+                running
+                    .node
+                    .record_reload(format!("{} at unix ms {}", outcome, unix_ms()));
+            }
+        }
+    }
     tracing::info!("shutting down");
     running.shutdown().await;
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
-        std::future::pending::<()>().await;
-        return;
+fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+/// SIGHUP: re-reads the config file and applies what may change at runtime (the log filter
+/// and the hook settings), or refuses the whole reload, saying why. The daemon goes on with
+/// its running settings either way. Returns the outcome in one line (also logged).
+fn reload(
+    path: &std::path::Path,
+    running_config: &mut Config,
+    running: &quorate::node::RunningNode,
+    log_reload: Option<&LogReload>,
+) -> String {
+    let mut new = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            let msg = format!(
+                "reload refused, nothing applied: the config file is invalid; fix it and send SIGHUP again (`systemctl reload quorate`): {e}"
+            );
+            tracing::error!("{msg}");
+            return msg;
+        }
     };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
+    // A --data-dir override stays in force.
+    new.data_dir = running_config.data_dir.clone();
+    let plan = match quorate::config::reload::plan(running_config, &new) {
+        Ok(p) => p,
+        Err(e) => {
+            let msg = e.to_string();
+            tracing::error!("{msg}");
+            return msg;
+        }
+    };
+    if plan.changed.is_empty() {
+        let msg = "reload: nothing changed".to_string();
+        tracing::info!("{msg}");
+        return msg;
+    }
+    let new_filter = if plan.changed.contains(&"log.level") {
+        match log_filter(&new.log.level) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                let msg = format!("reload refused, nothing applied: {e}");
+                tracing::error!("{msg}");
+                return msg;
+            }
+        }
+    } else {
+        None
+    };
+    if let Err(msg) = running.node.reload_hooks(&new) {
+        tracing::error!("{msg}");
+        return msg;
+    }
+    if let (Some(filter), Some(handle)) = (new_filter, log_reload) {
+        if let Err(e) = handle.reload(filter) {
+            tracing::error!("reload: the log filter could not be changed: {e}");
+        }
+    }
+    *running_config = new;
+    let msg = format!("reloaded: {}", plan.changed.join(", "));
+    tracing::info!("{msg}");
+    msg
+}
+
+enum Signal {
+    Stop,
+    Reload,
+}
+
+/// SIGTERM/SIGINT stop the daemon gracefully; SIGHUP reloads.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Option<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Some(Signals {
+            term: signal(SignalKind::terminate()).ok()?,
+            int: signal(SignalKind::interrupt()).ok()?,
+            hup: signal(SignalKind::hangup()).ok()?,
+        })
+    }
+
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.int.recv() => Signal::Stop,
+            _ = self.hup.recv() => Signal::Reload,
+        }
     }
 }
 

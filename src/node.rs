@@ -20,7 +20,9 @@ use crate::datadir::{DataDir, DataDirError};
 use crate::executor::{Executor, ExecutorStatus, OpRequest, OPERATOR_QUEUE};
 use crate::heartbeat::{self, HeartbeatHandle, HeartbeatParams, LocalStatus};
 use crate::policy::{Policy, PolicyConfig};
-use crate::resource::{HookKind, HookRunner, HookSettings, MonitorRole};
+use crate::resource::{
+    HookKind, HookRunner, HookSettings, MonitorRole, MonitorTuner, MonitorTuning,
+};
 use crate::types::{Epoch, NodeId, NodeRole};
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +83,10 @@ pub struct Node {
     pub api_guard: Arc<crate::api::auth::ApiGuard>,
     /// Set while the node re-seeds from its peers after `quorate recover --reseed`.
     pub reseeding: crate::recover::ReseedFlag,
+    /// Retunes the monitor loop on reload.
+    pub monitor_tuner: MonitorTuner,
+    /// The outcome of the last SIGHUP reload, for status (None: never reloaded).
+    pub last_reload: std::sync::Mutex<Option<String>>,
     _data_dir: DataDir,
 }
 
@@ -130,7 +136,7 @@ pub fn policy_config(config: &Config) -> PolicyConfig {
     }
 }
 
-fn hook_runner(config: &Config) -> Result<HookRunner, NodeError> {
+fn hook_settings(config: &Config) -> HookSettings {
     let mut paths = HashMap::new();
     for (name, path) in config.resource.hooks() {
         if let (Some(kind), Some(path)) = (HookKind::ALL.iter().find(|k| k.as_str() == name), path)
@@ -138,14 +144,24 @@ fn hook_runner(config: &Config) -> Result<HookRunner, NodeError> {
             paths.insert(*kind, path.to_path_buf());
         }
     }
-    HookRunner::new(HookSettings {
+    HookSettings {
         cluster: config.cluster.clone(),
         node: config.node.id,
         paths,
         timeout: config.resource.hook_timeout,
         max_output_bytes: crate::resource::DEFAULT_MAX_OUTPUT_BYTES,
-    })
-    .map_err(|e| NodeError::Hooks(e.to_string()))
+    }
+}
+
+fn hook_runner(config: &Config) -> Result<HookRunner, NodeError> {
+    HookRunner::new(hook_settings(config)).map_err(|e| NodeError::Hooks(e.to_string()))
+}
+
+fn monitor_tuning(config: &Config) -> MonitorTuning {
+    MonitorTuning {
+        interval: config.resource.monitor_interval,
+        failure_threshold: config.resource.failure_threshold,
+    }
 }
 
 /// Entries per append RPC, so a batch of the largest allowed values still fits in one frame
@@ -198,6 +214,40 @@ impl Node {
         self.raft.metrics().borrow_watched().clone()
     }
 
+    /// Applies the hook settings of a reloaded config (already planned with
+    /// `config::reload::plan`): hook paths, hook timeout, monitor interval and threshold. Every
+    /// configured hook must be runnable, or nothing is applied.
+    pub fn reload_hooks(&self, config: &Config) -> Result<(), String> {
+        let settings = hook_settings(config);
+        let probe = HookRunner::new(settings.clone()).map_err(|e| e.to_string())?;
+        let problems = probe.check();
+        if !problems.is_empty() {
+            return Err(format!(
+                "reload refused, nothing applied: {}",
+                problems.join("; ")
+            ));
+        }
+        let tuning = monitor_tuning(config);
+        tuning
+            .check()
+            .map_err(|e| format!("reload refused, nothing applied: {e}"))?;
+        self.hooks
+            .replace_settings(settings)
+            .map_err(|e| format!("reload refused, nothing applied: {e}"))?;
+        self.monitor_tuner
+            .retune(tuning)
+            .map_err(|e| format!("hooks reloaded, but the monitor was not retuned: {e}"))?;
+        Ok(())
+    }
+
+    /// Records the outcome of a reload for `quorate status`.
+    pub fn record_reload(&self, outcome: String) {
+        *self
+            .last_reload
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(outcome);
+    }
+
     /// Why Raft stopped on this node, with what to do about it; None while it runs (or after a
     /// requested shutdown). Raft stops for good when storage fails (a full disk, an IO error on
     /// append or fsync): the node can no longer persist, so it cannot act as primary, vote or
@@ -210,6 +260,26 @@ impl Node {
         };
         Some(describe_raft_failure(&fatal, &self.config.data_dir))
     }
+}
+
+/// How long ago a quorum last acknowledged this node as leader (None: not a leader, or never
+/// acknowledged). openraft records an acknowledgement only when a follower answers, so a
+/// leader that is the only voter would never be acknowledged; it is its own quorum, so its
+/// acknowledgement is always fresh.
+pub fn quorum_acked_age(
+    m: &openraft::RaftMetrics<crate::consensus::TypeConfig>,
+) -> Option<Duration> {
+    if m.state != ServerState::Leader {
+        return None;
+    }
+    let membership = m.membership_config.membership();
+    let mut voters = membership.voter_ids();
+    if voters.next() == Some(m.id) && voters.next().is_none() {
+        return Some(Duration::ZERO);
+    }
+    m.last_quorum_acked
+        .as_ref()
+        .map(|t| openraft::Instant::elapsed(&**t))
 }
 
 /// Turns openraft's fatal error into an operator message: what happened and the next step.
@@ -382,6 +452,8 @@ impl RunningNode {
             shutdown: shutdown_tx,
             api_guard,
             reseeding: reseeding.clone(),
+            monitor_tuner: monitor.tuner(),
+            last_reload: std::sync::Mutex::new(None),
             _data_dir: data_dir,
         });
         let notifier = Arc::new(crate::systemd::Notifier::from_env());

@@ -117,10 +117,7 @@ pub fn build_status(node: &Node) -> NodeStatus {
         last_log_index: m.last_log_index.unwrap_or(0),
         snapshot_index: m.snapshot.map(|l| l.index),
         purged_index: m.purged.map(|l| l.index),
-        quorum_ack_age_ms: m
-            .last_quorum_acked
-            .as_ref()
-            .map(|t| openraft::Instant::elapsed(&**t).as_millis() as u64),
+        quorum_ack_age_ms: crate::node::quorum_acked_age(&m).map(|d| d.as_millis() as u64),
         uptime_ms: node.started.elapsed().as_millis() as u64,
         peers,
         counters: counters(node),
@@ -146,6 +143,11 @@ pub fn build_status(node: &Node) -> NodeStatus {
         notes: ex.notes.iter().map(|n| n.to_string()).collect(),
         raft_failure: node.raft_failure(),
         reseeding: node.reseeding.active(),
+        last_reload: node
+            .last_reload
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_else(|p| p.into_inner().clone()),
     }
 }
 
@@ -181,10 +183,7 @@ pub fn acting_primary_now(node: &Node) -> Option<crate::types::Epoch> {
     if m.state != ServerState::Leader {
         return None;
     }
-    let acked_age = m
-        .last_quorum_acked
-        .as_ref()
-        .map(|t| openraft::Instant::elapsed(&**t))?;
+    let acked_age = crate::node::quorum_acked_age(&m)?;
     if acked_age >= node.config.timing.lease {
         return None;
     }

@@ -54,6 +54,9 @@ pub struct NodeStatus {
     /// not vote or campaign until it has caught up with the leader.
     #[serde(default)]
     pub reseeding: bool,
+    /// The outcome of the last SIGHUP reload (applied keys, or why it was refused).
+    #[serde(default)]
+    pub last_reload: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]

@@ -19,6 +19,7 @@ use std::time::Duration;
 use crate::types::{NodeId, NodeRole};
 
 mod duration;
+pub mod reload;
 mod schema;
 pub mod secret;
 mod validate;
@@ -320,6 +321,14 @@ pub struct ApiConfig {
     pub protect_reads: bool,
 }
 
+/// `[log]`: reloadable with SIGHUP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A tracing filter ("info", "debug", "info,openraft=debug"). `QUORATE_LOG`, when set in
+    /// the daemon's environment, takes precedence at start and at every reload.
+    pub level: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StorageConfig {
     /// Log entries between snapshots (>= 1).
@@ -334,6 +343,9 @@ pub struct StorageConfig {
 pub mod defaults {
     use super::{FailbackCommit, FailbackMode, FencingMode};
     use std::time::Duration;
+
+    /// `[log] level`: our info, openraft's warnings only (its info is per-RPC chatter).
+    pub const LOG_LEVEL: &str = "info,openraft=warn";
 
     pub const HOOK_TIMEOUT: Duration = Duration::from_secs(10);
     pub const MONITOR_INTERVAL: Duration = Duration::from_secs(1);
@@ -374,6 +386,7 @@ pub struct Config {
     pub failback: FailbackConfig,
     pub api: ApiConfig,
     pub storage: StorageConfig,
+    pub log: LogConfig,
     /// The file this came from (absolute).
     pub source: PathBuf,
     /// This node's own `[[peer]]` entry, kept apart so `self_peer` cannot fail.

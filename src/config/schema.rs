@@ -40,6 +40,14 @@ pub(super) struct RawConfig {
     pub api: RawApi,
     #[serde(default)]
     pub storage: RawStorage,
+    #[serde(default)]
+    pub log: RawLog,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    pub level: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]

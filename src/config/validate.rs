@@ -9,9 +9,9 @@ use std::time::Duration;
 use super::schema::{DurationText, RawConfig, RawPeer};
 use super::{
     defaults, format_duration, parse_duration, ApiConfig, Config, FailbackConfig, FencingMode,
-    Listen, NodeSection, Peer, Problem, ResourceConfig, StorageConfig, Timing, DEFAULT_PRIORITY,
-    MAX_CLUSTER_NAME_LEN, MAX_CONFIG_DURATION, MAX_COUNT_SETTING, MAX_HEARTBEAT_LINKS, MAX_PEERS,
-    MAX_VALUE_BYTES_LIMIT,
+    Listen, LogConfig, NodeSection, Peer, Problem, ResourceConfig, StorageConfig, Timing,
+    DEFAULT_PRIORITY, MAX_CLUSTER_NAME_LEN, MAX_CONFIG_DURATION, MAX_COUNT_SETTING,
+    MAX_HEARTBEAT_LINKS, MAX_PEERS, MAX_VALUE_BYTES_LIMIT,
 };
 use crate::types::NodeId;
 
@@ -255,6 +255,20 @@ pub(super) fn build(raw: RawConfig, source: PathBuf) -> Result<Config, Vec<Probl
         protect_reads: raw.api.protect_reads.unwrap_or(false),
     };
     let storage = resolve_storage(&mut c, &raw);
+    let log = LogConfig {
+        level: raw
+            .log
+            .level
+            .clone()
+            .unwrap_or_else(|| defaults::LOG_LEVEL.to_string()),
+    };
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log.level) {
+        c.push(
+            "log.level",
+            format!("{:?} is not a log filter: {e}", log.level),
+            "use a level (error, warn, info, debug, trace) or directives such as \"info,openraft=debug\"",
+        );
+    }
 
     if !c.problems.is_empty() {
         return Err(c.problems);
@@ -296,6 +310,7 @@ pub(super) fn build(raw: RawConfig, source: PathBuf) -> Result<Config, Vec<Probl
         failback,
         api,
         storage,
+        log,
         source,
         self_peer,
     })

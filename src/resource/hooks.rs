@@ -22,6 +22,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt;
@@ -249,30 +250,50 @@ pub fn monotonic_ns() -> u64 {
 /// caller serialises what must not).
 #[derive(Debug)]
 pub struct HookRunner {
-    settings: HookSettings,
+    /// Replaced as a whole on reload (SIGHUP); a run uses the settings current at its start.
+    settings: std::sync::RwLock<Arc<HookSettings>>,
     stats: HookStats,
+}
+
+fn check_settings(settings: &HookSettings) -> Result<(), HookSettingsError> {
+    if settings.timeout.is_zero() {
+        return Err(HookSettingsError::ZeroTimeout);
+    }
+    if settings.max_output_bytes == 0 || settings.max_output_bytes > MAX_OUTPUT_BYTES_LIMIT {
+        return Err(HookSettingsError::OutputLimit {
+            bytes: settings.max_output_bytes,
+            limit: MAX_OUTPUT_BYTES_LIMIT,
+            default: DEFAULT_MAX_OUTPUT_BYTES,
+        });
+    }
+    Ok(())
 }
 
 impl HookRunner {
     pub fn new(settings: HookSettings) -> Result<Self, HookSettingsError> {
-        if settings.timeout.is_zero() {
-            return Err(HookSettingsError::ZeroTimeout);
-        }
-        if settings.max_output_bytes == 0 || settings.max_output_bytes > MAX_OUTPUT_BYTES_LIMIT {
-            return Err(HookSettingsError::OutputLimit {
-                bytes: settings.max_output_bytes,
-                limit: MAX_OUTPUT_BYTES_LIMIT,
-                default: DEFAULT_MAX_OUTPUT_BYTES,
-            });
-        }
+        check_settings(&settings)?;
         Ok(HookRunner {
-            settings,
+            settings: std::sync::RwLock::new(Arc::new(settings)),
             stats: HookStats::default(),
         })
     }
 
-    pub fn settings(&self) -> &HookSettings {
-        &self.settings
+    /// The settings right now (a run in flight keeps the ones it started with).
+    pub fn settings(&self) -> Arc<HookSettings> {
+        self.settings
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Replaces the settings (reload). Runs already started finish with the old ones.
+    pub fn replace_settings(&self, settings: HookSettings) -> Result<(), HookSettingsError> {
+        check_settings(&settings)?;
+        *self
+            .settings
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(settings);
+        Ok(())
     }
 
     pub fn stats(&self) -> &HookStats {
@@ -282,21 +303,22 @@ impl HookRunner {
     /// Whether a path is configured for `kind` (the caller decides what a missing fence
     /// hook means; the monitor loop skips an unconfigured monitor).
     pub fn is_configured(&self, kind: HookKind) -> bool {
-        self.settings.paths.contains_key(&kind)
+        self.settings().paths.contains_key(&kind)
     }
 
-    pub fn path(&self, kind: HookKind) -> Option<&Path> {
-        self.settings.paths.get(&kind).map(PathBuf::as_path)
+    pub fn path(&self, kind: HookKind) -> Option<PathBuf> {
+        self.settings().paths.get(&kind).cloned()
     }
 
     /// Problems with configured hooks (missing, not a file, not executable), one
     /// message per hook naming the path and the fix. Empty when all are runnable.
     /// For startup and `quorate config check`; uses blocking `stat` calls.
     pub fn check(&self) -> Vec<String> {
+        let settings = self.settings();
         HookKind::ALL
             .iter()
             .filter_map(|&kind| {
-                let path = self.settings.paths.get(&kind)?;
+                let path = settings.paths.get(&kind)?;
                 problem_with(kind, path, std::fs::metadata(path))
             })
             .collect()
@@ -325,7 +347,8 @@ impl HookRunner {
         F: Future<Output = ()>,
     {
         let started = Instant::now();
-        let Some(path) = self.settings.paths.get(&kind) else {
+        let settings = self.settings();
+        let Some(path) = settings.paths.get(&kind) else {
             return self.unconfigured(kind, ctx, started);
         };
         let outcome = match problem_with(kind, path, tokio::fs::metadata(path).await) {
@@ -355,7 +378,7 @@ impl HookRunner {
         tracing::debug!(
             target: "quorate::hook",
             hook = kind.as_str(),
-            node = self.settings.node,
+            node = self.settings().node,
             epoch = ctx.epoch,
             reason = ctx.reason.as_str(),
             "no {kind} hook configured; nothing to run"
@@ -364,6 +387,7 @@ impl HookRunner {
     }
 
     fn command(&self, kind: HookKind, path: &Path, ctx: HookContext<'_>) -> Command {
+        let settings = self.settings();
         let mut cmd = Command::new(path);
         cmd.stdin(Stdio::null())
             // Own process group: on timeout we kill the group, reaching the hook's
@@ -372,8 +396,8 @@ impl HookRunner {
             // If the run future is dropped mid-flight, tokio kills the main process;
             // `GroupKill` below takes care of the rest of the group.
             .kill_on_drop(true)
-            .env("QUORATE_CLUSTER", &self.settings.cluster)
-            .env("QUORATE_NODE", self.settings.node.to_string())
+            .env("QUORATE_CLUSTER", &settings.cluster)
+            .env("QUORATE_NODE", settings.node.to_string())
             .env("QUORATE_ROLE", ctx.role)
             .env("QUORATE_EPOCH", ctx.epoch.to_string())
             .env("QUORATE_REASON", ctx.reason.as_str())
@@ -450,9 +474,10 @@ impl HookRunner {
             .and_then(|pid| i32::try_from(pid).ok())
             .filter(|&pid| pid > 1);
         let mut group = GroupKill { pgid, armed: true };
-        let mut capture = Capture::new(self.settings.max_output_bytes);
+        let settings = self.settings();
+        let mut capture = Capture::new(settings.max_output_bytes);
 
-        let deadline = tokio::time::Instant::from_std(started) + self.settings.timeout;
+        let deadline = tokio::time::Instant::from_std(started) + settings.timeout;
         let supervised = supervise(
             &mut child,
             reader,
@@ -498,7 +523,7 @@ impl HookRunner {
                 tracing::$level!(
                     target: "quorate::hook",
                     hook = outcome.kind.as_str(),
-                    node = self.settings.node,
+                    node = self.settings().node,
                     epoch = ctx.epoch,
                     exit = %exit_label(outcome),
                     duration_ms = u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX),

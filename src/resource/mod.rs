@@ -18,5 +18,6 @@ pub use hooks::{
 };
 pub use monitor::{
     spawn_monitor, MonitorError, MonitorHandle, MonitorResult, MonitorRole, MonitorTracker,
-    MAX_FAILURE_THRESHOLD, MIN_MONITOR_INTERVAL, MONITOR_RESULTS_CAPACITY,
+    MonitorTuner, MonitorTuning, MAX_FAILURE_THRESHOLD, MIN_MONITOR_INTERVAL,
+    MONITOR_RESULTS_CAPACITY,
 };

@@ -129,6 +129,32 @@ impl MonitorTracker {
     pub fn threshold(&self) -> u32 {
         self.threshold
     }
+
+    /// A new threshold (reload); the failure count so far is kept and judged against it.
+    pub fn set_threshold(&mut self, failure_threshold: u32) -> Result<(), MonitorError> {
+        MonitorTracker::new(failure_threshold)?;
+        self.threshold = failure_threshold;
+        Ok(())
+    }
+}
+
+/// The monitor loop's settings that a reload (SIGHUP) may change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MonitorTuning {
+    pub interval: Duration,
+    pub failure_threshold: u32,
+}
+
+impl MonitorTuning {
+    pub fn check(&self) -> Result<(), MonitorError> {
+        if self.interval < MIN_MONITOR_INTERVAL {
+            return Err(MonitorError::IntervalTooShort {
+                interval: self.interval,
+                min: MIN_MONITOR_INTERVAL,
+            });
+        }
+        MonitorTracker::new(self.failure_threshold).map(|_| ())
+    }
 }
 
 /// One monitor run, as broadcast by [`MonitorHandle::results`].
@@ -154,7 +180,24 @@ pub struct MonitorHandle {
     results: broadcast::Sender<MonitorResult>,
     stop: watch::Sender<bool>,
     reset: watch::Sender<u64>,
+    tune: MonitorTuner,
     task: Option<JoinHandle<()>>,
+}
+
+/// Changes a running monitor loop's interval and threshold (reload). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct MonitorTuner(Arc<watch::Sender<MonitorTuning>>);
+
+impl MonitorTuner {
+    /// New interval and threshold. The loop also re-reads whether a monitor hook is
+    /// configured (the hook runner's settings), so a reload can add or remove one.
+    pub fn retune(&self, tuning: MonitorTuning) -> Result<(), MonitorError> {
+        tuning.check()?;
+        // send_replace, not send_if_modified: the hook path may have changed even when the
+        // numbers did not, and the loop must look again.
+        self.0.send_replace(tuning);
+        Ok(())
+    }
 }
 
 impl MonitorHandle {
@@ -174,6 +217,11 @@ impl MonitorHandle {
     pub fn reset(&self) {
         self.reset
             .send_modify(|generation| *generation = generation.wrapping_add(1));
+    }
+
+    /// A handle to retune this loop (reload).
+    pub fn tuner(&self) -> MonitorTuner {
+        self.tune.clone()
     }
 
     /// Asks the loop to stop; a monitor hook still running is killed with its group.
@@ -210,13 +258,13 @@ pub fn spawn_monitor(
     role: watch::Receiver<MonitorRole>,
     epoch: watch::Receiver<Epoch>,
 ) -> Result<MonitorHandle, MonitorError> {
-    if interval < MIN_MONITOR_INTERVAL {
-        return Err(MonitorError::IntervalTooShort {
-            interval,
-            min: MIN_MONITOR_INTERVAL,
-        });
-    }
+    let tuning = MonitorTuning {
+        interval,
+        failure_threshold,
+    };
+    tuning.check()?;
     let tracker = MonitorTracker::new(failure_threshold)?;
+    let (tune_tx, tune_rx) = watch::channel(tuning);
     let (health_tx, health_rx) = watch::channel(ResourceHealth::Unknown);
     let (results_tx, _) = broadcast::channel(MONITOR_RESULTS_CAPACITY);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -231,6 +279,7 @@ pub fn spawn_monitor(
         results: results_tx.clone(),
         stop: stop_rx,
         reset: reset_rx,
+        tune: tune_rx,
     };
     let task = tokio::spawn(shell.run());
     Ok(MonitorHandle {
@@ -238,6 +287,7 @@ pub fn spawn_monitor(
         results: results_tx,
         stop: stop_tx,
         reset: reset_tx,
+        tune: MonitorTuner(Arc::new(tune_tx)),
         task: Some(task),
     })
 }
@@ -252,45 +302,101 @@ struct MonitorLoop {
     results: broadcast::Sender<MonitorResult>,
     stop: watch::Receiver<bool>,
     reset: watch::Receiver<u64>,
+    tune: watch::Receiver<MonitorTuning>,
 }
 
 impl MonitorLoop {
+    /// Takes the latest tuning (checked by `retune`).
+    fn apply_tuning(&mut self) {
+        let t = *self.tune.borrow_and_update();
+        self.interval = t.interval;
+        if let Err(e) = self.tracker.set_threshold(t.failure_threshold) {
+            tracing::error!(target: "quorate::monitor", "{e}");
+        }
+    }
+
     fn stopping(&self) -> bool {
         *self.stop.borrow()
     }
 
     async fn run(mut self) {
-        if !self.runner.is_configured(HookKind::Monitor) {
-            tracing::info!(
-                target: "quorate::monitor",
-                "no monitor hook configured: resource health stays unknown"
-            );
-            // Nothing to do; just wait for stop (or for the handle to go away).
-            while !self.stopping() {
-                if self.stop.changed().await.is_err() {
-                    return;
+        loop {
+            if !self.idle_until_configured().await {
+                return;
+            }
+            if !self.run_configured().await {
+                return;
+            }
+        }
+    }
+
+    /// Waits while no monitor hook is configured (health stays unknown). Returns false when
+    /// the loop must end, true once a reload configured a monitor hook.
+    async fn idle_until_configured(&mut self) -> bool {
+        if self.runner.is_configured(HookKind::Monitor) {
+            return true;
+        }
+        tracing::info!(
+            target: "quorate::monitor",
+            "no monitor hook configured: resource health stays unknown"
+        );
+        self.tracker.reset();
+        self.publish(ResourceHealth::Unknown);
+        loop {
+            if self.stopping() {
+                return false;
+            }
+            tokio::select! {
+                changed = self.stop.changed() => {
+                    if changed.is_err() {
+                        return false;
+                    }
+                }
+                changed = self.tune.changed() => {
+                    if changed.is_err() {
+                        return false;
+                    }
+                    self.apply_tuning();
+                    if self.runner.is_configured(HookKind::Monitor) {
+                        return true;
+                    }
                 }
             }
-            return;
         }
+    }
 
+    /// Runs the monitor hook every `interval`. Returns false when the loop must end, true
+    /// when a reload removed the monitor hook.
+    async fn run_configured(&mut self) -> bool {
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if self.stopping() {
-                return;
+                return false;
             }
             tokio::select! {
                 biased;
                 changed = self.stop.changed() => {
                     if changed.is_err() {
-                        return;
+                        return false;
                     }
+                    continue;
+                }
+                changed = self.tune.changed() => {
+                    if changed.is_err() {
+                        return false;
+                    }
+                    self.apply_tuning();
+                    if !self.runner.is_configured(HookKind::Monitor) {
+                        return true;
+                    }
+                    ticker = tokio::time::interval(self.interval);
+                    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     continue;
                 }
                 changed = self.reset.changed() => {
                     if changed.is_err() {
-                        return;
+                        return false;
                     }
                     self.tracker.reset();
                     self.publish(ResourceHealth::Unknown);
@@ -319,7 +425,7 @@ impl MonitorLoop {
                 .run_cancellable(HookKind::Monitor, ctx, stop_requested)
                 .await;
             if outcome.cancelled {
-                return;
+                return false;
             }
             if *self.reset.borrow() != generation {
                 // Reset while this check ran: it judged the service before the restart.
