@@ -13,6 +13,8 @@
 #   stop       `systemctl stop quorate` on the primary: it demotes, another node promotes after
 #              that, the unit stops with Result=success
 #   rejoin     the stopped node starts again and rejoins as a replica; still one primary
+#   reload     `systemctl reload quorate` applies a [log] level change in place (same MainPID),
+#              refuses a [storage] change (restart-only), and reloads the original file
 #
 # How: a minimal Debian root filesystem made by debootstrap (cached under
 # ${TMPDIR:-/tmp}/quorate-e2e-rootfs, rebuilt when missing or broken) boots three times with
@@ -784,6 +786,60 @@ check_rejoin() {
     fi
 }
 
+# `systemctl reload quorate` (ExecReload: SIGHUP) on a running node: a [log] level change is
+# applied in place (same MainPID), a [storage] change is refused as a whole (it needs a
+# restart), and the original file reloads cleanly. The outcome is read from the node's status.
+wait_reload_outcome() {
+    local n=$1 before=$2 deadline=$((SECONDS + 15)) out=""
+    while [ $SECONDS -lt $deadline ]; do
+        out=$(status_field "$n" last_reload)
+        if [ -n "$out" ] && [ "$out" != "$before" ]; then
+            echo "$out"
+            return 0
+        fi
+        sleep 0.2
+    done
+    echo "${out:-none}"
+    return 1
+}
+
+check_reload() {
+    local n=1 conf="$WORK/n1/etc/quorate.toml" original pid0 pid1 out before rc=0
+    original=$(cat "$conf")
+    pid0=$(unit_prop "$n" MainPID)
+    before=$(status_field "$n" last_reload)
+    printf '%s\n\n[log]\nlevel = "debug"\n' "$original" >"$conf"
+    timeout 20 nsenter -t "${INIT_PID[$n]}" -a -- systemctl reload quorate.service || rc=$?
+    if [ $rc -ne 0 ]; then
+        printf '%s\n' "$original" >"$conf"
+        fail reload "systemctl reload quorate on node $n exited $rc"
+        return
+    fi
+    if ! out=$(wait_reload_outcome "$n" "$before") || [[ $out != "reloaded: log.level"* ]]; then
+        printf '%s\n' "$original" >"$conf"
+        fail reload "node $n: expected 'reloaded: log.level', status says: $out"
+        return
+    fi
+    before=$out
+    printf '%s\n\n[storage]\nsnapshot_every = 777\n' "$original" >"$conf"
+    nsenter -t "${INIT_PID[$n]}" -a -- systemctl reload quorate.service || true
+    out=$(wait_reload_outcome "$n" "$before") || true
+    printf '%s\n' "$original" >"$conf"
+    if [[ $out != *"reload refused"*"storage"* ]]; then
+        fail reload "node $n: a [storage] change must be refused, status says: $out"
+        return
+    fi
+    before=$out
+    nsenter -t "${INIT_PID[$n]}" -a -- systemctl reload quorate.service || true
+    out=$(wait_reload_outcome "$n" "$before") || true
+    pid1=$(unit_prop "$n" MainPID)
+    if [[ $out != "reloaded: log.level"* ]] || [ "$pid0" != "$pid1" ] || [ "$(unit_prop "$n" ActiveState)" != active ]; then
+        fail reload "node $n: after restoring the file: '$out', MainPID $pid0 -> $pid1, $(unit_prop "$n" ActiveState)"
+        return
+    fi
+    pass reload "systemctl reload on node $n: log level applied in place (MainPID $pid1 kept), a [storage] change refused, the original file reloaded"
+}
+
 run_check() {
     if [ "$SKIP_REST" = 1 ]; then
         printf '[e2e %3ds] SKIP %-9s (an earlier check failed)\n' $((SECONDS - T0)) "$1"
@@ -827,6 +883,7 @@ main() {
     run_check watchdog
     run_check stop
     run_check rejoin
+    run_check reload
 }
 
 main "$@"
