@@ -163,6 +163,18 @@ pub fn render(node: &Node) -> Result<String, std::fmt::Error> {
     );
     counter(
         &mut reg,
+        "heartbeat_bytes_sent",
+        "Heartbeat bytes sent (UDP payload)",
+        c.heartbeat_bytes_sent,
+    );
+    counter(
+        &mut reg,
+        "heartbeat_bytes_received",
+        "Heartbeat bytes received (UDP payload)",
+        c.heartbeat_bytes_received,
+    );
+    counter(
+        &mut reg,
         "raft_frames_rejected",
         "Raft connections dropped for a bad frame",
         c.raft_frames_rejected,

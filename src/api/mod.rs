@@ -198,6 +198,8 @@ fn counters(node: &Node) -> Counters {
     Counters {
         heartbeats_sent: hb.sent,
         heartbeats_received: hb.received,
+        heartbeat_bytes_sent: hb.sent_bytes,
+        heartbeat_bytes_received: hb.received_bytes,
         heartbeats_dropped_malformed: hb.dropped_malformed,
         heartbeats_dropped_oversized: hb.dropped_oversized,
         heartbeats_dropped_foreign: hb.dropped_foreign,

@@ -63,6 +63,11 @@ pub struct NodeStatus {
 pub struct Counters {
     pub heartbeats_sent: u64,
     pub heartbeats_received: u64,
+    /// UDP payload bytes of the heartbeats sent and received (traffic cost).
+    #[serde(default)]
+    pub heartbeat_bytes_sent: u64,
+    #[serde(default)]
+    pub heartbeat_bytes_received: u64,
     pub heartbeats_dropped_malformed: u64,
     pub heartbeats_dropped_oversized: u64,
     pub heartbeats_dropped_foreign: u64,

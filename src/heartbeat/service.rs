@@ -100,6 +100,10 @@ pub struct HeartbeatStats {
     pub sent: AtomicU64,
     /// Datagrams read from the socket, valid or not.
     pub received: AtomicU64,
+    /// Bytes of the datagrams counted in `sent` (UDP payload, as handed to the kernel).
+    pub sent_bytes: AtomicU64,
+    /// Bytes of the datagrams counted in `received` (UDP payload).
+    pub received_bytes: AtomicU64,
     /// Not a heartbeat of this version: bad magic, version, or payload.
     pub dropped_malformed: AtomicU64,
     /// Longer than `MAX_DATAGRAM_BYTES`.
@@ -127,6 +131,8 @@ pub struct HeartbeatStats {
 pub struct StatsSnapshot {
     pub sent: u64,
     pub received: u64,
+    pub sent_bytes: u64,
+    pub received_bytes: u64,
     pub dropped_malformed: u64,
     pub dropped_oversized: u64,
     pub dropped_foreign: u64,
@@ -144,6 +150,8 @@ impl HeartbeatStats {
         StatsSnapshot {
             sent: get(&self.sent),
             received: get(&self.received),
+            sent_bytes: get(&self.sent_bytes),
+            received_bytes: get(&self.received_bytes),
             dropped_malformed: get(&self.dropped_malformed),
             dropped_oversized: get(&self.dropped_oversized),
             dropped_foreign: get(&self.dropped_foreign),
@@ -602,8 +610,9 @@ impl ServiceState {
             for link in 0..self.peers[i].1.len() {
                 let addr = self.peers[i].1[link];
                 match self.socket.try_send_to(&bytes, addr) {
-                    Ok(_) => {
+                    Ok(n) => {
                         self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                        self.stats.sent_bytes.fetch_add(n as u64, Ordering::Relaxed);
                     }
                     Err(e) => {
                         let detail = format!("cannot send to node {peer} at {addr}: {e}");
@@ -616,6 +625,9 @@ impl ServiceState {
 
     fn on_datagram(&mut self, now: Instant, bytes: &[u8], src: SocketAddr) {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .received_bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         let decoded = match &self.sealer {
             Some(sealer) => sealer.open(bytes).map(|(hb, slot)| (hb, Some(slot))),
             None => wire::decode(bytes)
@@ -973,6 +985,11 @@ mod tests {
         for h in &handles {
             let s = h.stats.snapshot();
             assert!(s.sent > 0 && s.received > 0, "{s:?}");
+            // Every datagram counted carries its bytes: at least a header, at most the bound.
+            for (n, bytes) in [(s.sent, s.sent_bytes), (s.received, s.received_bytes)] {
+                assert!(bytes > n * wire::HEADER_BYTES as u64, "{s:?}");
+                assert!(bytes <= n * wire::MAX_DATAGRAM_BYTES as u64, "{s:?}");
+            }
             assert_eq!(
                 s.dropped_malformed + s.dropped_foreign + s.dropped_unknown_peer,
                 0,
