@@ -44,6 +44,9 @@ pub enum FailbackCommit {
     Manual,
 }
 
+/// Default of [`PolicyConfig::cutover_max_lag`]: about one replication batch.
+pub const CUTOVER_MAX_LAG: u64 = 64;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PolicyConfig {
     /// How long the primary may act without a quorum acknowledgement (safety rules 1, 3).
@@ -51,6 +54,10 @@ pub struct PolicyConfig {
     pub lease: Duration,
     /// A candidate further behind the leader's log than this (in entries) is not eligible.
     pub max_lag_on_failover: u64,
+    /// A failback leaves Syncing (and pauses writes) only once home is within this many
+    /// entries: the cut-over then replicates only these with writes paused, so the pause
+    /// does not grow with the backlog home had to catch up.
+    pub cutover_max_lag: u64,
     pub fencing: FencingMode,
     /// Local restarts (demote + promote on the same node) allowed within `restart_window`
     /// before the primary hands over to another node.
@@ -90,6 +97,7 @@ impl Default for PolicyConfig {
         PolicyConfig {
             lease: Duration::from_millis(120),
             max_lag_on_failover: 1_000,
+            cutover_max_lag: CUTOVER_MAX_LAG,
             fencing: FencingMode::Off,
             local_restarts: 1,
             restart_window: Duration::from_secs(600),

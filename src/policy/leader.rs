@@ -423,9 +423,11 @@ impl Policy {
                 if !(self.acting_here(st) && op.from == self.local) {
                     return false;
                 }
-                // The cut-over starts when home is within max_lag; Pausing then waits for
-                // the last entries with writes paused, so the pause stays short.
-                match self.target_check(inp, now, op.to, self.cfg.max_lag_on_failover) {
+                // The cut-over starts when home is within cutover_max_lag (tighter than
+                // max_lag); Pausing then waits for those last entries with writes paused, so
+                // the pause stays short however far behind home started.
+                let lag = self.cfg.cutover_max_lag.min(self.cfg.max_lag_on_failover);
+                match self.target_check(inp, now, op.to, lag) {
                     Ok(()) => {
                         self.propose(advance(Phase::CuttingOver(Step::Pausing), None), now, out);
                         true

@@ -34,6 +34,7 @@ fn sim_cfg(fencing: FencingMode) -> PolicyConfig {
     PolicyConfig {
         lease: Duration::from_millis(LEASE_MS),
         max_lag_on_failover: 1_000,
+        cutover_max_lag: crate::policy::config::CUTOVER_MAX_LAG,
         fencing,
         local_restarts: 1,
         restart_window: Duration::from_secs(2),

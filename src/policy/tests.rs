@@ -1971,6 +1971,40 @@ fn failback_syncing_waits_for_home_to_catch_up_then_cuts_over() {
 }
 
 #[test]
+fn failback_pauses_writes_only_once_home_is_within_the_cutover_lag() {
+    let mut h = H::new(1, cfg());
+    h.settle_with_primary_history();
+    h.raft.matched.insert(2, 0);
+    let begin = h.p.plan_request(
+        &OperatorRequest::Failback { no_commit: false },
+        &h.inputs(),
+        h.now,
+    );
+    let Ok(begin) = begin else {
+        panic!("{begin:?}")
+    };
+    commit_direct(&mut h, begin);
+    h.p.cfg.max_lag_on_failover = 8;
+    h.p.cfg.cutover_max_lag = 3;
+    // Eligible for a failover (within max_lag) but not close enough to pause writes.
+    h.raft.matched.insert(2, LOG - 6);
+    assert!(proposals(&h.step()).is_empty());
+    assert_eq!(
+        h.state.operation.as_ref().map(|o| o.phase),
+        Some(Phase::Syncing)
+    );
+    h.raft.matched.insert(2, LOG - 4);
+    assert!(proposals(&h.step()).is_empty());
+    h.raft.matched.insert(2, LOG - 3);
+    let acts = h.step();
+    h.commit(&acts);
+    assert_eq!(
+        h.state.operation.as_ref().map(|o| o.phase),
+        Some(Phase::CuttingOver(Step::Pausing))
+    );
+}
+
+#[test]
 fn auto_failback_waits_for_a_stable_home_for_the_whole_delay() {
     let mut h = H::new(
         1,
