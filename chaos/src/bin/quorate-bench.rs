@@ -1843,6 +1843,9 @@ mod tests {
             failed_over: None,
             operation: None,
             notes: Vec::new(),
+            raft_failure: None,
+            reseeding: false,
+            last_reload: None,
         }
     }
 
