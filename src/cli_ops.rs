@@ -152,22 +152,143 @@ async fn status_of(client: &Client) -> Result<NodeStatus, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Waits until no operation is in progress; prints phase changes as they happen.
+/// A failback's Syncing phase, as a progress line: how far home is behind in entries and
+/// (estimated) bytes, the catch-up rate over the last few seconds and the time left. Pure:
+/// fed with observations, it returns the text.
+#[derive(Debug, Default)]
+pub struct SyncProgress {
+    start_lag: Option<u64>,
+    /// (when, lag) over the last `RATE_WINDOW`.
+    samples: std::collections::VecDeque<(Instant, u64)>,
+}
+
+impl SyncProgress {
+    /// The window the catch-up rate is measured over.
+    pub const RATE_WINDOW: Duration = Duration::from_secs(5);
+    const BAR_WIDTH: usize = 30;
+
+    /// `lag`: entries home is behind the leader; `bytes_per_entry`: the leader's average.
+    pub fn update(&mut self, now: Instant, lag: u64, bytes_per_entry: u64) -> String {
+        let start = *self.start_lag.get_or_insert(lag.max(1));
+        self.samples.push_back((now, lag));
+        while self
+            .samples
+            .front()
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) > Self::RATE_WINDOW)
+        {
+            self.samples.pop_front();
+        }
+        let done = start.saturating_sub(lag).min(start);
+        let filled = (done as u128 * Self::BAR_WIDTH as u128 / start as u128) as usize;
+        let bar: String = std::iter::repeat_n('#', filled)
+            .chain(std::iter::repeat_n('.', Self::BAR_WIDTH - filled))
+            .collect();
+        let pct = done as f64 * 100.0 / start as f64;
+        let rate = match (self.samples.front(), self.samples.back()) {
+            (Some((t0, l0)), Some((t1, l1))) if t1 > t0 && l0 > l1 => {
+                Some((l0 - l1) as f64 / t1.duration_since(*t0).as_secs_f64())
+            }
+            _ => None,
+        };
+        let eta = match rate {
+            _ if lag == 0 => "ETA 0 s".to_string(),
+            Some(r) if r > 0.0 => format!("ETA {:.0} s", (lag as f64 / r).ceil()),
+            _ => "ETA unknown".to_string(),
+        };
+        let rate = rate
+            .map(|r| format!("{r:.0} entries/s"))
+            .unwrap_or_else(|| "measuring".into());
+        format!(
+            "syncing [{bar}] {pct:3.0}%  {lag} entries (~{}) behind, {rate}, {eta}",
+            human_bytes(lag.saturating_mul(bytes_per_entry))
+        )
+    }
+}
+
+fn human_bytes(b: u64) -> String {
+    const KIB: f64 = 1024.0;
+    let f = b as f64;
+    if f >= KIB * KIB * KIB {
+        format!("{:.1} GiB", f / (KIB * KIB * KIB))
+    } else if f >= KIB * KIB {
+        format!("{:.1} MiB", f / (KIB * KIB))
+    } else if f >= KIB {
+        format!("{:.1} KiB", f / KIB)
+    } else {
+        format!("{b} B")
+    }
+}
+
+/// How far `node` is behind, as the leader sees it: (entries, average bytes per entry).
+async fn lag_on_leader(client: &Client, st: &NodeStatus, node: u64) -> Option<(u64, u64)> {
+    let leader_id = st.leader_id?;
+    let leader = if leader_id == st.node_id {
+        st.clone()
+    } else {
+        let addr = st.peers.iter().find(|p| p.id == leader_id)?.api.clone();
+        status_of(&client.at(&addr)).await.ok()?
+    };
+    let matched = leader.peers.iter().find(|p| p.id == node)?.matched_index?;
+    let entries_in_log = leader
+        .last_log_index
+        .saturating_sub(leader.purged_index.unwrap_or(0))
+        .max(1);
+    Some((
+        leader.last_log_index.saturating_sub(matched),
+        leader.log_bytes / entries_in_log,
+    ))
+}
+
+/// Waits until no operation is in progress; prints phase changes as they happen, and a
+/// progress line while a failback syncs. Gives up after `OPERATION_WAIT` without progress.
 async fn wait_operation(client: &Client, json: bool) -> ExitCode {
-    let deadline = Instant::now() + OPERATION_WAIT;
+    use std::io::{IsTerminal, Write};
+    let tty = std::io::stdout().is_terminal();
+    let mut deadline = Instant::now() + OPERATION_WAIT;
     let mut last_phase = String::new();
+    let mut progress = SyncProgress::default();
+    let mut last_line = Instant::now() - Duration::from_secs(10);
+    let mut best_lag = u64::MAX;
     // Give the leader a moment to start the operation before declaring it done.
     tokio::time::sleep(Duration::from_millis(200)).await;
     loop {
         match status_of(client).await {
             Ok(st) => match &st.operation {
                 Some(op) => {
+                    let phase_str = op.get("phase").and_then(|p| p.as_str()).unwrap_or("");
                     let phase = op.get("phase").map(|p| p.to_string()).unwrap_or_default();
-                    if phase != last_phase && !json {
-                        println!("  phase {phase}");
+                    if phase != last_phase {
+                        deadline = Instant::now() + OPERATION_WAIT;
+                        if !json {
+                            if tty && last_phase.contains("syncing") {
+                                println!();
+                            }
+                            println!("  phase {phase}");
+                        }
                         last_phase = phase;
                     }
-                    if op.get("phase").and_then(|p| p.as_str()) == Some("awaiting_commit") {
+                    if phase_str == "syncing" && !json {
+                        let to = op.get("to").and_then(|t| t.as_u64());
+                        if let Some((lag, per_entry)) = match to {
+                            Some(to) => lag_on_leader(client, &st, to).await,
+                            None => None,
+                        } {
+                            if lag < best_lag {
+                                // Catching up is progress: the wait goes on.
+                                best_lag = lag;
+                                deadline = Instant::now() + OPERATION_WAIT;
+                            }
+                            let line = progress.update(Instant::now(), lag, per_entry);
+                            if tty {
+                                print!("\r  {line}   ");
+                                let _ = std::io::stdout().flush();
+                            } else if last_line.elapsed() >= Duration::from_secs(1) {
+                                println!("  {line}");
+                                last_line = Instant::now();
+                            }
+                        }
+                    }
+                    if phase_str == "awaiting_commit" {
                         println!("awaiting commit: verify the service on node {}, then `quorate failback commit` or `quorate failback undo`", st.primary.map(|p| p.to_string()).unwrap_or_default());
                         return ExitCode::SUCCESS;
                     }
@@ -194,7 +315,7 @@ async fn wait_operation(client: &Client, json: bool) -> ExitCode {
         }
         if Instant::now() > deadline {
             return fail(format!(
-                "the operation did not finish within {OPERATION_WAIT:?}; see `quorate status`"
+                "the operation made no progress for {OPERATION_WAIT:?}; it goes on in the cluster: see `quorate failback status` / `quorate status`"
             ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -427,6 +548,47 @@ pub fn format_unix_ms(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sync_progress_shows_bar_bytes_rate_and_eta() {
+        let t0 = Instant::now();
+        let mut p = SyncProgress::default();
+        let first = p.update(t0, 10_000, 100);
+        assert!(first.contains("0%"), "{first}");
+        assert!(
+            first.contains("10000 entries (~976.6 KiB) behind"),
+            "{first}"
+        );
+        assert!(
+            first.contains("measuring") && first.contains("ETA unknown"),
+            "{first}"
+        );
+        let mid = p.update(t0 + Duration::from_secs(2), 6_000, 100);
+        // 4 000 entries in 2 s: 2 000/s, 6 000 left: 3 s.
+        assert!(mid.contains("40%"), "{mid}");
+        assert!(
+            mid.contains("2000 entries/s") && mid.contains("ETA 3 s"),
+            "{mid}"
+        );
+        assert!(
+            mid.contains(&format!("[{}{}]", "#".repeat(12), ".".repeat(18))),
+            "{mid}"
+        );
+        let done = p.update(t0 + Duration::from_secs(3), 0, 100);
+        assert!(done.contains("100%") && done.contains("ETA 0 s"), "{done}");
+    }
+
+    #[test]
+    fn sync_progress_rate_forgets_old_samples() {
+        let t0 = Instant::now();
+        let mut p = SyncProgress::default();
+        p.update(t0, 1_000, 10);
+        // Stalled for longer than the window: the rate is unknown again, not a stale average.
+        let later = t0 + SyncProgress::RATE_WINDOW * 2;
+        p.update(later, 900, 10);
+        let line = p.update(later + Duration::from_millis(500), 900, 10);
+        assert!(line.contains("ETA unknown"), "{line}");
+    }
 
     #[test]
     fn rfc3339_roundtrips_through_the_formatter() {

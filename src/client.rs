@@ -82,6 +82,15 @@ impl Client {
         self
     }
 
+    /// The same client (timeout, token) talking to another node's API.
+    pub fn at(&self, addr: &str) -> Client {
+        Client {
+            http: self.http.clone(),
+            addr: addr.to_string(),
+            token: self.token.clone(),
+        }
+    }
+
     fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

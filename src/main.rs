@@ -102,6 +102,14 @@ enum Command {
         json: bool,
     },
     /// Supervised return of the primary to its home node after a failover.
+    ///
+    /// Phases: Syncing (home catches up; a progress line shows how far behind it is in
+    /// entries and bytes, the catch-up rate and the time left) → CuttingOver (writes paused,
+    /// final sync, demote, leadership transfer, promote on home) → Verifying (home's monitor
+    /// must pass verify_checks times within verify_timeout) → committed, or AwaitingCommit
+    /// with --no-commit or `[failback] commit = "manual"`. A failed verification undoes the
+    /// failback on its own and says why. The command follows the phases until the failback
+    /// ends or awaits commit; --no-wait returns once the cluster accepted it.
     Failback {
         #[command(subcommand)]
         command: Option<FailbackCommand>,
@@ -110,8 +118,11 @@ enum Command {
         no_commit: bool,
         #[arg(long)]
         yes: bool,
-        /// Wait until the failback has finished or awaits commit.
+        /// Return once the cluster accepted the failback, without following its phases.
         #[arg(long)]
+        no_wait: bool,
+        /// Follow the phases (the default; kept for scripts written against older versions).
+        #[arg(long, hide = true, conflicts_with = "no_wait")]
         wait: bool,
         #[arg(long)]
         json: bool,
@@ -465,13 +476,14 @@ async fn async_main(cli: Cli) -> ExitCode {
             command,
             no_commit,
             yes: _,
-            wait,
+            no_wait,
+            wait: _,
             json,
         } => {
             let op = match command {
                 None => Op::Failback {
                     no_commit,
-                    wait,
+                    wait: !no_wait,
                     json,
                 },
                 Some(FailbackCommand::Commit { json }) => Op::FailbackCommit { json },

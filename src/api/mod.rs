@@ -148,6 +148,7 @@ pub fn build_status(node: &Node) -> NodeStatus {
             .lock()
             .map(|r| r.clone())
             .unwrap_or_else(|p| p.into_inner().clone()),
+        log_bytes: node.log.on_disk_bytes(),
     }
 }
 

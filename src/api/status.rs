@@ -57,6 +57,10 @@ pub struct NodeStatus {
     /// The outcome of the last SIGHUP reload (applied keys, or why it was refused).
     #[serde(default)]
     pub last_reload: Option<String>,
+    /// Bytes the Raft log occupies on disk (with `last_log_index - purged_index` entries):
+    /// the CLI estimates the bytes a lagging node still needs from it.
+    #[serde(default)]
+    pub log_bytes: u64,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]

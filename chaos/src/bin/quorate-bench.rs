@@ -1846,6 +1846,7 @@ mod tests {
             raft_failure: None,
             reseeding: false,
             last_reload: None,
+            log_bytes: 0,
         }
     }
 
