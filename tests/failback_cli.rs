@@ -8,10 +8,9 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{marker_resource, wait_exit, Cluster, Options, BIN, TEST_TOKEN_FILE, WAIT};
+use common::{cli_spawn, marker_resource, wait_exit, Cluster, Options, TEST_TOKEN_FILE, WAIT};
 
 const TIMING: &str = "
 [timing]
@@ -61,17 +60,9 @@ async fn failback_cli_shows_sync_progress_and_follows_the_phases() {
     futures::future::join_all(writes).await;
 
     let token = c.path().join(TEST_TOKEN_FILE);
-    let cli = Command::new(BIN)
-        .args(["--api", &c.api(current).to_string(), "--token-file"])
-        .arg(&token)
-        .arg("failback")
-        .env_remove("QUORATE_API")
-        .env_remove("QUORATE_TOKEN_FILE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn quorate failback");
+    let api = c.api(current).to_string();
+    let token = token.display().to_string();
+    let cli = cli_spawn(&["--api", &api, "--token-file", &token, "failback"]);
     // Let it report a few progress lines with home frozen, then thaw home.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     c.signal(home, libc::SIGCONT);

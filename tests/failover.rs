@@ -18,21 +18,12 @@ use common::{
     PrimaryRound, WAIT,
 };
 
-/// Must match `TIMING`.
+/// Must match `common::FAILOVER_TIMING`.
 const ELECTION_TIMEOUT_MAX: Duration = Duration::from_secs(2);
 const LEASE: Duration = Duration::from_millis(800);
 
-/// lease 800 ms + 10 % clock-drift margin (100 ms) < election_timeout_min 1 s.
-const TIMING: &str = "
-[timing]
-heartbeat_interval = \"100ms\"
-suspect_after = \"300ms\"
-dead_after = \"600ms\"
-raft_heartbeat = \"100ms\"
-election_timeout_min = \"1s\"
-election_timeout_max = \"2s\"
-lease = \"800ms\"
-";
+/// See `common::FAILOVER_TIMING`.
+const TIMING: &str = common::FAILOVER_TIMING;
 
 /// Monitor every 200 ms, two failures in a row make the service failed, one local restart
 /// per (long) window before failing over.

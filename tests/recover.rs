@@ -9,15 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::{cli, Cluster, Options, WAIT};
 
-const TIMING: &str = "
-[timing]
-heartbeat_interval = \"100ms\"
-suspect_after = \"300ms\"
-dead_after = \"600ms\"
-raft_heartbeat = \"100ms\"
-election_timeout_min = \"1s\"
-election_timeout_max = \"2s\"
-lease = \"800ms\"
+/// Snapshots every 20 entries, so the follower has one to damage.
+const STORAGE: &str = "
 [storage]
 snapshot_every = 20
 keep_logs = 10
@@ -71,7 +64,7 @@ async fn damaged_data_is_detected_and_recover_reseeds_a_node_that_votes_only_onc
     let mut c = Cluster::new(
         &["voter", "voter", "voter"],
         Options {
-            extra: TIMING.into(),
+            extra: format!("{}{STORAGE}", common::FAILOVER_TIMING),
             ..Options::default()
         },
     );

@@ -12,21 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{marker_resource, Cluster, Options, WAIT};
+use common::{marker_failover_options, Cluster, WAIT};
 
 /// Size of each node's data-dir filesystem: room for a fresh cluster's log and snapshots.
 const DATA_FS_BYTES: u64 = 32 * 1024 * 1024;
-
-const TIMING: &str = "
-[timing]
-heartbeat_interval = \"100ms\"
-suspect_after = \"300ms\"
-dead_after = \"600ms\"
-raft_heartbeat = \"100ms\"
-election_timeout_min = \"1s\"
-election_timeout_max = \"2s\"
-lease = \"800ms\"
-";
 
 /// Unmounts (lazily) and removes the mount points it made, also when the test panics.
 struct Mounts(Vec<PathBuf>);
@@ -83,13 +72,7 @@ fn fill(dir: &Path) -> PathBuf {
 async fn a_full_disk_under_the_primary_makes_it_step_down_and_say_why() {
     let mut c = Cluster::new(
         &["voter", "voter", "voter"],
-        Options {
-            extra: format!(
-                "{TIMING}{}",
-                marker_resource("hook_timeout = \"5s\"\nmonitor_interval = \"200ms\"")
-            ),
-            ..Options::default()
-        },
+        marker_failover_options("hook_timeout = \"5s\"\nmonitor_interval = \"200ms\""),
     );
     let mut mounts = Mounts(Vec::new());
     for id in c.ids() {

@@ -29,6 +29,42 @@ pub const WAIT: Duration = Duration::from_secs(30);
 pub const CALM_TIMING: &str =
     "\n[timing]\nelection_timeout_min = \"1s\"\nelection_timeout_max = \"2s\"\n";
 
+/// The failover tests' timings (append to `Options::extra`): 100 ms heartbeats, a peer dead
+/// after 600 ms of silence, 1-2 s election timeouts and an 800 ms lease (800 ms + 10 % drift
+/// margin < 1 s), so a loaded 2-core machine does not produce spurious elections.
+pub const FAILOVER_TIMING: &str = "
+[timing]
+heartbeat_interval = \"100ms\"
+suspect_after = \"300ms\"
+dead_after = \"600ms\"
+raft_heartbeat = \"100ms\"
+election_timeout_min = \"1s\"
+election_timeout_max = \"2s\"
+lease = \"800ms\"
+";
+
+/// Options for a cluster with `FAILOVER_TIMING` and the marker hook for every hook, plus
+/// `resource` (more `[resource]` lines).
+pub fn marker_failover_options(resource: &str) -> Options {
+    Options {
+        extra: format!("{FAILOVER_TIMING}{}", marker_resource(resource)),
+        ..Options::default()
+    }
+}
+
+/// Spawns the `quorate` CLI with `args` and piped output, without waiting (see `wait_exit`).
+pub fn cli_spawn(args: &[&str]) -> Child {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("QUORATE_API")
+        .env_remove("QUORATE_TOKEN_FILE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn quorate cli")
+}
+
 /// Ports are taken from below the kernel's ephemeral range, so the thousands of outgoing
 /// connections a test makes (whose source ports come from that range) can never grab a port a
 /// node is about to listen on.
@@ -789,16 +825,7 @@ pub fn wait_exit(mut child: Child, timeout: Duration) -> Exited {
 
 /// Runs the `quorate` CLI with `args` (bounded by `WAIT`).
 pub fn cli(args: &[&str]) -> Exited {
-    let child = Command::new(BIN)
-        .args(args)
-        .env_remove("QUORATE_API")
-        .env_remove("QUORATE_TOKEN_FILE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn quorate cli");
-    wait_exit(child, WAIT)
+    wait_exit(cli_spawn(args), WAIT)
 }
 
 impl Drop for Cluster {
