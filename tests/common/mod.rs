@@ -793,6 +793,7 @@ pub fn cli(args: &[&str]) -> Exited {
         .args(args)
         .env_remove("QUORATE_API")
         .env_remove("QUORATE_TOKEN_FILE")
+        .env_remove("QUORATE_CA_FILE")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
