@@ -1,8 +1,9 @@
 //! Optional TLS on the admin API, with real processes: a 3-node cluster configured with a
 //! self-signed certificate for 127.0.0.1 serves HTTPS only (a client trusting the cert gets
 //! /v1/status; plain HTTP and a client trusting another cert fail, and the failed handshakes
-//! are counted), the CLI talks HTTPS with --ca-file, and a KV write on a follower is
-//! forwarded to the leader over HTTPS.
+//! are counted), the CLI talks HTTPS with --ca-file, a KV write on a follower is forwarded
+//! to the leader over HTTPS, and a connection that never handshakes is closed after
+//! `TLS_HANDSHAKE_TIMEOUT`.
 
 mod common;
 
@@ -14,6 +15,8 @@ use quorate::api::status::NodeStatus;
 
 /// Per-request bound of the test's HTTPS clients.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Scheduling slack around `TLS_HANDSHAKE_TIMEOUT` on a loaded machine.
+const IDLE_CLOSE_SLACK: Duration = Duration::from_secs(3);
 /// Pause between polls while waiting for the cluster.
 const POLL: Duration = Duration::from_millis(200);
 
@@ -144,15 +147,24 @@ async fn tls_cluster_serves_https_only_and_forwards_over_https() {
         chain.to_lowercase().contains("certificate"),
         "fails on the certificate: {chain}"
     );
-    let after = status(&http, &c, follower)
-        .await
-        .expect("follower status")
-        .counters
-        .api_tls_handshakes_failed;
-    assert!(
-        after >= before + 2,
-        "failed handshakes counted: before {before}, after {after}"
-    );
+    // The server counts a failed handshake right after it answers with an alert, so the
+    // client may see the failure a moment before the count: poll (bounded).
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let after = status(&http, &c, follower)
+            .await
+            .expect("follower status")
+            .counters
+            .api_tls_handshakes_failed;
+        if after >= before + 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "failed handshakes not counted: before {before}, after {after}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
     let metrics = http
         .get(format!("https://{}/metrics", c.api(follower)))
         .send()
@@ -229,6 +241,25 @@ async fn tls_cluster_serves_https_only_and_forwards_over_https() {
         .expect("GET on the leader");
     let got: serde_json::Value = r.json().await.expect("KV JSON");
     assert_eq!(got["value"], "from-cli", "{got:#}");
+
+    // A connection that never starts its handshake is closed after TLS_HANDSHAKE_TIMEOUT.
+    use tokio::io::AsyncReadExt;
+    let mut idle = tokio::net::TcpStream::connect(c.api(follower))
+        .await
+        .expect("connect to the API port");
+    let started = Instant::now();
+    let bound = quorate::api::tls::TLS_HANDSHAKE_TIMEOUT + IDLE_CLOSE_SLACK;
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(bound, idle.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "an idle connection must be closed within {bound:?}: {read:?}"
+    );
+    assert!(
+        started.elapsed() + IDLE_CLOSE_SLACK >= quorate::api::tls::TLS_HANDSHAKE_TIMEOUT,
+        "closed after {:?}, long before the handshake timeout",
+        started.elapsed()
+    );
 }
 
 /// An error with its sources, as one line.
