@@ -285,6 +285,12 @@ impl Client {
             detail.push_str(&s.to_string());
             source = s.source();
         }
+        if self.scheme == Scheme::Http && !e.is_connect() && !e.is_timeout() {
+            // Connected, but the answer was not HTTP: most likely a TLS-only API.
+            detail.push_str(
+                " (if the node serves HTTPS, its [api] tls_cert_file is set: use --api https://HOST:PORT with --ca-file FILE)",
+            );
+        }
         ClientError::Unreachable {
             addr: self.shown(),
             detail,

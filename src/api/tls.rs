@@ -166,6 +166,62 @@ pub fn peer_trust_anchors(tls: &ApiTls) -> Result<Vec<CertificateDer<'static>>, 
     }
 }
 
+/// Checks that this node's own certificate verifies, for its advertised API address `ip`,
+/// against the trust anchors it forwards with: the way a peer with the same settings (and
+/// the CLI with the same CA) will check it. Catches a certificate that does not name the IP,
+/// is a CA certificate used as a server's, has expired, or was not signed by `tls_ca_file`.
+pub fn check_own_cert(tls: &ApiTls, ip: std::net::IpAddr) -> Result<(), TlsFileError> {
+    use rustls::client::danger::ServerCertVerifier;
+    let certs = load_certs(&tls.cert_file).map_err(file_error(TlsFile::Cert))?;
+    let anchors = peer_trust_anchors(tls)?;
+    let mut roots = rustls::RootCertStore::empty();
+    let (_, unusable) = roots.add_parsable_certificates(anchors);
+    let anchor_file = tls.ca_file.as_ref().unwrap_or(&tls.cert_file);
+    if roots.is_empty() {
+        return Err(TlsFileError {
+            file: if tls.ca_file.is_some() {
+                TlsFile::Ca
+            } else {
+                TlsFile::Cert
+            },
+            why: format!(
+                "none of the {unusable} certificate(s) in {} can be a trust anchor",
+                anchor_file.display()
+            ),
+        });
+    }
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| TlsFileError {
+                file: TlsFile::Ca,
+                why: format!("cannot set up certificate verification: {e}"),
+            })?;
+    let Some((leaf, chain)) = certs.split_first() else {
+        return Err(TlsFileError {
+            file: TlsFile::Cert,
+            why: format!("{} holds no certificate", tls.cert_file.display()),
+        });
+    };
+    verifier
+        .verify_server_cert(
+            leaf,
+            chain,
+            &rustls::pki_types::ServerName::IpAddress(ip.into()),
+            &[],
+            rustls::pki_types::UnixTime::now(),
+        )
+        .map(|_| ())
+        .map_err(|e| TlsFileError {
+            file: TlsFile::Cert,
+            why: format!(
+                "{} does not verify for this node's API address {ip} against the trust anchors in {}: {e}",
+                tls.cert_file.display(),
+                anchor_file.display()
+            ),
+        })
+}
+
 /// Every problem with the configured TLS files (empty: the daemon can serve HTTPS and
 /// forward with them). Used by config validation, so `quorate config check` finds them.
 pub fn check_files(tls: &ApiTls) -> Vec<TlsFileError> {
@@ -280,7 +336,12 @@ impl TlsListener {
             match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => Some((stream, peer)),
                 Ok(Err(e)) => {
-                    guard.tls_handshake_failed(peer, format_args!("{e}"));
+                    let hint = if is_plaintext(&e) {
+                        " (a plain-HTTP client? this port serves HTTPS only)"
+                    } else {
+                        ""
+                    };
+                    guard.tls_handshake_failed(peer, format_args!("{e}{hint}"));
                     None
                 }
                 Err(_) => {
@@ -296,6 +357,18 @@ impl TlsListener {
             }
         });
     }
+}
+
+/// Whether a handshake failed because the client's first bytes were not a TLS record, as
+/// when a plain-HTTP client talks to the HTTPS port.
+fn is_plaintext(e: &std::io::Error) -> bool {
+    matches!(
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::InvalidMessage(
+            rustls::InvalidMessage::InvalidContentType
+        ))
+    )
 }
 
 /// Errors of `accept` that concern one connection only (the next accept may succeed).

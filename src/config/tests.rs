@@ -1148,16 +1148,51 @@ fn api_tls_missing_or_unusable_files_are_named() {
             .contains("no PEM certificate"),
         "{err}"
     );
-    // A usable CA file is accepted and kept.
-    let c = load_in(
+    // A CA file that did not sign the certificate: refused, naming both files.
+    let err = load_in(
         dir.path(),
         &with_table(
             "[api]\ntls_cert_file = \"cert.pem\"\ntls_key_file = \"key.pem\"\ntls_ca_file = \"other-cert.pem\"",
         ),
     )
+    .unwrap_err();
+    let p = problem_at(&err, "api.tls_cert_file");
+    assert!(
+        p.message.contains("other-cert.pem") && p.message.contains("does not verify"),
+        "{p}"
+    );
+    // A bundle that includes the certificate is accepted and kept.
+    let bundle = std::fs::read_to_string(dir.path().join("other-cert.pem")).unwrap()
+        + &std::fs::read_to_string(dir.path().join("cert.pem")).unwrap();
+    std::fs::write(dir.path().join("bundle.pem"), bundle).unwrap();
+    let c = load_in(
+        dir.path(),
+        &with_table(
+            "[api]\ntls_cert_file = \"cert.pem\"\ntls_key_file = \"key.pem\"\ntls_ca_file = \"bundle.pem\"",
+        ),
+    )
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         c.api.tls.and_then(|t| t.ca_file),
-        Some(dir.path().join("other-cert.pem"))
+        Some(dir.path().join("bundle.pem"))
     );
+}
+
+#[test]
+fn api_tls_certificate_must_name_this_nodes_api_ip() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["10.9.9.9".to_string()]).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), ck.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
+    let err = load_in(
+        dir.path(),
+        &with_table("[api]\ntls_cert_file = \"cert.pem\"\ntls_key_file = \"key.pem\""),
+    )
+    .unwrap_err();
+    let p = problem_at(&err, "api.tls_cert_file");
+    assert!(
+        p.message.contains("127.0.0.1"),
+        "names the node's API IP: {p}"
+    );
+    assert!(p.fix.contains("subjectAltName"), "{p}");
 }

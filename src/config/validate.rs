@@ -255,6 +255,17 @@ pub(super) fn build(raw: RawConfig, source: PathBuf) -> Result<Config, Vec<Probl
         protect_reads: raw.api.protect_reads.unwrap_or(false),
         tls: resolve_api_tls(&mut c, &raw),
     };
+    let self_api = self_index.and_then(|s| drafts.get(s)).and_then(|d| d.api);
+    let tls_files_ok = !c.problems.iter().any(|p| p.key.starts_with("api.tls_"));
+    if let (Some(tls), Some(addr), true) = (&api.tls, self_api, tls_files_ok) {
+        if let Err(e) = crate::api::tls::check_own_cert(tls, addr.ip()) {
+            c.push(
+                e.file.key(),
+                e.why,
+                "the certificate must be a leaf (CA:FALSE), name this node's [[peer]] api IP as an IP subjectAltName, be valid now, and be signed by a certificate in tls_ca_file (or be self-signed when tls_ca_file is not set)",
+            );
+        }
+    }
     let storage = resolve_storage(&mut c, &raw);
     let log = LogConfig {
         level: raw
