@@ -248,19 +248,19 @@ impl Forwarder {
     /// Built once at start from the node's `[api]` TLS settings.
     pub fn new(config: &Config) -> Result<Forwarder, TlsFileError> {
         let builder = reqwest::Client::builder().no_proxy();
+        // The file a failure is blamed on: the trust anchors' (nothing is read without TLS).
+        let anchors_file = match &config.api.tls {
+            Some(tls) if tls.ca_file.is_some() => TlsFile::Ca,
+            _ => TlsFile::Cert,
+        };
         let (builder, scheme) = match &config.api.tls {
             None => (builder, "http"),
             Some(tls) => {
                 let mut b = builder.https_only(true).tls_built_in_root_certs(false);
-                let file = if tls.ca_file.is_some() {
-                    TlsFile::Ca
-                } else {
-                    TlsFile::Cert
-                };
                 for der in peer_trust_anchors(tls)? {
                     let cert =
                         reqwest::Certificate::from_der(der.as_ref()).map_err(|e| TlsFileError {
-                            file,
+                            file: anchors_file,
                             why: format!(
                                 "a certificate in it cannot be used as a trust anchor: {e}"
                             ),
@@ -271,7 +271,7 @@ impl Forwarder {
             }
         };
         let http = builder.build().map_err(|e| TlsFileError {
-            file: TlsFile::Ca,
+            file: anchors_file,
             why: format!("cannot build the forwarding HTTP client: {e}"),
         })?;
         Ok(Forwarder { http, scheme })
