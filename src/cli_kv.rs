@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::Method;
 
 use crate::api::kv::{KvItem, KvList};
-use crate::client::{Client, REQUEST_TIMEOUT};
+use crate::client::{ApiTarget, Client, REQUEST_TIMEOUT};
 use crate::cluster::kv::decode_value_from_json;
 
 pub enum KvOp {
@@ -98,8 +98,8 @@ fn print_value(item: &KvItem) -> Result<(), String> {
 }
 
 /// `token`: the admin token (from `--token-file`), sent on every request.
-pub async fn run(api: &str, token: Option<String>, op: KvOp) -> ExitCode {
-    let client = Client::new(api, REQUEST_TIMEOUT).with_token(token.clone());
+pub async fn run(api: &ApiTarget, token: Option<String>, op: KvOp) -> ExitCode {
+    let client = Client::to(api, REQUEST_TIMEOUT).with_token(token.clone());
     match op {
         KvOp::Get { key, stale, json } => {
             let path = format!(
@@ -222,7 +222,7 @@ pub async fn run(api: &str, token: Option<String>, op: KvOp) -> ExitCode {
                 Ok(d) => d,
                 Err(e) => return fail(format!("bad --timeout: {e}")),
             };
-            let watch_client = Client::new(api, wait + Duration::from_secs(10)).with_token(token);
+            let watch_client = Client::to(api, wait + Duration::from_secs(10)).with_token(token);
             let mut rev = revision;
             let mut seen = 0u64;
             loop {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 
 use crate::api::status::NodeStatus;
-use crate::client::{Client, REQUEST_TIMEOUT};
+use crate::client::{ApiTarget, Client, REQUEST_TIMEOUT};
 
 /// How long `--wait` waits for a switchover or failback to finish.
 pub const OPERATION_WAIT: Duration = Duration::from_secs(120);
@@ -323,8 +323,8 @@ async fn wait_operation(client: &Client, json: bool) -> ExitCode {
 }
 
 /// `token`: the admin token (from `--token-file`), sent on every request.
-pub async fn run(api: &str, token: Option<String>, op: Op) -> ExitCode {
-    let client = Client::new(api, REQUEST_TIMEOUT + Duration::from_secs(10)).with_token(token);
+pub async fn run(api: &ApiTarget, token: Option<String>, op: Op) -> ExitCode {
+    let client = Client::to(api, REQUEST_TIMEOUT + Duration::from_secs(10)).with_token(token);
     match op {
         Op::History { json, limit } => {
             let v: serde_json::Value = match client.get_json("/v1/history").await {

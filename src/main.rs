@@ -7,10 +7,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use quorate::api::status::NodeStatus;
 use quorate::cli_ops::{run as ops, Op};
-use quorate::client::Client;
+use quorate::client::{ApiTarget, Client};
 use quorate::config::Config;
 
 const DEFAULT_API: &str = "127.0.0.1:7401";
+/// How long `quorate status` waits for each peer's own status: a dead node must not stall
+/// the table.
+const PEER_STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[derive(Parser)]
 #[command(
@@ -23,9 +26,17 @@ own, and bring the primary home only under your supervision.\n\n\
 Start a node with `quorate run --config FILE`; inspect it with `quorate status`."
 )]
 struct Cli {
-    /// API address of the node to talk to (client commands).
+    /// API address of the node to talk to (client commands): HOST:PORT, http://HOST:PORT
+    /// or https://HOST:PORT (nodes with `[api] tls_cert_file`). A bare HOST:PORT means
+    /// https when --ca-file is given.
     #[arg(long, global = true, env = "QUORATE_API", default_value = DEFAULT_API, value_name = "ADDR")]
     api: String,
+
+    /// PEM file with the CA certificate that signed the nodes' API certificates (or the
+    /// nodes' shared certificate): the only certificates trusted for https:// (no system
+    /// roots; pass /etc/ssl/certs/ca-certificates.crt to trust those).
+    #[arg(long, global = true, env = "QUORATE_CA_FILE", value_name = "FILE")]
+    ca_file: Option<PathBuf>,
 
     /// File holding the node's API admin token, sent as `Authorization: Bearer` (mutating
     /// commands need it; reads too on nodes with `[api] protect_reads`). The token is the
@@ -408,16 +419,27 @@ async fn async_main(cli: Cli) -> ExitCode {
         },
         _ => None,
     };
+    let api = if talks_to_a_node {
+        match ApiTarget::parse(&cli.api, cli.ca_file.as_deref()) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        ApiTarget::plain(&cli.api)
+    };
     match cli.command {
         Command::Run {
             config,
             data_dir,
             log_format,
         } => run_daemon(config, data_dir, log_format).await,
-        Command::Status { json } => status(&cli.api, token.clone(), json).await,
+        Command::Status { json } => status(&api, token.clone(), json).await,
         Command::Demo { keep } => quorate::demo::run(keep).await,
         Command::History { json, limit } => {
-            ops(&cli.api, token.clone(), Op::History { json, limit }).await
+            ops(&api, token.clone(), Op::History { json, limit }).await
         }
         Command::Maintenance {
             state,
@@ -425,7 +447,7 @@ async fn async_main(cli: Cli) -> ExitCode {
             json,
         } => {
             ops(
-                &cli.api,
+                &api,
                 token.clone(),
                 Op::Maintenance {
                     on: matches!(state, OnOff::On),
@@ -441,7 +463,7 @@ async fn async_main(cli: Cli) -> ExitCode {
                 NodeCommand::Undrain { id, json } => (id, false, json),
             };
             ops(
-                &cli.api,
+                &api,
                 token.clone(),
                 Op::Drain {
                     node,
@@ -460,7 +482,7 @@ async fn async_main(cli: Cli) -> ExitCode {
             json,
         } => {
             ops(
-                &cli.api,
+                &api,
                 token.clone(),
                 Op::Switchover {
                     to,
@@ -490,11 +512,9 @@ async fn async_main(cli: Cli) -> ExitCode {
                 Some(FailbackCommand::Undo { json }) => Op::FailbackUndo { json },
                 Some(FailbackCommand::Status { json }) => Op::FailbackStatus { json },
             };
-            ops(&cli.api, token.clone(), op).await
+            ops(&api, token.clone(), op).await
         }
-        Command::Kv { command } => {
-            quorate::cli_kv::run(&cli.api, token.clone(), command.into()).await
-        }
+        Command::Kv { command } => quorate::cli_kv::run(&api, token.clone(), command.into()).await,
         Command::Config {
             command: ConfigCommand::Check { file, json },
         } => config_check(&file, json),
@@ -811,8 +831,8 @@ fn config_check(file: &std::path::Path, json: bool) -> ExitCode {
     }
 }
 
-async fn status(api: &str, token: Option<String>, json: bool) -> ExitCode {
-    let client = Client::new(api, quorate::client::REQUEST_TIMEOUT).with_token(token.clone());
+async fn status(api: &ApiTarget, token: Option<String>, json: bool) -> ExitCode {
+    let client = Client::to(api, quorate::client::REQUEST_TIMEOUT).with_token(token);
     let local: NodeStatus = match client.get_json("/v1/status").await {
         Ok(s) => s,
         Err(e) => {
@@ -823,10 +843,8 @@ async fn status(api: &str, token: Option<String>, json: bool) -> ExitCode {
     // Ask every peer too, concurrently, with a short timeout: a dead node must not stall the table.
     let mut fetches = Vec::new();
     for p in &local.peers {
-        let addr = p.api.clone();
-        let token = token.clone();
+        let c = client.at(&p.api).with_timeout(PEER_STATUS_TIMEOUT);
         fetches.push(tokio::spawn(async move {
-            let c = Client::new(&addr, std::time::Duration::from_secs(2)).with_token(token);
             c.get_json::<NodeStatus>("/v1/status").await.ok()
         }));
     }
@@ -837,7 +855,7 @@ async fn status(api: &str, token: Option<String>, json: bool) -> ExitCode {
         }
     }
     if json {
-        let v = serde_json::json!({ "queried": api, "nodes": all, "unreachable": local.peers.iter().filter(|p| !all.iter().any(|s| s.node_id == p.id)).map(|p| p.id).collect::<Vec<_>>() });
+        let v = serde_json::json!({ "queried": api.to_string(), "nodes": all, "unreachable": local.peers.iter().filter(|p| !all.iter().any(|s| s.node_id == p.id)).map(|p| p.id).collect::<Vec<_>>() });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return ExitCode::SUCCESS;
     }

@@ -59,6 +59,8 @@ pub enum NodeError {
     Secret(#[from] crate::config::secret::SecretError),
     #[error(transparent)]
     ApiToken(#[from] crate::api::auth::TokenError),
+    #[error("API TLS: {0}; fix the [api] section (see `quorate config check`)")]
+    ApiTls(#[from] crate::api::tls::TlsFileError),
 }
 
 /// Everything the API and the control loops share.
@@ -81,6 +83,8 @@ pub struct Node {
     pub shutdown: watch::Sender<bool>,
     /// The API's admin token and request bounds (with their rejection counters).
     pub api_guard: Arc<crate::api::auth::ApiGuard>,
+    /// How this node reaches the leader's API when it forwards a request (http or https).
+    pub api_forward: crate::api::tls::Forwarder,
     /// Set while the node re-seeds from its peers after `quorate recover --reseed`.
     pub reseeding: crate::recover::ReseedFlag,
     /// Retunes the monitor loop on reload.
@@ -331,6 +335,15 @@ impl RunningNode {
             );
         }
         let api_guard = Arc::new(crate::api::auth::ApiGuard::new(&config, api_token));
+        // The TLS files are read again here (config load checked them): a file replaced by
+        // an unusable one since then stops the start with the file's name.
+        let api_tls = config
+            .api
+            .tls
+            .as_ref()
+            .map(crate::api::tls::server_config)
+            .transpose()?;
+        let api_forward = crate::api::tls::Forwarder::new(&config)?;
         let log = LogStore::open(&data_dir.raft_log_dir()).map_err(NodeError::Log)?;
         let sm = StateMachineStore::open(data_dir.snapshot_dir())?;
         let reseeding = crate::recover::ReseedFlag::from_data_dir(&data_dir.path);
@@ -451,6 +464,7 @@ impl RunningNode {
             ops: ops_tx,
             shutdown: shutdown_tx,
             api_guard,
+            api_forward,
             reseeding: reseeding.clone(),
             monitor_tuner: monitor.tuner(),
             last_reload: std::sync::Mutex::new(None),
@@ -488,15 +502,28 @@ impl RunningNode {
             tasks.push(tokio::spawn(early_elections(node.clone())));
         }
         let app = crate::api::router(node.clone());
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(api_listener, app).await {
-                tracing::error!("API server stopped: {e}");
+        let api_scheme = node.api_forward.scheme();
+        match api_tls {
+            None => tasks.push(tokio::spawn(async move {
+                if let Err(e) = axum::serve(api_listener, app).await {
+                    tracing::error!("API server stopped: {e}");
+                }
+            })),
+            Some(tls) => {
+                let listener =
+                    crate::api::tls::TlsListener::new(api_listener, tls, node.api_guard.clone());
+                tasks.push(tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, app).await {
+                        tracing::error!("API server stopped: {e}");
+                    }
+                }));
             }
-        }));
+        }
         tracing::info!(
             raft = %config.listen.raft,
             heartbeat = %config.listen.heartbeat,
             api = %config.listen.api,
+            api_scheme,
             "node started"
         );
         notifier.ready();

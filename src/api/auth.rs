@@ -232,6 +232,10 @@ pub struct ApiStats {
     pub body_too_large: AtomicU64,
     /// More than `MAX_CONCURRENT_API_REQUESTS` in flight (503).
     pub overloaded: AtomicU64,
+    /// With `[api]` TLS on: connections whose TLS handshake failed (plain HTTP, an untrusted
+    /// or mismatched certificate on the client's side, garbage), timed out
+    /// (`tls::TLS_HANDSHAKE_TIMEOUT`) or was refused (`tls::MAX_PENDING_TLS_HANDSHAKES`).
+    pub tls_handshake_failed: AtomicU64,
 }
 
 /// Everything the API middleware needs; one per node.
@@ -257,6 +261,25 @@ impl ApiGuard {
             log: RateLimitedLog::new(REJECT_LOG_INTERVAL),
             node: config.node.id,
         }
+    }
+
+    /// Counts a failed TLS handshake on the API port and logs it (rate-limited).
+    pub fn tls_handshake_failed(&self, peer: std::net::SocketAddr, why: std::fmt::Arguments<'_>) {
+        self.stats
+            .tls_handshake_failed
+            .fetch_add(1, Ordering::Relaxed);
+        self.log.warn(
+            "api-tls-handshake",
+            format_args!("API TLS handshake with {peer} failed: {why}"),
+        );
+    }
+
+    /// Logs (rate-limited) an accept error on the API port that is not about one connection.
+    pub fn api_accept_failed(&self, e: &std::io::Error) {
+        self.log.warn(
+            "api-accept",
+            format_args!("cannot accept API connections: {e}; retrying"),
+        );
     }
 
     /// Largest request body accepted.

@@ -1,5 +1,6 @@
 //! Forwarding to the leader: a follower passes writes, linearizable reads and operator
-//! requests to the leader's API itself, so clients never chase the leader.
+//! requests to the leader's API itself, so clients never chase the leader. With `[api]` TLS
+//! on, it does so over HTTPS (see `tls::Forwarder` for the trust anchors).
 
 use std::time::Duration;
 
@@ -43,21 +44,9 @@ pub async fn to_leader(
             "no leader known: an election is in progress or this node is cut off from the majority; retry shortly",
         );
     };
-    let client = match reqwest::Client::builder()
-        .no_proxy()
-        .timeout(leader_bound + FORWARD_SLACK)
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot build forwarding client: {e}"),
-            )
-        }
-    };
-    let mut req = client
-        .request(method, format!("http://{addr}{path}"))
+    let mut req = node
+        .api_forward
+        .request(method, addr, path, leader_bound + FORWARD_SLACK)
         .header(FORWARDED_HEADER, node.id().to_string())
         .body(body);
     for h in ["authorization", "content-type"] {

@@ -191,6 +191,12 @@ pub fn render(node: &Node) -> Result<String, std::fmt::Error> {
         "Raft connections refused over the limit",
         c.raft_connections_rejected,
     );
+    counter(
+        &mut reg,
+        "api_tls_handshakes_failed",
+        "API connections whose TLS handshake failed, timed out or was refused",
+        c.api_tls_handshakes_failed,
+    );
     let api: Family<Labels, Counter> = Family::default();
     for (reason, v) in [
         ("unauthorized", c.api_unauthorized),

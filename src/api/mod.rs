@@ -7,6 +7,7 @@ pub mod forward;
 pub mod kv;
 pub mod metrics;
 pub mod status;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -215,6 +216,7 @@ fn counters(node: &Node) -> Counters {
         api_unauthorized: node.api_guard.stats.unauthorized.load(Relaxed),
         api_body_too_large: node.api_guard.stats.body_too_large.load(Relaxed),
         api_overloaded: node.api_guard.stats.overloaded.load(Relaxed),
+        api_tls_handshakes_failed: node.api_guard.stats.tls_handshake_failed.load(Relaxed),
     }
 }
 

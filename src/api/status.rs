@@ -96,6 +96,9 @@ pub struct Counters {
     /// API requests refused over the concurrency limit (503).
     #[serde(default)]
     pub api_overloaded: u64,
+    /// API connections whose TLS handshake failed, timed out or was refused (TLS on only).
+    #[serde(default)]
+    pub api_tls_handshakes_failed: u64,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]

@@ -319,6 +319,27 @@ pub struct ApiConfig {
     /// Require the token on reads too (status, KV reads, metrics...). `/health`, `/primary`
     /// and `/replica` stay open: load balancers probe them.
     pub protect_reads: bool,
+    /// HTTPS on the API port (`tls_cert_file` + `tls_key_file`); `None`: plain HTTP.
+    pub tls: Option<ApiTls>,
+}
+
+/// `[api] tls_cert_file`, `tls_key_file` and `tls_ca_file` (absolute paths; the files were
+/// readable PEM, and the key matched the certificate, when the config was loaded). With
+/// these set the API serves HTTPS only, and this node forwards to the leader's API over
+/// HTTPS. Changing them needs a restart (the files are read at start).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiTls {
+    /// PEM certificate chain served on the API port, leaf first. It must name this node's
+    /// API IP as an IP subject alternative name: clients and peers connect by IP.
+    pub cert_file: PathBuf,
+    /// PEM private key of the leaf certificate (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM certificate(s) this node trusts when it forwards a request to a peer's API:
+    /// normally the CA that signed every node's certificate. `None`: the certificates of
+    /// `cert_file` are the trust anchors, which works when all nodes share one
+    /// certificate (with every node's API IP in it) or when `cert_file` includes the
+    /// issuing CA certificate after the leaf.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `[log]`: reloadable with SIGHUP.

@@ -121,6 +121,9 @@ pub(super) struct RawFailback {
 pub(super) struct RawApi {
     pub token_file: Option<String>,
     pub protect_reads: Option<bool>,
+    pub tls_cert_file: Option<String>,
+    pub tls_key_file: Option<String>,
+    pub tls_ca_file: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Default)]

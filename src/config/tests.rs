@@ -1046,3 +1046,153 @@ fn check_secrets_warns_without_a_secret_and_reports_an_open_mode() {
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     assert_eq!(c.check_secrets(), Vec::<Problem>::new());
 }
+
+/// Writes a self-signed certificate for 127.0.0.1 and its key into `dir` (cert.pem,
+/// key.pem); returns the certificate's PEM.
+fn write_test_cert(dir: &Path, cert_name: &str, key_name: &str) -> String {
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let pem = ck.cert.pem();
+    std::fs::write(dir.join(cert_name), &pem).unwrap();
+    std::fs::write(dir.join(key_name), ck.signing_key.serialize_pem()).unwrap();
+    pem
+}
+
+fn load_in(dir: &Path, text: &str) -> Result<Config, ConfigError> {
+    Config::from_str_at(text, &dir.join("node1.toml"))
+}
+
+/// The problem at `key` (panics, showing every problem, when there is none).
+fn problem_at<'a>(err: &'a ConfigError, key: &str) -> &'a Problem {
+    err.problems
+        .iter()
+        .find(|p| p.key == key)
+        .unwrap_or_else(|| panic!("expected a problem at {key}, got:\n{err}"))
+}
+
+#[test]
+fn api_tls_files_resolve_relative_to_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    write_test_cert(dir.path(), "cert.pem", "key.pem");
+    let c = load_in(
+        dir.path(),
+        &with_table("[api]\ntls_cert_file = \"cert.pem\"\ntls_key_file = \"key.pem\""),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let tls = c.api.tls.expect("TLS configured");
+    assert_eq!(tls.cert_file, dir.path().join("cert.pem"));
+    assert_eq!(tls.key_file, dir.path().join("key.pem"));
+    assert_eq!(tls.ca_file, None);
+    assert_eq!(ok(THREE_NODES).api.tls, None, "plain HTTP by default");
+}
+
+#[test]
+fn api_tls_needs_both_cert_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    write_test_cert(dir.path(), "cert.pem", "key.pem");
+    let err = load_in(
+        dir.path(),
+        &with_table("[api]\ntls_cert_file = \"cert.pem\""),
+    )
+    .unwrap_err();
+    let p = problem_at(&err, "api.tls_key_file");
+    assert!(p.message.contains("missing"), "{p}");
+    assert!(p.fix.contains("tls_cert_file and tls_key_file"), "{p}");
+    let err = load_in(dir.path(), &with_table("[api]\ntls_key_file = \"key.pem\"")).unwrap_err();
+    let p = problem_at(&err, "api.tls_cert_file");
+    assert!(p.message.contains("missing"), "{p}");
+    let err = load_in(dir.path(), &with_table("[api]\ntls_ca_file = \"cert.pem\"")).unwrap_err();
+    problem_at(&err, "api.tls_ca_file");
+}
+
+#[test]
+fn api_tls_missing_or_unusable_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    write_test_cert(dir.path(), "cert.pem", "key.pem");
+    let missing = dir.path().join("nope.pem");
+    let err = load_in(
+        dir.path(),
+        &with_table("[api]\ntls_cert_file = \"nope.pem\"\ntls_key_file = \"key.pem\""),
+    )
+    .unwrap_err();
+    let p = problem_at(&err, "api.tls_cert_file");
+    assert!(
+        p.message.contains(&missing.display().to_string()),
+        "names the file: {p}"
+    );
+    // A key that is not the certificate's: refused at load, naming the key.
+    write_test_cert(dir.path(), "other-cert.pem", "other-key.pem");
+    let err = load_in(
+        dir.path(),
+        &with_table("[api]\ntls_cert_file = \"cert.pem\"\ntls_key_file = \"other-key.pem\""),
+    )
+    .unwrap_err();
+    let p = problem_at(&err, "api.tls_key_file");
+    assert!(p.message.contains("other-key.pem"), "{p}");
+    // A certificate where the key belongs, and a key where the CA belongs.
+    let err = load_in(
+        dir.path(),
+        &with_table(
+            "[api]\ntls_cert_file = \"cert.pem\"\ntls_key_file = \"cert.pem\"\ntls_ca_file = \"key.pem\"",
+        ),
+    )
+    .unwrap_err();
+    assert!(
+        problem_at(&err, "api.tls_key_file")
+            .message
+            .contains("no PEM private key"),
+        "{err}"
+    );
+    assert!(
+        problem_at(&err, "api.tls_ca_file")
+            .message
+            .contains("no PEM certificate"),
+        "{err}"
+    );
+    // A CA file that did not sign the certificate: refused, naming both files.
+    let err = load_in(
+        dir.path(),
+        &with_table(
+            "[api]\ntls_cert_file = \"cert.pem\"\ntls_key_file = \"key.pem\"\ntls_ca_file = \"other-cert.pem\"",
+        ),
+    )
+    .unwrap_err();
+    let p = problem_at(&err, "api.tls_cert_file");
+    assert!(
+        p.message.contains("other-cert.pem") && p.message.contains("does not verify"),
+        "{p}"
+    );
+    // A bundle that includes the certificate is accepted and kept.
+    let bundle = std::fs::read_to_string(dir.path().join("other-cert.pem")).unwrap()
+        + &std::fs::read_to_string(dir.path().join("cert.pem")).unwrap();
+    std::fs::write(dir.path().join("bundle.pem"), bundle).unwrap();
+    let c = load_in(
+        dir.path(),
+        &with_table(
+            "[api]\ntls_cert_file = \"cert.pem\"\ntls_key_file = \"key.pem\"\ntls_ca_file = \"bundle.pem\"",
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        c.api.tls.and_then(|t| t.ca_file),
+        Some(dir.path().join("bundle.pem"))
+    );
+}
+
+#[test]
+fn api_tls_certificate_must_name_this_nodes_api_ip() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["10.9.9.9".to_string()]).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), ck.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
+    let err = load_in(
+        dir.path(),
+        &with_table("[api]\ntls_cert_file = \"cert.pem\"\ntls_key_file = \"key.pem\""),
+    )
+    .unwrap_err();
+    let p = problem_at(&err, "api.tls_cert_file");
+    assert!(
+        p.message.contains("127.0.0.1"),
+        "names the node's API IP: {p}"
+    );
+    assert!(p.fix.contains("subjectAltName"), "{p}");
+}

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use super::schema::{DurationText, RawConfig, RawPeer};
 use super::{
-    defaults, format_duration, parse_duration, ApiConfig, Config, FailbackConfig, FencingMode,
-    Listen, LogConfig, NodeSection, Peer, Problem, ResourceConfig, StorageConfig, Timing,
-    DEFAULT_PRIORITY, MAX_CLUSTER_NAME_LEN, MAX_CONFIG_DURATION, MAX_COUNT_SETTING,
+    defaults, format_duration, parse_duration, ApiConfig, ApiTls, Config, FailbackConfig,
+    FencingMode, Listen, LogConfig, NodeSection, Peer, Problem, ResourceConfig, StorageConfig,
+    Timing, DEFAULT_PRIORITY, MAX_CLUSTER_NAME_LEN, MAX_CONFIG_DURATION, MAX_COUNT_SETTING,
     MAX_HEARTBEAT_LINKS, MAX_PEERS, MAX_VALUE_BYTES_LIMIT,
 };
 use crate::types::NodeId;
@@ -253,7 +253,19 @@ pub(super) fn build(raw: RawConfig, source: PathBuf) -> Result<Config, Vec<Probl
     let api = ApiConfig {
         token_file: c.optional_path("api.token_file", raw.api.token_file.as_ref()),
         protect_reads: raw.api.protect_reads.unwrap_or(false),
+        tls: resolve_api_tls(&mut c, &raw),
     };
+    let self_api = self_index.and_then(|s| drafts.get(s)).and_then(|d| d.api);
+    let tls_files_ok = !c.problems.iter().any(|p| p.key.starts_with("api.tls_"));
+    if let (Some(tls), Some(addr), true) = (&api.tls, self_api, tls_files_ok) {
+        if let Err(e) = crate::api::tls::check_own_cert(tls, addr.ip()) {
+            c.push(
+                e.file.key(),
+                e.why,
+                "the certificate must be a leaf (CA:FALSE), name this node's [[peer]] api IP as an IP subjectAltName, be valid now, and be signed by a certificate in tls_ca_file (or be self-signed when tls_ca_file is not set)",
+            );
+        }
+    }
     let storage = resolve_storage(&mut c, &raw);
     let log = LogConfig {
         level: raw
@@ -314,6 +326,51 @@ pub(super) fn build(raw: RawConfig, source: PathBuf) -> Result<Config, Vec<Probl
         source,
         self_peer,
     })
+}
+
+/// `[api] tls_*`: both cert and key or neither; `tls_ca_file` only with them; every file
+/// readable PEM and the key that of the certificate.
+fn resolve_api_tls(c: &mut Checker, raw: &RawConfig) -> Option<ApiTls> {
+    let a = &raw.api;
+    let both_fix = "set both tls_cert_file and tls_key_file (PEM files) to serve the API over HTTPS, or neither for plain HTTP";
+    match (&a.tls_cert_file, &a.tls_key_file) {
+        (Some(_), None) => c.push(
+            "api.tls_key_file",
+            "is missing while api.tls_cert_file is set",
+            both_fix,
+        ),
+        (None, Some(_)) => c.push(
+            "api.tls_cert_file",
+            "is missing while api.tls_key_file is set",
+            both_fix,
+        ),
+        (None, None) if a.tls_ca_file.is_some() => c.push(
+            "api.tls_ca_file",
+            "is set but the API has no TLS (tls_cert_file and tls_key_file are not set)",
+            "set tls_cert_file and tls_key_file too, or remove tls_ca_file",
+        ),
+        _ => {}
+    }
+    let cert_file = c.optional_path("api.tls_cert_file", a.tls_cert_file.as_ref());
+    let key_file = c.optional_path("api.tls_key_file", a.tls_key_file.as_ref());
+    let ca_file = c.optional_path("api.tls_ca_file", a.tls_ca_file.as_ref());
+    let tls = ApiTls {
+        cert_file: cert_file?,
+        key_file: key_file?,
+        ca_file,
+    };
+    if a.tls_ca_file.is_some() && tls.ca_file.is_none() {
+        return None; // tls_ca_file was given but unusable (reported above)
+    }
+    for problem in crate::api::tls::check_files(&tls) {
+        let fix = match problem.file {
+            crate::api::tls::TlsFile::Cert => "point tls_cert_file at a readable PEM certificate chain (leaf first) whose subject alternative names include this node's API IP",
+            crate::api::tls::TlsFile::Key => "point tls_key_file at the readable PEM private key of tls_cert_file's certificate (e.g. chmod 600, owned by the daemon's user)",
+            crate::api::tls::TlsFile::Ca => "point tls_ca_file at a readable PEM file with the CA certificate(s) that signed the nodes' API certificates, or remove it to trust tls_cert_file's certificates",
+        };
+        c.push(problem.file.key(), problem.why, fix);
+    }
+    Some(tls)
 }
 
 fn finish_peer(d: &PeerDraft, node: NodeSection) -> Option<Peer> {

@@ -58,6 +58,7 @@ pub fn cli_spawn(args: &[&str]) -> Child {
         .args(args)
         .env_remove("QUORATE_API")
         .env_remove("QUORATE_TOKEN_FILE")
+        .env_remove("QUORATE_CA_FILE")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
