@@ -519,7 +519,9 @@ async fn protected_reads_body_limit_and_request_limit() {
             req.send().await.map(|r| r.status().as_u16())
         }));
     }
-    // The watches need a moment to connect on a loaded machine; they last 10 s.
+    // The watches need a moment to connect on a loaded machine; they last 10 s. A poll may
+    // take a slot while the watches still connect: then the last watch is the request that is
+    // refused, which proves the limit just as well.
     let deadline = std::time::Instant::now() + Duration::from_secs(9);
     let mut refused = false;
     while std::time::Instant::now() < deadline {
@@ -532,19 +534,21 @@ async fn protected_reads_body_limit_and_request_limit() {
             refused = true;
             break;
         }
+        if watches.iter().any(|w| w.is_finished()) {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    if !refused {
-        let mut codes = Vec::new();
-        for w in watches {
-            codes.push(w.await);
-        }
-        panic!("no request was refused with {limit} watches in flight: {codes:?}");
-    }
     assert_eq!(c.health(1).await, Some(200), "the probe is never limited");
+    let mut codes = Vec::new();
     for w in watches {
-        let _ = w.await;
+        codes.push(w.await.ok().and_then(|r| r.ok()));
     }
+    let watches_refused = codes.iter().filter(|c| **c == Some(503)).count();
+    assert!(
+        refused || watches_refused >= 1,
+        "no request was refused with {limit} watches in flight: {codes:?}"
+    );
     let s = c.status(1).await.expect("status once the watches are done");
     assert!(s.counters.api_overloaded >= 1, "{:#?}", s.counters);
 }
