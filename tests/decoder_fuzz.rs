@@ -2301,3 +2301,108 @@ fn snapshot_forged_string_length_is_refused_without_allocating() {
         }
     }
 }
+
+/// Environment variable naming the folder where [`write_fuzz_seeds`] writes seed corpora.
+const SEEDS_ENV: &str = "QUORATE_FUZZ_SEEDS";
+/// Seeds written per fuzz target.
+const SEEDS_PER_TARGET: usize = 64;
+
+/// Writes valid encodings from these generators as starting corpora for the cargo-fuzz
+/// targets in `fuzz/` (one folder per target), so libFuzzer starts from real frames,
+/// snapshots and configs instead of searching for the magic bytes and checksums itself:
+/// `QUORATE_FUZZ_SEEDS=fuzz/corpus cargo test --test decoder_fuzz write_fuzz_seeds -- --ignored`
+#[test]
+#[ignore]
+fn write_fuzz_seeds() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let Ok(dir) = std::env::var(SEEDS_ENV) else {
+        panic!("set {SEEDS_ENV} to the corpus folder, e.g. fuzz/corpus");
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let mut runner = TestRunner::deterministic();
+    fn sample<S: Strategy>(runner: &mut TestRunner, s: &S) -> S::Value {
+        match s.new_tree(runner) {
+            Ok(tree) => tree.current(),
+            Err(e) => panic!("generator failed: {e}"),
+        }
+    }
+    let write = |target: &str, i: usize, bytes: &[u8]| {
+        let folder = dir.join(target);
+        if let Err(e) = std::fs::create_dir_all(&folder) {
+            panic!("cannot create {}: {e}", folder.display());
+        }
+        let path = folder.join(format!("seed-{i:03}"));
+        if let Err(e) = std::fs::write(&path, bytes) {
+            panic!("cannot write {}: {e}", path.display());
+        }
+    };
+    for i in 0..SEEDS_PER_TARGET {
+        let hb = sample(&mut runner, &heartbeat());
+        let Ok(plain) = wire::encode(&hb) else {
+            panic!("cannot encode {hb:?}");
+        };
+        write("heartbeat_wire", i, &plain);
+        write("heartbeat_sealed", i, &plain);
+        let req = sample(&mut runner, &rpc_request());
+        let resp = sample(&mut runner, &rpc_response());
+        let (Ok(req_frame), Ok(resp_frame)) =
+            (codec::encode_frame(&req), codec::encode_frame(&resp))
+        else {
+            panic!("cannot encode {req:?} / {resp:?}");
+        };
+        write("raft_frame", i, &[&req_frame[..], &resp_frame[..]].concat());
+        write("raft_secure", i, &req_frame);
+        let e = sample(&mut runner, &entry());
+        let Ok(payload) = codec::to_bytes(&e.payload) else {
+            panic!("cannot encode {e:?}");
+        };
+        write("log_payload", i, &payload);
+        let reqs = sample(&mut runner, &state_requests());
+        let meta = sample(&mut runner, &snapshot_meta());
+        let body = SnapshotBody {
+            meta,
+            state: build_state(&reqs),
+        };
+        let Ok(snap) = snapshot::encode(&body) else {
+            panic!("cannot encode a snapshot");
+        };
+        // The target reads its input both as a whole file and as a body behind a header.
+        write(
+            "snapshot",
+            i,
+            if i % 2 == 0 {
+                &snap
+            } else {
+                &snap[SNAPSHOT_HEADER_BYTES..]
+            },
+        );
+        let spec = sample(&mut runner, &cluster_spec());
+        write("config", i, spec.render().as_bytes());
+        let d = sample(&mut runner, &num());
+        write(
+            "duration",
+            i,
+            format_duration(Duration::from_nanos(d)).as_bytes(),
+        );
+        let v = sample(&mut runner, &json_value());
+        let Ok(json) = serde_json::to_vec(&v) else {
+            panic!("cannot encode {v:?}");
+        };
+        write("api_bodies", i, &json);
+        // A stranger's first messages (the target knows no genuine one but its own), and
+        // damage masks for its own: all zero (intact) or one flipped bit.
+        let seed = match i % 3 {
+            0 => first_messages().map(|m| m.stranger.clone()),
+            1 => Ok(vec![0u8; 2 + i]),
+            _ => Ok(vec![0, 0, 1 << (i % 8)]),
+        };
+        match seed {
+            Ok(m) => write("raft_handshake", i, &m),
+            Err(e) => panic!("no handshake message: {e}"),
+        }
+    }
+    for (i, text) in CONFIG_EXAMPLES.iter().enumerate() {
+        write("config", SEEDS_PER_TARGET + i, text.as_bytes());
+    }
+}
