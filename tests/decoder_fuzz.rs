@@ -1662,8 +1662,7 @@ fn cluster_spec() -> impl Strategy<Value = ClusterSpec> {
             let n = voting + learners;
             (
                 Just(name),
-                // TOML integers are i64: larger node ids cannot be written in a config file.
-                prop::collection::btree_set(prop_oneof![1u64..=10, 1u64..=i64::MAX as u64], n..=n),
+                member_ids(n),
                 prop::collection::vec(any::<bool>(), voting..=voting),
                 prop::collection::vec(prop::option::of(0u32..=1000), n..=n),
                 Just((voting, learners, this, port_base, links)),
@@ -1692,7 +1691,7 @@ fn cluster_spec() -> impl Strategy<Value = ClusterSpec> {
                 ClusterSpec {
                     name,
                     this: this.index(ids.len()),
-                    ids: ids.into_iter().collect(),
+                    ids,
                     roles,
                     priorities,
                     port_base,
@@ -1702,6 +1701,30 @@ fn cluster_spec() -> impl Strategy<Value = ClusterSpec> {
                 }
             },
         )
+}
+
+/// Largest gap between two generated large node ids.
+const MAX_ID_GAP: u64 = 1 << 40;
+
+/// `n` distinct node ids, small ones or large ones, in random order, made distinct by
+/// construction (a set that must reach a size would be regenerated, and those rejections
+/// end a million-case run). TOML integers are i64: larger ids cannot be written in a config.
+fn member_ids(n: usize) -> impl Strategy<Value = Vec<u64>> {
+    let small = prop::sample::subsequence((1u64..=10).collect::<Vec<_>>(), n);
+    let large = (
+        1u64..=(i64::MAX as u64 / 2),
+        prop::collection::vec(1u64..=MAX_ID_GAP, n),
+    )
+        .prop_map(|(start, gaps)| {
+            gaps.iter()
+                .scan(start, |id, gap| {
+                    let this = *id;
+                    *id += gap;
+                    Some(this)
+                })
+                .collect::<Vec<_>>()
+        });
+    prop_oneof![small, large].prop_shuffle()
 }
 
 impl ClusterSpec {
