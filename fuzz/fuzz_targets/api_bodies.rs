@@ -45,7 +45,9 @@ fuzz_target!(|data: &[u8]| {
     }
     if check_key(&text, MAX_KEY_BYTES_CEILING).is_ok() {
         assert!(!text.is_empty() && !text.starts_with('/'));
-        assert!(text.split('/').all(|s| !s.is_empty() && s != "." && s != ".."));
+        assert!(text
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != ".."));
         assert!(!text.chars().any(|c| c.is_ascii_control()));
     }
 });

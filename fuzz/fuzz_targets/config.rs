@@ -18,8 +18,14 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => {
             assert!(!e.problems.is_empty(), "rejected without a problem");
             for p in &e.problems {
-                assert!(!p.key.is_empty() && !p.message.is_empty() && !p.fix.is_empty(), "{p:?}");
-                assert_ne!(p.key, "(internal)", "validation reached an internal error: {p}");
+                assert!(
+                    !p.key.is_empty() && !p.message.is_empty() && !p.fix.is_empty(),
+                    "{p:?}"
+                );
+                assert_ne!(
+                    p.key, "(internal)",
+                    "validation reached an internal error: {p}"
+                );
             }
         }
     }

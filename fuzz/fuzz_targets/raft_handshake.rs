@@ -18,7 +18,12 @@ fn genuine() -> &'static [u8] {
     FIRST.get_or_init(|| {
         let mut first = Vec::new();
         let mut nothing: &[u8] = &[];
-        match block_on(secure::initiate(&mut nothing, &mut first, &K_CURRENT, CLUSTER_ID)) {
+        match block_on(secure::initiate(
+            &mut nothing,
+            &mut first,
+            &K_CURRENT,
+            CLUSTER_ID,
+        )) {
             Err(SecureError::ClosedInHandshake) => first,
             other => panic!("initiator without an answer: {:?}", other.err()),
         }
@@ -28,7 +33,13 @@ fn genuine() -> &'static [u8] {
 fn respond(input: &[u8]) -> (bool, Vec<u8>) {
     let keys = RaftKeys::new(K_CURRENT, Some(K_PREVIOUS));
     let mut answer = Vec::new();
-    let ok = block_on(secure::respond(&mut &input[..], &mut answer, &keys, CLUSTER_ID)).is_ok();
+    let ok = block_on(secure::respond(
+        &mut &input[..],
+        &mut answer,
+        &keys,
+        CLUSTER_ID,
+    ))
+    .is_ok();
     (ok, answer)
 }
 
@@ -53,9 +64,17 @@ fuzz_target!(|data: &[u8]| {
         assert!(ok && !answer.is_empty(), "intact first message refused");
     } else {
         assert!(!ok, "a damaged handshake was accepted");
-        assert!(answer.is_empty(), "the responder answered a damaged handshake");
+        assert!(
+            answer.is_empty(),
+            "the responder answered a damaged handshake"
+        );
     }
     let mut first = Vec::new();
-    let res = block_on(secure::initiate(&mut &data[..], &mut first, &K_CURRENT, CLUSTER_ID));
+    let res = block_on(secure::initiate(
+        &mut &data[..],
+        &mut first,
+        &K_CURRENT,
+        CLUSTER_ID,
+    ));
     assert!(res.is_err(), "a stranger's handshake answer was accepted");
 });

@@ -37,7 +37,10 @@ fuzz_target!(|data: &[u8]| {
     let mut s = session();
     s.feed.set(data);
     let got = block_on(s.node.recv::<RpcRequest>());
-    assert!(!matches!(got, Ok(Some(_))), "unsealed bytes read as a frame: {got:?}");
+    assert!(
+        !matches!(got, Ok(Some(_))),
+        "unsealed bytes read as a frame: {got:?}"
+    );
     if !data.is_empty() && data.len() <= MAX_CHUNK_PLAINTEXT_BYTES {
         let sealed = seal_message(&mut s.peer, data);
         s.feed.set(&sealed);
@@ -66,7 +69,11 @@ fuzz_target!(|data: &[u8]| {
     let sealed = seal_message(&mut s.peer, &frame);
     s.feed.set(&sealed);
     match block_on(s.node.recv::<RpcRequest>()) {
-        Ok(Some(RpcRequest::Hello { cluster_id: 1, from: 2, to: 3 })) => {}
+        Ok(Some(RpcRequest::Hello {
+            cluster_id: 1,
+            from: 2,
+            to: 3,
+        })) => {}
         other => panic!("session out of step: genuine frame read as {other:?}"),
     }
     SESSION.with(|slot| *slot.borrow_mut() = Some(s));
