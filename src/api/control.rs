@@ -108,13 +108,20 @@ async fn submit(node: Arc<Node>, req: OperatorRequest, raw: RawRequest) -> Respo
     }
 }
 
-#[allow(clippy::result_large_err)] // an axum Response is the natural error of a request parser
-fn parse<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> Result<T, Response> {
+/// Decodes a control request body: an empty body means every field at its default, anything
+/// else must be one JSON object of `T`. Public so the decoder tests call exactly this.
+pub fn decode_body<T: for<'de> Deserialize<'de> + Default>(
+    body: &[u8],
+) -> Result<T, serde_json::Error> {
     if body.is_empty() {
         return Ok(T::default());
     }
     serde_json::from_slice(body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}")))
+}
+
+#[allow(clippy::result_large_err)] // an axum Response is the natural error of a request parser
+fn parse<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> Result<T, Response> {
+    decode_body(body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}")))
 }
 
 pub async fn maintenance(State(node): State<Arc<Node>>, raw: RawRequest) -> Response {

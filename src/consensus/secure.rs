@@ -184,10 +184,8 @@ async fn read_msg<R: AsyncRead + Unpin>(
     max: usize,
 ) -> Result<Option<()>, SecureError> {
     let mut len = [0u8; 2];
-    match r.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.into()),
+    if !codec::read_prefix(r, &mut len).await? {
+        return Ok(None);
     }
     let len = usize::from(u16::from_be_bytes(len));
     if len < min || len > max {
@@ -667,6 +665,24 @@ mod tests {
             let after_valid = bytes.first().is_some_and(|b| b & 1 == 1);
             garbage_case(s.into_transport().unwrap(), &mut t, bytes, after_valid).await;
         });
+    }
+
+    /// Regression (decoder fuzzing): a stream ending inside a message's length read as a
+    /// clean end of stream; it is a truncated message.
+    #[tokio::test]
+    async fn end_of_stream_inside_a_message_length_is_an_error() {
+        let mut buf = Vec::new();
+        let mut one: &[u8] = &[0];
+        let res = read_msg(&mut one, &mut buf, 1, 10).await;
+        assert!(
+            matches!(&res, Err(SecureError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof),
+            "{res:?}"
+        );
+        let mut empty: &[u8] = &[];
+        assert!(matches!(
+            read_msg(&mut empty, &mut buf, 1, 10).await,
+            Ok(None)
+        ));
     }
 
     proptest! {

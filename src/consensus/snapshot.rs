@@ -89,6 +89,11 @@ pub fn decode(bytes: &[u8], origin: &str) -> Result<SnapshotBody, SnapshotError>
     len.copy_from_slice(&bytes[9..17]);
     let len = u64::from_be_bytes(len);
     let body = &bytes[HEADER_BYTES..];
+    if len > MAX_SNAPSHOT_BYTES {
+        return Err(corrupt(format!(
+            "header says {len} body bytes, more than MAX_SNAPSHOT_BYTES ({MAX_SNAPSHOT_BYTES})"
+        )));
+    }
     if body.len() as u64 != len {
         return Err(corrupt(format!(
             "truncated: header says {len} body bytes, file has {}",
@@ -98,7 +103,7 @@ pub fn decode(bytes: &[u8], origin: &str) -> Result<SnapshotBody, SnapshotError>
     if crc32fast::hash(body) != crc {
         return Err(corrupt("checksum mismatch".into()));
     }
-    codec::from_bytes_unbounded(body).map_err(|e| corrupt(format!("undecodable body: {e}")))
+    codec::from_bytes_large(body).map_err(|e| corrupt(format!("undecodable body: {e}")))
 }
 
 fn io_err(path: &Path, source: std::io::Error) -> SnapshotError {
