@@ -222,6 +222,9 @@ impl raft_log::Types for RaftLogTypes {
 
 type Inner = raft_log::RaftLog<RaftLogTypes>;
 
+/// Bytes of log payloads raft-log keeps in memory; older entries are read from disk.
+pub const LOG_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 /// The Raft log store. Cheap to clone: every clone shares one raft-log instance.
 #[derive(Clone)]
 pub struct LogStore {
@@ -259,7 +262,11 @@ impl LogStore {
                 format!("cannot create raft log dir {}: {e}", dir.display()),
             )
         })?;
-        let config = raft_log::Config::new(dir.display());
+        let mut config = raft_log::Config::new(dir.display());
+        // raft-log caches entry payloads in memory (1 GiB by default); entries past the
+        // cache are read back from disk. Bounded so a burst of large values cannot grow the
+        // daemon's memory by a gigabyte.
+        config.log_cache_capacity = Some(LOG_CACHE_BYTES);
         let log = raft_log::RaftLog::<RaftLogTypes>::open(Arc::new(config)).map_err(|e| {
             io::Error::new(
                 e.kind(),
