@@ -223,8 +223,7 @@ impl Node {
     /// configured hook must be runnable, or nothing is applied.
     pub fn reload_hooks(&self, config: &Config) -> Result<(), String> {
         let settings = hook_settings(config);
-        let probe = HookRunner::new(settings.clone()).map_err(|e| e.to_string())?;
-        let problems = probe.check();
+        let problems = settings.check();
         if !problems.is_empty() {
             return Err(format!(
                 "reload refused, nothing applied: {}",

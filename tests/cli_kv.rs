@@ -15,11 +15,7 @@ async fn kv_cli_roundtrip() {
     let mut c = Cluster::new(&["voter", "voter", "voter"], opts);
     c.start_all();
     let leader = c.wait_steady(WAIT).await;
-    let follower = c
-        .ids()
-        .into_iter()
-        .find(|i| *i != leader)
-        .expect("follower");
+    let follower = c.other_than(leader);
     let api = c.api(follower).to_string();
     let token = c.path().join(TEST_TOKEN_FILE).display().to_string();
     let kv = |args: &[&str]| {

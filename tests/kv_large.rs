@@ -91,11 +91,7 @@ async fn hundred_megabyte_kv_restarts_and_catches_a_follower_up_by_snapshot() {
     let mut c = Cluster::new(&["voter", "voter", "voter"], opts);
     c.start_all();
     let leader = c.wait_steady(WAIT).await;
-    let follower = c
-        .ids()
-        .into_iter()
-        .find(|i| *i != leader)
-        .expect("a follower");
+    let follower = c.other_than(leader);
     c.stop(follower);
     let t = std::time::Instant::now();
     for i in 0..VALUES {

@@ -74,11 +74,7 @@ async fn damaged_data_is_detected_and_recover_reseeds_a_node_that_votes_only_onc
         c.put_ok(leader, &format!("k/{i}"), &format!("v{i}")).await;
     }
     // The damaged node: a follower (the cluster keeps its leader while we work on it).
-    let f = c
-        .ids()
-        .into_iter()
-        .find(|i| *i != leader)
-        .expect("a follower");
+    let f = c.other_than(leader);
     let applied = c.status(leader).await.expect("leader status").applied_index;
     c.wait_applied(f, applied, WAIT).await;
     c.wait_status(f, "a snapshot on the follower", WAIT, |s| {

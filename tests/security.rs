@@ -306,11 +306,7 @@ async fn a_missing_or_wrong_token_gets_401_and_changes_nothing() {
     let mut c = Cluster::new(&["voter", "voter", "voter"], opts);
     c.start_all();
     let leader = c.wait_steady(WAIT).await;
-    let follower = c
-        .ids()
-        .into_iter()
-        .find(|i| *i != leader)
-        .expect("a follower");
+    let follower = c.other_than(leader);
     let before = c
         .status(leader)
         .await

@@ -86,6 +86,20 @@ pub struct HookSettings {
     pub max_output_bytes: usize,
 }
 
+impl HookSettings {
+    /// Problems with the configured hooks (missing, not a file, not executable), one message
+    /// per hook naming the path and the fix. Uses blocking `stat` calls.
+    pub fn check(&self) -> Vec<String> {
+        HookKind::ALL
+            .iter()
+            .filter_map(|&kind| {
+                let path = self.paths.get(&kind)?;
+                problem_with(kind, path, std::fs::metadata(path))
+            })
+            .collect()
+    }
+}
+
 /// Settings the runner refuses, with the fix.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum HookSettingsError {
@@ -314,14 +328,7 @@ impl HookRunner {
     /// message per hook naming the path and the fix. Empty when all are runnable.
     /// For startup and `quorate config check`; uses blocking `stat` calls.
     pub fn check(&self) -> Vec<String> {
-        let settings = self.settings();
-        HookKind::ALL
-            .iter()
-            .filter_map(|&kind| {
-                let path = settings.paths.get(&kind)?;
-                problem_with(kind, path, std::fs::metadata(path))
-            })
-            .collect()
+        self.settings().check()
     }
 
     /// Runs the `kind` hook with `ctx` in its environment and waits for it (at most

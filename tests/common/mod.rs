@@ -299,6 +299,14 @@ impl Cluster {
         self.nodes.iter().map(|n| n.member.id).collect()
     }
 
+    /// The first node (by id) that is not `not`, e.g. a follower of the leader.
+    pub fn other_than(&self, not: u64) -> u64 {
+        self.ids()
+            .into_iter()
+            .find(|i| *i != not)
+            .expect("a cluster of one node has no other node")
+    }
+
     pub fn data_dir(&self, id: u64) -> PathBuf {
         self.dir.path().join(format!("data{id}"))
     }
