@@ -120,6 +120,9 @@ pub struct Executor {
     pub local_status: watch::Sender<LocalStatus>,
     pub ops_rx: mpsc::Receiver<OpRequest>,
     pub notifier: Arc<crate::systemd::Notifier>,
+    /// Kills the in-flight promote hook (its process group) when fired: see
+    /// [`Action::DemoteNow`]. Set while a promote hook runs, taken when it is cancelled.
+    pub promote_cancel: Option<oneshot::Sender<()>>,
 }
 
 /// The observation snapshot of one round.
@@ -412,7 +415,7 @@ impl Executor {
         }
     }
 
-    fn perform(&self, action: Action, obs: &Observed, ev_tx: &mpsc::Sender<Event>) {
+    fn perform(&mut self, action: Action, obs: &Observed, ev_tx: &mpsc::Sender<Event>) {
         match action {
             Action::Propose { id, cmd } => {
                 tracing::info!(
@@ -456,6 +459,17 @@ impl Executor {
                     target = ?run.target,
                     "running hook"
                 );
+                // A promote hook can be killed by a later DemoteNow (rule 3): a promote that
+                // finishes after this node lost its lease would bring up a second primary
+                // next to the one the majority promoted meanwhile. Other hooks run to their
+                // end (or their timeout).
+                let cancel = if kind == PolicyHook::Promote {
+                    let (tx, rx) = oneshot::channel::<()>();
+                    self.promote_cancel = Some(tx);
+                    Some(rx)
+                } else {
+                    None
+                };
                 tokio::spawn(async move {
                     let ctx = HookContext {
                         role,
@@ -464,7 +478,18 @@ impl Executor {
                         previous_primary: run.previous_primary,
                         target: run.target,
                     };
-                    let out = hooks.run(kind, ctx).await;
+                    let out = match cancel {
+                        // A dropped sender (the executor ended) is no request to cancel.
+                        Some(rx) => {
+                            let cancelled = async move {
+                                if rx.await.is_err() {
+                                    std::future::pending::<()>().await;
+                                }
+                            };
+                            hooks.run_cancellable(kind, ctx, cancelled).await
+                        }
+                        None => hooks.run(kind, ctx).await,
+                    };
                     if !out.ok {
                         tracing::warn!(
                             hook = kind.as_str(),
@@ -502,10 +527,19 @@ impl Executor {
                 });
             }
             Action::DemoteNow { reason } => {
+                // Stop every primary-side effect now. `/primary` answers from rule 1 at
+                // request time, so it already says no; what is left is a promote hook still
+                // running: kill its process group. It reports HookFinished (not ok), and the
+                // policy then runs the demote hook.
+                let killed = self
+                    .promote_cancel
+                    .take()
+                    .is_some_and(|tx| tx.send(()).is_ok());
                 tracing::warn!(
                     term = obs.raft.term,
                     epoch = obs.state.epoch,
                     reason = reason.as_str(),
+                    promote_hook_killed = killed,
                     "stopping acting as primary now"
                 );
             }

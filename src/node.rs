@@ -480,6 +480,7 @@ impl RunningNode {
             local_status: status_tx,
             ops_rx,
             notifier: notifier.clone(),
+            promote_cancel: None,
         };
         let exec_node = node.clone();
         let executor_task = tokio::spawn(async move {

@@ -77,6 +77,9 @@ struct PendingHook {
     run: HookRun,
     done_ms: u64,
     ok: bool,
+    /// A promote hook killed by `Action::DemoteNow` (the executor kills its process group
+    /// and reports it finished, not ok).
+    cancelled: bool,
 }
 
 struct Node {
@@ -159,6 +162,11 @@ struct Sim {
     inflight: Vec<InFlight>,
     last_promoted_epoch: u64,
     max_promote_hook: Option<(Epoch, NodeId)>,
+    /// Promote hooks killed by DemoteNow (the runs must exercise that path).
+    cancelled_promotes: u64,
+    /// When set, every promote hook takes this long (a slow `pg_ctl promote`, a cloud IP
+    /// move) unless DemoteNow kills it.
+    promote_hook_ms: Option<u64>,
     /// Failures are collected as text so proptest can shrink and print them.
     violations: Vec<String>,
     /// While settling, hooks always succeed and nothing new fails.
@@ -226,6 +234,8 @@ impl Sim {
             inflight: Vec::new(),
             last_promoted_epoch: 0,
             max_promote_hook: None,
+            cancelled_promotes: 0,
+            promote_hook_ms: None,
             violations: Vec::new(),
             settling: false,
             new_leader_round: false,
@@ -499,6 +509,15 @@ impl Sim {
                 },
                 now,
             );
+            if h.cancelled {
+                self.cancelled_promotes += 1;
+                if let LocalRole::Primary { epoch } = self.nodes[i].policy.local_role() {
+                    self.fail(format!(
+                        "node {} took a killed promote hook for a promotion (primary at {epoch})",
+                        self.nodes[i].id
+                    ));
+                }
+            }
         }
     }
 
@@ -608,7 +627,8 @@ impl Sim {
                 Action::RunHook(run) => self.start_hook(i, run),
                 Action::TransferLeadership { to, .. } => self.transfer(i, to),
                 Action::ReadyToExit => self.nodes[i].exit_ready = true,
-                Action::DemoteNow { .. } | Action::Report(_) => {}
+                Action::DemoteNow { .. } => self.demote_now(i),
+                Action::Report(_) => {}
             }
         }
         if self.nodes[i].exit_ready {
@@ -717,7 +737,12 @@ impl Sim {
                 HookKind::Monitor => panic!("the policy asked for the monitor hook"),
             };
         // Some hooks hang well past an election timeout: that is what fencing is for.
-        let dur = if self.settling {
+        let dur = if let Some(ms) = self
+            .promote_hook_ms
+            .filter(|_| run.hook == HookKind::Promote)
+        {
+            ms
+        } else if self.settling {
             10
         } else if self.rng.chance(15) {
             200 + self.rng.below(400)
@@ -728,7 +753,22 @@ impl Sim {
             run,
             done_ms: self.now_ms + dur,
             ok,
+            cancelled: false,
         });
+    }
+
+    /// The executor's side of `Action::DemoteNow`: an in-flight promote hook is killed at
+    /// once and reported finished, not ok (its service may be half up: it counts as up until
+    /// the demote hook succeeded).
+    fn demote_now(&mut self, i: usize) {
+        let now_ms = self.now_ms;
+        if let Some(h) = self.nodes[i].hook.as_mut() {
+            if h.run.hook == HookKind::Promote && !h.cancelled {
+                h.cancelled = true;
+                h.ok = false;
+                h.done_ms = now_ms;
+            }
+        }
     }
 
     fn transfer(&mut self, i: usize, to: NodeId) {
@@ -1289,4 +1329,70 @@ fn isolated_primary_stops_and_majority_promotes() {
         new.is_some_and(|n| n != p),
         "the majority promoted another node: {new:?}"
     );
+}
+
+/// Issue 13: a promote hook still running when its node loses the lease (rule 3) is killed
+/// (the executor's DemoteNow), reported finished not ok, and followed by the demote hook;
+/// the node never turns primary from it, and the majority's new primary is the only one.
+#[test]
+fn demote_now_kills_an_in_flight_promote_hook() {
+    let mut killed = 0;
+    for seed in 0..20 {
+        let mut sim = Sim::new(seed, false, [1, 1, 1], FencingMode::BestEffort);
+        // Every promote hook hangs (an 8 s pg_ctl promote) unless it is killed.
+        sim.promote_hook_ms = Some(60_000);
+        let mut promoting = None;
+        for _ in 0..400 {
+            let ev = if sim.leader.is_none() {
+                Ev::ElectAny
+            } else {
+                Ev::Wait
+            };
+            sim.apply(&ev);
+            promoting = (0..3).find(|i| {
+                sim.nodes[*i]
+                    .hook
+                    .as_ref()
+                    .is_some_and(|h| h.run.hook == HookKind::Promote)
+            });
+            if promoting.is_some() {
+                break;
+            }
+        }
+        let i = promoting.expect("a promotion starts from a cold cluster");
+        // The promoting leader is cut off from the majority.
+        sim.nodes[i].isolated = true;
+        let before = sim.cancelled_promotes;
+        for _ in 0..200 {
+            sim.apply(&Ev::Wait);
+        }
+        assert!(
+            sim.violations.is_empty(),
+            "seed {seed}: {:#?}",
+            sim.violations
+        );
+        assert_eq!(
+            sim.cancelled_promotes,
+            before + 1,
+            "seed {seed}: the hung promote hook of node {} was not killed",
+            sim.nodes[i].id
+        );
+        assert!(
+            !matches!(
+                sim.nodes[i].policy.local_role(),
+                LocalRole::Primary { .. } | LocalRole::Promoting { .. }
+            ),
+            "seed {seed}: the cut-off node still holds the role: {:?}",
+            sim.nodes[i].policy.local_role()
+        );
+        killed += 1;
+        sim.promote_hook_ms = None;
+        sim.settle();
+        assert!(
+            sim.violations.is_empty(),
+            "seed {seed}: {:#?}",
+            sim.violations
+        );
+    }
+    assert_eq!(killed, 20);
 }
