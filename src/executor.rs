@@ -48,6 +48,9 @@ pub struct ExecutorStatus {
     pub promotions_by_reason: BTreeMap<String, u64>,
     /// Round counter: the watchdog is fed only while this advances.
     pub rounds: u64,
+    /// See `Policy::lapse_counts`.
+    pub lease_lapses: u64,
+    pub lease_lapses_healed: u64,
 }
 
 impl Default for ExecutorStatus {
@@ -63,6 +66,8 @@ impl Default for ExecutorStatus {
             leader_changes: 0,
             promotions_by_reason: BTreeMap::new(),
             rounds: 0,
+            lease_lapses: 0,
+            lease_lapses_healed: 0,
         }
     }
 }
@@ -353,12 +358,19 @@ impl Executor {
             leader_changes,
             promotions_by_reason: by_reason,
             rounds,
+            lease_lapses: self.policy.lapse_counts().0,
+            lease_lapses_healed: self.policy.lapse_counts().1,
         };
         self.status_tx.send_replace(st);
 
         let member_role = self.node.config.node.role;
         let mrole = match (role, member_role) {
-            (LocalRole::Primary { .. } | LocalRole::Promoting { .. }, _) => MonitorRole::Primary,
+            (
+                LocalRole::Primary { .. }
+                | LocalRole::Suspended { .. }
+                | LocalRole::Promoting { .. },
+                _,
+            ) => MonitorRole::Primary,
             (_, NodeRole::Witness) => MonitorRole::Witness,
             (_, NodeRole::Learner) => MonitorRole::Learner,
             _ => MonitorRole::Replica,

@@ -136,6 +136,7 @@ pub fn policy_config(config: &Config) -> PolicyConfig {
             CC::Manual => FailbackCommit::Manual,
         },
         shutdown_timeout: r.hook_timeout + transfer_timeout + Duration::from_secs(2),
+        lapse_grace: config.timing.lapse_grace(),
         ..defaults
     }
 }

@@ -86,6 +86,18 @@ pub fn render(node: &Node) -> Result<String, std::fmt::Error> {
         "Raft leader changes observed by this node",
         ex.leader_changes,
     );
+    counter(
+        &mut reg,
+        "lease_lapses",
+        "Lease lapses that suspended this node as primary",
+        ex.lease_lapses,
+    );
+    counter(
+        &mut reg,
+        "lease_lapses_healed",
+        "Lease lapses that healed in the same term without a demote",
+        ex.lease_lapses_healed,
+    );
     let failovers: Family<Labels, Counter> = Family::default();
     for (reason, n) in &ex.promotions_by_reason {
         failovers

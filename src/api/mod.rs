@@ -67,6 +67,7 @@ pub fn server_state_name(s: ServerState) -> &'static str {
 pub fn build_status(node: &Node) -> NodeStatus {
     let m = node.metrics();
     let ex = node.executor.borrow().clone();
+    let fsync = crate::consensus::log_store::flush_latency_summary();
     let cluster = node
         .sm
         .read()
@@ -141,7 +142,13 @@ pub fn build_status(node: &Node) -> NodeStatus {
             .operation
             .as_ref()
             .and_then(|o| serde_json::to_value(o).ok()),
-        notes: ex.notes.iter().map(|n| n.to_string()).collect(),
+        notes: {
+            let mut notes: Vec<String> = ex.notes.iter().map(|n| n.to_string()).collect();
+            if let Some(n) = slow_disk_note(fsync, node.config.timing.lease_budget()) {
+                notes.push(n);
+            }
+            notes
+        },
         raft_failure: node.raft_failure(),
         reseeding: node.reseeding.active(),
         last_reload: node
@@ -150,7 +157,36 @@ pub fn build_status(node: &Node) -> NodeStatus {
             .map(|r| r.clone())
             .unwrap_or_else(|p| p.into_inner().clone()),
         log_bytes: node.log.on_disk_bytes(),
+        lease_lapses: ex.lease_lapses,
+        lease_lapses_healed: ex.lease_lapses_healed,
+        lease_budget_ms: node.config.timing.lease_budget().as_millis() as u64,
+        fsync_p99_ms: fsync.map(|(p99, _, _)| p99.as_secs_f64() * 1000.0),
+        fsync_max_ms: fsync.map(|(_, max, _)| max.as_secs_f64() * 1000.0),
+        fsync_samples: fsync.map(|(_, _, n)| n as u64).unwrap_or(0),
     }
+}
+
+/// Fewer fsyncs than this say nothing about the disk (start-up, an idle cluster).
+const SLOW_DISK_MIN_SAMPLES: usize = 100;
+
+/// A status note when this node's Raft log fsyncs are slower than the lease budget: while it
+/// is a follower, its late answers lapse the primary's lease (a write pause, or a demote
+/// once the lapse outlasts the grace).
+pub fn slow_disk_note(
+    fsync: Option<(std::time::Duration, std::time::Duration, usize)>,
+    budget: std::time::Duration,
+) -> Option<String> {
+    let (p99, _, n) = fsync?;
+    if n < SLOW_DISK_MIN_SAMPLES || p99 <= budget {
+        return None;
+    }
+    Some(format!(
+        "slow disk: Raft log fsync p99 {:.1} ms over the last {n} appends exceeds the lease budget {} ms \
+         (lease + lapse grace - raft_heartbeat): the primary's lease will lapse while this node flushes; \
+         put data_dir on a faster disk, or raise timing.lease and timing.election_timeout_min",
+        p99.as_secs_f64() * 1000.0,
+        budget.as_millis()
+    ))
 }
 
 pub fn health_name(h: crate::types::ResourceHealth) -> &'static str {
@@ -168,6 +204,7 @@ pub fn local_role_name(r: LocalRole) -> &'static str {
         LocalRole::Rejoining => "rejoining",
         LocalRole::Promoting { .. } => "promoting",
         LocalRole::Primary { .. } => "primary",
+        LocalRole::Suspended { .. } => "suspended",
         LocalRole::Demoting { .. } => "demoting",
     }
 }
@@ -315,4 +352,22 @@ pub fn error(status: StatusCode, msg: impl Into<String>) -> Response {
             .insert("retry-after", HeaderValue::from_static("1"));
     }
     r
+}
+
+#[cfg(test)]
+mod slow_disk_tests {
+    use super::slow_disk_note;
+    use std::time::Duration;
+
+    #[test]
+    fn a_note_only_for_enough_samples_above_the_budget() {
+        let ms = Duration::from_millis;
+        let budget = ms(85);
+        assert_eq!(slow_disk_note(None, budget), None);
+        assert_eq!(slow_disk_note(Some((ms(200), ms(300), 10)), budget), None);
+        assert_eq!(slow_disk_note(Some((ms(20), ms(300), 1000)), budget), None);
+        let n = slow_disk_note(Some((ms(120), ms(300), 1000)), budget).expect("note");
+        assert!(n.contains("120.0 ms") && n.contains("85 ms"), "{n}");
+        assert!(n.contains("faster disk"), "{n}");
+    }
 }

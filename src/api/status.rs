@@ -61,6 +61,24 @@ pub struct NodeStatus {
     /// the CLI estimates the bytes a lagging node still needs from it.
     #[serde(default)]
     pub log_bytes: u64,
+    /// Lease lapses that suspended this node as primary (not acting, service left running
+    /// for the lapse grace), and how many of them healed in the same term (acting again at
+    /// the same epoch, no demote).
+    #[serde(default)]
+    pub lease_lapses: u64,
+    #[serde(default)]
+    pub lease_lapses_healed: u64,
+    /// The longest follower fsync a primary survives without a demote (ms): lease + lapse
+    /// grace − Raft heartbeat interval.
+    #[serde(default)]
+    pub lease_budget_ms: u64,
+    /// p99 and max of this node's recent Raft log fsyncs (ms), over `fsync_samples` appends.
+    #[serde(default)]
+    pub fsync_p99_ms: Option<f64>,
+    #[serde(default)]
+    pub fsync_max_ms: Option<f64>,
+    #[serde(default)]
+    pub fsync_samples: u64,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]

@@ -186,6 +186,24 @@ impl Timing {
     pub fn clock_drift_margin(&self) -> Duration {
         clock_drift_margin(self.election_timeout_min)
     }
+
+    /// How long a primary whose lease lapsed may wait for quorum acknowledgements to return
+    /// (in the same term) before it runs its demote hook: what is left of
+    /// `election_timeout_min` after `lease` and the clock-drift margin, so the demote hook
+    /// still starts before any other node can be elected (see `PolicyConfig::lapse_grace`).
+    pub fn lapse_grace(&self) -> Duration {
+        self.election_timeout_min
+            .saturating_sub(self.clock_drift_margin())
+            .saturating_sub(self.lease)
+    }
+
+    /// The longest follower fsync a healthy primary survives without even a write pause:
+    /// a follower answers the leader's heartbeats only after its pending log flush, so the
+    /// primary's quorum clock can stand still for one Raft heartbeat interval plus that
+    /// flush. Beyond `lease + lapse_grace − raft_heartbeat` the lapse costs a demote.
+    pub fn lease_budget(&self) -> Duration {
+        (self.lease + self.lapse_grace()).saturating_sub(self.raft_heartbeat)
+    }
 }
 
 /// This node (`[node]`).

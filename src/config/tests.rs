@@ -1196,3 +1196,22 @@ fn api_tls_certificate_must_name_this_nodes_api_ip() {
     );
     assert!(p.fix.contains("subjectAltName"), "{p}");
 }
+
+#[test]
+fn lapse_grace_is_what_the_election_timeout_leaves_after_lease_and_drift() {
+    let t = crate::config::Timing {
+        lease: ms(100),
+        election_timeout_min: ms(150),
+        raft_heartbeat: ms(50),
+        ..Profile::Lan.timing()
+    };
+    // 150 - 15 (drift) - 100 = 35 ms; the budget adds the lease and removes one heartbeat.
+    assert_eq!(t.lapse_grace(), ms(35));
+    assert_eq!(t.lease_budget(), ms(85));
+    // Validation keeps lease + margin below the timeout, so the grace is never negative.
+    let tight = crate::config::Timing {
+        lease: ms(140),
+        ..t
+    };
+    assert_eq!(tight.lapse_grace(), Duration::ZERO);
+}

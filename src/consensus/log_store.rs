@@ -26,6 +26,7 @@ use openraft::vote::RaftLeaderId;
 use openraft::{OptionalSend, RaftLogReader};
 use raft_log::api::raft_log_writer::RaftLogWriter;
 use raft_log::codeq::{Decode, Encode};
+use std::time::Duration;
 
 use crate::consensus::types::{CommittedLeaderId, Entry, LogId, TypeConfig, Vote};
 
@@ -174,16 +175,58 @@ fn read_u64<R: io::Read>(r: &mut R) -> Result<u64, io::Error> {
     Ok(u64::from_be_bytes(b))
 }
 
+/// Flush latencies kept for the p99 (the last this many appends' fsyncs).
+pub const FLUSH_LATENCY_SAMPLES: usize = 1024;
+
+/// How long appends waited for their fsync (queued behind other flushes included): the
+/// delay a follower adds to its answers, which the primary's lease budget must absorb.
+/// One Raft log per process, so one process-wide window.
+static FLUSH_LATENCIES: std::sync::Mutex<std::collections::VecDeque<Duration>> =
+    std::sync::Mutex::new(std::collections::VecDeque::new());
+
+fn record_flush_latency(d: Duration) {
+    let mut w = FLUSH_LATENCIES.lock().unwrap_or_else(|p| p.into_inner());
+    if w.len() >= FLUSH_LATENCY_SAMPLES {
+        w.pop_front();
+    }
+    w.push_back(d);
+}
+
+/// (p99, max, samples) of the recent append fsyncs of this process's Raft log.
+pub fn flush_latency_summary() -> Option<(Duration, Duration, usize)> {
+    let w = FLUSH_LATENCIES.lock().unwrap_or_else(|p| p.into_inner());
+    percentile_99(w.iter().copied())
+}
+
+/// (p99, max, count) of `samples` (nearest-rank p99); None for no samples.
+pub fn percentile_99(
+    samples: impl Iterator<Item = Duration>,
+) -> Option<(Duration, Duration, usize)> {
+    let mut v: Vec<Duration> = samples.collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_unstable();
+    let n = v.len();
+    // Nearest rank: ceil(0.99 n), 1-based.
+    let rank = (n * 99).div_ceil(100).max(1);
+    Some((v[rank - 1], v[n - 1], n))
+}
+
 /// Where a flush's completion goes: to openraft (append) or to a waiting task (vote...).
 pub enum FlushCallback {
-    Raft(IOFlushed<TypeConfig>),
+    /// With the time the flush was queued (for the flush-latency window).
+    Raft(IOFlushed<TypeConfig>, std::time::Instant),
     Wait(tokio::sync::oneshot::Sender<Result<(), io::Error>>),
 }
 
 impl raft_log::Callback for FlushCallback {
     fn send(self, res: Result<(), io::Error>) {
         match self {
-            FlushCallback::Raft(cb) => cb.io_completed(res),
+            FlushCallback::Raft(cb, queued) => {
+                record_flush_latency(queued.elapsed());
+                cb.io_completed(res)
+            }
             FlushCallback::Wait(tx) => {
                 // The waiter may have given up (shutdown); nothing else to do then.
                 let _ = tx.send(res);
@@ -195,7 +238,7 @@ impl raft_log::Callback for FlushCallback {
 impl Debug for FlushCallback {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            FlushCallback::Raft(_) => f.write_str("FlushCallback::Raft"),
+            FlushCallback::Raft(..) => f.write_str("FlushCallback::Raft"),
             FlushCallback::Wait(_) => f.write_str("FlushCallback::Wait"),
         }
     }
@@ -387,7 +430,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut log = lock(&self.inner)?;
         log.append(batch)?;
         // openraft counts these entries as persisted only when the worker calls back after fsync.
-        log.flush(true, Some(FlushCallback::Raft(callback)))?;
+        log.flush(
+            true,
+            Some(FlushCallback::Raft(callback, std::time::Instant::now())),
+        )?;
         Ok(())
     }
 
@@ -493,5 +539,27 @@ mod tests {
         let mut buf = vec![0u8; 16];
         buf.push(9);
         assert!(StoredVote::decode(buf.as_slice()).is_err());
+    }
+}
+
+#[cfg(test)]
+mod flush_latency_tests {
+    use super::percentile_99;
+    use std::time::Duration;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    #[test]
+    fn p99_is_the_nearest_rank() {
+        assert_eq!(percentile_99(std::iter::empty()), None);
+        assert_eq!(percentile_99([ms(7)].into_iter()), Some((ms(7), ms(7), 1)));
+        // 1..=100 ms: the 99th of 100 is 99 ms.
+        let v = (1..=100).map(ms);
+        assert_eq!(percentile_99(v), Some((ms(99), ms(100), 100)));
+        // 1..=1000: rank 990.
+        let v = (1..=1000).rev().map(ms);
+        assert_eq!(percentile_99(v), Some((ms(990), ms(1000), 1000)));
     }
 }

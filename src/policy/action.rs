@@ -136,6 +136,14 @@ pub enum LocalRole {
     Primary {
         epoch: Epoch,
     },
+    /// Was `Primary`, and its lease lapsed while it still leads: not acting (`/primary`
+    /// answers 503, writes are refused), the service left as it is for
+    /// `PolicyConfig::lapse_grace`. Back to `Primary` at the same epoch when quorum
+    /// acknowledgements return in the same term (no other leader can have existed in
+    /// between); else the demote hook runs.
+    Suspended {
+        epoch: Epoch,
+    },
     /// Demote hook running or being retried; the service may still be up.
     Demoting {
         epoch: Epoch,
@@ -177,6 +185,15 @@ pub enum StatusNote {
     TransferFailed {
         to: NodeId,
         error: String,
+    },
+    /// Lease lapsed: not acting, waiting (within the lapse grace) for quorum
+    /// acknowledgements to return before demoting.
+    Suspended {
+        reason: DemoteReason,
+    },
+    /// A lapse healed in the same term: acting again at the same epoch, no demote.
+    Resumed {
+        epoch: Epoch,
     },
     /// Stopped acting as primary (rule 1/3).
     DemotedSelf {
@@ -283,6 +300,14 @@ impl std::fmt::Display for StatusNote {
             TransferFailed { to, error } => {
                 write!(f, "leadership transfer to node {to} failed: {error}")
             }
+            Suspended { reason } => write!(
+                f,
+                "not acting as primary ({reason}): waiting for quorum acknowledgements to return before demoting"
+            ),
+            Resumed { epoch } => write!(
+                f,
+                "quorum acknowledgements returned: acting as primary again at epoch {epoch} (no demote)"
+            ),
             DemotedSelf { reason } => write!(f, "stopped acting as primary: {reason}"),
             LocalRestart { attempt, max } => {
                 write!(f, "service failed: local restart {attempt} of {max}")

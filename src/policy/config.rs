@@ -87,6 +87,15 @@ pub struct PolicyConfig {
     pub verify_timeout: Duration,
     pub failback: FailbackMode,
     pub failback_commit: FailbackCommit,
+    /// How long a primary whose lease lapsed (no quorum acknowledgement within `lease`)
+    /// waits, not acting, for quorum acknowledgements to come back in the same term before
+    /// it runs its demote hook. A follower's slow fsync holds back its heartbeat answers
+    /// and lapses a healthy primary for a few ms; within this grace that costs a write
+    /// pause (`/primary` 503) instead of a demote/promote cycle of the service. Counted from
+    /// the moment the lease ran out, so `lease + lapse_grace + clock-drift margin` stays
+    /// below `election_timeout_min`: the demote hook still starts before any other node
+    /// can be elected (rule 3). Zero: demote at once.
+    pub lapse_grace: Duration,
     /// How long a stopping primary may spend handing over before it just demotes.
     pub shutdown_timeout: Duration,
 }
@@ -112,6 +121,7 @@ impl Default for PolicyConfig {
             verify_timeout: Duration::from_secs(30),
             failback: FailbackMode::Manual,
             failback_commit: FailbackCommit::Auto,
+            lapse_grace: Duration::ZERO,
             shutdown_timeout: Duration::from_secs(10),
         }
     }

@@ -184,6 +184,13 @@ impl Out {
     }
 }
 
+/// A suspended primary's lapse: its term, and when the grace ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Suspension {
+    term: u64,
+    demote_at: Instant,
+}
+
 /// The per-node decision state machine. See the module documentation.
 #[derive(Clone, Debug)]
 pub struct Policy {
@@ -207,6 +214,13 @@ pub struct Policy {
     demote: DemoteProgress,
     /// Promote hook running but rule 1 failed meanwhile: demote when it returns.
     abandon: Option<DemoteReason>,
+    /// While `LocalRole::Suspended`: the term the lapse happened in and when the grace
+    /// ends (then the demote hook runs).
+    suspension: Option<Suspension>,
+    /// Lease lapses that suspended this primary, and how many of them healed (resumed at
+    /// the same epoch without a demote): for status and metrics.
+    lapses: u64,
+    resumes: u64,
     /// A Demote to propose (the hook already ran).
     pending_demote: Option<(Epoch, DemoteReason)>,
     needs_rejoin: bool,
@@ -247,6 +261,9 @@ impl Policy {
                 retry_at: None,
             },
             abandon: None,
+            suspension: None,
+            lapses: 0,
+            resumes: 0,
             pending_demote: None,
             needs_rejoin: false,
             rejoin_attempts: 0,
@@ -292,6 +309,11 @@ impl Policy {
         }
     }
 
+    /// (lease lapses that suspended this primary, lapses that healed without a demote).
+    pub fn lapse_counts(&self) -> (u64, u64) {
+        (self.lapses, self.resumes)
+    }
+
     /// What heartbeats must carry as `claims_primary_epoch`: Some while this node's service
     /// may run as primary (promoting, primary, demoting). Other leaders fence a recorded
     /// primary that still claims. A daemon that has not finished its startup demote
@@ -302,6 +324,7 @@ impl Policy {
             LocalRole::Starting => Some(0),
             LocalRole::Promoting { epoch }
             | LocalRole::Primary { epoch }
+            | LocalRole::Suspended { epoch }
             | LocalRole::Demoting { epoch } => Some(epoch),
             LocalRole::Replica | LocalRole::Rejoining => None,
         }
@@ -490,7 +513,31 @@ impl Policy {
                     }
                 }
             }
+            LocalRole::Suspended { epoch } => self.step_suspended(inp, epoch, now, out),
             LocalRole::Primary { epoch } => match self.acting_check(inp, epoch, now) {
+                Err(DemoteReason::LeaseLost) if self.may_suspend(inp, now) => {
+                    // Rules 1 and 3 still: stop acting at once. But a lapse that heals in
+                    // the same term (a follower's slow fsync held back its heartbeat
+                    // answers) should cost a write pause, not a stop and start of the
+                    // service: keep it as it is until the grace ends.
+                    out.actions.push(Action::DemoteNow {
+                        reason: DemoteReason::LeaseLost,
+                    });
+                    out.note(StatusNote::Suspended {
+                        reason: DemoteReason::LeaseLost,
+                    });
+                    let lapsed_at = inp
+                        .raft
+                        .last_quorum_acked
+                        .map(|t| t + self.cfg.lease)
+                        .unwrap_or(now);
+                    self.suspension = Some(Suspension {
+                        term: inp.raft.term,
+                        demote_at: lapsed_at + self.cfg.lapse_grace,
+                    });
+                    self.role = LocalRole::Suspended { epoch };
+                    self.lapses = self.lapses.saturating_add(1);
+                }
                 Err(why) => {
                     // Rules 1 and 3: stop at once, then run the hook; the Demote command
                     // (if this node still leads) is proposed only after the hook succeeded.
@@ -508,6 +555,65 @@ impl Policy {
             },
             LocalRole::Replica => self.replica_duties(inp, now, out),
         }
+    }
+
+    /// A lease lapse may suspend (rather than demote) only with a grace configured, while
+    /// this node still leads, and not while the daemon stops.
+    fn may_suspend(&self, inp: &Inputs<'_>, now: Instant) -> bool {
+        !self.cfg.lapse_grace.is_zero()
+            && inp.raft.is_leader
+            && self.shutdown.is_none()
+            && inp
+                .raft
+                .last_quorum_acked
+                .is_some_and(|t| now < t + self.cfg.lease + self.cfg.lapse_grace)
+    }
+
+    /// `LocalRole::Suspended`: resume at the same epoch once rule 1 holds again in the term
+    /// of the lapse (every other leader would have a higher term, and this node would have
+    /// learnt of it from the quorum that acknowledged it); demote when the grace ends, the
+    /// term changes, leadership or the committed role is lost, or the daemon stops.
+    fn step_suspended(&mut self, inp: &Inputs<'_>, epoch: Epoch, now: Instant, out: &mut Out) {
+        let Some(s) = self.suspension else {
+            // Cannot happen (set together with the role); demote, the safe way out.
+            self.demote_after_lapse(epoch, DemoteReason::LeaseLost, now, out);
+            return;
+        };
+        let same_term = inp.raft.term == s.term;
+        match self.acting_check(inp, epoch, now) {
+            Ok(()) if same_term && self.shutdown.is_none() => {
+                self.role = LocalRole::Primary { epoch };
+                self.suspension = None;
+                self.resumes = self.resumes.saturating_add(1);
+                out.note(StatusNote::Resumed { epoch });
+            }
+            Err(DemoteReason::LeaseLost)
+                if same_term && now < s.demote_at && self.shutdown.is_none() =>
+            {
+                out.note(StatusNote::Suspended {
+                    reason: DemoteReason::LeaseLost,
+                });
+            }
+            res => {
+                let why = match res {
+                    Err(why) => why,
+                    Ok(()) => DemoteReason::LeadershipLost,
+                };
+                self.demote_after_lapse(epoch, why, now, out);
+            }
+        }
+    }
+
+    fn demote_after_lapse(&mut self, epoch: Epoch, why: DemoteReason, now: Instant, out: &mut Out) {
+        self.suspension = None;
+        out.note(StatusNote::DemotedSelf { reason: why });
+        self.start_demote(
+            epoch,
+            hook_reason_for_demote(why),
+            AfterDemote::Replica { propose: Some(why) },
+            now,
+            out,
+        );
     }
 
     fn replica_duties(&mut self, inp: &Inputs<'_>, now: Instant, out: &mut Out) {
@@ -645,7 +751,7 @@ impl Policy {
         match self.role {
             // Even in maintenance: once the daemon is gone nothing enforces rule 3 on
             // this service any more.
-            LocalRole::Primary { epoch } => self.start_demote(
+            LocalRole::Primary { epoch } | LocalRole::Suspended { epoch } => self.start_demote(
                 epoch,
                 HookReason::Maintenance,
                 AfterDemote::Replica {

@@ -49,6 +49,9 @@ fn sim_cfg(fencing: FencingMode) -> PolicyConfig {
         verify_timeout: Duration::from_secs(1),
         failback: FailbackMode::Manual,
         failback_commit: FailbackCommit::Auto,
+        // ELECTION_MS 200 − lease 100 − a 20 ms drift margin: nobody can be elected before
+        // the grace ran out.
+        lapse_grace: Duration::from_millis(80),
         shutdown_timeout: Duration::from_millis(500),
     }
 }
