@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::NodeId;
 
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct NodeStatus {
     pub cluster: String,
     pub node_id: NodeId,
