@@ -10,6 +10,7 @@ pub mod config;
 pub mod consensus;
 pub mod datadir;
 pub mod demo;
+pub mod disk_probe;
 pub mod executor;
 pub mod heartbeat;
 pub mod localcluster;

@@ -789,20 +789,67 @@ async fn recover(
     }
 }
 
+/// The data dir's fsync latency against the lease budget: (a JSON summary, a warning when
+/// the disk is too slow for the timings).
+fn check_disk(c: &Config) -> (serde_json::Value, Option<quorate::config::Problem>) {
+    use quorate::disk_probe;
+    let budget = c.timing.lease_budget();
+    let Some(dir) = disk_probe::probe_dir(&c.data_dir) else {
+        return (serde_json::json!({"probed": false}), None);
+    };
+    match disk_probe::probe(&dir, disk_probe::PROBE_FSYNCS) {
+        Ok(r) => {
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+            let text = format!(
+                "disk: fsync p99 {:.2} ms, max {:.2} ms over {} fsyncs in {} (lease budget {} ms)",
+                ms(r.p99),
+                ms(r.max),
+                r.samples,
+                dir.display(),
+                budget.as_millis()
+            );
+            let problem = (r.p99 > budget).then(|| quorate::config::Problem {
+                key: "data_dir".into(),
+                message: format!(
+                    "fsync p99 {:.1} ms in {} exceeds the lease budget {} ms (lease + lapse grace - raft_heartbeat): followers on this disk will lapse the primary's lease",
+                    ms(r.p99),
+                    dir.display(),
+                    budget.as_millis()
+                ),
+                fix: "put data_dir on a faster disk (SSD, no shared spinning disk), or raise timing.lease and timing.election_timeout_min".into(),
+            });
+            (
+                serde_json::json!({"probed": true, "dir": dir.display().to_string(), "fsync_p99_ms": ms(r.p99), "fsync_max_ms": ms(r.max), "samples": r.samples, "lease_budget_ms": budget.as_millis() as u64, "text": text}),
+                problem,
+            )
+        }
+        Err(e) => (
+            serde_json::json!({"probed": false, "dir": dir.display().to_string(), "error": e.to_string()}),
+            None,
+        ),
+    }
+}
+
 fn config_check(file: &std::path::Path, json: bool) -> ExitCode {
     match Config::load(file) {
         Ok(c) => {
             let mut hook_problems = c.check_secrets();
             hook_problems.extend(c.check_hooks());
+            let (disk, disk_problem) = check_disk(&c);
+            hook_problems.extend(disk_problem);
             if json {
                 let v = serde_json::json!({
                     "file": file.display().to_string(),
                     "valid": true,
+                    "disk": disk,
                     "warnings": hook_problems.iter().map(|p| serde_json::json!({"key": p.key, "message": p.message, "fix": p.fix})).collect::<Vec<_>>(),
                 });
                 println!("{v}");
             } else {
                 println!("{}: ok ({})", file.display(), c.summary());
+                if let Some(d) = disk.get("text").and_then(|t| t.as_str()) {
+                    println!("{}: {d}", file.display());
+                }
                 for p in hook_problems {
                     println!(
                         "warning: {}: {}: {}; fix: {}",

@@ -157,6 +157,11 @@ enum Cmd {
         nodes: usize,
         #[arg(long, default_value = "lan")]
         profile: String,
+        /// Also run switchovers and supervised failbacks (after a kill -9 of the primary)
+        /// back to back during the watch; role changes they do not explain are counted as
+        /// unexplained (goal 0).
+        #[arg(long)]
+        operations: bool,
     },
     /// Failback after N writes made while home was down: time to sync, to commit, end to end.
     Failback {
@@ -1139,11 +1144,187 @@ impl Watch {
     }
 }
 
+/// What the `false-positives --operations` driver did, for telling explained role changes
+/// from unexplained ones.
+#[derive(Default, Serialize)]
+struct OpsLog {
+    switchovers: u64,
+    failbacks: u64,
+    /// (kill of the primary, failback committed) in unix ms: role changes in between are
+    /// the failover and failback the driver caused.
+    fault_windows: Vec<(u64, u64)>,
+    errors: Vec<String>,
+}
+
+fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Slack around a driver fault window (history stamps are the leader's wall clock).
+const EXPLAINED_SLACK_MS: u64 = 2_000;
+/// Pause between two operations of the driver.
+const OPS_GAP: Duration = Duration::from_secs(2);
+
+/// Switchovers and supervised failbacks back to back until `end` (or `stop`): switchover
+/// to the next node, then kill -9 the primary, restart it once the others failed over, and
+/// fail back to it (auto commit). Every step is bounded by its timeout.
+async fn drive_operations(
+    c: Arc<tokio::sync::Mutex<LocalCluster>>,
+    http: reqwest::Client,
+    stop: Arc<AtomicBool>,
+    end: Instant,
+) -> OpsLog {
+    let mut log = OpsLog::default();
+    while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+        let mut g = c.lock().await;
+        if let Err(e) = ops_cycle(&mut g, &http, &mut log).await {
+            eprintln!("operations driver: {e}");
+            log.errors.push(e);
+            if log.errors.len() >= 20 {
+                break;
+            }
+        }
+        drop(g);
+        tokio::time::sleep(OPS_GAP).await;
+    }
+    log
+}
+
+async fn ops_cycle(
+    c: &mut LocalCluster,
+    http: &reqwest::Client,
+    log: &mut OpsLog,
+) -> Result<(), String> {
+    let ids = c.ids();
+    let p = wait_primary(c, http, None, START_TIMEOUT)
+        .await
+        .ok_or("no primary")?;
+    let pos = ids.iter().position(|i| *i == p).unwrap_or(0);
+    let target = ids[(pos + 1) % ids.len()];
+    let r = http
+        .post(format!("http://{}/v1/switchover", api_of(c, p)?))
+        .body(json!({"to": target}).to_string())
+        .send()
+        .await
+        .map_err(|e| format!("switchover request: {e}"))?;
+    if r.status().as_u16() != 200 {
+        return Err(format!(
+            "switchover to {target} refused: {}",
+            r.text().await.unwrap_or_default()
+        ));
+    }
+    let np = wait_primary(c, http, Some(p), START_TIMEOUT)
+        .await
+        .ok_or(format!("switchover {p} -> {target} did not finish"))?;
+    wait_status(
+        http,
+        api_of(c, np)?,
+        START_TIMEOUT,
+        "switchover ended",
+        |st| st.operation.is_none(),
+    )
+    .await?;
+    log.switchovers += 1;
+    tokio::time::sleep(OPS_GAP).await;
+
+    // A failover the driver causes, then the supervised failback to the killed node.
+    let home = np;
+    let kill_at = unix_ms_now();
+    c.kill9(home);
+    let current = wait_primary(c, http, Some(home), FAILOVER_TIMEOUT)
+        .await
+        .ok_or(format!("no failover after killing node {home}"))?;
+    let api = api_of(c, current)?;
+    wait_status(http, api, FAILOVER_TIMEOUT, "failed-over state", |st| {
+        st.failed_over
+            .as_ref()
+            .and_then(|f| f.get("home"))
+            .and_then(|h| h.as_u64())
+            == Some(home)
+    })
+    .await?;
+    c.start(home).map_err(|e| e.to_string())?;
+    let max_lag = quorate::config::defaults::MAX_LAG_ON_FAILOVER;
+    wait_status(http, api, SYNC_TIMEOUT, "home heard and in sync", |st| {
+        home_lag(st, home).is_some_and(|l| l <= max_lag)
+    })
+    .await?;
+    let mut refusals = 0u32;
+    loop {
+        let r = http
+            .post(format!("http://{api}/v1/failback"))
+            .body(json!({"no_commit": false}).to_string())
+            .send()
+            .await
+            .map_err(|e| format!("failback request: {e}"))?;
+        let status = r.status().as_u16();
+        if status == 200 {
+            break;
+        }
+        refusals += 1;
+        if refusals >= FAILBACK_REQUEST_ATTEMPTS {
+            return Err(format!(
+                "failback refused {refusals} times; last: HTTP {status}: {}",
+                r.text().await.unwrap_or_default()
+            ));
+        }
+        tokio::time::sleep(FAILBACK_REQUEST_RETRY).await;
+    }
+    wait_status(
+        http,
+        api_of(c, home)?,
+        quorate::cli_ops::OPERATION_WAIT,
+        "failback committed",
+        |st| st.primary == Some(home) && st.operation.is_none() && st.failed_over.is_none(),
+    )
+    .await?;
+    log.failbacks += 1;
+    log.fault_windows.push((kill_at, unix_ms_now()));
+    Ok(())
+}
+
+/// Role changes in `events` that neither an operation nor a driver fault explains: a
+/// demotion or promotion outside every fault window whose reason is not the operation's
+/// own (switchover, failback, undo, shutdown, drain).
+fn unexplained_role_changes(events: &[HistoryEntry], windows: &[(u64, u64)]) -> Vec<String> {
+    use quorate::cluster::{DemoteReason as D, PromoteReason as P};
+    let in_window = |t: u64| {
+        windows
+            .iter()
+            .any(|(a, b)| t + EXPLAINED_SLACK_MS >= *a && t <= b.saturating_add(EXPLAINED_SLACK_MS))
+    };
+    events
+        .iter()
+        .filter(|e| match &e.event {
+            HistoryEvent::Promoted { reason, .. } => {
+                !matches!(reason, P::Switchover | P::Failback | P::FailbackUndo)
+                    && !in_window(e.at_unix_ms)
+            }
+            HistoryEvent::Demoted { reason, .. } => {
+                !matches!(
+                    reason,
+                    D::Switchover | D::Failback | D::FailbackUndo | D::Shutdown | D::Drained
+                ) && !in_window(e.at_unix_ms)
+            }
+            HistoryEvent::OperationEnded {
+                outcome: Outcome::Aborted { .. },
+                ..
+            } => true,
+            _ => false,
+        })
+        .map(|e| format!("#{} {}", e.seq, event_text(e)))
+        .collect()
+}
+
 async fn false_positives(
     duration: u64,
     cpu_load: bool,
     nodes: usize,
     profile: &str,
+    operations: bool,
 ) -> Result<serde_json::Value, String> {
     let (mut c, log) = marker_cluster(&cluster_spec(nodes, 0, profile))?;
     c.start_all().map_err(|e| e.to_string())?;
@@ -1201,6 +1382,16 @@ async fn false_positives(
     );
     let t0 = Instant::now();
     let end = t0 + Duration::from_secs(duration);
+    let c = Arc::new(tokio::sync::Mutex::new(c));
+    let ops_stop = Arc::new(AtomicBool::new(false));
+    let driver = operations.then(|| {
+        tokio::spawn(drive_operations(
+            c.clone(),
+            http.clone(),
+            ops_stop.clone(),
+            end,
+        ))
+    });
     let mut tick = tokio::time::interval(WATCH_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while Instant::now() < end {
@@ -1225,6 +1416,15 @@ async fn false_positives(
             w.multi_acting_rounds += 1;
         }
     }
+    ops_stop.store(true, Ordering::Relaxed);
+    let ops = match driver {
+        Some(d) => match tokio::time::timeout(SYNC_TIMEOUT, d).await {
+            Ok(Ok(log)) => Some(log),
+            Ok(Err(e)) => return Err(format!("operations driver: {e}")),
+            Err(_) => return Err("operations driver did not stop in time".into()),
+        },
+        None => None,
+    };
     let watched = t0.elapsed().as_secs_f64();
     let hog_cpu: Vec<f64> = hog_cpu0
         .iter()
@@ -1256,6 +1456,17 @@ async fn false_positives(
         .filter(|e| matches!(e.event, HistoryEvent::Demoted { .. }))
         .count();
     let anomalies = hook_anomalies(&log)?;
+    let (mut lapses, mut healed) = (0u64, 0u64);
+    for (_, api) in &apis {
+        if let Some(st) = get_status(&http, *api).await {
+            lapses += st.lease_lapses;
+            healed += st.lease_lapses_healed;
+        }
+    }
+    let unexplained = unexplained_role_changes(
+        &events,
+        ops.as_ref().map(|o| &o.fault_windows[..]).unwrap_or(&[]),
+    );
     let elections = end_term - start_term;
     let epoch_changes = end_epoch - start_epoch;
     let spurious_failovers = promotions.max(usize::try_from(epoch_changes).unwrap_or(usize::MAX));
@@ -1310,8 +1521,29 @@ async fn false_positives(
         println!("  history #{} term {:?}: {}", e.seq, e.term, event_text(e));
     }
     println!(
-        "spurious elections: {elections} (goal 0); spurious failovers: {spurious_failovers} (goal 0; {promotions} promotions, {demotions} demotions in history)"
+        "{:<44} {:>6}",
+        "lease lapses (suspensions), healed",
+        format!("{lapses}/{healed}")
     );
+    if let Some(o) = &ops {
+        println!(
+            "operations: {} switchovers, {} supervised failbacks (after a kill -9), {} driver errors",
+            o.switchovers,
+            o.failbacks,
+            o.errors.len()
+        );
+        println!(
+            "unexplained role changes (demote/promote outside the driver's faults and operations, aborted operations): {} (goal 0)",
+            unexplained.len()
+        );
+        for u in &unexplained {
+            println!("  unexplained: {u}");
+        }
+    } else {
+        println!(
+            "spurious elections: {elections} (goal 0); spurious failovers: {spurious_failovers} (goal 0; {promotions} promotions, {demotions} demotions in history)"
+        );
+    }
     Ok(json!({
         "bench": "false-positives",
         "nodes": nodes,
@@ -1335,6 +1567,10 @@ async fn false_positives(
         "demotions": demotions,
         "spurious_elections": elections,
         "spurious_failovers": spurious_failovers,
+        "lease_lapses": lapses,
+        "lease_lapses_healed": healed,
+        "operations": ops,
+        "unexplained_role_changes": unexplained,
     }))
 }
 
@@ -1746,7 +1982,8 @@ async fn run(cmd: Cmd) -> Result<serde_json::Value, String> {
             cpu_load,
             nodes,
             profile,
-        } => false_positives(duration, cpu_load, nodes, &profile).await,
+            operations,
+        } => false_positives(duration, cpu_load, nodes, &profile, operations).await,
         Cmd::Failback {
             entries,
             trials,
