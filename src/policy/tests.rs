@@ -1877,6 +1877,42 @@ fn failback_without_auto_commit_waits_for_the_operator() {
     ));
 }
 
+/// Issue 13: results the executor lost to a lagging monitor broadcast count as a failure,
+/// so a verification that may have missed a failure undoes instead of committing.
+#[test]
+fn a_monitor_lag_during_verification_undoes_the_failback() {
+    let mut h = home_verifying(true);
+    h.monitor(true, 1);
+    let lag = Err(tokio::sync::broadcast::error::RecvError::Lagged(5));
+    if let Some(ok) = crate::resource::monitor::received_ok(&lag) {
+        h.p.observe(Event::MonitorResult { ok }, h.now);
+    }
+    h.monitor(true, 1);
+    let acts = h.step();
+    let cmds = proposals(&acts);
+    assert!(
+        cmds.iter().any(|c| matches!(
+            c,
+            Command::AdvanceOperation {
+                to_phase: Phase::Undoing(Step::Pausing),
+                reason: Some(r),
+                ..
+            } if r.contains("monitor failed")
+        )),
+        "{cmds:?}"
+    );
+    assert!(
+        !cmds.iter().any(|c| matches!(
+            c,
+            Command::EndOperation {
+                outcome: Outcome::Committed,
+                ..
+            }
+        )),
+        "{cmds:?}"
+    );
+}
+
 #[test]
 fn failed_verification_undoes_automatically_and_says_why() {
     let mut h = home_verifying(true);
