@@ -1861,6 +1861,7 @@ mod tests {
             matched_index: matched,
             applied_index: None,
             health: None,
+            incarnation: None,
         }
     }
 
