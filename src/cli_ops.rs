@@ -61,56 +61,154 @@ fn error_text(body: &[u8]) -> String {
         .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string())
 }
 
-/// Parses RFC 3339 (`2026-11-22T03:00:00Z`, offsets allowed) into Unix milliseconds.
-pub fn parse_rfc3339_ms(s: &str) -> Result<u64, String> {
-    let bad = || format!("cannot read {s:?} as RFC 3339 (e.g. 2026-11-22T03:00:00Z)");
-    let (date, rest) = s.split_once(['T', 't', ' ']).ok_or_else(bad)?;
-    let d: Vec<i64> = date
-        .split('-')
-        .map(|x| x.parse().map_err(|_| bad()))
-        .collect::<Result<_, _>>()?;
-    if d.len() != 3 {
-        return Err(bad());
+/// Longest `--at` text read; anything longer is not a time.
+const MAX_TIME_TEXT_LEN: usize = 64;
+
+/// Why a `--at` time was refused; each message says what to write instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimeError {
+    #[error("cannot read {text:?} as an RFC 3339 time: {why}; write e.g. 2026-11-22T03:00:00Z")]
+    Malformed { text: String, why: &'static str },
+    #[error("{text:?} has no time zone; add Z or an offset like +01:00")]
+    NoZone { text: String },
+    #[error("{text:?} is before 1970-01-01T00:00:00Z; give a future time")]
+    BeforeEpoch { text: String },
+    #[error(
+        "{text:?} is in the past (now is {now} UTC); give a future time, or leave out --at to \
+         switch over now"
+    )]
+    InPast { text: String, now: String },
+}
+
+/// Reads `n` ASCII digits at `b[at..]` as a number; `None` if any is not a digit.
+fn digits(b: &[u8], at: usize, n: usize) -> Option<i64> {
+    let part = b.get(at..at + n)?;
+    part.iter().try_fold(0i64, |acc, c| {
+        c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
+    })
+}
+
+fn is_leap_year(y: i64) -> bool {
+    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if is_leap_year(y) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
     }
-    let (time, offset_secs) = if let Some(t) = rest.strip_suffix(['Z', 'z']) {
-        (t, 0i64)
-    } else if let Some(pos) = rest.rfind(['+', '-']) {
-        let (t, off) = rest.split_at(pos);
-        let sign = if off.starts_with('-') { -1 } else { 1 };
-        let (h, m) = off[1..].split_once(':').ok_or_else(bad)?;
-        let h: i64 = h.parse().map_err(|_| bad())?;
-        let m: i64 = m.parse().map_err(|_| bad())?;
-        (t, sign * (h * 3600 + m * 60))
-    } else {
-        return Err(format!(
-            "{s:?} has no time zone; add Z or an offset like +01:00"
-        ));
+}
+
+/// Parses RFC 3339 (`2026-11-22T03:00:00Z`, `2026-11-22T04:00:00.5+01:00`) into Unix
+/// milliseconds. Strict: fixed-width digits only (no sign, no `NaN`, no exponent), every field
+/// in its range (day within its month, seconds 00-59, offset hours 00-23), fraction digits
+/// beyond milliseconds are truncated.
+pub fn parse_rfc3339_ms(s: &str) -> Result<u64, TimeError> {
+    let bad = |why| TimeError::Malformed {
+        text: s.to_string(),
+        why,
     };
-    let tp: Vec<&str> = time.split(':').collect();
-    if tp.len() != 3 {
-        return Err(bad());
+    if s.len() > MAX_TIME_TEXT_LEN {
+        return Err(bad("too long"));
     }
-    let h: i64 = tp[0].parse().map_err(|_| bad())?;
-    let mi: i64 = tp[1].parse().map_err(|_| bad())?;
-    let sec: f64 = tp[2].parse().map_err(|_| bad())?;
+    let b = s.as_bytes();
+    let field = |at, n, what| digits(b, at, n).ok_or_else(|| bad(what));
+    // YYYY-MM-DDTHH:MM:SS
+    let y = field(0, 4, "the year must be four digits")?;
+    if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
+        return Err(bad("the date must be YYYY-MM-DD"));
+    }
+    let m = field(5, 2, "the month must be two digits")?;
+    let d = field(8, 2, "the day must be two digits")?;
+    if !matches!(b.get(10), Some(b'T' | b't' | b' ')) {
+        return Err(bad("the date and the time must be separated by T"));
+    }
+    let h = field(11, 2, "the hour must be two digits")?;
+    if b.get(13) != Some(&b':') || b.get(16) != Some(&b':') {
+        return Err(bad("the time must be HH:MM:SS"));
+    }
+    let mi = field(14, 2, "the minutes must be two digits")?;
+    let sec = field(17, 2, "the seconds must be two digits")?;
+    if !(1..=12).contains(&m) {
+        return Err(bad("the month must be 01-12"));
+    }
+    if !(1..=days_in_month(y, m)).contains(&d) {
+        return Err(bad("that day does not exist in that month"));
+    }
+    if h > 23 || mi > 59 || sec > 59 {
+        return Err(bad("hours must be 00-23, minutes and seconds 00-59"));
+    }
+    let mut pos = 19;
+    let mut frac_ms = 0i64;
+    if b.get(pos) == Some(&b'.') {
+        pos += 1;
+        let start = pos;
+        while b.get(pos).is_some_and(u8::is_ascii_digit) {
+            pos += 1;
+        }
+        let frac = &b[start..pos];
+        if frac.is_empty() || frac.len() > 9 {
+            return Err(bad("a fraction of a second must be 1 to 9 digits"));
+        }
+        frac_ms = (0..3).fold(0i64, |acc, i| {
+            acc * 10 + frac.get(i).map_or(0, |c| i64::from(c - b'0'))
+        });
+    }
+    let offset_secs = match b.get(pos) {
+        Some(b'Z' | b'z') if pos + 1 == b.len() => 0,
+        Some(sign @ (b'+' | b'-')) if pos + 6 == b.len() => {
+            let oh = field(pos + 1, 2, "the offset hours must be two digits")?;
+            if b.get(pos + 3) != Some(&b':') {
+                return Err(bad("the offset must be +HH:MM or -HH:MM"));
+            }
+            let om = field(pos + 4, 2, "the offset minutes must be two digits")?;
+            if oh > 23 || om > 59 {
+                return Err(bad("offset hours must be 00-23 and minutes 00-59"));
+            }
+            let sign = if *sign == b'-' { -1 } else { 1 };
+            sign * (oh * 3600 + om * 60)
+        }
+        None => {
+            return Err(TimeError::NoZone {
+                text: s.to_string(),
+            })
+        }
+        Some(_) => return Err(bad("unexpected text after the time")),
+    };
     // Days from civil (Howard Hinnant's algorithm), valid for the proleptic Gregorian calendar.
-    let (y, m, dd) = (d[0], d[1], d[2]);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&dd) || h > 23 || mi > 59 || sec >= 61.0 {
-        return Err(bad());
-    }
     let y2 = if m <= 2 { y - 1 } else { y };
-    let era = if y2 >= 0 { y2 } else { y2 - 399 } / 400;
+    let era = y2.div_euclid(400);
     let yoe = y2 - era * 400;
     let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + dd - 1;
+    let doy = (153 * mp + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146097 + doe - 719468;
-    let secs = days * 86400 + h * 3600 + mi * 60 - offset_secs;
-    let ms = secs as f64 * 1000.0 + sec * 1000.0;
-    if ms < 0.0 {
-        return Err(bad());
+    let secs = days * 86400 + h * 3600 + mi * 60 + sec - offset_secs;
+    let ms = secs * 1000 + frac_ms;
+    u64::try_from(ms).map_err(|_| TimeError::BeforeEpoch {
+        text: s.to_string(),
+    })
+}
+
+/// The `--at` time as Unix ms, refused unless it lies after `now_unix_ms` (the server checks
+/// again on the leader's clock: a switchover is never started early because of a stale time).
+pub fn parse_at(s: &str, now_unix_ms: u64) -> Result<u64, TimeError> {
+    let at = parse_rfc3339_ms(s)?;
+    if at <= now_unix_ms {
+        return Err(TimeError::InPast {
+            text: s.to_string(),
+            now: format_unix_ms(now_unix_ms),
+        });
     }
-    Ok(ms as u64)
+    Ok(at)
+}
+
+fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 async fn post(
@@ -393,7 +491,7 @@ pub async fn run(api: &ApiTarget, token: Option<String>, op: Op) -> ExitCode {
                 )
                 .await;
             }
-            let at_ms = match at.as_deref().map(parse_rfc3339_ms) {
+            let at_ms = match at.as_deref().map(|t| parse_at(t, now_unix_ms())) {
                 None => None,
                 Some(Ok(ms)) => Some(ms),
                 Some(Err(e)) => return fail(e),
@@ -601,5 +699,99 @@ mod tests {
         );
         assert!(parse_rfc3339_ms("2026-11-22T03:04:05").is_err());
         assert!(parse_rfc3339_ms("tomorrow").is_err());
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-22t03:04:05.123456789-00:30").unwrap(),
+            parse_rfc3339_ms("2026-11-22T03:34:05.123Z").unwrap()
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2024-02-29 00:00:00.5Z").unwrap(),
+            parse_rfc3339_ms("2024-02-29T00:00:00Z").unwrap() + 500
+        );
+    }
+
+    /// Issue 13: `NaN` seconds, negative hours and other values a float or signed parse lets
+    /// through are refused, each with a reason and an example of what to write.
+    #[test]
+    fn rfc3339_refuses_nan_negative_and_out_of_range_fields() {
+        for bad in [
+            "2026-11-22T03:04:NaNZ",
+            "2026-11-22T03:04:nanZ",
+            "2026-11-22T03:04:infZ",
+            "2026-11-22T03:04:1e1Z",
+            "2026-11-22T03:04:-5Z",
+            "2026-11-22T03:04:+5Z",
+            "2026-11-22T-1:04:05Z",
+            "2026-11-22T-01:04:05Z",
+            "2026-11-22T03:-4:05Z",
+            "2026-11--2T03:04:05Z",
+            "-026-11-22T03:04:05Z",
+            "2026-11-22T24:00:00Z",
+            "2026-11-22T03:60:00Z",
+            "2026-11-22T03:04:60Z",
+            "2026-02-29T03:04:05Z",
+            "2026-04-31T03:04:05Z",
+            "2026-13-01T03:04:05Z",
+            "2026-00-01T03:04:05Z",
+            "2026-11-00T03:04:05Z",
+            "2026-11-22T03:04:05.Z",
+            "2026-11-22T03:04:05.1234567890Z",
+            "2026-11-22T03:04:05+24:00",
+            "2026-11-22T03:04:05+01:60",
+            "2026-11-22T03:04:05+-1:00",
+            "2026-11-22T03:04:05+1:00",
+            "2026-11-22T03:04:05+01:00x",
+            "2026-11-22T03:04:05Zjunk",
+            "2026-11-22T3:04:05Z",
+            "2026-11-22T03:04Z",
+            "２026-11-22T03:04:05Z",
+            "",
+        ] {
+            let e = parse_rfc3339_ms(bad).expect_err(bad);
+            let text = e.to_string();
+            assert!(matches!(e, TimeError::Malformed { .. }), "{bad:?}: {text}");
+            assert!(text.contains("2026-11-22T03:00:00Z"), "{bad:?}: {text}");
+        }
+        assert!(matches!(
+            parse_rfc3339_ms("2026-11-22T03:04:05.5"),
+            Err(TimeError::NoZone { .. })
+        ));
+        assert!(matches!(
+            parse_rfc3339_ms("1969-12-31T23:59:59Z"),
+            Err(TimeError::BeforeEpoch { .. })
+        ));
+        assert!(matches!(
+            parse_rfc3339_ms("1970-01-01T00:30:00+01:00"),
+            Err(TimeError::BeforeEpoch { .. })
+        ));
+        assert!(parse_rfc3339_ms(&"9".repeat(200)).is_err());
+    }
+
+    /// Issue 13: a time in the past (or now) is refused before anything is sent, saying what
+    /// to give instead; a future time passes.
+    #[test]
+    fn at_in_the_past_is_refused_with_the_reason() {
+        let now = parse_rfc3339_ms("2026-11-22T03:00:00Z").unwrap();
+        let e = parse_at("2026-11-22T02:59:59.999Z", now).unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, TimeError::InPast { .. }), "{text}");
+        assert!(
+            text.contains("in the past")
+                && text.contains("2026-11-22 03:00:00.000")
+                && text.contains("leave out --at"),
+            "{text}"
+        );
+        assert!(matches!(
+            parse_at("2026-11-22T03:00:00Z", now),
+            Err(TimeError::InPast { .. })
+        ));
+        assert!(matches!(
+            parse_at("2026-11-22T04:00:00+01:00", now),
+            Err(TimeError::InPast { .. })
+        ));
+        assert_eq!(parse_at("2026-11-22T03:00:00.001Z", now), Ok(now + 1));
+        assert!(matches!(
+            parse_at("2026-11-22T03:00:NaNZ", now),
+            Err(TimeError::Malformed { .. })
+        ));
     }
 }

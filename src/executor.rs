@@ -316,10 +316,11 @@ impl Executor {
                 }
                 r = view_rx.changed() => { if r.is_err() { return; } }
                 r = monitor_rx.recv() => {
-                    match r {
-                        Ok(res) => self.policy.observe(Event::MonitorResult { ok: res.ok }, Instant::now()),
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(_) => {}
+                    if let Err(tokio::sync::broadcast::error::RecvError::Lagged(lost)) = &r {
+                        tracing::warn!(lost, "the executor fell behind the monitor and lost {lost} results; counting them as one failed check");
+                    }
+                    if let Some(ok) = crate::resource::monitor::received_ok(&r) {
+                        self.policy.observe(Event::MonitorResult { ok }, Instant::now());
                     }
                 }
                 _ = shutdown_rx.changed() => {}

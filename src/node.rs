@@ -29,6 +29,8 @@ use crate::types::{Epoch, NodeId, NodeRole};
 pub enum NodeError {
     #[error(transparent)]
     DataDir(#[from] DataDirError),
+    #[error("heartbeat incarnation: {0}")]
+    Incarnation(#[from] crate::datadir::IncarnationError),
     #[error("cannot open the raft log: {0}")]
     Log(std::io::Error),
     #[error("{0}")]
@@ -327,6 +329,8 @@ impl RunningNode {
             );
         }
         let data_dir = DataDir::open_locked(&config.data_dir)?;
+        // Persisted before anything is sent: see `DataDir::next_incarnation`.
+        let incarnation = data_dir.next_incarnation(crate::datadir::wall_clock_ns())?;
         let (api_token, created) = crate::api::auth::ApiToken::load_or_create(&config)?;
         if created {
             tracing::info!(
@@ -418,6 +422,7 @@ impl RunningNode {
                     previous: previous.copied(),
                 }
             }),
+            incarnation,
         };
         let heartbeat = heartbeat::HeartbeatService::start(hb_params, status_rx)
             .await

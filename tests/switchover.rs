@@ -858,6 +858,79 @@ async fn switchover_refusals_name_the_reason() {
     );
 }
 
+/// Issue 13: `quorate switchover --to N --at <past time>` used to start a switchover at once,
+/// and `--at` read `NaN` seconds and negative hours. The CLI now refuses both before sending
+/// anything (non-zero exit, the reason on stderr), and the leader refuses a past
+/// `at_unix_ms` sent straight to the API (409 with the reason). Nothing moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchover_at_a_past_or_malformed_time_is_refused() {
+    let _slot = CLUSTER_SLOTS.acquire().await.expect("slot");
+    let hooks = Hooks::new();
+    let mut c = new_cluster(&["voter", "voter", "voter"], &hooks, Setup::default());
+    c.start_all();
+    let (p, _) = wait_settled(&c, "the first primary", STARTUP, |_, _| true).await;
+    c.wait_steady(WAIT).await;
+    let a = c.other_than(p);
+    let api = c.api(a).to_string();
+    let token = c.path().join(common::TEST_TOKEN_FILE).display().to_string();
+    let to = a.to_string();
+    let an_hour_ago = format!(
+        "{}Z",
+        quorate::cli_ops::format_unix_ms(now_unix_ms() - 3_600_000)
+    );
+    for (at, reason) in [
+        (an_hour_ago.as_str(), "is in the past"),
+        ("2000-01-01T00:00:00Z", "is in the past"),
+        ("2099-01-01T00:00:NaNZ", "cannot read"),
+        ("2099-01-01T-1:00:00Z", "cannot read"),
+    ] {
+        let out = common::cli(&[
+            "--api",
+            &api,
+            "--token-file",
+            &token,
+            "switchover",
+            "--to",
+            &to,
+            "--at",
+            at,
+        ]);
+        let code = out.status.and_then(|s| s.code());
+        assert!(
+            code.is_some_and(|c| c != 0),
+            "`switchover --at {at}` must fail, exited {code:?}\nstdout: {}\nstderr: {}",
+            out.stdout,
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains(reason) && out.stderr.contains(at),
+            "`switchover --at {at}`: the reason names the time and says {reason:?}: {}",
+            out.stderr
+        );
+    }
+    // The server checks on its own clock (sent to a follower: it forwards to the leader).
+    let e = refused(
+        &c,
+        a,
+        reqwest::Method::POST,
+        "/v1/switchover",
+        Some(json!({"to": a, "at_unix_ms": now_unix_ms() - 60_000})),
+    )
+    .await;
+    assert!(
+        e.contains("not in the future") && e.contains("give a future time"),
+        "server refusal of a past time: {e}"
+    );
+    let (still, _) = wait_settled(&c, "the primary unchanged", WAIT, |_, _| true).await;
+    assert_eq!(still, p, "a refused switchover must not move the primary");
+    let h = history(&c, p).await;
+    assert!(
+        events_of(&h, "operation_started").is_empty(),
+        "a refused switchover starts no operation: {h:#?}"
+    );
+    hooks.assert_exclusive(&c);
+}
+
 /// A scheduled switchover shows in status, blocks other operations, and fires at its time;
 /// another one is cancelled and never fires.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -516,6 +516,29 @@ mod tests {
         assert!(check_hooks(&clean).passed);
     }
 
+    /// Issue 13: the old holder (1) never demoted; 2's fence of it failed and 2 promoted:
+    /// an overlap. The same log with a successful fence is clean.
+    #[test]
+    fn a_promotion_after_a_failed_fence_overlaps_the_old_holder() {
+        let failed = vec![
+            hook(1, 1, "promote", 1),
+            hook(5, 2, "fence", 1),
+            hook(5, 2, hooklog::FENCE_FAILED, 1),
+            hook(6, 2, "promote", 2),
+        ];
+        let r = check_hooks(&failed);
+        assert!(!r.passed, "{r:?}");
+        assert_eq!(r.anomaly_count, 1, "{r:?}");
+        let ok = vec![
+            hook(1, 1, "promote", 1),
+            hook(5, 2, "fence", 1),
+            hook(5, 2, hooklog::FENCE_OK, 1),
+            hook(6, 2, "promote", 2),
+        ];
+        let r = check_hooks(&ok);
+        assert!(r.passed, "{r:?}");
+    }
+
     #[test]
     fn convergence_needs_agreement_and_a_promoted_primary() {
         let hooks = vec![hook(1, 2, "promote", 3)];

@@ -4,11 +4,17 @@
 //! Every line is `<CLOCK_MONOTONIC ns> <node> <event> <epoch>`. All nodes run on one machine,
 //! so the timestamps share one clock and the log is a total order of hook starts. A node
 //! holds the service from the start of its promote hook until the start of its next demote
-//! hook (or, if it is killed, until it is fenced or restarted: a killed daemon's service is
-//! taken to be gone once the node's next hook of any kind runs, i.e. after its restart, or
-//! once another node fenced it).
+//! or rejoin hook, or until another node fenced it *successfully*: a fence is logged as
+//! `fence` at its start and then `fence_ok` or `fence_failed` (its outcome); only `fence_ok`
+//! releases the holders. A failed fence proves nothing about the old primary, which may still
+//! be serving, so a promotion after it overlaps the old holder unless that one demoted.
 
 use serde::Serialize;
+
+/// The marker's outcome line of a fence that exited 0 (see the module doc).
+pub const FENCE_OK: &str = "fence_ok";
+/// The marker's outcome line of a fence that failed.
+pub const FENCE_FAILED: &str = "fence_failed";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct HookEvent {
@@ -105,9 +111,10 @@ pub fn check_exclusive(events: &[HookEvent]) -> Vec<Anomaly> {
             "demote" | "rejoin" => {
                 holding.remove(&e.node);
             }
-            "fence" => {
+            FENCE_OK => {
                 // The fence hook of `e.node` targets the recorded primary; the marker does
-                // not log the target, so a fence releases every *other* holder.
+                // not log the target, so a successful fence releases every *other* holder.
+                // `fence` (the start) and `fence_failed` release nobody.
                 holding.retain(|n, _| *n == e.node);
             }
             _ => {}
@@ -126,8 +133,78 @@ mod tests {
 
     #[test]
     fn clean_failover_passes() {
-        let log = "1 2 demote 0\n2 1 promote 1\n5 2 fence 1\n6 2 promote 2\n9 1 demote 2\n";
+        let log = "1 2 demote 0\n2 1 promote 1\n5 2 fence 1\n5 2 fence_ok 1\n6 2 promote 2\n\
+                   9 1 demote 2\n";
         assert!(check_exclusive(&ev(log)).is_empty());
+    }
+
+    /// Issue 13: node 1 holds the service and never demotes; node 2's fence of it fails and
+    /// node 2 promotes anyway (best-effort fencing): two primaries, whatever the fence started.
+    #[test]
+    fn a_failed_fence_does_not_release_the_old_holder() {
+        let log = "2 1 promote 1\n5 2 fence 1\n5 2 fence_failed 1\n6 2 promote 2\n";
+        let a = check_exclusive(&ev(log));
+        assert_eq!(
+            a,
+            vec![Anomaly::TwoPrimaries {
+                at_ns: 6,
+                holders: vec![(1, 1), (2, 2)]
+            }],
+            "{a:?}"
+        );
+        // A fence with no outcome line (killed by its timeout, or an old marker) is no
+        // proof either.
+        let log = "2 1 promote 1\n5 2 fence 1\n6 2 promote 2\n";
+        assert_eq!(check_exclusive(&ev(log)).len(), 1);
+    }
+
+    #[test]
+    fn a_successful_fence_releases_the_old_holder() {
+        let log = "2 1 promote 1\n5 2 fence 1\n5 2 fence_ok 1\n6 2 promote 2\n";
+        assert_eq!(check_exclusive(&ev(log)), vec![]);
+        // A failed attempt first, then one that worked: released by the second.
+        let log = "2 1 promote 1\n5 2 fence 1\n5 2 fence_failed 1\n7 2 fence 1\n\
+                   7 2 fence_ok 1\n8 2 promote 2\n";
+        assert_eq!(check_exclusive(&ev(log)), vec![]);
+    }
+
+    /// The shipped marker hook writes the outcome lines the checker reads: run it for real
+    /// as a fence, once succeeding and once failing (its fence-fail switch).
+    #[test]
+    fn the_marker_hook_records_the_fence_outcome() {
+        let marker = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../cluster-config/local/hooks/marker.sh");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("hooks.log");
+        let fail = dir.path().join("fence-fail");
+        let run = |ns: &str| {
+            std::process::Command::new("sh")
+                .arg(&marker)
+                .env("QUORATE_MARKER_LOG", &log)
+                .env("QUORATE_FENCE_FAIL_FILE", &fail)
+                .env("QUORATE_MONOTONIC_NS", ns)
+                .env("QUORATE_NODE", "2")
+                .env("QUORATE_EPOCH", "1")
+                .env("QUORATE_HOOK", "fence")
+                .status()
+                .expect("run marker.sh")
+        };
+        assert!(run("10").success());
+        std::fs::write(&fail, "").expect("create the fence-fail switch");
+        assert_eq!(run("20").code(), Some(1));
+        let text = std::fs::read_to_string(&log).expect("hook log");
+        let events: Vec<(u64, String)> =
+            ev(&text).into_iter().map(|e| (e.at_ns, e.event)).collect();
+        assert_eq!(
+            events,
+            vec![
+                (10, "fence".to_string()),
+                (10, FENCE_OK.to_string()),
+                (20, "fence".to_string()),
+                (20, FENCE_FAILED.to_string()),
+            ],
+            "{text}"
+        );
     }
 
     #[test]

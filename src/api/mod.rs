@@ -103,6 +103,7 @@ pub fn build_status(node: &Node) -> NodeStatus {
                 health: hb
                     .and_then(|s| s.last.as_ref())
                     .map(|h| health_name(h.health).to_string()),
+                incarnation: hb.and_then(|s| s.incarnation),
             }
         })
         .collect();

@@ -140,4 +140,8 @@ pub struct PeerStatus {
     pub applied_index: Option<u64>,
     /// The peer's resource health, from its last heartbeat.
     pub health: Option<String>,
+    /// The peer's heartbeat incarnation as this node last accepted it (higher at every start
+    /// of the peer); `None` if never heard.
+    #[serde(default)]
+    pub incarnation: Option<u64>,
 }

@@ -17,8 +17,9 @@
 //! attacker who records datagrams could replay them later to make a dead node look alive.
 //! [`ReplayWindow`] rejects, per sender and link, anything from an older incarnation, a
 //! duplicate, and anything further behind the newest sequence than `REPLAY_WINDOW_SEQS`.
-//! Incarnations are wall-clock nanoseconds at process start (`service`), so a restarted
-//! sender's new incarnation is larger and a recording of its earlier life is "too old".
+//! Incarnations grow at every start of a node (a counter persisted in its data dir,
+//! `DataDir::next_incarnation`), so a restarted sender's new incarnation is larger and a
+//! recording of its earlier life is "too old", whatever the sender's wall clock did.
 
 use std::collections::HashMap;
 
@@ -262,6 +263,38 @@ mod tests {
     use super::*;
     use crate::heartbeat::wire::tests::{arb_heartbeat, sample};
     use proptest::prelude::*;
+
+    /// What a peer with a replay window (every cluster with a secret) does with a restarted
+    /// node's first heartbeat: heard only if the new incarnation is above the one it knows.
+    fn heard_after_restart(known: u64, new: u64) -> bool {
+        let mut w = ReplayWindow::new();
+        assert_eq!(w.admit(3, 0, known, 500), ReplayVerdict::Fresh);
+        w.admit(3, 0, new, 1) == ReplayVerdict::Fresh
+    }
+
+    /// Issue 13: a node restarted with its clock stepped back by an hour. The wall-clock
+    /// design (incarnation = the clock at start) gives a lower incarnation and the peer drops
+    /// every heartbeat of the new process; the persisted counter gives a higher one.
+    #[test]
+    fn a_restart_with_the_clock_stepped_back_is_still_heard() {
+        let dir = tempfile::tempdir().unwrap();
+        let hour_ns = 3_600 * 1_000_000_000u64;
+        let first_start_clock = 1_780_000_000 * 1_000_000_000u64; // 2026
+        let stepped_back = first_start_clock - hour_ns;
+
+        let wall_clock_design = |_stored: Option<u64>, clock: u64| clock;
+        let known = wall_clock_design(None, first_start_clock);
+        assert!(
+            !heard_after_restart(known, wall_clock_design(Some(known), stepped_back)),
+            "the wall-clock design must show the failure this test is about"
+        );
+
+        let d = crate::datadir::DataDir::open_locked(&dir.path().join("n")).unwrap();
+        let known = d.next_incarnation(first_start_clock).unwrap();
+        let after = d.next_incarnation(stepped_back).unwrap();
+        assert_eq!(after, known + 1);
+        assert!(heard_after_restart(known, after));
+    }
 
     const K1: [u8; 32] = [1; 32];
     const K2: [u8; 32] = [2; 32];

@@ -73,6 +73,10 @@ pub struct HeartbeatParams {
     /// Heartbeat keys derived from the cluster secret; `None` sends and accepts plaintext
     /// (development only: anyone on the network can then forge heartbeats).
     pub auth: Option<HeartbeatAuth>,
+    /// This process's incarnation, sent in every heartbeat: higher at every start of the node
+    /// (the daemon persists a counter, `DataDir::next_incarnation`), so peers take a new value
+    /// for a restart and refuse recordings of an earlier life.
+    pub incarnation: u64,
 }
 
 /// The heartbeat AEAD keys (see `config::secret` and `seal`). Debug never prints them.
@@ -393,7 +397,7 @@ impl HeartbeatService {
                 by_addr.insert(normalize(*addr), (*peer, link));
             }
         }
-        let incarnation = new_incarnation();
+        let incarnation = params.incarnation;
         // Read through tokio's clock, like the task does, so that tests with paused time see
         // one consistent clock.
         let now = std_now();
@@ -474,17 +478,6 @@ struct ServiceState {
     /// During a rotation: the key each peer last sealed with, so we answer it in a key it
     /// can open (a peer not yet given the new secret only knows the old one).
     peer_slot: HashMap<NodeId, KeySlot>,
-}
-
-/// A new incarnation: the wall clock in nanoseconds since the Unix epoch. It only has to grow
-/// from one process start to the next (the replay window rejects datagrams of smaller
-/// incarnations, so a recording of a node's previous life cannot be replayed). If the clock
-/// is before the epoch (broken), fall back to a random value: liveness over replay defence.
-fn new_incarnation() -> u64 {
-    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        Ok(d) => u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
-        Err(_) => rand::random(),
-    }
 }
 
 fn std_now() -> Instant {
@@ -792,8 +785,13 @@ mod tests {
             peers,
             detector: detector_cfg(),
             auth: None,
+            incarnation: NEXT_INCARNATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
+
+    /// Incarnations for the services these tests start: higher at every start, as the
+    /// daemon's persisted counter makes them.
+    static NEXT_INCARNATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
     async fn wait_view(
         rx: &mut watch::Receiver<PeerView>,

@@ -106,7 +106,8 @@ pub struct Heartbeat {
     pub cluster_id: u64,
     pub from: NodeId,
     pub to: NodeId,
-    /// Random per process start: a new value tells the receiver that the sender restarted.
+    /// Higher at every start of the sender (a counter in its data dir): a new value tells
+    /// the receiver that the sender restarted, a lower one is a recording of an earlier life.
     pub incarnation: u64,
     /// Increases by one every sending round (the same value on every link of a round), so the
     /// receiver can drop duplicates and reordered datagrams per link.

@@ -80,12 +80,35 @@ pub enum Refusal {
     },
     #[error("scheduled time {at_unix_ms} is more than 30 days ahead; pick an earlier time")]
     ScheduleTooFar { at_unix_ms: u64 },
+    #[error(
+        "scheduled time {at_unix_ms} (Unix ms) is not in the future: the leader's clock reads \
+         {now_unix_ms}, {} ms later; give a future time, or leave out the time (`--at`) to \
+         switch over now",
+        now_unix_ms.saturating_sub(*at_unix_ms)
+    )]
+    ScheduleInPast { at_unix_ms: u64, now_unix_ms: u64 },
     #[error("reason is {len} bytes, the limit is {max}; shorten it")]
     ReasonTooLong { len: usize, max: usize },
     #[error(
         "node {0} is not a configured member; check the node id (`quorate status` lists them)"
     )]
     NotMember(NodeId),
+}
+
+/// A requested switchover time must lie ahead of the leader's clock, and not too far: a time
+/// in the past is a typo or a stale script (it used to start the switchover at once, which is
+/// the opposite of "at that time"), so it is refused with the reason instead.
+pub fn check_schedule(at_unix_ms: u64, now_unix_ms: u64) -> Result<u64, Refusal> {
+    if at_unix_ms <= now_unix_ms {
+        return Err(Refusal::ScheduleInPast {
+            at_unix_ms,
+            now_unix_ms,
+        });
+    }
+    if at_unix_ms - now_unix_ms > MAX_SCHEDULE_AHEAD_MS {
+        return Err(Refusal::ScheduleTooFar { at_unix_ms });
+    }
+    Ok(at_unix_ms)
 }
 
 fn list(v: &[Ineligible]) -> String {
@@ -176,15 +199,7 @@ impl Policy {
                 }
                 let view = views.iter().find(|c| c.id == to).ok_or(Refusal::NotMember(to))?;
                 eligibility(view, max_lag).map_err(|why| Refusal::TargetIneligible { node: to, why })?;
-                let scheduled = match when {
-                    Some(t) if *t > at_unix_ms => {
-                        if t - at_unix_ms > MAX_SCHEDULE_AHEAD_MS {
-                            return Err(Refusal::ScheduleTooFar { at_unix_ms: *t });
-                        }
-                        Some(*t)
-                    }
-                    _ => None,
-                };
+                let scheduled = when.map(|t| check_schedule(t, at_unix_ms)).transpose()?;
                 Ok(Command::BeginOperation {
                     kind: OperationKind::Switchover,
                     from: self.local,

@@ -1670,6 +1670,66 @@ fn switchover_scheduled_too_far_ahead_is_refused() {
     assert!(matches!(r, Err(Refusal::ScheduleTooFar { .. })));
 }
 
+/// Issue 13: a time in the past (or exactly now) used to plan an immediate switchover; it
+/// is refused on the server with a reason that says what to give instead. A time just
+/// ahead is still a scheduled switchover.
+#[test]
+fn switchover_scheduled_in_the_past_is_refused_with_the_reason() {
+    let h = H::primary(1, cfg());
+    for at in [0, 1, h.now_ms / 2, h.now_ms - 1, h.now_ms] {
+        let r = h.p.plan_request(
+            &OperatorRequest::Switchover {
+                to: Some(2),
+                at_unix_ms: Some(at),
+            },
+            &h.inputs(),
+            h.now,
+        );
+        match r {
+            Err(e @ Refusal::ScheduleInPast { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains("not in the future") && text.contains("give a future time"),
+                    "{text}"
+                );
+            }
+            other => panic!("at {at} (now {}): {other:?}", h.now_ms),
+        }
+    }
+    let r = h.p.plan_request(
+        &OperatorRequest::Switchover {
+            to: Some(2),
+            at_unix_ms: Some(h.now_ms + 1),
+        },
+        &h.inputs(),
+        h.now,
+    );
+    assert!(
+        matches!(
+            r,
+            Ok(Command::BeginOperation {
+                scheduled_at_unix_ms: Some(t),
+                ..
+            }) if t == h.now_ms + 1
+        ),
+        "{r:?}"
+    );
+    assert_eq!(
+        request::check_schedule(10, 10),
+        Err(Refusal::ScheduleInPast {
+            at_unix_ms: 10,
+            now_unix_ms: 10
+        })
+    );
+    assert_eq!(request::check_schedule(11, 10), Ok(11));
+    assert_eq!(
+        request::check_schedule(10 + MAX_SCHEDULE_AHEAD_MS + 1, 10),
+        Err(Refusal::ScheduleTooFar {
+            at_unix_ms: 10 + MAX_SCHEDULE_AHEAD_MS + 1
+        })
+    );
+}
+
 // ------------------------------------------------------------------ failback
 
 /// Node 1 (home) is leader and primary after the cut-over of a failback from node 2;
@@ -1815,6 +1875,42 @@ fn failback_without_auto_commit_waits_for_the_operator() {
             ..
         })
     ));
+}
+
+/// Issue 13: results the executor lost to a lagging monitor broadcast count as a failure,
+/// so a verification that may have missed a failure undoes instead of committing.
+#[test]
+fn a_monitor_lag_during_verification_undoes_the_failback() {
+    let mut h = home_verifying(true);
+    h.monitor(true, 1);
+    let lag = Err(tokio::sync::broadcast::error::RecvError::Lagged(5));
+    if let Some(ok) = crate::resource::monitor::received_ok(&lag) {
+        h.p.observe(Event::MonitorResult { ok }, h.now);
+    }
+    h.monitor(true, 1);
+    let acts = h.step();
+    let cmds = proposals(&acts);
+    assert!(
+        cmds.iter().any(|c| matches!(
+            c,
+            Command::AdvanceOperation {
+                to_phase: Phase::Undoing(Step::Pausing),
+                reason: Some(r),
+                ..
+            } if r.contains("monitor failed")
+        )),
+        "{cmds:?}"
+    );
+    assert!(
+        !cmds.iter().any(|c| matches!(
+            c,
+            Command::EndOperation {
+                outcome: Outcome::Committed,
+                ..
+            }
+        )),
+        "{cmds:?}"
+    );
 }
 
 #[test]

@@ -476,6 +476,19 @@ impl MonitorLoop {
     }
 }
 
+/// One receive from [`MonitorHandle::results`] as a subscriber must count it: `Some(ok)` for
+/// a result, `None` once the monitor is gone. A lag (the subscriber fell more than
+/// [`MONITOR_RESULTS_CAPACITY`] results behind and the oldest were overwritten) counts as a
+/// failed result, never as nothing: any of the lost results may have been the one failure
+/// that must stop a failback verification from passing. The caller logs how many were lost.
+pub fn received_ok(r: &Result<MonitorResult, broadcast::error::RecvError>) -> Option<bool> {
+    match r {
+        Ok(res) => Some(res.ok),
+        Err(broadcast::error::RecvError::Lagged(_)) => Some(false),
+        Err(broadcast::error::RecvError::Closed) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -489,6 +502,56 @@ mod tests {
     /// Upper bound on any wait in these tests (a loaded 2-core machine is slow).
     const WAIT_LIMIT: Duration = Duration::from_secs(20);
     const FAST_INTERVAL: Duration = Duration::from_millis(30);
+
+    fn result(ok: bool) -> MonitorResult {
+        MonitorResult {
+            ok,
+            at: Instant::now(),
+            role: MonitorRole::Primary,
+            epoch: 1,
+            timed_out: false,
+            exit_code: Some(if ok { 0 } else { 1 }),
+            health: ResourceHealth::Healthy,
+        }
+    }
+
+    #[test]
+    fn a_lag_counts_as_a_failed_result() {
+        use broadcast::error::RecvError;
+        assert_eq!(received_ok(&Ok(result(true))), Some(true));
+        assert_eq!(received_ok(&Ok(result(false))), Some(false));
+        assert_eq!(received_ok(&Err(RecvError::Lagged(1))), Some(false));
+        assert_eq!(received_ok(&Err(RecvError::Lagged(u64::MAX))), Some(false));
+        assert_eq!(received_ok(&Err(RecvError::Closed)), None);
+    }
+
+    /// Issue 13, end to end on a real broadcast channel: a failure overwritten while the
+    /// subscriber was behind still reaches it as a failure (before the fix the subscriber saw
+    /// only the passes that followed it, and a failback verification could pass).
+    #[test]
+    fn a_failure_lost_to_a_lag_is_still_seen_as_a_failure() {
+        let (tx, mut rx) = broadcast::channel(MONITOR_RESULTS_CAPACITY);
+        tx.send(result(false)).expect("a subscriber");
+        for _ in 0..MONITOR_RESULTS_CAPACITY {
+            tx.send(result(true)).expect("a subscriber");
+        }
+        drop(tx);
+        let mut seen = Vec::new();
+        // Bounded: capacity results, one lag, one close.
+        for _ in 0..MONITOR_RESULTS_CAPACITY + 2 {
+            let r = match rx.try_recv() {
+                Ok(res) => Ok(res),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    Err(broadcast::error::RecvError::Lagged(n))
+                }
+                Err(_) => break,
+            };
+            seen.extend(received_ok(&r));
+        }
+        assert_eq!(seen.len(), MONITOR_RESULTS_CAPACITY + 1, "{seen:?}");
+        assert!(!seen[0], "the lag comes first and counts as a failure");
+        assert!(seen[1..].iter().all(|ok| *ok), "{seen:?}");
+    }
 
     // ---- pure tracker ----
 

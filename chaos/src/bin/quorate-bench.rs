@@ -2099,6 +2099,7 @@ mod tests {
             matched_index: matched,
             applied_index: None,
             health: None,
+            incarnation: None,
         }
     }
 

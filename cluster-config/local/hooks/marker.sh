@@ -17,8 +17,28 @@
 # - monitor exits 1 while the file named by $QUORATE_MONITOR_FAIL_FILE exists;
 # - fence exits 1 while the file named by $QUORATE_FENCE_FAIL_FILE exists.
 # The line is written before a failing exit, so failed calls are recorded too.
+#
+# A fence also records its outcome on a second line, `fence_ok` or `fence_failed`, with the
+# same time stamp as its start (this script decides its outcome at once, so on the log's clock
+# it ends when it starts; a wrapper that sleeps after it delays only what the log cannot
+# show). The exclusivity checker releases the fenced holder only on `fence_ok`: a fence that
+# failed proves nothing about the old primary.
 
 event=${1:-${QUORATE_HOOK:-unknown}}
+
+rc=0
+case $event in
+    monitor)
+        if [ -n "${QUORATE_MONITOR_FAIL_FILE:-}" ] && [ -e "$QUORATE_MONITOR_FAIL_FILE" ]; then
+            rc=1
+        fi
+        ;;
+    fence)
+        if [ -n "${QUORATE_FENCE_FAIL_FILE:-}" ] && [ -e "$QUORATE_FENCE_FAIL_FILE" ]; then
+            rc=1
+        fi
+        ;;
+esac
 
 if [ -n "${QUORATE_MARKER_LOG:-}" ]; then
     now=${QUORATE_MONOTONIC_NS:-$(date +%s%N)}
@@ -26,18 +46,10 @@ if [ -n "${QUORATE_MARKER_LOG:-}" ]; then
     # concurrent hooks on several nodes do not interleave.
     printf '%s %s %s %s\n' "$now" "${QUORATE_NODE:--}" "$event" "${QUORATE_EPOCH:--}" \
         >>"$QUORATE_MARKER_LOG"
+    if [ "$event" = fence ]; then
+        if [ "$rc" -eq 0 ]; then outcome=fence_ok; else outcome=fence_failed; fi
+        printf '%s %s %s %s\n' "$now" "${QUORATE_NODE:--}" "$outcome" "${QUORATE_EPOCH:--}" \
+            >>"$QUORATE_MARKER_LOG"
+    fi
 fi
-
-case $event in
-    monitor)
-        if [ -n "${QUORATE_MONITOR_FAIL_FILE:-}" ] && [ -e "$QUORATE_MONITOR_FAIL_FILE" ]; then
-            exit 1
-        fi
-        ;;
-    fence)
-        if [ -n "${QUORATE_FENCE_FAIL_FILE:-}" ] && [ -e "$QUORATE_FENCE_FAIL_FILE" ]; then
-            exit 1
-        fi
-        ;;
-esac
-exit 0
+exit "$rc"
