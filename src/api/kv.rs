@@ -135,15 +135,10 @@ fn test_ack_before_commit() -> bool {
 async fn wait_until_writes_resume(node: &Node) -> Result<(), Response> {
     let paused = |node: &Node| {
         node.sm
-            .read()
-            .map(|s| {
-                s.app
-                    .cluster
-                    .operation
-                    .as_ref()
-                    .is_some_and(|o| o.writes_paused())
-            })
-            .unwrap_or(false)
+            .cluster()
+            .operation
+            .as_ref()
+            .is_some_and(|o| o.writes_paused())
     };
     if !paused(node) {
         return Ok(());
