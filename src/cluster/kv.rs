@@ -44,6 +44,12 @@ pub const MAX_VALUE_BYTES_CEILING: usize = 16 * 1024 * 1024;
 pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
 /// Highest key count an operator may configure.
 pub const MAX_KEYS_CEILING: usize = 10_000_000;
+/// Default and highest total size of the store (keys, values and per-entry overhead, as
+/// [`KvStore::approx_bytes`] counts them). A snapshot carries the whole store and is refused
+/// above `MAX_SNAPSHOT_BYTES` (2 GiB) when decoded, so a bigger store could neither restart
+/// a node nor catch a follower up; this stays under half of that cap, leaving room for the
+/// cluster state, the encoding and growth while a snapshot is in flight.
+pub const MAX_KV_TOTAL_BYTES: u64 = 768 * 1024 * 1024;
 /// Most entries one [`KvStore::list`] page returns, whatever the caller asks for: a page is
 /// built while the state machine is borrowed, so it must stay short.
 pub const MAX_LIST_PAGE: usize = 1000;
@@ -88,6 +94,8 @@ pub struct KvLimits {
     pub max_value_bytes: usize,
     /// 1..=[`MAX_KEYS_CEILING`].
     pub max_keys: usize,
+    /// 1..=[`MAX_KV_TOTAL_BYTES`]: total bytes of the store, see [`KvStore::approx_bytes`].
+    pub max_total_bytes: u64,
 }
 
 impl Default for KvLimits {
@@ -96,6 +104,7 @@ impl Default for KvLimits {
             max_key_bytes: MAX_KEY_BYTES_CEILING,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             max_keys: DEFAULT_MAX_KEYS,
+            max_total_bytes: MAX_KV_TOTAL_BYTES,
         }
     }
 }
@@ -120,6 +129,14 @@ impl KvLimits {
                     ),
                 });
             }
+        }
+        if self.max_total_bytes == 0 || self.max_total_bytes > MAX_KV_TOTAL_BYTES {
+            return Err(KvError::InvalidLimits {
+                reason: format!(
+                    "max_total_bytes = {} is outside 1..={MAX_KV_TOTAL_BYTES} (MAX_KV_TOTAL_BYTES); pick a value in that range",
+                    self.max_total_bytes
+                ),
+            });
         }
         Ok(())
     }
@@ -246,6 +263,12 @@ pub enum KvError {
         "the store already holds {limit} keys (kv max_keys); delete unused keys or raise max_keys"
     )]
     TooManyKeys { limit: usize },
+    #[error("the store holds {total_bytes} bytes; this write would make it {after_bytes}, above its limit of {limit} bytes (kv max_total_bytes, counting keys, values and {ENTRY_OVERHEAD_BYTES} bytes per key); delete keys you no longer need, or raise storage.max_kv_bytes (at most {MAX_KV_TOTAL_BYTES})")]
+    StoreFull {
+        total_bytes: u64,
+        after_bytes: u64,
+        limit: u64,
+    },
     #[error("invalid kv limits: {reason}")]
     InvalidLimits { reason: String },
     #[error("the store's revision counter is exhausted at {revision}; the store cannot accept writes, restore it from a backup into a fresh cluster")]
@@ -403,6 +426,12 @@ impl TryFrom<KvStoreWire> for KvStore {
             approx_bytes: 0,
         };
         store.approx_bytes = store.recompute_approx_bytes();
+        if store.approx_bytes > MAX_KV_TOTAL_BYTES {
+            return bad(format!(
+                "{} bytes exceed the ceiling MAX_KV_TOTAL_BYTES ({MAX_KV_TOTAL_BYTES})",
+                store.approx_bytes
+            ));
+        }
         Ok(store)
     }
 }
@@ -480,8 +509,8 @@ impl KvStore {
     /// index, which is what `if_epoch` fences against.
     ///
     /// Checks run in a fixed order, so all replicas report the same error when several apply:
-    /// key, value size, condition (epoch, mod revision, value), key count, then (delete only)
-    /// existence. A delete of a missing key is `NotFound`, a failure like any other.
+    /// key, value size, condition (epoch, mod revision, value), key count, total bytes (put
+    /// only), then (delete only) existence. A delete of a missing key is `NotFound`, a failure like any other.
     pub fn apply(&mut self, cmd: &KvCommand, committed_epoch: Epoch) -> KvResult {
         let outcome = match cmd {
             KvCommand::Put {
@@ -524,6 +553,7 @@ impl KvStore {
                 limit: self.limits.max_keys,
             });
         }
+        self.check_put_size(key, value.len())?;
         let revision = self.next_revision()?;
         let prev = match self.entries.get_mut(key) {
             Some(slot) => {
@@ -609,6 +639,35 @@ impl KvStore {
                 .saturating_sub(tombstone_bytes(&oldest_key));
             self.tombstone_floor = self.tombstone_floor.max(oldest_rev);
         }
+    }
+
+    /// Whether a put of `value_len` bytes at `key` keeps the store within `max_total_bytes`.
+    /// A put that does not grow the store (an overwrite with a value no larger) is always
+    /// allowed, so a store left above a lowered limit can still be trimmed. Public so the HTTP
+    /// layer refuses early, with the same answer the apply would give.
+    pub fn check_put_size(&self, key: &str, value_len: usize) -> Result<(), KvError> {
+        let old = self.entries.get(key).map_or(0, |e| entry_bytes(key, e));
+        let tombstone = if self.tombstones.contains_key(key) {
+            tombstone_bytes(key)
+        } else {
+            0
+        };
+        let new = (key.len() as u64)
+            .saturating_add(value_len as u64)
+            .saturating_add(ENTRY_OVERHEAD_BYTES);
+        let after = self
+            .approx_bytes
+            .saturating_sub(old)
+            .saturating_sub(tombstone)
+            .saturating_add(new);
+        if after > self.limits.max_total_bytes && after > self.approx_bytes {
+            return Err(KvError::StoreFull {
+                total_bytes: self.approx_bytes,
+                after_bytes: after,
+                limit: self.limits.max_total_bytes,
+            });
+        }
+        Ok(())
     }
 
     fn next_revision(&self) -> Result<u64, KvError> {
@@ -1326,6 +1385,90 @@ mod tests {
         assert_eq!(bincode_roundtrip(&kv), kv);
     }
 
+    fn small_total(limit: u64) -> KvStore {
+        KvStore::with_limits(KvLimits {
+            max_total_bytes: limit,
+            ..KvLimits::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn the_total_bytes_limit_refuses_growth_past_it_and_nothing_else() {
+        // Room for two entries of key "k/N" (3 bytes) and a 100-byte value.
+        let one = 3 + 100 + ENTRY_OVERHEAD_BYTES;
+        let mut kv = small_total(2 * one);
+        assert!(kv.apply(&put("k/1", &[1; 100]), 0).is_ok());
+        assert!(kv.apply(&put("k/2", &[2; 100]), 0).is_ok());
+        assert_eq!(kv.approx_bytes(), 2 * one);
+        let before = kv.clone();
+        let err = failed(kv.apply(&put("k/3", &[3; 1]), 0));
+        assert_eq!(
+            err,
+            KvError::StoreFull {
+                total_bytes: 2 * one,
+                after_bytes: 2 * one + 3 + 1 + ENTRY_OVERHEAD_BYTES,
+                limit: 2 * one
+            }
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("max_total_bytes") && msg.contains("delete keys"),
+            "{msg}"
+        );
+        assert_eq!(
+            kv, before,
+            "a refused put changes nothing, revision included"
+        );
+        // Growing an existing value is refused too; keeping or shrinking it is not.
+        assert!(matches!(
+            failed(kv.apply(&put("k/1", &[1; 101]), 0)),
+            KvError::StoreFull { .. }
+        ));
+        assert!(kv.apply(&put("k/1", &[9; 100]), 0).is_ok());
+        assert!(kv.apply(&put("k/1", &[9; 10]), 0).is_ok());
+        // Deleting frees room (a tombstone is smaller than the entry it replaces).
+        assert!(kv.apply(&del("k/2"), 0).is_ok());
+        assert!(kv.apply(&put("k/3", &[3; 50]), 0).is_ok());
+        assert!(kv.approx_bytes() <= 2 * one);
+        // The early check the HTTP layer runs gives the same answer as the apply.
+        assert_eq!(
+            kv.check_put_size("k/4", 1000).err(),
+            Some(failed(kv.clone().apply(&put("k/4", &[0; 1000]), 0)))
+        );
+    }
+
+    #[test]
+    fn a_store_left_above_a_lowered_total_limit_can_still_shrink() {
+        let mut kv = KvStore::default();
+        kv.apply(&put("a", &[0; 1000]), 0);
+        kv.apply(&put("b", &[0; 1000]), 0);
+        kv.set_limits(KvLimits {
+            max_total_bytes: 100,
+            ..KvLimits::default()
+        })
+        .unwrap();
+        assert!(matches!(
+            failed(kv.apply(&put("c", b"x"), 0)),
+            KvError::StoreFull { .. }
+        ));
+        assert!(kv.apply(&put("a", b"small"), 0).is_ok());
+        assert!(kv.apply(&del("b"), 0).is_ok());
+    }
+
+    #[test]
+    fn total_bytes_limit_is_bounded_by_its_ceiling() {
+        for bad in [0, MAX_KV_TOTAL_BYTES + 1] {
+            let limits = KvLimits {
+                max_total_bytes: bad,
+                ..KvLimits::default()
+            };
+            let err = limits.validate().unwrap_err().to_string();
+            assert!(err.contains("max_total_bytes"), "{err}");
+        }
+        assert_eq!(KvLimits::default().max_total_bytes, MAX_KV_TOTAL_BYTES);
+    }
+
     #[test]
     fn approx_bytes_tracks_contents() {
         let mut kv = KvStore::default();
@@ -1362,8 +1505,7 @@ mod tests {
 
     #[test]
     fn inconsistent_snapshots_are_refused() {
-        let limits =
-            r#""limits":{"max_key_bytes":1024,"max_value_bytes":1048576,"max_keys":1000000}"#;
+        let limits = r#""limits":{"max_key_bytes":1024,"max_value_bytes":1048576,"max_keys":1000000,"max_total_bytes":805306368}"#;
         let entry = |c: u64, m: u64, v: u64| {
             format!(r#"{{"value":[],"create_revision":{c},"mod_revision":{m},"version":{v}}}"#)
         };
@@ -1400,7 +1542,7 @@ mod tests {
     #[test]
     fn exhausted_revision_fails_instead_of_wrapping() {
         let json = format!(
-            r#"{{"entries":{{}},"revision":{},"limits":{{"max_key_bytes":1024,"max_value_bytes":1048576,"max_keys":1000000}},"tombstones":{{}},"tombstone_floor":0}}"#,
+            r#"{{"entries":{{}},"revision":{},"limits":{{"max_key_bytes":1024,"max_value_bytes":1048576,"max_keys":1000000,"max_total_bytes":805306368}},"tombstones":{{}},"tombstone_floor":0}}"#,
             u64::MAX
         );
         let mut kv: KvStore = serde_json::from_str(&json).expect("valid store");
@@ -1582,6 +1724,7 @@ mod tests {
             max_key_bytes: MAX_KEY_BYTES_CEILING,
             max_value_bytes: 8,
             max_keys: 3,
+            max_total_bytes: MAX_KV_TOTAL_BYTES,
         }
     }
 

@@ -20,7 +20,8 @@ use crate::consensus::codec;
 use crate::consensus::types::SnapshotMeta;
 
 const MAGIC: &[u8; 4] = b"QRSN";
-const FORMAT_VERSION: u8 = 1;
+/// 2: the KV limits carry `max_total_bytes` (issue 13).
+const FORMAT_VERSION: u8 = 2;
 const HEADER_BYTES: usize = 4 + 1 + 4 + 8;
 /// The snapshot file's name inside `<data_dir>/snapshot/`.
 pub const SNAPSHOT_FILE: &str = "snapshot.bin";
@@ -28,6 +29,8 @@ const SNAPSHOT_TMP: &str = "snapshot.tmp";
 /// Largest snapshot accepted from a peer or from disk (named bound; the KV's own limits keep
 /// honest snapshots far below it).
 pub const MAX_SNAPSHOT_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+// The KV's total-bytes bound keeps every honest snapshot far below the decode cap.
+const _: () = assert!(crate::cluster::kv::MAX_KV_TOTAL_BYTES < MAX_SNAPSHOT_BYTES / 2);
 
 #[derive(Serialize, Deserialize)]
 pub struct SnapshotBody {
@@ -63,8 +66,21 @@ pub fn encode(body: &SnapshotBody) -> Result<Vec<u8>, SnapshotError> {
         .cluster
         .check_invariants()
         .map_err(|e| SnapshotError::Encode(e.to_string()))?;
+    let kv_bytes = body.state.kv.approx_bytes();
+    if kv_bytes > crate::cluster::kv::MAX_KV_TOTAL_BYTES {
+        return Err(SnapshotError::Encode(format!(
+            "the KV holds {kv_bytes} bytes, above MAX_KV_TOTAL_BYTES ({}); a snapshot this large could not be loaded back",
+            crate::cluster::kv::MAX_KV_TOTAL_BYTES
+        )));
+    }
     let payload =
         codec::to_bytes_unbounded(body).map_err(|e| SnapshotError::Encode(e.to_string()))?;
+    if payload.len() as u64 > MAX_SNAPSHOT_BYTES {
+        return Err(SnapshotError::Encode(format!(
+            "the snapshot would be {} bytes, above MAX_SNAPSHOT_BYTES ({MAX_SNAPSHOT_BYTES}); it could not be loaded back",
+            payload.len()
+        )));
+    }
     Ok(frame(&payload))
 }
 
