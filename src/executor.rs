@@ -144,11 +144,7 @@ struct Observed {
 impl Executor {
     fn observe_world(&self) -> Observed {
         let node = &self.node;
-        let state = node
-            .sm
-            .read()
-            .map(|s| s.app.cluster.clone())
-            .unwrap_or_default();
+        let state = node.sm.cluster();
         let m = node.metrics();
         // A new leader decides only from state it has fully applied: until the blank entry of
         // its own term is applied, the committed state it sees may be missing commands the

@@ -645,6 +645,7 @@ async fn propose_kv_limits(node: Arc<Node>) {
     use crate::cluster::kv::KvLimits;
     let want = KvLimits {
         max_value_bytes: usize::try_from(node.config.storage.max_value_bytes).unwrap_or(usize::MAX),
+        max_total_bytes: node.config.storage.max_kv_bytes,
         ..KvLimits::default()
     };
     let mut metrics = node.raft.metrics();

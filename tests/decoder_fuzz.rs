@@ -735,6 +735,7 @@ fn kv_limits() -> BoxedStrategy<KvLimits> {
             max_key_bytes,
             max_value_bytes,
             max_keys,
+            max_total_bytes: quorate::cluster::kv::MAX_KV_TOTAL_BYTES,
         })
         .boxed()
 }

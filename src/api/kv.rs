@@ -83,9 +83,9 @@ fn kv_error_status(e: &KvError) -> StatusCode {
         }
         KvError::CasConflict { .. } | KvError::EpochMismatch { .. } => StatusCode::CONFLICT,
         KvError::NotFound { .. } => StatusCode::NOT_FOUND,
-        KvError::TooManyKeys { .. } | KvError::RevisionExhausted { .. } => {
-            StatusCode::INSUFFICIENT_STORAGE
-        }
+        KvError::TooManyKeys { .. }
+        | KvError::StoreFull { .. }
+        | KvError::RevisionExhausted { .. } => StatusCode::INSUFFICIENT_STORAGE,
     }
 }
 
@@ -135,15 +135,10 @@ fn test_ack_before_commit() -> bool {
 async fn wait_until_writes_resume(node: &Node) -> Result<(), Response> {
     let paused = |node: &Node| {
         node.sm
-            .read()
-            .map(|s| {
-                s.app
-                    .cluster
-                    .operation
-                    .as_ref()
-                    .is_some_and(|o| o.writes_paused())
-            })
-            .unwrap_or(false)
+            .cluster()
+            .operation
+            .as_ref()
+            .is_some_and(|o| o.writes_paused())
     };
     if !paused(node) {
         return Ok(());
@@ -241,6 +236,14 @@ fn precheck(node: &Node, key: &str, value_len: Option<usize>) -> Result<(), Resp
                 format!("value of {len} bytes exceeds the {max}-byte limit (storage.max_value_bytes); store large blobs elsewhere and keep a reference here"),
             ));
         }
+        // The store's total-bytes bound, refused before proposing (apply checks it again).
+        node.sm
+            .read()
+            .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .app
+            .kv
+            .check_put_size(key, len)
+            .map_err(|e| error(kv_error_status(&e), e.to_string()))?;
     }
     Ok(())
 }

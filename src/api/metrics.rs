@@ -246,7 +246,7 @@ pub fn render(node: &Node) -> Result<String, std::fmt::Error> {
         hooks_timeout,
     );
 
-    let (kv_keys, kv_rev, kv_bytes) = node
+    let (kv_keys, kv_rev, kv_bytes, kv_max_bytes) = node
         .sm
         .read()
         .map(|s| {
@@ -254,6 +254,7 @@ pub fn render(node: &Node) -> Result<String, std::fmt::Error> {
                 s.app.kv.len() as i64,
                 s.app.kv.revision() as i64,
                 s.app.kv.approx_bytes() as i64,
+                s.app.kv.limits().max_total_bytes as i64,
             )
         })
         .unwrap_or_default();
@@ -269,6 +270,12 @@ pub fn render(node: &Node) -> Result<String, std::fmt::Error> {
         "kv_bytes",
         "Approximate bytes held by the KV store",
         kv_bytes,
+    );
+    gauge(
+        &mut reg,
+        "kv_max_bytes",
+        "Committed limit on kv_bytes (storage.max_kv_bytes); writes past it get 507",
+        kv_max_bytes,
     );
     gauge(
         &mut reg,

@@ -6,6 +6,7 @@ pub mod control;
 pub mod forward;
 pub mod kv;
 pub mod metrics;
+pub mod snapshot;
 pub mod status;
 pub mod tls;
 
@@ -37,6 +38,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/replica", get(get_replica))
         .route("/v1/history", get(get_history))
         .route("/metrics", get(get_metrics))
+        .route("/v1/snapshot", post(snapshot::trigger))
         .route("/v1/maintenance", post(control::maintenance))
         .route("/v1/nodes/{id}/drain", post(control::drain))
         .route("/v1/nodes/{id}/undrain", post(control::undrain))
@@ -68,11 +70,7 @@ pub fn build_status(node: &Node) -> NodeStatus {
     let m = node.metrics();
     let ex = node.executor.borrow().clone();
     let fsync = crate::consensus::log_store::flush_latency_summary();
-    let cluster = node
-        .sm
-        .read()
-        .map(|s| s.app.cluster.clone())
-        .unwrap_or_default();
+    let cluster = node.sm.cluster();
     let view = node.heartbeat.view.borrow().clone();
     let membership = m.membership_config.membership();
     let voters: Vec<_> = membership.voter_ids().collect();
@@ -227,7 +225,7 @@ pub fn acting_primary_now(node: &Node) -> Option<crate::types::Epoch> {
     if acked_age >= node.config.timing.lease {
         return None;
     }
-    let cluster = node.sm.read().ok()?.app.cluster.clone();
+    let cluster = node.sm.cluster();
     cluster.is_primary(node.id(), epoch).then_some(epoch)
 }
 
@@ -318,11 +316,7 @@ async fn get_replica(State(node): State<Arc<Node>>) -> Response {
 }
 
 async fn get_history(State(node): State<Arc<Node>>) -> Response {
-    let cluster = node
-        .sm
-        .read()
-        .map(|s| s.app.cluster.clone())
-        .unwrap_or_default();
+    let cluster = node.sm.cluster();
     let entries: Vec<_> = cluster.history.iter().cloned().collect();
     Json(serde_json::json!({ "entries": entries })).into_response()
 }

@@ -23,6 +23,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -43,6 +44,12 @@ pub const MAX_VALUE_BYTES_CEILING: usize = 16 * 1024 * 1024;
 pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
 /// Highest key count an operator may configure.
 pub const MAX_KEYS_CEILING: usize = 10_000_000;
+/// Default and highest total size of the store (keys, values and per-entry overhead, as
+/// [`KvStore::approx_bytes`] counts them). A snapshot carries the whole store and is refused
+/// above `MAX_SNAPSHOT_BYTES` (2 GiB) when decoded, so a bigger store could neither restart
+/// a node nor catch a follower up; this stays under half of that cap, leaving room for the
+/// cluster state, the encoding and growth while a snapshot is in flight.
+pub const MAX_KV_TOTAL_BYTES: u64 = 768 * 1024 * 1024;
 /// Most entries one [`KvStore::list`] page returns, whatever the caller asks for: a page is
 /// built while the state machine is borrowed, so it must stay short.
 pub const MAX_LIST_PAGE: usize = 1000;
@@ -87,6 +94,8 @@ pub struct KvLimits {
     pub max_value_bytes: usize,
     /// 1..=[`MAX_KEYS_CEILING`].
     pub max_keys: usize,
+    /// 1..=[`MAX_KV_TOTAL_BYTES`]: total bytes of the store, see [`KvStore::approx_bytes`].
+    pub max_total_bytes: u64,
 }
 
 impl Default for KvLimits {
@@ -95,6 +104,7 @@ impl Default for KvLimits {
             max_key_bytes: MAX_KEY_BYTES_CEILING,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             max_keys: DEFAULT_MAX_KEYS,
+            max_total_bytes: MAX_KV_TOTAL_BYTES,
         }
     }
 }
@@ -119,6 +129,14 @@ impl KvLimits {
                     ),
                 });
             }
+        }
+        if self.max_total_bytes == 0 || self.max_total_bytes > MAX_KV_TOTAL_BYTES {
+            return Err(KvError::InvalidLimits {
+                reason: format!(
+                    "max_total_bytes = {} is outside 1..={MAX_KV_TOTAL_BYTES} (MAX_KV_TOTAL_BYTES); pick a value in that range",
+                    self.max_total_bytes
+                ),
+            });
         }
         Ok(())
     }
@@ -245,6 +263,12 @@ pub enum KvError {
         "the store already holds {limit} keys (kv max_keys); delete unused keys or raise max_keys"
     )]
     TooManyKeys { limit: usize },
+    #[error("the store holds {total_bytes} bytes; this write would make it {after_bytes}, above its limit of {limit} bytes (kv max_total_bytes, counting keys, values and {ENTRY_OVERHEAD_BYTES} bytes per key); delete keys you no longer need, or raise storage.max_kv_bytes (at most {MAX_KV_TOTAL_BYTES})")]
+    StoreFull {
+        total_bytes: u64,
+        after_bytes: u64,
+        limit: u64,
+    },
     #[error("invalid kv limits: {reason}")]
     InvalidLimits { reason: String },
     #[error("the store's revision counter is exhausted at {revision}; the store cannot accept writes, restore it from a backup into a fresh cluster")]
@@ -296,10 +320,16 @@ pub type ListPage<'a> = (Vec<(&'a String, &'a KvEntry)>, bool);
 /// Serialized form (snapshots): entries, revision, limits, tombstones, tombstone floor.
 /// `approx_bytes` and the revision-ordered tombstone index are derived and rebuilt (and the
 /// whole state checked) on deserialization, so a corrupt snapshot is refused, not installed.
+///
+/// Entries live in a persistent map (`imbl::OrdMap`, a B-tree whose nodes are shared between
+/// copies) and each entry behind an `Arc`: cloning the store costs O(1), so the snapshot
+/// builder copies a 100 MB store under the state machine's lock in microseconds and encodes
+/// the copy elsewhere, while later writes copy only the few nodes on their path. The
+/// serialized form is the same as a `BTreeMap`'s (a map in key order).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(try_from = "KvStoreWire")]
 pub struct KvStore {
-    entries: BTreeMap<String, KvEntry>,
+    entries: imbl::OrdMap<String, Arc<KvEntry>>,
     revision: u64,
     limits: KvLimits,
     /// Deleted key → revision of its delete; removed when the key is put again.
@@ -383,7 +413,11 @@ impl TryFrom<KvStoreWire> for KvStore {
             ));
         }
         let mut store = KvStore {
-            entries: wire.entries,
+            entries: wire
+                .entries
+                .into_iter()
+                .map(|(k, e)| (k, Arc::new(e)))
+                .collect(),
             revision: wire.revision,
             limits: wire.limits,
             tombstones: wire.tombstones,
@@ -392,6 +426,12 @@ impl TryFrom<KvStoreWire> for KvStore {
             approx_bytes: 0,
         };
         store.approx_bytes = store.recompute_approx_bytes();
+        if store.approx_bytes > MAX_KV_TOTAL_BYTES {
+            return bad(format!(
+                "{} bytes exceed the ceiling MAX_KV_TOTAL_BYTES ({MAX_KV_TOTAL_BYTES})",
+                store.approx_bytes
+            ));
+        }
         Ok(store)
     }
 }
@@ -469,8 +509,8 @@ impl KvStore {
     /// index, which is what `if_epoch` fences against.
     ///
     /// Checks run in a fixed order, so all replicas report the same error when several apply:
-    /// key, value size, condition (epoch, mod revision, value), key count, then (delete only)
-    /// existence. A delete of a missing key is `NotFound`, a failure like any other.
+    /// key, value size, condition (epoch, mod revision, value), key count, total bytes (put
+    /// only), then (delete only) existence. A delete of a missing key is `NotFound`, a failure like any other.
     pub fn apply(&mut self, cmd: &KvCommand, committed_epoch: Epoch) -> KvResult {
         let outcome = match cmd {
             KvCommand::Put {
@@ -513,6 +553,7 @@ impl KvStore {
                 limit: self.limits.max_keys,
             });
         }
+        self.check_put_size(key, value.len())?;
         let revision = self.next_revision()?;
         let prev = match self.entries.get_mut(key) {
             Some(slot) => {
@@ -523,9 +564,10 @@ impl KvStore {
                     version: slot.version.saturating_add(1),
                 };
                 self.approx_bytes = self.approx_bytes.saturating_add(entry_bytes(key, &new));
-                let old = std::mem::replace(slot, new);
+                let old = std::mem::replace(slot, Arc::new(new));
                 self.approx_bytes = self.approx_bytes.saturating_sub(entry_bytes(key, &old));
-                Some(old)
+                // A copy of the value only when a snapshot still shares this entry.
+                Some(Arc::unwrap_or_clone(old))
             }
             None => {
                 let new = KvEntry {
@@ -535,7 +577,7 @@ impl KvStore {
                     version: 1,
                 };
                 self.approx_bytes = self.approx_bytes.saturating_add(entry_bytes(key, &new));
-                self.entries.insert(key.to_owned(), new);
+                self.entries.insert(key.to_owned(), Arc::new(new));
                 if let Some(deleted_at) = self.tombstones.remove(key) {
                     self.tombstones_by_revision.remove(&deleted_at);
                     self.approx_bytes = self.approx_bytes.saturating_sub(tombstone_bytes(key));
@@ -577,7 +619,7 @@ impl KvStore {
         Ok(KvResult::Ok {
             key: key.to_owned(),
             revision,
-            prev: Some(old),
+            prev: Some(Arc::unwrap_or_clone(old)),
         })
     }
 
@@ -597,6 +639,35 @@ impl KvStore {
                 .saturating_sub(tombstone_bytes(&oldest_key));
             self.tombstone_floor = self.tombstone_floor.max(oldest_rev);
         }
+    }
+
+    /// Whether a put of `value_len` bytes at `key` keeps the store within `max_total_bytes`.
+    /// A put that does not grow the store (an overwrite with a value no larger) is always
+    /// allowed, so a store left above a lowered limit can still be trimmed. Public so the HTTP
+    /// layer refuses early, with the same answer the apply would give.
+    pub fn check_put_size(&self, key: &str, value_len: usize) -> Result<(), KvError> {
+        let old = self.entries.get(key).map_or(0, |e| entry_bytes(key, e));
+        let tombstone = if self.tombstones.contains_key(key) {
+            tombstone_bytes(key)
+        } else {
+            0
+        };
+        let new = (key.len() as u64)
+            .saturating_add(value_len as u64)
+            .saturating_add(ENTRY_OVERHEAD_BYTES);
+        let after = self
+            .approx_bytes
+            .saturating_sub(old)
+            .saturating_sub(tombstone)
+            .saturating_add(new);
+        if after > self.limits.max_total_bytes && after > self.approx_bytes {
+            return Err(KvError::StoreFull {
+                total_bytes: self.approx_bytes,
+                after_bytes: after,
+                limit: self.limits.max_total_bytes,
+            });
+        }
+        Ok(())
     }
 
     fn next_revision(&self) -> Result<u64, KvError> {
@@ -635,7 +706,7 @@ impl KvStore {
                 });
             }
         }
-        let current = self.entries.get(key);
+        let current = self.get(key);
         let actual_mod_revision = current.map_or(0, |e| e.mod_revision);
         if let Some(expected) = condition.if_mod_revision {
             if expected != actual_mod_revision {
@@ -660,7 +731,7 @@ impl KvStore {
     }
 
     pub fn get(&self, key: &str) -> Option<&KvEntry> {
-        self.entries.get(key)
+        self.entries.get(key).map(|e| &**e)
     }
 
     /// Keys starting with `prefix` (all keys for ""), in key order, after `start_after` if
@@ -675,8 +746,9 @@ impl KvStore {
         };
         let mut matching = self
             .entries
-            .range::<str, _>((lower, Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(prefix));
+            .range::<_, str>((lower, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, e)| (k, &**e));
         let page: Vec<_> = matching.by_ref().take(limit).collect();
         let more = matching.next().is_some();
         (page, more)
@@ -687,7 +759,7 @@ impl KvStore {
     /// answer true spuriously for an absent key when `rev` predates the dropped tombstones;
     /// never answers false for a real change.
     pub fn changed_since(&self, key: &str, rev: u64) -> bool {
-        if let Some(entry) = self.entries.get(key) {
+        if let Some(entry) = self.get(key) {
             return entry.mod_revision > rev;
         }
         if let Some(&deleted_at) = self.tombstones.get(key) {
@@ -808,6 +880,32 @@ mod tests {
             bincode::serde::decode_from_slice::<KvStore, _>(&bytes, config).expect("decode");
         assert_eq!(read, bytes.len());
         back
+    }
+
+    /// A copy of the store (what the snapshot builder takes under the state machine's lock)
+    /// shares the values instead of copying them, and a later write to the original leaves
+    /// the copy as it was.
+    #[test]
+    fn a_copy_of_the_store_shares_values_and_is_isolated_from_later_writes() {
+        let mut kv = KvStore::default();
+        for i in 0..100 {
+            kv.apply(&put(&format!("k/{i:03}"), &vec![i as u8; 64 * 1024]), 0);
+        }
+        let copy = kv.clone();
+        for i in 0..100 {
+            let key = format!("k/{i:03}");
+            let (a, b) = (kv.get(&key).unwrap(), copy.get(&key).unwrap());
+            assert!(
+                std::ptr::eq(a.value.as_ptr(), b.value.as_ptr()),
+                "{key}: the copy duplicated the value"
+            );
+        }
+        kv.apply(&put("k/000", b"new"), 0);
+        kv.apply(&del("k/001"), 0);
+        assert_eq!(copy.get("k/000").unwrap().value, vec![0u8; 64 * 1024]);
+        assert!(copy.get("k/001").is_some());
+        assert_eq!(copy.len(), 100);
+        assert_eq!(kv.get("k/000").unwrap().value, b"new");
     }
 
     #[test]
@@ -1287,6 +1385,90 @@ mod tests {
         assert_eq!(bincode_roundtrip(&kv), kv);
     }
 
+    fn small_total(limit: u64) -> KvStore {
+        KvStore::with_limits(KvLimits {
+            max_total_bytes: limit,
+            ..KvLimits::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn the_total_bytes_limit_refuses_growth_past_it_and_nothing_else() {
+        // Room for two entries of key "k/N" (3 bytes) and a 100-byte value.
+        let one = 3 + 100 + ENTRY_OVERHEAD_BYTES;
+        let mut kv = small_total(2 * one);
+        assert!(kv.apply(&put("k/1", &[1; 100]), 0).is_ok());
+        assert!(kv.apply(&put("k/2", &[2; 100]), 0).is_ok());
+        assert_eq!(kv.approx_bytes(), 2 * one);
+        let before = kv.clone();
+        let err = failed(kv.apply(&put("k/3", &[3; 1]), 0));
+        assert_eq!(
+            err,
+            KvError::StoreFull {
+                total_bytes: 2 * one,
+                after_bytes: 2 * one + 3 + 1 + ENTRY_OVERHEAD_BYTES,
+                limit: 2 * one
+            }
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("max_total_bytes") && msg.contains("delete keys"),
+            "{msg}"
+        );
+        assert_eq!(
+            kv, before,
+            "a refused put changes nothing, revision included"
+        );
+        // Growing an existing value is refused too; keeping or shrinking it is not.
+        assert!(matches!(
+            failed(kv.apply(&put("k/1", &[1; 101]), 0)),
+            KvError::StoreFull { .. }
+        ));
+        assert!(kv.apply(&put("k/1", &[9; 100]), 0).is_ok());
+        assert!(kv.apply(&put("k/1", &[9; 10]), 0).is_ok());
+        // Deleting frees room (a tombstone is smaller than the entry it replaces).
+        assert!(kv.apply(&del("k/2"), 0).is_ok());
+        assert!(kv.apply(&put("k/3", &[3; 50]), 0).is_ok());
+        assert!(kv.approx_bytes() <= 2 * one);
+        // The early check the HTTP layer runs gives the same answer as the apply.
+        assert_eq!(
+            kv.check_put_size("k/4", 1000).err(),
+            Some(failed(kv.clone().apply(&put("k/4", &[0; 1000]), 0)))
+        );
+    }
+
+    #[test]
+    fn a_store_left_above_a_lowered_total_limit_can_still_shrink() {
+        let mut kv = KvStore::default();
+        kv.apply(&put("a", &[0; 1000]), 0);
+        kv.apply(&put("b", &[0; 1000]), 0);
+        kv.set_limits(KvLimits {
+            max_total_bytes: 100,
+            ..KvLimits::default()
+        })
+        .unwrap();
+        assert!(matches!(
+            failed(kv.apply(&put("c", b"x"), 0)),
+            KvError::StoreFull { .. }
+        ));
+        assert!(kv.apply(&put("a", b"small"), 0).is_ok());
+        assert!(kv.apply(&del("b"), 0).is_ok());
+    }
+
+    #[test]
+    fn total_bytes_limit_is_bounded_by_its_ceiling() {
+        for bad in [0, MAX_KV_TOTAL_BYTES + 1] {
+            let limits = KvLimits {
+                max_total_bytes: bad,
+                ..KvLimits::default()
+            };
+            let err = limits.validate().unwrap_err().to_string();
+            assert!(err.contains("max_total_bytes"), "{err}");
+        }
+        assert_eq!(KvLimits::default().max_total_bytes, MAX_KV_TOTAL_BYTES);
+    }
+
     #[test]
     fn approx_bytes_tracks_contents() {
         let mut kv = KvStore::default();
@@ -1323,8 +1505,7 @@ mod tests {
 
     #[test]
     fn inconsistent_snapshots_are_refused() {
-        let limits =
-            r#""limits":{"max_key_bytes":1024,"max_value_bytes":1048576,"max_keys":1000000}"#;
+        let limits = r#""limits":{"max_key_bytes":1024,"max_value_bytes":1048576,"max_keys":1000000,"max_total_bytes":805306368}"#;
         let entry = |c: u64, m: u64, v: u64| {
             format!(r#"{{"value":[],"create_revision":{c},"mod_revision":{m},"version":{v}}}"#)
         };
@@ -1361,7 +1542,7 @@ mod tests {
     #[test]
     fn exhausted_revision_fails_instead_of_wrapping() {
         let json = format!(
-            r#"{{"entries":{{}},"revision":{},"limits":{{"max_key_bytes":1024,"max_value_bytes":1048576,"max_keys":1000000}},"tombstones":{{}},"tombstone_floor":0}}"#,
+            r#"{{"entries":{{}},"revision":{},"limits":{{"max_key_bytes":1024,"max_value_bytes":1048576,"max_keys":1000000,"max_total_bytes":805306368}},"tombstones":{{}},"tombstone_floor":0}}"#,
             u64::MAX
         );
         let mut kv: KvStore = serde_json::from_str(&json).expect("valid store");
@@ -1543,6 +1724,7 @@ mod tests {
             max_key_bytes: MAX_KEY_BYTES_CEILING,
             max_value_bytes: 8,
             max_keys: 3,
+            max_total_bytes: MAX_KV_TOTAL_BYTES,
         }
     }
 

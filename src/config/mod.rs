@@ -376,6 +376,8 @@ pub struct StorageConfig {
     pub keep_logs: u64,
     /// Largest KV value accepted (1..=MAX_VALUE_BYTES_LIMIT).
     pub max_value_bytes: u64,
+    /// Total bytes the KV may hold (1..=`kv::MAX_KV_TOTAL_BYTES`, the default).
+    pub max_kv_bytes: u64,
 }
 
 /// Defaults for settings the file leaves out (timing defaults come from the profile).
@@ -401,6 +403,7 @@ pub mod defaults {
     pub const SNAPSHOT_EVERY: u64 = 5_000;
     pub const KEEP_LOGS: u64 = 1_000;
     pub const MAX_VALUE_BYTES: u64 = 1024 * 1024;
+    pub const MAX_KV_BYTES: u64 = crate::cluster::kv::MAX_KV_TOTAL_BYTES;
 }
 
 /// A loaded, resolved and validated node configuration. Build it with `Config::load` or

@@ -132,6 +132,7 @@ pub(super) struct RawStorage {
     pub snapshot_every: Option<u64>,
     pub keep_logs: Option<u64>,
     pub max_value_bytes: Option<u64>,
+    pub max_kv_bytes: Option<u64>,
 }
 
 /// An address as written; parsed in `validate` so the message names the key.

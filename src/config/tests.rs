@@ -870,6 +870,13 @@ fn rejects_bad_storage_bounds() {
         "storage.max_value_bytes",
         "outside",
     );
+    for bad in [0, crate::cluster::kv::MAX_KV_TOTAL_BYTES + 1] {
+        rejected(
+            &with_table(&format!("[storage]\nmax_kv_bytes = {bad}")),
+            "storage.max_kv_bytes",
+            "outside",
+        );
+    }
 }
 
 // ---- reporting ----

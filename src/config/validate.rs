@@ -959,10 +959,25 @@ fn resolve_storage(c: &mut Checker, raw: &RawConfig) -> StorageConfig {
             ),
         );
     }
+    let max_kv_bytes = s.max_kv_bytes.unwrap_or(defaults::MAX_KV_BYTES);
+    if max_kv_bytes == 0 || max_kv_bytes > defaults::MAX_KV_BYTES {
+        c.push(
+            "storage.max_kv_bytes",
+            format!(
+                "is {max_kv_bytes}, outside the allowed 1..={} (MAX_KV_TOTAL_BYTES: snapshots must stay loadable)",
+                defaults::MAX_KV_BYTES
+            ),
+            format!(
+                "set a value from 1 to {0} (default {0})",
+                defaults::MAX_KV_BYTES
+            ),
+        );
+    }
     StorageConfig {
         snapshot_every,
         keep_logs: s.keep_logs.unwrap_or(defaults::KEEP_LOGS),
         max_value_bytes,
+        max_kv_bytes,
     }
 }
 

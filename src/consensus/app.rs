@@ -44,7 +44,10 @@ impl AppState {
     pub fn apply(&mut self, req: &AppRequest, _index: u64) -> AppResponse {
         match req {
             AppRequest::Cluster(cmd) => {
-                AppResponse::Cluster(Arc::make_mut(&mut self.cluster).apply(cmd))
+                let r = Arc::make_mut(&mut self.cluster).apply(cmd);
+                // Every apply keeps the invariants a decoded snapshot is checked against.
+                debug_assert_eq!(self.cluster.check_invariants(), Ok(()), "after {cmd:?}");
+                AppResponse::Cluster(r)
             }
             AppRequest::Kv(cmd) => {
                 let epoch = self.committed_epoch();

@@ -717,7 +717,7 @@ async fn handle_conn(
                 let data = std::mem::take(&mut snapshot_buf);
                 let snapshot = Snapshot {
                     meta,
-                    snapshot: std::io::Cursor::new(data),
+                    snapshot: std::io::Cursor::new(Arc::new(data)),
                 };
                 match raft.install_full_snapshot(vote, snapshot).await {
                     Ok(x) => RpcResponse::Snapshot(x),

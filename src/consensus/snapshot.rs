@@ -20,7 +20,8 @@ use crate::consensus::codec;
 use crate::consensus::types::SnapshotMeta;
 
 const MAGIC: &[u8; 4] = b"QRSN";
-const FORMAT_VERSION: u8 = 1;
+/// 2: the KV limits carry `max_total_bytes` (issue 13).
+const FORMAT_VERSION: u8 = 2;
 const HEADER_BYTES: usize = 4 + 1 + 4 + 8;
 /// The snapshot file's name inside `<data_dir>/snapshot/`.
 pub const SNAPSHOT_FILE: &str = "snapshot.bin";
@@ -28,6 +29,8 @@ const SNAPSHOT_TMP: &str = "snapshot.tmp";
 /// Largest snapshot accepted from a peer or from disk (named bound; the KV's own limits keep
 /// honest snapshots far below it).
 pub const MAX_SNAPSHOT_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+// The KV's total-bytes bound keeps every honest snapshot far below the decode cap.
+const _: () = assert!(crate::cluster::kv::MAX_KV_TOTAL_BYTES < MAX_SNAPSHOT_BYTES / 2);
 
 #[derive(Serialize, Deserialize)]
 pub struct SnapshotBody {
@@ -45,20 +48,51 @@ pub enum SnapshotError {
         #[source]
         source: std::io::Error,
     },
+    /// The body decoded but its cluster state breaks an invariant every apply keeps: a
+    /// corrupt or forged snapshot, refused before anything is installed.
+    #[error("snapshot {path}: {source}; move the file away and restart so the node re-seeds from its peers (`quorate recover` does this)")]
+    InvalidState {
+        path: String,
+        #[source]
+        source: crate::cluster::InvariantViolation,
+    },
     #[error("cannot encode snapshot: {0}")]
     Encode(String),
 }
 
 pub fn encode(body: &SnapshotBody) -> Result<Vec<u8>, SnapshotError> {
+    // Asserted in pairs: before writing here, after reading in `decode`.
+    body.state
+        .cluster
+        .check_invariants()
+        .map_err(|e| SnapshotError::Encode(e.to_string()))?;
+    let kv_bytes = body.state.kv.approx_bytes();
+    if kv_bytes > crate::cluster::kv::MAX_KV_TOTAL_BYTES {
+        return Err(SnapshotError::Encode(format!(
+            "the KV holds {kv_bytes} bytes, above MAX_KV_TOTAL_BYTES ({}); a snapshot this large could not be loaded back",
+            crate::cluster::kv::MAX_KV_TOTAL_BYTES
+        )));
+    }
     let payload =
         codec::to_bytes_unbounded(body).map_err(|e| SnapshotError::Encode(e.to_string()))?;
+    if payload.len() as u64 > MAX_SNAPSHOT_BYTES {
+        return Err(SnapshotError::Encode(format!(
+            "the snapshot would be {} bytes, above MAX_SNAPSHOT_BYTES ({MAX_SNAPSHOT_BYTES}); it could not be loaded back",
+            payload.len()
+        )));
+    }
+    Ok(frame(&payload))
+}
+
+/// Header (magic, version, checksum, length) + payload.
+fn frame(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_BYTES + payload.len());
     out.extend_from_slice(MAGIC);
     out.push(FORMAT_VERSION);
-    out.extend_from_slice(&crc32fast::hash(&payload).to_be_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_be_bytes());
     out.extend_from_slice(&(payload.len() as u64).to_be_bytes());
-    out.extend_from_slice(&payload);
-    Ok(out)
+    out.extend_from_slice(payload);
+    out
 }
 
 /// Verifies and decodes snapshot bytes; `origin` names the file or peer in errors.
@@ -103,7 +137,17 @@ pub fn decode(bytes: &[u8], origin: &str) -> Result<SnapshotBody, SnapshotError>
     if crc32fast::hash(body) != crc {
         return Err(corrupt("checksum mismatch".into()));
     }
-    codec::from_bytes_large(body).map_err(|e| corrupt(format!("undecodable body: {e}")))
+    let body: SnapshotBody =
+        codec::from_bytes_large(body).map_err(|e| corrupt(format!("undecodable body: {e}")))?;
+    // The KV checks itself while deserializing; the cluster state is checked here.
+    body.state
+        .cluster
+        .check_invariants()
+        .map_err(|source| SnapshotError::InvalidState {
+            path: origin.to_string(),
+            source,
+        })?;
+    Ok(body)
 }
 
 fn io_err(path: &Path, source: std::io::Error) -> SnapshotError {
@@ -180,6 +224,43 @@ mod tests {
             .err()
             .expect("corrupt snapshot must fail");
         assert!(err.to_string().contains("checksum"), "{err}");
+    }
+
+    #[test]
+    fn a_snapshot_whose_cluster_state_breaks_an_invariant_is_refused() {
+        use crate::cluster::ClusterState;
+        use std::sync::Arc;
+        // Epoch 5 with no holder of epoch 5: no sequence of applies produces this.
+        let broken = ClusterState {
+            epoch: 5,
+            ..ClusterState::default()
+        };
+        let body = SnapshotBody {
+            meta: SnapshotMeta::default(),
+            state: AppState {
+                cluster: Arc::new(broken),
+                ..AppState::default()
+            },
+        };
+        // `encode` refuses to write it (asserted in pairs)...
+        let err = encode(&body).expect_err("encode must refuse a broken state");
+        assert!(err.to_string().contains("epoch 5"), "{err}");
+        // ...and bytes that carry it anyway (a corrupt or forged file) are refused on decode,
+        // with the broken invariant and the origin named.
+        let bytes = frame(&codec::to_bytes_unbounded(&body).unwrap());
+        let err = decode(&bytes, "/data/snapshot/snapshot.bin")
+            .err()
+            .expect("decode must refuse a broken state");
+        assert!(
+            matches!(err, SnapshotError::InvalidState { .. }),
+            "typed error: {err:?}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("/data/snapshot/snapshot.bin"), "{msg}");
+        assert!(
+            msg.contains("epoch 5 does not match the last holder"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -3,6 +3,13 @@
 //!
 //! Apply is deterministic: it sees only the entry (and its index), never the clock or the
 //! network, so every node that applies the same log reaches the same state.
+//!
+//! Keeping the safety loop off the snapshot path (issue 13): the executor, which must demote
+//! within `lease`, never takes the state lock. It reads the committed [`ClusterState`] from a
+//! watch channel that apply publishes to (the state is small; the KV is not). The snapshot
+//! builder holds the lock only for an O(1) copy (the KV is a persistent map), and encoding,
+//! checksumming, writing and decoding a snapshot run on `spawn_blocking` threads, never on the
+//! runtime's workers. Snapshot bytes are shared (`Arc`), never copied.
 
 use std::io;
 use std::path::PathBuf;
@@ -13,7 +20,8 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use tokio::sync::watch;
 
-use crate::consensus::app::AppState;
+use crate::cluster::ClusterState;
+use crate::consensus::app::{AppRequest, AppState};
 use crate::consensus::snapshot::{self, SnapshotBody};
 use crate::consensus::types::{
     LogId, Response, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
@@ -30,12 +38,31 @@ pub struct SmState {
     current_snapshot: Option<(SnapshotMeta, Arc<Vec<u8>>)>,
 }
 
+/// Runs CPU- or disk-heavy snapshot work off the runtime's worker threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, snapshot::SnapshotError> + Send + 'static,
+) -> Result<T, io::Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| io::Error::other(format!("snapshot task failed: {e}")))?
+        .map_err(|e| match e {
+            snapshot::SnapshotError::Corrupt { .. }
+            | snapshot::SnapshotError::InvalidState { .. } => {
+                io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+            }
+            other => io::Error::other(other.to_string()),
+        })
+}
+
 struct Shared {
     state: RwLock<SmState>,
     snapshot_dir: PathBuf,
     /// Bumped after every applied batch (value: last applied index); KV watches and the
     /// executor wait on it instead of polling.
     applied_tx: watch::Sender<u64>,
+    /// The committed cluster state, published after every entry that changes it: what the
+    /// executor and the status paths read, so they never wait on `state`.
+    cluster_tx: watch::Sender<Arc<ClusterState>>,
 }
 
 /// Cheap to clone; all clones share one state.
@@ -62,11 +89,13 @@ impl StateMachineStore {
         }
         let applied = st.last_applied.map(|l| l.index).unwrap_or(0);
         let (applied_tx, _) = watch::channel(applied);
+        let (cluster_tx, _) = watch::channel(st.app.cluster.clone());
         Ok(StateMachineStore {
             shared: Arc::new(Shared {
                 state: RwLock::new(st),
                 snapshot_dir,
                 applied_tx,
+                cluster_tx,
             }),
         })
     }
@@ -77,6 +106,27 @@ impl StateMachineStore {
 
     fn write(&self) -> Result<RwLockWriteGuard<'_, SmState>, io::Error> {
         self.shared.state.write().map_err(|_| poisoned())
+    }
+
+    /// The committed cluster state as of the last applied entry. Never waits on the state
+    /// lock (so never on a snapshot or a long apply): the safety loop reads this.
+    pub fn cluster(&self) -> Arc<ClusterState> {
+        self.shared.cluster_tx.borrow().clone()
+    }
+
+    /// Subscribe to changes of the committed cluster state.
+    pub fn subscribe_cluster(&self) -> watch::Receiver<Arc<ClusterState>> {
+        self.shared.cluster_tx.subscribe()
+    }
+
+    fn publish_cluster(&self, cluster: &Arc<ClusterState>) {
+        self.shared.cluster_tx.send_if_modified(|current| {
+            if Arc::ptr_eq(current, cluster) {
+                return false;
+            }
+            *current = cluster.clone();
+            true
+        });
     }
 
     /// Subscribe to "something was applied" (value: last applied index).
@@ -97,8 +147,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        // Copy under the read lock, encode and fsync outside it, so applies are not stalled
-        // for the duration of a disk write.
+        // Copy under the read lock (O(1): the cluster state is an `Arc`, the KV a persistent
+        // map), then encode, checksum and fsync on a blocking thread, so neither applies nor
+        // the runtime's workers wait for a 100 MB encode or a disk write.
         let body = {
             let st = self.read()?;
             SnapshotBody {
@@ -111,15 +162,14 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         };
         let meta = body.meta.clone();
         let dir = self.shared.snapshot_dir.clone();
-        let bytes =
-            tokio::task::spawn_blocking(move || -> Result<Vec<u8>, snapshot::SnapshotError> {
-                let bytes = snapshot::encode(&body)?;
-                snapshot::write_atomic(&dir, &bytes)?;
-                Ok(bytes)
-            })
-            .await
-            .map_err(|e| io::Error::other(format!("snapshot task failed: {e}")))?
-            .map_err(|e| io::Error::other(e.to_string()))?;
+        let bytes = blocking(move || {
+            let bytes = snapshot::encode(&body)?;
+            snapshot::write_atomic(&dir, &bytes)?;
+            // Dropped here, off the runtime: the last reference to superseded KV nodes.
+            drop(body);
+            Ok(bytes)
+        })
+        .await?;
         tracing::info!(
             last_log_index = meta.last_log_id.map(|l| l.index).unwrap_or(0),
             bytes = bytes.len(),
@@ -129,7 +179,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         self.write()?.current_snapshot = Some((meta.clone(), bytes.clone()));
         Ok(Snapshot {
             meta,
-            snapshot: std::io::Cursor::new(bytes.as_ref().clone()),
+            snapshot: std::io::Cursor::new(bytes),
         })
     }
 }
@@ -149,18 +199,25 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let mut last_index = None;
         while let Some((entry, responder)) = entries.try_next().await? {
-            let response = {
+            let (response, cluster) = {
                 let mut st = self.write()?;
                 st.last_applied = Some(entry.log_id);
                 match &entry.payload {
-                    EntryPayload::Blank => Response::default(),
-                    EntryPayload::Normal(req) => Response(st.app.apply(&req.0, entry.log_id.index)),
+                    EntryPayload::Blank => (Response::default(), None),
+                    EntryPayload::Normal(req) => {
+                        let r = Response(st.app.apply(&req.0, entry.log_id.index));
+                        let changed = matches!(req.0, AppRequest::Cluster(_));
+                        (r, changed.then(|| st.app.cluster.clone()))
+                    }
                     EntryPayload::Membership(m) => {
                         st.last_membership = StoredMembership::new(Some(entry.log_id), m.clone());
-                        Response::default()
+                        (Response::default(), None)
                     }
                 }
             };
+            if let Some(c) = cluster {
+                self.publish_cluster(&c);
+            }
             last_index = Some(entry.log_id.index);
             if let Some(r) = responder {
                 r.send(response);
@@ -182,29 +239,33 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
         let bytes = snapshot.into_inner();
-        let body = snapshot::decode(&bytes, "snapshot received from the leader")
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        // Verify, decode and persist on a blocking thread: a 100 MB checksum and decode must
+        // not occupy a runtime worker.
+        let dir = self.shared.snapshot_dir.clone();
+        let (body, bytes) = blocking(move || {
+            let body = snapshot::decode(&bytes, "snapshot received from the leader")?;
+            snapshot::write_atomic(&dir, &bytes)?;
+            Ok((body, bytes))
+        })
+        .await?;
         if body.meta.last_log_id != meta.last_log_id {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "received snapshot's contents do not match its metadata; the leader will resend it",
             ));
         }
-        let dir = self.shared.snapshot_dir.clone();
-        let bytes = tokio::task::spawn_blocking(move || {
-            snapshot::write_atomic(&dir, &bytes).map(|_| bytes)
-        })
-        .await
-        .map_err(|e| io::Error::other(format!("snapshot task failed: {e}")))?
-        .map_err(|e| io::Error::other(e.to_string()))?;
-        let index = {
+        let (index, cluster, old) = {
             let mut st = self.write()?;
             st.last_applied = meta.last_log_id;
             st.last_membership = meta.last_membership.clone();
-            st.app = body.state;
-            st.current_snapshot = Some((meta.clone(), Arc::new(bytes)));
-            meta.last_log_id.map(|l| l.index).unwrap_or(0)
+            let old = std::mem::replace(&mut st.app, body.state);
+            st.current_snapshot = Some((meta.clone(), bytes));
+            let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
+            (index, st.app.cluster.clone(), old)
         };
+        self.publish_cluster(&cluster);
+        // The replaced state may be large: free it off the runtime and outside the lock.
+        tokio::task::spawn_blocking(move || drop(old));
         tracing::info!(last_log_index = index, "snapshot installed");
         self.shared.applied_tx.send_replace(index);
         Ok(())
@@ -214,7 +275,37 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let st = self.read()?;
         Ok(st.current_snapshot.as_ref().map(|(meta, bytes)| Snapshot {
             meta: meta.clone(),
-            snapshot: std::io::Cursor::new(bytes.as_ref().clone()),
+            snapshot: std::io::Cursor::new(bytes.clone()),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// The safety loop's read of the committed state must not wait on the state lock: a
+    /// writer queued behind a long reader (or a long apply) would otherwise hold it up for
+    /// as long as the lock is busy. Holds the write lock and reads from another thread.
+    #[test]
+    fn committed_cluster_state_is_readable_while_the_state_lock_is_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateMachineStore::open(dir.path().join("snapshot")).unwrap();
+        let guard = store.write().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let reader = store.clone();
+        let t = std::thread::spawn(move || {
+            let _ = tx.send(reader.cluster().epoch);
+        });
+        let got = rx.recv_timeout(Duration::from_secs(5));
+        drop(guard);
+        t.join().unwrap();
+        assert_eq!(
+            got,
+            Ok(0),
+            "reading the committed cluster state waited on the state lock"
+        );
     }
 }

@@ -38,5 +38,6 @@ pub type CommittedLeaderId = openraft::type_config::alias::CommittedLeaderIdOf<T
 pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
 pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
 pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;
-/// Snapshots travel and rest as one checksummed byte buffer (see `snapshot.rs`).
-pub type SnapshotData = std::io::Cursor<Vec<u8>>;
+/// Snapshots travel and rest as one checksummed byte buffer (see `snapshot.rs`), shared
+/// rather than copied between the state machine, the snapshot on offer and replication.
+pub type SnapshotData = std::io::Cursor<std::sync::Arc<Vec<u8>>>;
