@@ -11,6 +11,8 @@ pub mod consensus;
 pub mod datadir;
 pub mod demo;
 pub mod executor;
+pub mod failstop;
+pub mod fault;
 pub mod heartbeat;
 pub mod localcluster;
 pub mod node;

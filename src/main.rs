@@ -575,9 +575,10 @@ async fn run_daemon(path: PathBuf, data_dir: Option<PathBuf>, format: LogFormat)
         config.data_dir = d;
     }
     let log_reload = init_logging(format, &config.log.level);
+    quorate::failstop::log_panics();
     let span = tracing::info_span!("node", id = config.node.id);
     let _enter = span.enter();
-    let running = match quorate::node::RunningNode::start(config.clone()).await {
+    let mut running = match quorate::node::RunningNode::start(config.clone()).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("{e}");
@@ -591,7 +592,19 @@ async fn run_daemon(path: PathBuf, data_dir: Option<PathBuf>, format: LogFormat)
         return ExitCode::from(1);
     };
     loop {
-        match signals.next().await {
+        let signal = tokio::select! {
+            s = signals.next() => s,
+            ended = running.executor_ended() => match ended {
+                Ok(()) => Signal::Stop,
+                Err(died) => {
+                    // Fail-stop (see quorate::failstop): exit now, without the graceful
+                    // hand-over that needs the very loop that is gone.
+                    tracing::error!("{died}");
+                    std::process::exit(i32::from(quorate::failstop::EXIT_EXECUTOR_DIED));
+                }
+            },
+        };
+        match signal {
             Signal::Stop => break,
             Signal::Reload => {
                 let outcome = reload(&path, &mut config, &running, log_reload.as_ref());

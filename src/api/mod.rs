@@ -150,6 +150,7 @@ pub fn build_status(node: &Node) -> NodeStatus {
             .map(|r| r.clone())
             .unwrap_or_else(|p| p.into_inner().clone()),
         log_bytes: node.log.on_disk_bytes(),
+        fault_injection_armed: crate::fault::armed(),
     }
 }
 

@@ -61,6 +61,10 @@ pub struct NodeStatus {
     /// the CLI estimates the bytes a lagging node still needs from it.
     #[serde(default)]
     pub log_bytes: u64,
+    /// Test-only fault switches armed on this node (`NAME=value`; see `quorate::fault`).
+    /// Always empty in a production build, which has none compiled in.
+    #[serde(default)]
+    pub fault_injection_armed: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]

@@ -1847,6 +1847,7 @@ mod tests {
             reseeding: false,
             last_reload: None,
             log_bytes: 0,
+            fault_injection_armed: Vec::new(),
         }
     }
 
