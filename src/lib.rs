@@ -15,6 +15,7 @@ pub mod failstop;
 pub mod fault;
 pub mod heartbeat;
 pub mod localcluster;
+pub mod logging;
 pub mod node;
 pub mod policy;
 pub mod recover;

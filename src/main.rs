@@ -363,7 +363,9 @@ fn init_logging(format: LogFormat, config_level: &str) -> Option<LogReload> {
     if std::env::var_os("JOURNAL_STREAM").is_some() && matches!(format, LogFormat::Human) {
         if let Ok(journald) = tracing_journald::layer() {
             let _ = registry
-                .with(journald.with_syslog_identifier("quorate".into()))
+                .with(quorate::logging::RateLimited::new(
+                    journald.with_syslog_identifier("quorate".into()),
+                ))
                 .try_init();
             return Some(handle);
         }
@@ -373,8 +375,13 @@ fn init_logging(format: LogFormat, config_level: &str) -> Option<LogReload> {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let done = match format {
-        LogFormat::Json => registry.with(fmt.json()).try_init(),
-        LogFormat::Human => registry.with(fmt).try_init(),
+        // openraft's per-heartbeat WARN floods are rate-limited (see quorate::logging).
+        LogFormat::Json => registry
+            .with(quorate::logging::RateLimited::new(fmt.json()))
+            .try_init(),
+        LogFormat::Human => registry
+            .with(quorate::logging::RateLimited::new(fmt))
+            .try_init(),
     };
     done.ok().map(|_| handle)
 }
