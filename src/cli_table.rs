@@ -130,5 +130,11 @@ pub fn status_table(local: &NodeStatus, all: &[NodeStatus]) -> String {
     if let Some(why) = &local.raft_failure {
         out.push_str(&format!("FAILED: {why}\n"));
     }
+    if !local.fault_injection_armed.is_empty() {
+        out.push_str(&format!(
+            "FAULT INJECTION ARMED (test build; must not run in production): {}\n",
+            local.fault_injection_armed.join(", ")
+        ));
+    }
     out
 }

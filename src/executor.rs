@@ -97,14 +97,11 @@ pub enum OpError {
     Rejected(String),
 }
 
-/// Test-only fault: `QUORATE_TEST_STALL_EXECUTOR_AFTER_MS=N` stalls the executor loop N ms
-/// after start, to prove the systemd watchdog catches a stuck loop. Unset in production.
+/// Test-only faults (see `crate::fault`; compiled in only with the `fault-injection` feature):
+/// a stall N ms after start proves the systemd watchdog catches a stuck loop, a panic proves
+/// the daemon is fail-stop.
 fn test_stall_deadline() -> Option<Instant> {
-    let ms: u64 = std::env::var("QUORATE_TEST_STALL_EXECUTOR_AFTER_MS")
-        .ok()?
-        .parse()
-        .ok()?;
-    Some(Instant::now() + Duration::from_millis(ms))
+    crate::fault::stall_executor_after().map(|d| Instant::now() + d)
 }
 
 fn now_unix_ms() -> u64 {
@@ -228,6 +225,7 @@ impl Executor {
         let mut shutdown_sent = false;
         let mut last_notify = String::new();
         let stall_at = test_stall_deadline();
+        let panic_file = crate::fault::panic_executor_if_file();
         // Raft's core can stop on its own (a storage failure such as a full disk). The loop
         // goes on: the policy then sees a node that is not the leader, lets its lease lapse
         // and demotes, so a node that cannot persist never goes on acting as primary. The
@@ -241,6 +239,9 @@ impl Executor {
                 // so the watchdog must stop being fed and systemd must restart the daemon.
                 tracing::error!("test fault: executor loop stalled on purpose");
                 std::future::pending::<()>().await;
+            }
+            if panic_file.as_ref().is_some_and(|f| f.exists()) {
+                panic!("test fault: executor loop panicked on purpose");
             }
             if *shutdown_rx.borrow() && !shutdown_sent {
                 shutdown_sent = true;

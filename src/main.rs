@@ -363,7 +363,9 @@ fn init_logging(format: LogFormat, config_level: &str) -> Option<LogReload> {
     if std::env::var_os("JOURNAL_STREAM").is_some() && matches!(format, LogFormat::Human) {
         if let Ok(journald) = tracing_journald::layer() {
             let _ = registry
-                .with(journald.with_syslog_identifier("quorate".into()))
+                .with(quorate::logging::RateLimited::new(
+                    journald.with_syslog_identifier("quorate".into()),
+                ))
                 .try_init();
             return Some(handle);
         }
@@ -373,8 +375,13 @@ fn init_logging(format: LogFormat, config_level: &str) -> Option<LogReload> {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let done = match format {
-        LogFormat::Json => registry.with(fmt.json()).try_init(),
-        LogFormat::Human => registry.with(fmt).try_init(),
+        // openraft's per-heartbeat WARN floods are rate-limited (see quorate::logging).
+        LogFormat::Json => registry
+            .with(quorate::logging::RateLimited::new(fmt.json()))
+            .try_init(),
+        LogFormat::Human => registry
+            .with(quorate::logging::RateLimited::new(fmt))
+            .try_init(),
     };
     done.ok().map(|_| handle)
 }
@@ -575,9 +582,10 @@ async fn run_daemon(path: PathBuf, data_dir: Option<PathBuf>, format: LogFormat)
         config.data_dir = d;
     }
     let log_reload = init_logging(format, &config.log.level);
+    quorate::failstop::log_panics();
     let span = tracing::info_span!("node", id = config.node.id);
     let _enter = span.enter();
-    let running = match quorate::node::RunningNode::start(config.clone()).await {
+    let mut running = match quorate::node::RunningNode::start(config.clone()).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("{e}");
@@ -591,7 +599,19 @@ async fn run_daemon(path: PathBuf, data_dir: Option<PathBuf>, format: LogFormat)
         return ExitCode::from(1);
     };
     loop {
-        match signals.next().await {
+        let signal = tokio::select! {
+            s = signals.next() => s,
+            ended = running.executor_ended() => match ended {
+                Ok(()) => Signal::Stop,
+                Err(died) => {
+                    // Fail-stop (see quorate::failstop): exit now, without the graceful
+                    // hand-over that needs the very loop that is gone.
+                    tracing::error!("{died}");
+                    std::process::exit(i32::from(quorate::failstop::EXIT_EXECUTOR_DIED));
+                }
+            },
+        };
+        match signal {
             Signal::Stop => break,
             Signal::Reload => {
                 let outcome = reload(&path, &mut config, &running, log_reload.as_ref());

@@ -490,9 +490,10 @@ impl RunningNode {
         };
         let exec_node = node.clone();
         let executor_task = tokio::spawn(async move {
+            // Held by the loop: /health goes red the moment it ends, panics or is cancelled.
+            let _alive = crate::failstop::AliveGuard::new(&exec_node.loops_alive);
             executor.run(shutdown_rx).await;
             tracing::info!("executor stopped");
-            exec_node.loops_alive.send_replace(false);
         });
 
         let mut tasks = vec![
@@ -532,12 +533,28 @@ impl RunningNode {
             api_scheme,
             "node started"
         );
+        crate::fault::log_if_armed();
         notifier.ready();
         Ok(RunningNode {
             node,
             tasks,
             executor: Some(executor_task),
         })
+    }
+
+    /// Resolves when the executor's task ends: `Ok` after a shutdown request, else why it
+    /// died (the daemon must then exit: nobody enforces the lease any more). Pending forever
+    /// once it has resolved.
+    pub async fn executor_ended(&mut self) -> Result<(), crate::failstop::ExecutorDied> {
+        let Some(exec) = self.executor.as_mut() else {
+            return std::future::pending().await;
+        };
+        let res = exec.await;
+        self.executor = None;
+        if *self.node.shutdown.borrow() && res.is_ok() {
+            return Ok(());
+        }
+        Err(crate::failstop::ExecutorDied::from_join(res))
     }
 
     /// Graceful stop: asks the executor to hand over (a primary switches over to the best

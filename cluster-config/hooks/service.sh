@@ -25,8 +25,16 @@ case "${QUORATE_HOOK:-}" in
         systemctl stop "$UNIT" || true
         ;;
     fence)
-        # Power off or isolate node $QUORATE_FENCE_TARGET through your fencing device.
-        echo "fence node ${QUORATE_FENCE_TARGET:-?}: no fencing device configured" >&2
-        exit 1
+        # Power off or isolate node $QUORATE_FENCE_TARGET through your fencing device: set
+        # FENCE_COMMAND (e.g. an ipmitool or cloud CLI call); its exit status is the fence's.
+        # Without one the fence cannot confirm anything, so it fails.
+        if [ -z "${FENCE_COMMAND:-}" ]; then
+            echo "fence node ${QUORATE_FENCE_TARGET:-?}: no fencing device configured (set FENCE_COMMAND in service.sh's environment)" >&2
+            exit 1
+        fi
+        if ! sh -c "$FENCE_COMMAND"; then
+            echo "fence node ${QUORATE_FENCE_TARGET:-?}: FENCE_COMMAND failed: $FENCE_COMMAND" >&2
+            exit 1
+        fi
         ;;
 esac

@@ -120,13 +120,6 @@ fn propose_error(e: ProposeError) -> Response {
     }
 }
 
-/// Test-only fault switch `QUORATE_TEST_ACK_BEFORE_COMMIT=1`: PUT/DELETE answer 200 before
-/// the write is committed (a planted bug that proves the chaos checkers can fail). Read once.
-fn test_ack_before_commit() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("QUORATE_TEST_ACK_BEFORE_COMMIT").as_deref() == Ok("1"))
-}
-
 /// While a switchover or failback moves the primary, the cluster pauses writes so the log
 /// stops growing and the target can be exactly in sync before it takes over (no
 /// acknowledged write is left behind on the old primary). A write arriving then is held
@@ -168,7 +161,7 @@ async fn write(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if test_ack_before_commit() {
+    if crate::fault::ack_before_commit() {
         // Deliberately broken (test-only): acknowledge, then propose. The chaos harness must
         // catch this as lost writes / non-linearizable reads.
         let n = node.clone();

@@ -162,6 +162,7 @@ pub fn build_status(node: &Node) -> NodeStatus {
         fsync_p99_ms: fsync.map(|(p99, _, _)| p99.as_secs_f64() * 1000.0),
         fsync_max_ms: fsync.map(|(_, max, _)| max.as_secs_f64() * 1000.0),
         fsync_samples: fsync.map(|(_, _, n)| n as u64).unwrap_or(0),
+        fault_injection_armed: crate::fault::armed(),
     }
 }
 

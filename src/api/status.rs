@@ -79,6 +79,10 @@ pub struct NodeStatus {
     pub fsync_max_ms: Option<f64>,
     #[serde(default)]
     pub fsync_samples: u64,
+    /// Test-only fault switches armed on this node (`NAME=value`; see `quorate::fault`).
+    /// Always empty in a production build, which has none compiled in.
+    #[serde(default)]
+    pub fault_injection_armed: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
