@@ -1512,6 +1512,12 @@ fn check_snapshot(bytes: &[u8]) -> Result<(), TestCaseError> {
             prop_assert_eq!(path.as_str(), SNAPSHOT_ORIGIN);
             prop_assert!(!problem.is_empty());
         }
+        // A resealed damage that still decodes to a state breaking an invariant (issue 13:
+        // states are validated on decode): refused naming the origin and the invariant.
+        Err(SnapshotError::InvalidState { path, source }) => {
+            prop_assert_eq!(path.as_str(), SNAPSHOT_ORIGIN);
+            prop_assert!(!source.to_string().is_empty());
+        }
         Err(other) => return Err(fail(format!("unexpected error kind: {other}"))),
     }
     Ok(())

@@ -46,6 +46,25 @@ fn done_lines(done_file: &Path) -> Vec<(u64, u64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promote_hook_in_flight_is_killed_when_the_primary_is_cut_off() {
+    // As root, the primary's link is cut in network namespaces (the majority then elects and
+    // promotes while the old hook would still run); elsewhere both peers are SIGSTOPped.
+    let lab = if NetLab::available() {
+        match NetLab::new(3) {
+            Ok(lab) => Some(lab),
+            Err(e) => {
+                skip_unless_ci(&format!("network namespaces unavailable ({e})"));
+                None
+            }
+        }
+    } else {
+        eprintln!("not root or no `ip`: the peers are SIGSTOPped instead of cutting a link");
+        None
+    };
+    run(lab.as_ref()).await;
+    drop(lab);
+}
+
+async fn run(lab: Option<&NetLab>) {
     let hooks = tempfile::tempdir().expect("tempdir for the hook");
     let slow_file = hooks.path().join("slow");
     let done_file = hooks.path().join("promote-done");
@@ -57,12 +76,14 @@ async fn promote_hook_in_flight_is_killed_when_the_primary_is_cut_off() {
          hook_timeout = \"60s\"\nmonitor_interval = \"200ms\"\n",
         promote.display()
     );
-    let mut c = Cluster::new(
+    // Declared after the lab (owned by the caller), so the daemons die before it goes.
+    let mut c = Cluster::new_with_net(
         &["voter", "voter", "voter"],
         Options {
             extra: format!("{FAILOVER_TIMING}{resource}"),
             ..Options::default()
         },
+        lab.map(|l| l.nets()),
     );
     c.start_all();
     c.wait_steady(WAIT).await;
@@ -74,8 +95,13 @@ async fn promote_hook_in_flight_is_killed_when_the_primary_is_cut_off() {
     let (p, e) = (started.node, started.epoch);
     let peers: Vec<u64> = c.ids().into_iter().filter(|id| *id != p).collect();
     let cut_at = monotonic_ns();
-    for id in &peers {
-        c.signal(*id, libc::SIGSTOP);
+    match lab {
+        Some(l) => l.cut(p),
+        None => {
+            for id in &peers {
+                c.signal(*id, libc::SIGSTOP);
+            }
+        }
     }
 
     // Rule 3: the cut-off node stops acting; its promote hook is killed and demote runs.
@@ -107,8 +133,13 @@ async fn promote_hook_in_flight_is_killed_when_the_primary_is_cut_off() {
 
     // Heal with fast hooks: the cluster settles on exactly one primary, hooks exclusive.
     std::fs::remove_file(&slow_file).expect("disarm the slow promote");
-    for id in &peers {
-        c.signal(*id, libc::SIGCONT);
+    match lab {
+        Some(l) => l.heal(p),
+        None => {
+            for id in &peers {
+                c.signal(*id, libc::SIGCONT);
+            }
+        }
     }
     let (q, e2) = c.wait_acting_primary(&c.ids(), WAIT).await;
     assert!(
@@ -116,4 +147,7 @@ async fn promote_hook_in_flight_is_killed_when_the_primary_is_cut_off() {
         "a new promotion after the cut: epoch {e2} > {e} (node {q})"
     );
     c.assert_hooks_exclusive();
+    for id in c.ids() {
+        c.kill9(id);
+    }
 }

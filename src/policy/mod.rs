@@ -542,14 +542,7 @@ impl Policy {
                     // Rules 1 and 3: stop at once, then run the hook; the Demote command
                     // (if this node still leads) is proposed only after the hook succeeded.
                     out.actions.push(Action::DemoteNow { reason: why });
-                    out.note(StatusNote::DemotedSelf { reason: why });
-                    self.start_demote(
-                        epoch,
-                        hook_reason_for_demote(why),
-                        AfterDemote::Replica { propose: Some(why) },
-                        now,
-                        out,
-                    );
+                    self.demote_self(epoch, why, now, out);
                 }
                 Ok(()) => self.primary_duties(inp, epoch, now, out),
             },
@@ -576,7 +569,7 @@ impl Policy {
     fn step_suspended(&mut self, inp: &Inputs<'_>, epoch: Epoch, now: Instant, out: &mut Out) {
         let Some(s) = self.suspension else {
             // Cannot happen (set together with the role); demote, the safe way out.
-            self.demote_after_lapse(epoch, DemoteReason::LeaseLost, now, out);
+            self.demote_self(epoch, DemoteReason::LeaseLost, now, out);
             return;
         };
         let same_term = inp.raft.term == s.term;
@@ -599,12 +592,14 @@ impl Policy {
                     Err(why) => why,
                     Ok(()) => DemoteReason::LeadershipLost,
                 };
-                self.demote_after_lapse(epoch, why, now, out);
+                self.demote_self(epoch, why, now, out);
             }
         }
     }
 
-    fn demote_after_lapse(&mut self, epoch: Epoch, why: DemoteReason, now: Instant, out: &mut Out) {
+    /// Rule 3's demote of this node's own service (after `DemoteNow`, or after a lapse that
+    /// did not heal): the demote hook, then the Demote command once it succeeded.
+    fn demote_self(&mut self, epoch: Epoch, why: DemoteReason, now: Instant, out: &mut Out) {
         self.suspension = None;
         out.note(StatusNote::DemotedSelf { reason: why });
         self.start_demote(

@@ -1252,27 +1252,7 @@ async fn ops_cycle(
         home_lag(st, home).is_some_and(|l| l <= max_lag)
     })
     .await?;
-    let mut refusals = 0u32;
-    loop {
-        let r = http
-            .post(format!("http://{api}/v1/failback"))
-            .body(json!({"no_commit": false}).to_string())
-            .send()
-            .await
-            .map_err(|e| format!("failback request: {e}"))?;
-        let status = r.status().as_u16();
-        if status == 200 {
-            break;
-        }
-        refusals += 1;
-        if refusals >= FAILBACK_REQUEST_ATTEMPTS {
-            return Err(format!(
-                "failback refused {refusals} times; last: HTTP {status}: {}",
-                r.text().await.unwrap_or_default()
-            ));
-        }
-        tokio::time::sleep(FAILBACK_REQUEST_RETRY).await;
-    }
+    request_failback(http, api).await?;
     wait_status(
         http,
         api_of(c, home)?,
@@ -1284,6 +1264,32 @@ async fn ops_cycle(
     log.failbacks += 1;
     log.fault_windows.push((kill_at, unix_ms_now()));
     Ok(())
+}
+
+/// `POST /v1/failback` (auto commit) on `api`, retried while refused with 409 or 503 (home
+/// not eligible yet, an election), at most `FAILBACK_REQUEST_ATTEMPTS` times: the refusals.
+async fn request_failback(http: &reqwest::Client, api: SocketAddr) -> Result<u32, String> {
+    let mut refusals = 0u32;
+    loop {
+        let r = http
+            .post(format!("http://{api}/v1/failback"))
+            .body(json!({"no_commit": false}).to_string())
+            .send()
+            .await
+            .map_err(|e| format!("POST /v1/failback on {api}: {e}"))?;
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap_or_default();
+        if status == 200 {
+            return Ok(refusals);
+        }
+        refusals += 1;
+        if status != 409 && status != 503 || refusals >= FAILBACK_REQUEST_ATTEMPTS {
+            return Err(format!(
+                "failback request refused ({refusals} times); last: HTTP {status}: {body}"
+            ));
+        }
+        tokio::time::sleep(FAILBACK_REQUEST_RETRY).await;
+    }
 }
 
 /// Role changes in `events` that neither an operation nor a driver fault explains: a
@@ -1767,27 +1773,7 @@ async fn failback_trial(
     let available = t_restart.elapsed();
 
     let t_request = Instant::now();
-    let mut refusals = 0u32;
-    loop {
-        let r = http
-            .post(format!("http://{api}/v1/failback"))
-            .body(json!({"no_commit": false}).to_string())
-            .send()
-            .await
-            .map_err(|e| format!("POST /v1/failback on {api}: {e}"))?;
-        let status = r.status().as_u16();
-        let body = r.text().await.unwrap_or_default();
-        if status == 200 {
-            break;
-        }
-        refusals += 1;
-        if status != 409 && status != 503 || refusals >= FAILBACK_REQUEST_ATTEMPTS {
-            return Err(format!(
-                "failback request refused ({refusals} times); last: HTTP {status}: {body}"
-            ));
-        }
-        tokio::time::sleep(FAILBACK_REQUEST_RETRY).await;
-    }
+    let refusals = request_failback(&http, api).await?;
     wait_status(
         &probe,
         home_api,
