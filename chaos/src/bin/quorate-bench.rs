@@ -1266,6 +1266,53 @@ async fn ops_cycle(
     Ok(())
 }
 
+/// Poll rounds between two history collections of `false-positives` (30 s at 200 ms): the
+/// cluster keeps `MAX_HISTORY` entries, far more than 30 s of operations produce.
+const HISTORY_EVERY_ROUNDS: u64 = 150;
+
+/// Adds every history entry from `start_seq` on that any node answers with to `into`.
+async fn collect_history(
+    http: &reqwest::Client,
+    apis: &[(u64, SocketAddr)],
+    start_seq: u64,
+    into: &mut std::collections::BTreeMap<u64, HistoryEntry>,
+) {
+    for (_, api) in apis {
+        if let Ok(h) = get_history(http, *api).await {
+            for e in h.into_iter().filter(|e| e.seq >= start_seq) {
+                into.entry(e.seq).or_insert(e);
+            }
+            return;
+        }
+    }
+}
+
+/// Lease-lapse counters summed over daemon lifetimes: a counter that went down means the
+/// daemon restarted, and what it had counted is kept.
+#[derive(Default)]
+struct LapseTotals {
+    /// Per node: (counted in earlier lives, last seen in this life).
+    nodes: std::collections::BTreeMap<u64, ((u64, u64), (u64, u64))>,
+}
+
+impl LapseTotals {
+    fn observe(&mut self, id: u64, st: &NodeStatus) {
+        let now = (st.lease_lapses, st.lease_lapses_healed);
+        let (earlier, last) = self.nodes.entry(id).or_default();
+        if now.0 < last.0 || now.1 < last.1 {
+            earlier.0 += last.0;
+            earlier.1 += last.1;
+        }
+        *last = now;
+    }
+
+    fn totals(&self) -> (u64, u64) {
+        self.nodes
+            .values()
+            .fold((0, 0), |acc, (e, l)| (acc.0 + e.0 + l.0, acc.1 + e.1 + l.1))
+    }
+}
+
 /// `POST /v1/failback` (auto commit) on `api`, retried while refused with 409 or 503 (home
 /// not eligible yet, an election), at most `FAILBACK_REQUEST_ATTEMPTS` times: the refusals.
 async fn request_failback(http: &reqwest::Client, api: SocketAddr) -> Result<u32, String> {
@@ -1400,9 +1447,16 @@ async fn false_positives(
     });
     let mut tick = tokio::time::interval(WATCH_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The cluster keeps a bounded history: collect it as the watch goes, so a long run
+    // with operations loses no entry; lapse counters restart with each daemon.
+    let mut history: std::collections::BTreeMap<u64, HistoryEntry> = Default::default();
+    let mut lapse_totals = LapseTotals::default();
     while Instant::now() < end {
         tick.tick().await;
         w.rounds += 1;
+        if w.rounds % HISTORY_EVERY_ROUNDS == 0 {
+            collect_history(&http, &apis, start_seq, &mut history).await;
+        }
         let (mut answered, mut acting) = (0usize, 0usize);
         for (id, api) in &apis {
             w.polls += 1;
@@ -1411,6 +1465,7 @@ async fn false_positives(
                     answered += 1;
                     acting += usize::from(st.acting_primary);
                     w.observe(t0.elapsed().as_secs_f64(), *id, &st);
+                    lapse_totals.observe(*id, &st);
                 }
                 None => w.unanswered += 1,
             }
@@ -1448,11 +1503,8 @@ async fn false_positives(
             end_epoch = end_epoch.max(st.epoch);
         }
     }
-    let events: Vec<HistoryEntry> = get_history(&http, apis[0].1)
-        .await?
-        .into_iter()
-        .filter(|e| e.seq >= start_seq)
-        .collect();
+    collect_history(&http, &apis, start_seq, &mut history).await;
+    let events: Vec<HistoryEntry> = history.into_values().collect();
     let promotions = events
         .iter()
         .filter(|e| matches!(e.event, HistoryEvent::Promoted { .. }))
@@ -1462,13 +1514,12 @@ async fn false_positives(
         .filter(|e| matches!(e.event, HistoryEvent::Demoted { .. }))
         .count();
     let anomalies = hook_anomalies(&log)?;
-    let (mut lapses, mut healed) = (0u64, 0u64);
-    for (_, api) in &apis {
+    for (id, api) in &apis {
         if let Some(st) = get_status(&http, *api).await {
-            lapses += st.lease_lapses;
-            healed += st.lease_lapses_healed;
+            lapse_totals.observe(*id, &st);
         }
     }
+    let (lapses, healed) = lapse_totals.totals();
     let unexplained = unexplained_role_changes(
         &events,
         ops.as_ref().map(|o| &o.fault_windows[..]).unwrap_or(&[]),
