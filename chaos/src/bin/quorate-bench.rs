@@ -1292,8 +1292,11 @@ async fn collect_history(
 #[derive(Default)]
 struct LapseTotals {
     /// Per node: (counted in earlier lives, last seen in this life).
-    nodes: std::collections::BTreeMap<u64, ((u64, u64), (u64, u64))>,
+    nodes: std::collections::BTreeMap<u64, (LapseCount, LapseCount)>,
 }
+
+/// (lease lapses, of which healed).
+type LapseCount = (u64, u64);
 
 impl LapseTotals {
     fn observe(&mut self, id: u64, st: &NodeStatus) {
