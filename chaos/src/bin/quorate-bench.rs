@@ -2088,6 +2088,57 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn lapse_totals_keep_what_a_restarted_daemon_had_counted() {
+        let st = |l, h| NodeStatus {
+            lease_lapses: l,
+            lease_lapses_healed: h,
+            ..NodeStatus::default()
+        };
+        let mut t = LapseTotals::default();
+        t.observe(1, &st(2, 1));
+        t.observe(2, &st(1, 1));
+        t.observe(1, &st(3, 2));
+        // Node 1 restarted: its counters start again from 0.
+        t.observe(1, &st(0, 0));
+        t.observe(1, &st(1, 1));
+        assert_eq!(t.totals(), (3 + 1 + 1, 2 + 1 + 1));
+    }
+
+    #[test]
+    fn role_changes_outside_fault_windows_and_operations_are_unexplained() {
+        use quorate::cluster::{DemoteReason, PromoteReason};
+        let e = |seq, at_unix_ms, event| HistoryEntry {
+            seq,
+            at_unix_ms,
+            term: None,
+            event,
+        };
+        let promoted = |reason| HistoryEvent::Promoted {
+            node: 2,
+            epoch: 3,
+            previous: Some(1),
+            reason,
+        };
+        let demoted = |reason| HistoryEvent::Demoted {
+            node: 1,
+            epoch: 2,
+            reason,
+        };
+        let windows = [(10_000, 20_000)];
+        let events = vec![
+            e(0, 5_000, promoted(PromoteReason::Switchover)),
+            e(1, 5_000, demoted(DemoteReason::Switchover)),
+            e(2, 12_000, demoted(DemoteReason::LeaseLost)),
+            e(3, 12_500, promoted(PromoteReason::Failover)),
+            e(4, 40_000, demoted(DemoteReason::LeaseLost)),
+            e(5, 40_001, promoted(PromoteReason::Failover)),
+        ];
+        let u = unexplained_role_changes(&events, &windows);
+        assert_eq!(u.len(), 2, "{u:?}");
+        assert!(u[0].starts_with("#4") && u[1].starts_with("#5"), "{u:?}");
+    }
+
     use super::*;
     use quorate::api::status::{Counters, Membership, PeerStatus};
 
