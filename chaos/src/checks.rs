@@ -265,17 +265,51 @@ pub const PROVOKED_WINDOW_NS: u64 = 3_000_000_000;
 /// Promotions that no fault explains (the first one, at startup, excepted): the primary
 /// re-promoted or moved on its own, e.g. after losing its lease under load. Not a safety
 /// anomaly, but each one is a short outage of the service, so the summary shows the count.
+/// A promotion is explained by a fault that started or healed at most
+/// `PROVOKED_WINDOW_NS` before it, or by one in force (between its start and its heal: a
+/// 40 % packet loss lasting four seconds explains every promotion it causes). Operations
+/// (switchover, failback) have no heal: only the window after them counts.
 pub fn unprovoked_promotions(faults: &[FaultEvent], hooks: &[HookEvent]) -> usize {
+    let in_force = fault_intervals(faults);
     hooks
         .iter()
         .filter(|h| h.event == "promote")
         .skip(1)
         .filter(|h| {
-            !faults
+            let recent = faults
                 .iter()
-                .any(|f| f.time_ns <= h.at_ns && h.at_ns - f.time_ns <= PROVOKED_WINDOW_NS)
+                .any(|f| f.time_ns <= h.at_ns && h.at_ns - f.time_ns <= PROVOKED_WINDOW_NS);
+            let during = in_force
+                .iter()
+                .any(|(start, heal)| *start <= h.at_ns && h.at_ns <= *heal);
+            !recent && !during
         })
         .count()
+}
+
+/// (start, heal) of each fault: a start paired with the next heal of the same kind and
+/// node. A start never healed (an operation, or a fault still on at the end) gives none.
+fn fault_intervals(faults: &[FaultEvent]) -> Vec<(u64, u64)> {
+    let mut sorted: Vec<&FaultEvent> = faults.iter().collect();
+    sorted.sort_by_key(|f| f.time_ns);
+    let mut open: Vec<(FaultKind, Option<u64>, u64)> = Vec::new();
+    let mut out = Vec::new();
+    for f in sorted {
+        match f.phase.as_str() {
+            "start" => open.push((f.kind, f.node, f.time_ns)),
+            "heal" => {
+                if let Some(i) = open
+                    .iter()
+                    .position(|(k, n, _)| *k == f.kind && *n == f.node)
+                {
+                    let (_, _, start) = open.remove(i);
+                    out.push((start, f.time_ns));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 fn writes_like(f: Function) -> bool {
@@ -578,14 +612,33 @@ mod tests {
     #[test]
     fn promotions_without_a_recent_fault_are_counted() {
         let s = 1_000_000_000u64;
-        let faults = vec![fault(10 * s, FaultKind::Kill, 1, 1)];
+        let mut restart = fault(12 * s, FaultKind::Kill, 1, 1);
+        restart.phase = "heal".into();
+        let faults = vec![fault(10 * s, FaultKind::Kill, 1, 1), restart];
         let hooks = vec![
             hook(s, 1, "promote", 1),      // startup: not counted
             hook(5 * s, 1, "promote", 2),  // no fault before it: unprovoked
             hook(11 * s, 2, "promote", 3), // 1 s after the kill: provoked
-            hook(20 * s, 2, "promote", 4), // 10 s after: unprovoked
+            hook(20 * s, 2, "promote", 4), // 10 s after, 8 s after the heal: unprovoked
         ];
         assert_eq!(unprovoked_promotions(&faults, &hooks), 2);
+    }
+
+    #[test]
+    fn promotions_while_a_fault_is_in_force_are_provoked() {
+        let s = 1_000_000_000u64;
+        let mut heal = fault(18 * s, FaultKind::Loss, 2, 2);
+        heal.phase = "heal".into();
+        let faults = vec![fault(10 * s, FaultKind::Loss, 2, 2), heal];
+        let hooks = vec![
+            hook(s, 1, "promote", 1),      // startup: not counted
+            hook(15 * s, 2, "promote", 2), // 5 s into the loss, still in force: provoked
+            hook(20 * s, 2, "promote", 3), // 2 s after the heal: provoked
+            hook(30 * s, 2, "promote", 4), // 12 s after the heal: unprovoked
+        ];
+        assert_eq!(unprovoked_promotions(&faults, &hooks), 1);
+        // A start never healed (like an operation) explains only the window after it.
+        assert_eq!(unprovoked_promotions(&faults[..1], &hooks), 3);
     }
 
     #[test]

@@ -153,6 +153,9 @@ enum Cmd {
         /// Run one busy-loop process per core during the watch.
         #[arg(long)]
         cpu_load: bool,
+        /// Busy-loop processes for --cpu-load (default: one per core; 1 loads one core).
+        #[arg(long)]
+        hogs: Option<usize>,
         #[arg(long, default_value_t = 3)]
         nodes: usize,
         #[arg(long, default_value = "lan")]
@@ -1378,6 +1381,7 @@ fn unexplained_role_changes(events: &[HistoryEntry], windows: &[(u64, u64)]) -> 
 async fn false_positives(
     duration: u64,
     cpu_load: bool,
+    hogs: Option<usize>,
     nodes: usize,
     profile: &str,
     operations: bool,
@@ -1414,9 +1418,11 @@ async fn false_positives(
         .map(|e| e.seq + 1)
         .max()
         .unwrap_or(0);
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let cores = hogs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
     let hogs = if cpu_load {
         Some(CpuHogs::start(cores)?)
     } else {
@@ -1430,7 +1436,7 @@ async fn false_positives(
     println!(
         "watching {nodes} nodes (profile {profile}) for {duration} s{}; status of every node every {} ms",
         if cpu_load {
-            format!(", CPU load: {cores} busy-loop processes (one per core)")
+            format!(", CPU load: {cores} busy-loop processes")
         } else {
             String::new()
         },
@@ -2020,10 +2026,11 @@ async fn run(cmd: Cmd) -> Result<serde_json::Value, String> {
         Cmd::FalsePositives {
             duration,
             cpu_load,
+            hogs,
             nodes,
             profile,
             operations,
-        } => false_positives(duration, cpu_load, nodes, &profile, operations).await,
+        } => false_positives(duration, cpu_load, hogs, nodes, &profile, operations).await,
         Cmd::Failback {
             entries,
             trials,
