@@ -1241,14 +1241,7 @@ async fn ops_cycle(
         .await
         .ok_or(format!("no failover after killing node {home}"))?;
     let api = api_of(c, current)?;
-    wait_status(http, api, FAILOVER_TIMEOUT, "failed-over state", |st| {
-        st.failed_over
-            .as_ref()
-            .and_then(|f| f.get("home"))
-            .and_then(|h| h.as_u64())
-            == Some(home)
-    })
-    .await?;
+    wait_failed_over(http, api, home).await?;
     c.start(home).map_err(|e| e.to_string())?;
     let max_lag = quorate::config::defaults::MAX_LAG_ON_FAILOVER;
     wait_status(http, api, SYNC_TIMEOUT, "home heard and in sync", |st| {
@@ -1317,6 +1310,23 @@ impl LapseTotals {
             .values()
             .fold((0, 0), |acc, (e, l)| (acc.0 + e.0 + l.0, acc.1 + e.1 + l.1))
     }
+}
+
+/// Waits until `api` reports the cluster failed over with `home` as its home.
+async fn wait_failed_over(
+    http: &reqwest::Client,
+    api: SocketAddr,
+    home: u64,
+) -> Result<(), String> {
+    wait_status(http, api, FAILOVER_TIMEOUT, "failed-over state", |st| {
+        st.failed_over
+            .as_ref()
+            .and_then(|f| f.get("home"))
+            .and_then(|h| h.as_u64())
+            == Some(home)
+    })
+    .await
+    .map(|_| ())
 }
 
 /// `POST /v1/failback` (auto commit) on `api`, retried while refused with 409 or 503 (home
@@ -1800,14 +1810,7 @@ async fn failback_trial(
         ))?;
     let api = api_of(&c, current)?;
     let home_api = api_of(&c, home)?;
-    wait_status(&http, api, FAILOVER_TIMEOUT, "failed-over state", |st| {
-        st.failed_over
-            .as_ref()
-            .and_then(|f| f.get("home"))
-            .and_then(|h| h.as_u64())
-            == Some(home)
-    })
-    .await?;
+    wait_failed_over(&http, api, home).await?;
     eprintln!(
         "entries {entries} trial {trial}: node {home} killed, node {current} primary; writing"
     );
