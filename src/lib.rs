@@ -1,26 +1,24 @@
 //! quorate: a high-availability cluster manager (see DESIGN.md for the map).
+//!
+//! Layers, top to bottom; a module imports only from layers below it:
+//! `cli` | `daemon` → `api`, `policy`, `consensus`, `heartbeat`, `resource` →
+//! `cluster`, `kv`, `config`, `rules` → `types`, `tls`, `datadir` and the small leaves
+//! (`util`, `fault`, `logging`).
 
 pub mod api;
-pub mod cli_kv;
-pub mod cli_ops;
-pub mod cli_table;
-pub mod client;
+pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod consensus;
+pub mod daemon;
 pub mod datadir;
-pub mod demo;
-pub mod disk_probe;
-pub mod executor;
-pub mod failstop;
 pub mod fault;
 pub mod heartbeat;
-pub mod localcluster;
+pub mod kv;
 pub mod logging;
-pub mod node;
 pub mod policy;
-pub mod recover;
 pub mod resource;
-pub mod systemd;
+pub mod rules;
+pub mod tls;
 pub mod types;
 pub mod util;

@@ -267,6 +267,13 @@ where
     }
 }
 
+/// How the daemon writes its log when not under journald (`quorate run --log-format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{cli, Cluster, Options, CALM_TIMING, TEST_TOKEN, TEST_TOKEN_FILE, WAIT};
-use quorate::api::status::NodeStatus;
+use quorate::api::wire::NodeStatus;
 
 /// Per-request bound of the test's HTTPS clients.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

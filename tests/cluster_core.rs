@@ -10,7 +10,7 @@ use std::net::{TcpStream, UdpSocket};
 use std::time::Duration;
 
 use common::{cli, Cluster, Options, CALM_TIMING, WAIT};
-use quorate::api::status::NodeStatus;
+use quorate::api::wire::NodeStatus;
 
 /// Acceptance: three fresh nodes elect a leader within this.
 const FIRST_ELECTION: Duration = Duration::from_secs(10);

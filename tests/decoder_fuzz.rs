@@ -45,11 +45,6 @@ use serde::Serialize;
 
 use quorate::api::control::{decode_body, FailbackBody, MaintenanceBody, SwitchoverBody};
 use quorate::api::kv::{KvItem, KvList, KvQuery};
-use quorate::cluster::kv::{
-    check_key, decode_value_from_json, encode_value_for_json, BadKeyReason, Condition, KvCommand,
-    KvError, KvLimits, ValueDecodeError, ENCODING_BASE64, ENCODING_UTF8, MAX_KEY_BYTES_CEILING,
-    MAX_VALUE_BYTES_CEILING,
-};
 use quorate::cluster::{
     Command, Demote, DemoteReason, OperationKind, Outcome, Phase, Promote, PromoteReason, Step,
 };
@@ -73,6 +68,11 @@ use quorate::heartbeat::seal::{
 use quorate::heartbeat::wire::{
     self, DecodeError, Echo, Heartbeat, RaftRoleWire, HEADER_BYTES, MAGIC, MAX_DATAGRAM_BYTES,
     WIRE_VERSION,
+};
+use quorate::kv::{
+    check_key, decode_value_from_json, encode_value_for_json, BadKeyReason, Condition, KvCommand,
+    KvError, KvLimits, ValueDecodeError, ENCODING_BASE64, ENCODING_UTF8, MAX_KEY_BYTES_CEILING,
+    MAX_VALUE_BYTES_CEILING,
 };
 use quorate::types::{NodeRole, ResourceHealth};
 
@@ -735,7 +735,7 @@ fn kv_limits() -> BoxedStrategy<KvLimits> {
             max_key_bytes,
             max_value_bytes,
             max_keys,
-            max_total_bytes: quorate::cluster::kv::MAX_KV_TOTAL_BYTES,
+            max_total_bytes: quorate::kv::MAX_KV_TOTAL_BYTES,
         })
         .boxed()
 }

@@ -64,7 +64,7 @@ async fn a_panicking_executor_ends_the_daemon_and_another_node_takes_over() {
     };
     assert_eq!(
         status.code(),
-        Some(i32::from(quorate::failstop::EXIT_EXECUTOR_DIED)),
+        Some(i32::from(quorate::daemon::failstop::EXIT_EXECUTOR_DIED)),
         "exit status of the daemon whose executor panicked: {status:?}\n{}",
         c.logs_tail()
     );

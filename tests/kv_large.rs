@@ -47,7 +47,7 @@ async fn check_all(c: &Cluster, id: u64) {
             .json()
             .await
             .expect("JSON");
-        let got = quorate::cluster::kv::decode_value_from_json(
+        let got = quorate::kv::decode_value_from_json(
             body["value"].as_str().expect("value"),
             body["encoding"].as_str().expect("encoding"),
         )

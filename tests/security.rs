@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{cli, Cluster, Options, CALM_TIMING, TEST_TOKEN, TEST_TOKEN_FILE, WAIT};
-use quorate::api::status::NodeStatus;
+use quorate::api::wire::NodeStatus;
 
 /// Writes a fresh secret (mode 0600) at `dir/name` with the CLI itself.
 fn new_secret(dir: &Path, name: &str) -> PathBuf {

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{http, Cluster, Options, WAIT};
-use quorate::api::status::NodeStatus;
+use quorate::api::wire::NodeStatus;
 use quorate_chaos::hooklog;
 use serde_json::{json, Value};
 
@@ -876,7 +876,7 @@ async fn switchover_at_a_past_or_malformed_time_is_refused() {
     let to = a.to_string();
     let an_hour_ago = format!(
         "{}Z",
-        quorate::cli_ops::format_unix_ms(now_unix_ms() - 3_600_000)
+        quorate::cli::ops::format_unix_ms(now_unix_ms() - 3_600_000)
     );
     for (at, reason) in [
         (an_hour_ago.as_str(), "is in the past"),

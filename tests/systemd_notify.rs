@@ -4,7 +4,7 @@
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use quorate::localcluster::{ClusterSpec, LocalCluster};
+use quorate::cli::localcluster::{ClusterSpec, LocalCluster};
 
 fn collect(sock: &UnixDatagram, for_how_long: Duration) -> Vec<String> {
     let mut out = Vec::new();

@@ -10,5 +10,5 @@ pub mod nemesis;
 pub mod netns;
 pub mod report;
 pub mod run;
-pub use quorate::localcluster as launcher;
+pub use quorate::cli::localcluster as launcher;
 pub mod stats;

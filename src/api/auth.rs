@@ -33,16 +33,13 @@ use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
 use crate::api::error;
+pub use crate::api::wire::{validate_token_text, MIN_TOKEN_CHARS, TOKEN_FILE_NAME};
 use crate::config::Config;
 use crate::types::NodeId;
 use crate::util::RateLimitedLog;
 
-/// File name of the generated token inside the data dir.
-pub const TOKEN_FILE_NAME: &str = "api.token";
 /// Random bytes of a generated token (printed as hex).
 pub const GENERATED_TOKEN_BYTES: usize = 32;
-/// Shortest token accepted from `[api] token_file`: anything shorter is guessable.
-pub const MIN_TOKEN_CHARS: usize = 16;
 /// Largest token file read.
 pub const MAX_TOKEN_FILE_BYTES: u64 = 4096;
 /// Requests served at once (long KV watches included); past it: 503 with Retry-After.
@@ -91,25 +88,6 @@ impl std::fmt::Debug for ApiToken {
 
 fn digest(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
-}
-
-/// Checks a token's text: trimmed, one line, visible ASCII (it travels in an HTTP header),
-/// long enough.
-pub fn validate_token_text(text: &str) -> Result<&str, String> {
-    let t = text.trim();
-    if t.is_empty() {
-        return Err("the file is empty".into());
-    }
-    if !t.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err("it contains spaces, line breaks or non-ASCII characters".into());
-    }
-    if t.len() < MIN_TOKEN_CHARS {
-        return Err(format!(
-            "it has {} characters, fewer than {MIN_TOKEN_CHARS}",
-            t.len()
-        ));
-    }
-    Ok(t)
 }
 
 impl ApiToken {

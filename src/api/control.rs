@@ -13,9 +13,10 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Json, Response};
 use serde::{Deserialize, Serialize};
 
+use crate::api::context::ApiContext;
+use crate::api::context::{OpError, OpRequest};
 use crate::api::error;
-use crate::executor::{OpError, OpRequest};
-use crate::node::{Node, WRITE_TIMEOUT};
+use crate::consensus::handle::WRITE_TIMEOUT;
 use crate::policy::OperatorRequest;
 use crate::types::NodeId;
 
@@ -50,7 +51,7 @@ pub struct OpReply {
 }
 
 /// Sends `req` to the local executor; forwards to the leader when this node is not it.
-async fn submit(node: Arc<Node>, req: OperatorRequest, raw: RawRequest) -> Response {
+async fn submit(node: Arc<ApiContext>, req: OperatorRequest, raw: RawRequest) -> Response {
     let RawRequest {
         method,
         uri,
@@ -124,7 +125,7 @@ fn parse<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> Result<T, Resp
     decode_body(body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}")))
 }
 
-pub async fn maintenance(State(node): State<Arc<Node>>, raw: RawRequest) -> Response {
+pub async fn maintenance(State(node): State<Arc<ApiContext>>, raw: RawRequest) -> Response {
     let b: MaintenanceBody = match parse(&raw.body) {
         Ok(b) => b,
         Err(r) => return r,
@@ -137,7 +138,7 @@ pub async fn maintenance(State(node): State<Arc<Node>>, raw: RawRequest) -> Resp
 }
 
 pub async fn drain(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<ApiContext>>,
     Path(id): Path<NodeId>,
     raw: RawRequest,
 ) -> Response {
@@ -149,7 +150,7 @@ pub async fn drain(
 }
 
 pub async fn undrain(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<ApiContext>>,
     Path(id): Path<NodeId>,
     raw: RawRequest,
 ) -> Response {
@@ -160,7 +161,7 @@ pub async fn undrain(
     submit(node, req, raw).await
 }
 
-pub async fn switchover(State(node): State<Arc<Node>>, raw: RawRequest) -> Response {
+pub async fn switchover(State(node): State<Arc<ApiContext>>, raw: RawRequest) -> Response {
     let b: SwitchoverBody = match parse(&raw.body) {
         Ok(b) => b,
         Err(r) => return r,
@@ -172,11 +173,11 @@ pub async fn switchover(State(node): State<Arc<Node>>, raw: RawRequest) -> Respo
     submit(node, req, raw).await
 }
 
-pub async fn cancel_switchover(State(node): State<Arc<Node>>, raw: RawRequest) -> Response {
+pub async fn cancel_switchover(State(node): State<Arc<ApiContext>>, raw: RawRequest) -> Response {
     submit(node, OperatorRequest::CancelSwitchover, raw).await
 }
 
-pub async fn failback(State(node): State<Arc<Node>>, raw: RawRequest) -> Response {
+pub async fn failback(State(node): State<Arc<ApiContext>>, raw: RawRequest) -> Response {
     let b: FailbackBody = match parse(&raw.body) {
         Ok(b) => b,
         Err(r) => return r,
@@ -191,11 +192,11 @@ pub async fn failback(State(node): State<Arc<Node>>, raw: RawRequest) -> Respons
     .await
 }
 
-pub async fn failback_commit(State(node): State<Arc<Node>>, raw: RawRequest) -> Response {
+pub async fn failback_commit(State(node): State<Arc<ApiContext>>, raw: RawRequest) -> Response {
     submit(node, OperatorRequest::FailbackCommit, raw).await
 }
 
-pub async fn failback_undo(State(node): State<Arc<Node>>, raw: RawRequest) -> Response {
+pub async fn failback_undo(State(node): State<Arc<ApiContext>>, raw: RawRequest) -> Response {
     submit(node, OperatorRequest::FailbackUndo, raw).await
 }
 

@@ -8,8 +8,8 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::api::context::ApiContext;
 use crate::api::error;
-use crate::node::Node;
 
 /// Marks a request already forwarded once, so two nodes that disagree about the leader can
 /// never bounce a request between them forever.
@@ -21,7 +21,7 @@ pub const FORWARD_SLACK: Duration = Duration::from_secs(1);
 /// 503 with Retry-After when no leader is known or it does not answer. `leader_bound` is how
 /// long the leader itself may take (e.g. the write timeout, or a watch's timeout).
 pub async fn to_leader(
-    node: &Node,
+    node: &ApiContext,
     leader: Option<u64>,
     method: Method,
     path: &str,

@@ -12,13 +12,14 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
+use crate::api::context::ApiContext;
 use crate::api::error;
-use crate::cluster::kv::{self, Condition, KvCommand, KvEntry, KvError, KvResult};
 use crate::config::parse_duration;
 use crate::consensus::app::{AppRequest, AppResponse};
-use crate::node::{Node, ProposeError};
+use crate::consensus::handle::ProposeError;
+use crate::kv::{self, Condition, KvCommand, KvEntry, KvError, KvResult};
 
 /// Longest blocking watch a client may ask for.
 pub const MAX_WATCH: Duration = Duration::from_secs(300);
@@ -39,29 +40,7 @@ pub struct KvQuery {
     start_after: Option<String>,
 }
 
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct KvItem {
-    pub key: String,
-    pub value: String,
-    pub encoding: String,
-    pub create_revision: u64,
-    pub mod_revision: u64,
-    pub version: u64,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct KvList {
-    pub items: Vec<KvItem>,
-    pub more: bool,
-    /// Pass as `start_after` to get the next page.
-    pub next_start_after: Option<String>,
-    pub revision: u64,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct WriteReply {
-    pub revision: u64,
-}
+pub use crate::api::wire::{KvItem, KvList, WriteReply};
 
 fn item(key: &str, e: &KvEntry) -> KvItem {
     let (value, encoding) = kv::encode_value_for_json(&e.value);
@@ -92,7 +71,7 @@ fn kv_error_status(e: &KvError) -> StatusCode {
 /// Forwards a KV request to the leader's API, or answers 503 when there is nowhere to go.
 #[allow(clippy::too_many_arguments)]
 async fn forward_or_unavailable(
-    node: &Node,
+    node: &ApiContext,
     leader: Option<u64>,
     method: Method,
     key: &str,
@@ -125,9 +104,10 @@ fn propose_error(e: ProposeError) -> Response {
 /// acknowledged write is left behind on the old primary). A write arriving then is held
 /// until the pause ends, bounded by `WRITE_TIMEOUT` (then 503 with Retry-After).
 #[allow(clippy::result_large_err)] // an axum Response is the natural error here
-async fn wait_until_writes_resume(node: &Node) -> Result<(), Response> {
-    let paused = |node: &Node| {
-        node.sm
+async fn wait_until_writes_resume(node: &ApiContext) -> Result<(), Response> {
+    let paused = |node: &ApiContext| {
+        node.consensus
+            .sm
             .cluster()
             .operation
             .as_ref()
@@ -136,8 +116,8 @@ async fn wait_until_writes_resume(node: &Node) -> Result<(), Response> {
     if !paused(node) {
         return Ok(());
     }
-    let mut applied = node.sm.subscribe_applied();
-    let deadline = tokio::time::Instant::now() + crate::node::WRITE_TIMEOUT;
+    let mut applied = node.consensus.sm.subscribe_applied();
+    let deadline = tokio::time::Instant::now() + crate::consensus::handle::WRITE_TIMEOUT;
     while paused(node) {
         match tokio::time::timeout_at(deadline, applied.changed()).await {
             Ok(Ok(())) => {}
@@ -153,7 +133,7 @@ async fn wait_until_writes_resume(node: &Node) -> Result<(), Response> {
 }
 
 async fn write(
-    node: Arc<Node>,
+    node: Arc<ApiContext>,
     cmd: KvCommand,
     method: Method,
     key: String,
@@ -191,7 +171,7 @@ async fn write(
                 q.as_deref(),
                 &headers,
                 body,
-                crate::node::WRITE_TIMEOUT,
+                crate::consensus::handle::WRITE_TIMEOUT,
             )
             .await
         }
@@ -212,8 +192,9 @@ fn condition(q: &KvQuery) -> Condition {
 /// `storage.max_value_bytes`: the operator's setting is enforced at admission whatever limit
 /// the store itself carries.
 #[allow(clippy::result_large_err)] // an axum Response is the natural error of an HTTP precheck
-fn precheck(node: &Node, key: &str, value_len: Option<usize>) -> Result<(), Response> {
+fn precheck(node: &ApiContext, key: &str, value_len: Option<usize>) -> Result<(), Response> {
     let limits = node
+        .consensus
         .sm
         .read()
         .map(|s| s.app.kv.limits())
@@ -230,7 +211,8 @@ fn precheck(node: &Node, key: &str, value_len: Option<usize>) -> Result<(), Resp
             ));
         }
         // The store's total-bytes bound, refused before proposing (apply checks it again).
-        node.sm
+        node.consensus
+            .sm
             .read()
             .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
             .app
@@ -242,7 +224,7 @@ fn precheck(node: &Node, key: &str, value_len: Option<usize>) -> Result<(), Resp
 }
 
 pub async fn put(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<ApiContext>>,
     Path(key): Path<String>,
     Query(q): Query<KvQuery>,
     uri: axum::http::Uri,
@@ -270,7 +252,7 @@ pub async fn put(
 }
 
 pub async fn delete(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<ApiContext>>,
     Path(key): Path<String>,
     Query(q): Query<KvQuery>,
     uri: axum::http::Uri,
@@ -296,7 +278,7 @@ pub async fn delete(
 }
 
 pub async fn get(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<ApiContext>>,
     Path(key): Path<String>,
     Query(q): Query<KvQuery>,
     uri: axum::http::Uri,
@@ -328,7 +310,7 @@ pub async fn get(
                         uri.query(),
                         &headers,
                         Bytes::new(),
-                        crate::node::WRITE_TIMEOUT + watch.unwrap_or_default(),
+                        crate::consensus::handle::WRITE_TIMEOUT + watch.unwrap_or_default(),
                     )
                     .await
                 }
@@ -345,7 +327,7 @@ pub async fn get(
     if let (Some(rev), Some(timeout)) = (q.wait, watch) {
         wait_for_change(&node, &key, rev, timeout).await;
     }
-    let st = match node.sm.read() {
+    let st = match node.consensus.sm.read() {
         Ok(s) => s,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
@@ -363,11 +345,12 @@ pub async fn get(
 }
 
 /// Blocks until the key's mod revision exceeds `rev` or `timeout` passes (Consul-style).
-async fn wait_for_change(node: &Node, key: &str, rev: u64, timeout: Duration) {
-    let mut applied = node.sm.subscribe_applied();
+async fn wait_for_change(node: &ApiContext, key: &str, rev: u64, timeout: Duration) {
+    let mut applied = node.consensus.sm.subscribe_applied();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let changed = node
+            .consensus
             .sm
             .read()
             .map(|s| s.app.kv.changed_since(key, rev))
@@ -382,9 +365,9 @@ async fn wait_for_change(node: &Node, key: &str, rev: u64, timeout: Duration) {
     }
 }
 
-fn list(node: &Node, prefix: &str, q: &KvQuery) -> Response {
+fn list(node: &ApiContext, prefix: &str, q: &KvQuery) -> Response {
     let limit = q.limit.unwrap_or(DEFAULT_LIST_LIMIT).min(kv::MAX_LIST_PAGE);
-    let st = match node.sm.read() {
+    let st = match node.consensus.sm.read() {
         Ok(s) => s,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };

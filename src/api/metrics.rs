@@ -8,7 +8,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::api::build_status;
-use crate::node::Node;
+use crate::api::context::ApiContext;
 
 type Labels = Vec<(String, String)>;
 
@@ -25,7 +25,7 @@ fn counter(reg: &mut Registry, name: &str, help: &str, v: u64) {
 }
 
 /// Renders every metric as Prometheus text.
-pub fn render(node: &Node) -> Result<String, std::fmt::Error> {
+pub fn render(node: &ApiContext) -> Result<String, std::fmt::Error> {
     let st = build_status(node);
     let ex = node.executor.borrow().clone();
     let mut reg = Registry::with_prefix("quorate");
@@ -247,6 +247,7 @@ pub fn render(node: &Node) -> Result<String, std::fmt::Error> {
     );
 
     let (kv_keys, kv_rev, kv_bytes, kv_max_bytes) = node
+        .consensus
         .sm
         .read()
         .map(|s| {
@@ -281,13 +282,13 @@ pub fn render(node: &Node) -> Result<String, std::fmt::Error> {
         &mut reg,
         "raft_log_disk_bytes",
         "Bytes the Raft log occupies on disk",
-        node.log.on_disk_bytes() as i64,
+        node.consensus.log.on_disk_bytes() as i64,
     );
     gauge(
         &mut reg,
         "snapshot_bytes",
         "Size of the current snapshot",
-        node.sm.snapshot_bytes() as i64,
+        node.consensus.sm.snapshot_bytes() as i64,
     );
 
     let mut out = String::new();

@@ -2,13 +2,14 @@
 //! (admin token for mutating requests, body size and concurrency bounds).
 
 pub mod auth;
+pub mod context;
 pub mod control;
 pub mod forward;
 pub mod kv;
 pub mod metrics;
 pub mod snapshot;
-pub mod status;
 pub mod tls;
+pub mod wire;
 
 use std::sync::Arc;
 
@@ -20,11 +21,11 @@ use axum::routing::{get, post};
 use axum::Router;
 use openraft::ServerState;
 
-use crate::node::Node;
+use crate::api::context::ApiContext;
 use crate::policy::LocalRole;
-use status::{Counters, Membership, NodeStatus, PeerStatus};
+use wire::{Counters, Membership, NodeStatus, PeerStatus};
 
-pub fn router(node: Arc<Node>) -> Router {
+pub fn router(node: Arc<ApiContext>) -> Router {
     let guard = node.api_guard.clone();
     let body_limit = guard.body_limit_bytes();
     Router::new()
@@ -66,12 +67,12 @@ pub fn server_state_name(s: ServerState) -> &'static str {
 
 /// Builds the status document. Synchronous on purpose: every borrow is taken and released
 /// here, never across an await.
-pub fn build_status(node: &Node) -> NodeStatus {
+pub fn build_status(node: &ApiContext) -> NodeStatus {
     let m = node.metrics();
     let ex = node.executor.borrow().clone();
     let fsync = crate::consensus::log_store::flush_latency_summary();
-    let cluster = node.sm.cluster();
-    let view = node.heartbeat.view.borrow().clone();
+    let cluster = node.consensus.sm.cluster();
+    let view = node.heartbeat_view.borrow().clone();
     let membership = m.membership_config.membership();
     let voters: Vec<_> = membership.voter_ids().collect();
     let learners: Vec<_> = membership.learner_ids().collect();
@@ -118,7 +119,8 @@ pub fn build_status(node: &Node) -> NodeStatus {
         last_log_index: m.last_log_index.unwrap_or(0),
         snapshot_index: m.snapshot.map(|l| l.index),
         purged_index: m.purged.map(|l| l.index),
-        quorum_ack_age_ms: crate::node::quorum_acked_age(&m).map(|d| d.as_millis() as u64),
+        quorum_ack_age_ms: crate::consensus::handle::quorum_acked_age(&m)
+            .map(|d| d.as_millis() as u64),
         uptime_ms: node.started.elapsed().as_millis() as u64,
         peers,
         counters: counters(node),
@@ -150,12 +152,8 @@ pub fn build_status(node: &Node) -> NodeStatus {
         },
         raft_failure: node.raft_failure(),
         reseeding: node.reseeding.active(),
-        last_reload: node
-            .last_reload
-            .lock()
-            .map(|r| r.clone())
-            .unwrap_or_else(|p| p.into_inner().clone()),
-        log_bytes: node.log.on_disk_bytes(),
+        last_reload: node.last_reload(),
+        log_bytes: node.consensus.log.on_disk_bytes(),
         lease_lapses: ex.lease_lapses,
         lease_lapses_healed: ex.lease_lapses_healed,
         lease_budget_ms: node.config.timing.lease_budget().as_millis() as u64,
@@ -214,25 +212,26 @@ pub fn local_role_name(r: LocalRole) -> &'static str {
 /// state still names it at e, it is the Raft leader, and a quorum acknowledged it within
 /// `lease`. After a SIGSTOP/SIGCONT the quorum acknowledgement is old, so this answers None
 /// before the executor has even run again.
-pub fn acting_primary_now(node: &Node) -> Option<crate::types::Epoch> {
+pub fn acting_primary_now(node: &ApiContext) -> Option<crate::types::Epoch> {
     let LocalRole::Primary { epoch } = node.executor.borrow().local_role else {
         return None;
     };
     let m = node.metrics();
-    if m.state != ServerState::Leader {
-        return None;
-    }
-    let acked_age = crate::node::quorum_acked_age(&m)?;
-    if acked_age >= node.config.timing.lease {
-        return None;
-    }
-    let cluster = node.sm.cluster();
-    cluster.is_primary(node.id(), epoch).then_some(epoch)
+    crate::rules::acting_check(
+        &node.consensus.sm.cluster(),
+        node.id(),
+        epoch,
+        crate::consensus::handle::leader_is_current(&m),
+        crate::consensus::handle::quorum_acked_age(&m),
+        node.config.timing.lease,
+    )
+    .ok()
+    .map(|()| epoch)
 }
 
-fn counters(node: &Node) -> Counters {
+fn counters(node: &ApiContext) -> Counters {
     use std::sync::atomic::Ordering::Relaxed;
-    let hb = node.heartbeat.stats.snapshot();
+    let hb = node.heartbeat_stats.snapshot();
     let net = &node.net_stats;
     Counters {
         heartbeats_sent: hb.sent,
@@ -257,11 +256,11 @@ fn counters(node: &Node) -> Counters {
     }
 }
 
-async fn get_status(State(node): State<Arc<Node>>) -> Json<NodeStatus> {
+async fn get_status(State(node): State<Arc<ApiContext>>) -> Json<NodeStatus> {
     Json(build_status(&node))
 }
 
-async fn get_health(State(node): State<Arc<Node>>) -> Response {
+async fn get_health(State(node): State<Arc<ApiContext>>) -> Response {
     let alive = *node.loops_alive.borrow();
     if let Some(why) = node.raft_failure() {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response();
@@ -277,7 +276,7 @@ async fn get_health(State(node): State<Arc<Node>>) -> Response {
     }
 }
 
-async fn get_primary(State(node): State<Arc<Node>>) -> Response {
+async fn get_primary(State(node): State<Arc<ApiContext>>) -> Response {
     match acting_primary_now(&node) {
         Some(epoch) => (
             StatusCode::OK,
@@ -291,7 +290,7 @@ async fn get_primary(State(node): State<Arc<Node>>) -> Response {
     }
 }
 
-async fn get_replica(State(node): State<Arc<Node>>) -> Response {
+async fn get_replica(State(node): State<Arc<ApiContext>>) -> Response {
     let ex = node.executor.borrow().clone();
     let healthy = ex.health.is_usable();
     let replica = matches!(ex.local_role, LocalRole::Replica)
@@ -316,13 +315,13 @@ async fn get_replica(State(node): State<Arc<Node>>) -> Response {
     }
 }
 
-async fn get_history(State(node): State<Arc<Node>>) -> Response {
-    let cluster = node.sm.cluster();
+async fn get_history(State(node): State<Arc<ApiContext>>) -> Response {
+    let cluster = node.consensus.sm.cluster();
     let entries: Vec<_> = cluster.history.iter().cloned().collect();
     Json(serde_json::json!({ "entries": entries })).into_response()
 }
 
-async fn get_metrics(State(node): State<Arc<Node>>) -> Response {
+async fn get_metrics(State(node): State<Arc<ApiContext>>) -> Response {
     match metrics::render(&node) {
         Ok(text) => {
             let mut r = (StatusCode::OK, text).into_response();

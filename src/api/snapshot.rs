@@ -11,14 +11,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 
+use crate::api::context::ApiContext;
 use crate::api::error;
-use crate::node::Node;
 
-pub async fn trigger(State(node): State<Arc<Node>>) -> Response {
+pub async fn trigger(State(node): State<Arc<ApiContext>>) -> Response {
     let m = node.metrics();
     let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
     let previous = m.snapshot.map(|l| l.index);
-    match node.raft.trigger().snapshot().await {
+    match node.consensus.raft.trigger().snapshot().await {
         Ok(()) => (
             StatusCode::ACCEPTED,
             Json(serde_json::json!({

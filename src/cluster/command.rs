@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::state::{OperationKind, Outcome, Phase};
+use super::operation::{OperationKind, Outcome, Phase};
 use crate::types::{Epoch, NodeId};
 
 /// Longest free-text reason (maintenance reason, abort reason) a command may carry, in

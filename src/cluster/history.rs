@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 use super::command::{DemoteReason, PromoteReason};
-use super::state::{OperationKind, Outcome, Phase};
+use super::operation::{OperationKind, Outcome, Phase};
 use crate::types::{Epoch, NodeId};
 
 /// How many entries the replicated history keeps (oldest dropped first).

@@ -9,8 +9,7 @@
 
 pub mod command;
 pub mod history;
-/// The replicated key-value store (its own module, owned separately).
-pub mod kv;
+pub mod operation;
 pub mod state;
 
 pub use command::{

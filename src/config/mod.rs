@@ -48,25 +48,9 @@ pub const MAX_VALUE_BYTES_LIMIT: u64 = 16 * 1024 * 1024;
 /// Default `priority` of a node and of a `[[peer]]` entry.
 pub const DEFAULT_PRIORITY: u32 = 100;
 
-/// Clock-drift allowance on top of `lease`, as a share of `election_timeout_min`.
-///
-/// Why: the old primary times its lease on its own clock while the voters time their
-/// election timeouts on theirs. Rule 3 (DESIGN.md) needs the old primary to stop before any
-/// voter can elect a successor, i.e. `lease < election_timeout_min` on real clocks. Clock
-/// *rates* differ (NTP-slewed clocks by up to 500 ppm, VMs under steal much more) and timers
-/// fire late under load (a 2-core box under stress: several ms). 10 % of the election timeout
-/// covers rate drift with a wide margin; the 5 ms floor covers timer and scheduling
-/// lateness, which does not shrink with short timeouts. See `clock_drift_margin`.
-pub const CLOCK_DRIFT_MARGIN_PERCENT: u32 = 10;
-/// Floor of the clock-drift allowance (see `CLOCK_DRIFT_MARGIN_PERCENT`).
-pub const CLOCK_DRIFT_MARGIN_MIN: Duration = Duration::from_millis(5);
-
-/// The safety margin validation requires between `lease` and `election_timeout_min`:
-/// `max(CLOCK_DRIFT_MARGIN_PERCENT % of election_timeout_min, CLOCK_DRIFT_MARGIN_MIN)`.
-pub fn clock_drift_margin(election_timeout_min: Duration) -> Duration {
-    // Divide first: cannot overflow for any Duration (loses under 100 ns, irrelevant here).
-    (election_timeout_min / 100 * CLOCK_DRIFT_MARGIN_PERCENT).max(CLOCK_DRIFT_MARGIN_MIN)
-}
+pub use crate::rules::lease::{
+    clock_drift_margin, CLOCK_DRIFT_MARGIN_MIN, CLOCK_DRIFT_MARGIN_PERCENT,
+};
 
 /// One thing wrong with a config file: where, what, and what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -192,9 +176,7 @@ impl Timing {
     /// `election_timeout_min` after `lease` and the clock-drift margin, so the demote hook
     /// still starts before any other node can be elected (see `PolicyConfig::lapse_grace`).
     pub fn lapse_grace(&self) -> Duration {
-        self.election_timeout_min
-            .saturating_sub(self.clock_drift_margin())
-            .saturating_sub(self.lease)
+        crate::rules::lapse_grace(self.lease, self.election_timeout_min)
     }
 
     /// The longest follower fsync a healthy primary survives without even a write pause:
@@ -202,7 +184,7 @@ impl Timing {
     /// primary's quorum clock can stand still for one Raft heartbeat interval plus that
     /// flush. Beyond `lease + lapse_grace − raft_heartbeat` the lapse costs a demote.
     pub fn lease_budget(&self) -> Duration {
-        (self.lease + self.lapse_grace()).saturating_sub(self.raft_heartbeat)
+        crate::rules::lease_budget(self.lease, self.election_timeout_min, self.raft_heartbeat)
     }
 }
 
@@ -341,24 +323,7 @@ pub struct ApiConfig {
     pub tls: Option<ApiTls>,
 }
 
-/// `[api] tls_cert_file`, `tls_key_file` and `tls_ca_file` (absolute paths; the files were
-/// readable PEM, and the key matched the certificate, when the config was loaded). With
-/// these set the API serves HTTPS only, and this node forwards to the leader's API over
-/// HTTPS. Changing them needs a restart (the files are read at start).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiTls {
-    /// PEM certificate chain served on the API port, leaf first. It must name this node's
-    /// API IP as an IP subject alternative name: clients and peers connect by IP.
-    pub cert_file: PathBuf,
-    /// PEM private key of the leaf certificate (PKCS#8, PKCS#1 or SEC1).
-    pub key_file: PathBuf,
-    /// PEM certificate(s) this node trusts when it forwards a request to a peer's API:
-    /// normally the CA that signed every node's certificate. `None`: the certificates of
-    /// `cert_file` are the trust anchors, which works when all nodes share one
-    /// certificate (with every node's API IP in it) or when `cert_file` includes the
-    /// issuing CA certificate after the leaf.
-    pub ca_file: Option<PathBuf>,
-}
+pub use crate::tls::ApiTls;
 
 /// `[log]`: reloadable with SIGHUP.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -403,7 +368,7 @@ pub mod defaults {
     pub const SNAPSHOT_EVERY: u64 = 5_000;
     pub const KEEP_LOGS: u64 = 1_000;
     pub const MAX_VALUE_BYTES: u64 = 1024 * 1024;
-    pub const MAX_KV_BYTES: u64 = crate::cluster::kv::MAX_KV_TOTAL_BYTES;
+    pub const MAX_KV_BYTES: u64 = crate::kv::MAX_KV_TOTAL_BYTES;
 }
 
 /// A loaded, resolved and validated node configuration. Build it with `Config::load` or

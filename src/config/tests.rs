@@ -870,7 +870,7 @@ fn rejects_bad_storage_bounds() {
         "storage.max_value_bytes",
         "outside",
     );
-    for bad in [0, crate::cluster::kv::MAX_KV_TOTAL_BYTES + 1] {
+    for bad in [0, crate::kv::MAX_KV_TOTAL_BYTES + 1] {
         rejected(
             &with_table(&format!("[storage]\nmax_kv_bytes = {bad}")),
             "storage.max_kv_bytes",

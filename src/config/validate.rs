@@ -258,7 +258,7 @@ pub(super) fn build(raw: RawConfig, source: PathBuf) -> Result<Config, Vec<Probl
     let self_api = self_index.and_then(|s| drafts.get(s)).and_then(|d| d.api);
     let tls_files_ok = !c.problems.iter().any(|p| p.key.starts_with("api.tls_"));
     if let (Some(tls), Some(addr), true) = (&api.tls, self_api, tls_files_ok) {
-        if let Err(e) = crate::api::tls::check_own_cert(tls, addr.ip()) {
+        if let Err(e) = crate::tls::check_own_cert(tls, addr.ip()) {
             c.push(
                 e.file.key(),
                 e.why,
@@ -362,11 +362,11 @@ fn resolve_api_tls(c: &mut Checker, raw: &RawConfig) -> Option<ApiTls> {
     if a.tls_ca_file.is_some() && tls.ca_file.is_none() {
         return None; // tls_ca_file was given but unusable (reported above)
     }
-    for problem in crate::api::tls::check_files(&tls) {
+    for problem in crate::tls::check_files(&tls) {
         let fix = match problem.file {
-            crate::api::tls::TlsFile::Cert => "point tls_cert_file at a readable PEM certificate chain (leaf first) whose subject alternative names include this node's API IP",
-            crate::api::tls::TlsFile::Key => "point tls_key_file at the readable PEM private key of tls_cert_file's certificate (e.g. chmod 600, owned by the daemon's user)",
-            crate::api::tls::TlsFile::Ca => "point tls_ca_file at a readable PEM file with the CA certificate(s) that signed the nodes' API certificates, or remove it to trust tls_cert_file's certificates",
+            crate::tls::TlsFile::Cert => "point tls_cert_file at a readable PEM certificate chain (leaf first) whose subject alternative names include this node's API IP",
+            crate::tls::TlsFile::Key => "point tls_key_file at the readable PEM private key of tls_cert_file's certificate (e.g. chmod 600, owned by the daemon's user)",
+            crate::tls::TlsFile::Ca => "point tls_ca_file at a readable PEM file with the CA certificate(s) that signed the nodes' API certificates, or remove it to trust tls_cert_file's certificates",
         };
         c.push(problem.file.key(), problem.why, fix);
     }
@@ -749,7 +749,7 @@ pub(super) fn timing_problems(t: &Timing) -> Vec<Problem> {
     let mut out = Vec::new();
     let margin = t.clock_drift_margin();
     // Rule 3: the old primary must have stopped before any voter can elect a successor.
-    if t.lease + margin >= t.election_timeout_min {
+    if !crate::rules::lease_ends_before_election(t.lease, t.election_timeout_min) {
         out.push(Problem::new(
             "timing.lease",
             format!(
@@ -759,13 +759,13 @@ pub(super) fn timing_problems(t: &Timing) -> Vec<Problem> {
             format!(
                 "lower timing.lease below {} or raise timing.election_timeout_min to at least {}",
                 f(t.election_timeout_min.saturating_sub(margin)),
-                f(min_safe_election_timeout(t.lease))
+                f(crate::rules::min_safe_election_timeout(t.lease))
             ),
         ));
     }
     // The primary renews its lease on quorum acknowledgements, which come once per Raft
     // heartbeat; a lease shorter than two of them demotes on a single late heartbeat.
-    if t.lease < t.raft_heartbeat * 2 {
+    if !crate::rules::lease_covers_heartbeats(t.lease, t.raft_heartbeat) {
         out.push(Problem::new(
             "timing.lease",
             format!("lease {} is shorter than two raft heartbeats ({} each): one late heartbeat would demote the primary", f(t.lease), f(t.raft_heartbeat)),
@@ -809,24 +809,6 @@ pub(super) fn timing_problems(t: &Timing) -> Vec<Problem> {
         ));
     }
     out
-}
-
-/// Smallest whole-millisecond `election_timeout_min` that is safe for `lease` (the margin
-/// grows with the timeout, so "lease + margin" is not enough).
-fn min_safe_election_timeout(lease: Duration) -> Duration {
-    const STEP: Duration = Duration::from_millis(1);
-    /// The margin is at most 10 % of the timeout, so the answer lies within lease * 1.2 +
-    /// CLOCK_DRIFT_MARGIN_MIN; this bounds the search in 1 ms steps generously.
-    const MAX_STEPS: u32 = 100_000;
-    let mut candidate =
-        Duration::from_millis(lease.as_millis().saturating_add(1).min(u64::MAX as u128) as u64);
-    for _ in 0..MAX_STEPS {
-        if lease + super::clock_drift_margin(candidate) < candidate {
-            return candidate;
-        }
-        candidate += STEP;
-    }
-    candidate
 }
 
 fn resolve_resource(c: &mut Checker, raw: &RawConfig) -> ResourceConfig {

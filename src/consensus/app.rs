@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::kv::{KvCommand, KvLimits, KvResult, KvStore};
 use crate::cluster::{Applied, ClusterState, Command, Rejected};
+use crate::kv::{KvCommand, KvLimits, KvResult, KvStore};
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub enum AppRequest {

@@ -129,7 +129,7 @@ pub struct NetParams {
     pub keys: Option<Arc<RaftKeys>>,
     /// Set while this node re-seeds from its peers (`quorate recover --reseed`): it answers
     /// vote and pre-vote requests with a refusal until it has caught up.
-    pub reseeding: crate::recover::ReseedFlag,
+    pub reseeding: crate::consensus::reseed_gate::ReseedFlag,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -666,7 +666,9 @@ async fn handle_conn(
                 Ok(x) => RpcResponse::Append(x),
                 Err(e) => RpcResponse::Refused(e.to_string()),
             },
-            RpcRequest::Vote(_) | RpcRequest::PreVote(_) if params.reseeding.active() => {
+            RpcRequest::Vote(_) | RpcRequest::PreVote(_)
+                if !crate::rules::may_vote(params.reseeding.active()) =>
+            {
                 RpcResponse::Refused(format!(
                     "node {} is re-seeding from its peers and does not vote until it has caught up",
                     params.local

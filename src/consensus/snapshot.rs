@@ -30,7 +30,7 @@ const SNAPSHOT_TMP: &str = "snapshot.tmp";
 /// honest snapshots far below it).
 pub const MAX_SNAPSHOT_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 // The KV's total-bytes bound keeps every honest snapshot far below the decode cap.
-const _: () = assert!(crate::cluster::kv::MAX_KV_TOTAL_BYTES < MAX_SNAPSHOT_BYTES / 2);
+const _: () = assert!(crate::kv::MAX_KV_TOTAL_BYTES < MAX_SNAPSHOT_BYTES / 2);
 
 #[derive(Serialize, Deserialize)]
 pub struct SnapshotBody {
@@ -67,10 +67,10 @@ pub fn encode(body: &SnapshotBody) -> Result<Vec<u8>, SnapshotError> {
         .check_invariants()
         .map_err(|e| SnapshotError::Encode(e.to_string()))?;
     let kv_bytes = body.state.kv.approx_bytes();
-    if kv_bytes > crate::cluster::kv::MAX_KV_TOTAL_BYTES {
+    if kv_bytes > crate::kv::MAX_KV_TOTAL_BYTES {
         return Err(SnapshotError::Encode(format!(
             "the KV holds {kv_bytes} bytes, above MAX_KV_TOTAL_BYTES ({}); a snapshot this large could not be loaded back",
-            crate::cluster::kv::MAX_KV_TOTAL_BYTES
+            crate::kv::MAX_KV_TOTAL_BYTES
         )));
     }
     let payload =

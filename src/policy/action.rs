@@ -4,8 +4,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::candidate::Ineligible;
 use crate::cluster::{Applied, Command, DemoteReason, Phase, PromoteReason, Rejected};
+use crate::rules::candidate::Ineligible;
 use crate::types::{Epoch, NodeId};
 
 /// Identifies an action whose result comes back as an [`Event`] (proposals and hooks).

@@ -34,10 +34,14 @@ impl RaftView {
     /// A leader whose quorum acknowledged it within `lease` (strictly less: at exactly
     /// `lease` the lease has run out).
     pub fn leader_with_quorum_acked(&self, now: Instant, lease: Duration) -> bool {
-        self.is_leader
-            && self
-                .last_quorum_acked
-                .is_some_and(|t| now.saturating_duration_since(t) < lease)
+        self.is_leader && crate::rules::lease_holds(self.quorum_acked_age(now), lease)
+    }
+
+    /// How long ago a quorum last acknowledged this leader (None: never, or not leading).
+    pub fn quorum_acked_age(&self, now: Instant) -> Option<Duration> {
+        self.last_quorum_acked
+            .filter(|_| self.is_leader)
+            .map(|t| now.saturating_duration_since(t))
     }
 
     /// How far `node` is behind the leader's log (None: not replicating to it, or not the

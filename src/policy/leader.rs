@@ -7,7 +7,6 @@
 
 use std::time::Instant;
 
-use super::candidate::{eligibility, rank_candidates, Ineligible};
 use super::{
     AfterDemote, Fence, FenceState, HookKind, HookReason, Inputs, LocalRole, Out, Policy,
     StatusNote, Transfer, DEMOTE_ATTEMPTS_BEFORE_FENCING_HANDOVER,
@@ -18,6 +17,7 @@ use crate::cluster::{
 };
 use crate::policy::config::{FailbackCommit, FailbackMode, FencingMode};
 use crate::policy::hook_reason_for_demote;
+use crate::rules::candidate::{eligibility, rank_candidates, Ineligible};
 use crate::types::NodeId;
 
 impl Policy {

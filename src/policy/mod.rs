@@ -49,7 +49,6 @@
 //!   would be worse), and recording a demotion that already happened.
 
 mod action;
-mod candidate;
 mod config;
 mod inputs;
 mod leader;
@@ -63,11 +62,13 @@ mod tests;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
+pub use crate::rules::candidate::{
+    best_candidate, eligibility, rank_candidates, CandidateView, Ineligible,
+};
 pub use action::{
     hook_reason_for_demote, hook_reason_for_promote, Action, ActionId, Event, HookKind, HookReason,
     HookRun, LocalRole, StatusNote,
 };
-pub use candidate::{best_candidate, eligibility, rank_candidates, CandidateView, Ineligible};
 pub use config::{
     FailbackCommit, FailbackMode, FencingMode, PolicyConfig, PolicyConfigError, MAX_LOCAL_RESTARTS,
     MAX_VERIFY_CHECKS,
@@ -1001,23 +1002,21 @@ impl Policy {
 
     // ------------------------------------------------------------------ helpers
 
-    /// Rule 1 for a node whose service runs at `epoch`.
+    /// Rule 1 for a node whose service runs at `epoch` (the rule: [`crate::rules::acting_check`]).
     fn acting_check(
         &self,
         inp: &Inputs<'_>,
         epoch: Epoch,
         now: Instant,
     ) -> Result<(), DemoteReason> {
-        if !inp.state.is_primary(self.local, epoch) {
-            return Err(DemoteReason::Superseded);
-        }
-        if !inp.raft.is_leader {
-            return Err(DemoteReason::LeadershipLost);
-        }
-        if !inp.raft.leader_with_quorum_acked(now, self.cfg.lease) {
-            return Err(DemoteReason::LeaseLost);
-        }
-        Ok(())
+        crate::rules::acting_check(
+            inp.state,
+            self.local,
+            epoch,
+            inp.raft.is_leader,
+            inp.raft.quorum_acked_age(now),
+            self.cfg.lease,
+        )
     }
 
     /// This node's service runs as the committed primary.

@@ -10,10 +10,10 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::candidate::{eligibility, Ineligible};
 use super::{Inputs, Policy};
 use crate::cluster::{Command, OperationKind, Outcome, Phase, Step, MAX_REASON_BYTES};
 use crate::policy::config::FailbackCommit;
+use crate::rules::candidate::{eligibility, Ineligible};
 use crate::types::NodeId;
 
 /// How far ahead a switchover may be scheduled (30 days).

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use quorate::api::status::NodeStatus;
-use quorate::client::Client;
+use quorate::api::wire::NodeStatus;
+use quorate::cli::client::Client;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_quorate");
 

@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 use serde_json::json;
 
-use quorate::api::status::NodeStatus;
+use quorate::api::wire::NodeStatus;
 use quorate::cluster::{HistoryEntry, HistoryEvent, OperationKind, Outcome};
 use quorate_chaos::launcher::{proc_usage, ClusterSpec, LocalCluster};
 use quorate_chaos::stats::{summarize, Summary};
@@ -1252,7 +1252,7 @@ async fn ops_cycle(
     wait_status(
         http,
         api_of(c, home)?,
-        quorate::cli_ops::OPERATION_WAIT,
+        quorate::cli::ops::OPERATION_WAIT,
         "failback committed",
         |st| st.primary == Some(home) && st.operation.is_none() && st.failed_over.is_none(),
     )
@@ -1840,7 +1840,7 @@ async fn failback_trial(
     wait_status(
         &probe,
         home_api,
-        quorate::cli_ops::OPERATION_WAIT,
+        quorate::cli::ops::OPERATION_WAIT,
         "failback committed",
         |st| {
             st.operation.is_none()
@@ -2150,7 +2150,7 @@ mod tests {
     }
 
     use super::*;
-    use quorate::api::status::{Counters, Membership, PeerStatus};
+    use quorate::api::wire::{Counters, Membership, PeerStatus};
 
     fn status(term: u64, leader: Option<u64>, epoch: u64, primary: Option<u64>) -> NodeStatus {
         NodeStatus {

@@ -1,4 +1,6 @@
-//! Who may become primary, and in which order.
+//! Who may become primary, and in which order: the one candidate ranking, used by the
+//! leader's failover and switchover decisions (`policy`) and by the early elections
+//! ([`super::election::rank`]).
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::api::status::NodeStatus;
-use crate::client::Client;
+use crate::api::wire::NodeStatus;
+use crate::cli::client::Client;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {

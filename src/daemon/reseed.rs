@@ -10,19 +10,19 @@
 //! the node first heard from it; from then on it is an ordinary member.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::storage::{RaftLogReader, RaftLogStorage};
 use serde::Serialize;
 
+use crate::config::Config;
 use crate::consensus::log_store::LogStore;
 use crate::consensus::snapshot;
 use crate::datadir::DataDir;
+use std::process::ExitCode;
 
-/// The marker file in the data dir while a re-seeded node catches up.
-pub const RESEED_MARKER: &str = "RESEEDING";
+pub use crate::consensus::reseed_gate::{ReseedFlag, RESEED_MARKER};
 /// Entries decoded per read while checking the log (bounds the memory of a check).
 const CHECK_BATCH_ENTRIES: u64 = 1024;
 /// How often a re-seeding node checks whether it has caught up.
@@ -239,27 +239,6 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// Whether this node is re-seeding (refuses votes). Shared by the transport and the watcher.
-#[derive(Clone, Debug, Default)]
-pub struct ReseedFlag(Arc<AtomicBool>);
-
-impl ReseedFlag {
-    /// Set when the data dir holds the marker.
-    pub fn from_data_dir(data_dir: &Path) -> ReseedFlag {
-        ReseedFlag(Arc::new(AtomicBool::new(
-            data_dir.join(RESEED_MARKER).exists(),
-        )))
-    }
-
-    pub fn active(&self) -> bool {
-        self.0.load(Ordering::Acquire)
-    }
-
-    fn clear(&self) {
-        self.0.store(false, Ordering::Release);
-    }
-}
-
 /// The pure part of the catch-up rule: the target is fixed at the leader's applied index
 /// [`RESEED_SETTLE`] after a leader is first heard of; the node has caught up once it applied
 /// that far.
@@ -297,7 +276,7 @@ impl CatchUp {
 
 /// Runs on a re-seeding node: waits until it caught up, then removes the marker, lets the node
 /// vote again and (voters only) campaign.
-pub async fn watch_reseed(node: Arc<crate::node::Node>, flag: ReseedFlag) {
+pub async fn watch_reseed(node: Arc<super::assembly::Node>, flag: ReseedFlag) {
     if !flag.active() {
         return;
     }
@@ -331,7 +310,7 @@ pub async fn watch_reseed(node: Arc<crate::node::Node>, flag: ReseedFlag) {
             }
             flag.clear();
             if node.config.node.role == crate::types::NodeRole::Voter {
-                node.raft.runtime_config().elect(true);
+                node.consensus.raft.runtime_config().elect(true);
             }
             tracing::info!(
                 applied = local,
@@ -341,6 +320,92 @@ pub async fn watch_reseed(node: Arc<crate::node::Node>, flag: ReseedFlag) {
             return;
         }
         tokio::time::sleep(RESEED_POLL).await;
+    }
+}
+
+/// `quorate recover`: checks a stopped node's Raft data and, with `--reseed --yes`, moves it
+/// aside so the node re-seeds from its peers.
+pub async fn recover_command(
+    file: &std::path::Path,
+    data_dir: Option<PathBuf>,
+    reseed: bool,
+    yes: bool,
+    json: bool,
+) -> ExitCode {
+    let config = match Config::load(file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: invalid config\n{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let dir_path = data_dir.unwrap_or(config.data_dir.clone());
+    if reseed && !yes {
+        eprintln!(
+            "error: --reseed discards this node's copy of the Raft log (it is moved aside, not \
+             deleted) and makes the node take everything from its peers; add --yes to confirm"
+        );
+        return ExitCode::from(2);
+    }
+    let dir = match crate::datadir::DataDir::open_locked(&dir_path) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let report = check(&dir).await;
+    let moved = if reseed {
+        match self::reseed(&dir).await {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        None
+    };
+    if json {
+        let v = serde_json::json!({
+            "check": report,
+            "healthy": report.healthy(),
+            "reseeded": moved.as_ref().map(|p| p.display().to_string()),
+        });
+        println!("{v}");
+    } else {
+        for (name, part) in [("log", &report.log), ("snapshot", &report.snapshot)] {
+            println!(
+                "{name:<9} {} {}: {}",
+                if part.ok { "ok     " } else { "DAMAGED" },
+                part.path,
+                part.detail
+            );
+        }
+        if let Some(v) = &report.vote {
+            println!("vote      {v}");
+        }
+        if report.reseeding {
+            println!("note: a re-seed was already under way (the RESEEDING marker exists)");
+        }
+        match &moved {
+            Some(p) => println!(
+                "re-seeded: the old data is in {}; start the daemon (`systemctl start quorate`): \
+                 it takes the log from the leader and votes again once it has caught up",
+                p.display()
+            ),
+            None if !report.healthy() => println!(
+                "next: with the other nodes healthy, run `quorate recover --config {} --reseed --yes`, \
+                 then start the daemon",
+                file.display()
+            ),
+            None => println!("the Raft data is sound; nothing to do"),
+        }
+    }
+    if moved.is_some() || report.healthy() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

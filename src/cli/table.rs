@@ -1,6 +1,6 @@
 //! Human tables for the CLI (pure string building, unit-tested).
 
-use crate::api::status::NodeStatus;
+use crate::api::wire::NodeStatus;
 
 /// The `quorate status` table: one row per configured node, as seen from `local` plus each
 /// node's own report when it answered.

@@ -12,90 +12,25 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::ServerState;
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::assembly::Node;
+pub use crate::api::context::{ExecutorStatus, OpError, OpOutcome, OpRequest, OPERATOR_QUEUE};
 use crate::cluster::{ClusterState, Command};
 use crate::consensus::app::{AppRequest, AppResponse};
+use crate::consensus::handle::ProposeError;
 use crate::heartbeat::{LocalStatus, RaftRoleWire};
-use crate::node::{Node, ProposeError};
 use crate::policy::{
-    Action, Event, HookKind as PolicyHook, Inputs, LocalRole, Member, OperatorRequest, PeerObs,
-    Policy, RaftView, Refusal, StatusNote,
+    Action, Event, HookKind as PolicyHook, Inputs, LocalRole, Member, PeerObs, Policy, RaftView,
+    Refusal,
 };
 use crate::resource::{HookContext, MonitorHandle, MonitorRole};
 use crate::types::{Epoch, NodeId, NodeRole, ResourceHealth};
 
-/// Operator requests queued for the executor at most (the API answers 503 past it).
-pub const OPERATOR_QUEUE: usize = 16;
 /// Results of in-flight actions queued at most.
 pub const EVENT_QUEUE: usize = 256;
 /// Longest the executor sleeps between rounds.
 pub const MAX_TICK: Duration = Duration::from_millis(25);
-
-/// What the executor publishes for the API, metrics and systemd.
-#[derive(Clone, Debug, Serialize)]
-pub struct ExecutorStatus {
-    pub local_role: LocalRole,
-    /// Some(epoch) while rule 1 held at the last round.
-    pub acting_primary: Option<Epoch>,
-    pub epoch: Epoch,
-    pub primary: Option<NodeId>,
-    pub maintenance: bool,
-    pub health: ResourceHealth,
-    pub notes: Vec<StatusNote>,
-    pub leader_changes: u64,
-    pub promotions_by_reason: BTreeMap<String, u64>,
-    /// Round counter: the watchdog is fed only while this advances.
-    pub rounds: u64,
-    /// See `Policy::lapse_counts`.
-    pub lease_lapses: u64,
-    pub lease_lapses_healed: u64,
-}
-
-impl Default for ExecutorStatus {
-    fn default() -> Self {
-        ExecutorStatus {
-            local_role: LocalRole::Starting,
-            acting_primary: None,
-            epoch: 0,
-            primary: None,
-            maintenance: false,
-            health: ResourceHealth::Unknown,
-            notes: Vec::new(),
-            leader_changes: 0,
-            promotions_by_reason: BTreeMap::new(),
-            rounds: 0,
-            lease_lapses: 0,
-            lease_lapses_healed: 0,
-        }
-    }
-}
-
-/// An operator request and where to send the answer.
-pub struct OpRequest {
-    pub req: OperatorRequest,
-    pub reply: oneshot::Sender<Result<OpOutcome, OpError>>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct OpOutcome {
-    /// The command that was committed.
-    pub command: String,
-    pub log_index: u64,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum OpError {
-    #[error("{0}")]
-    Refused(Refusal),
-    #[error("not the leader")]
-    NotLeader { leader: Option<NodeId> },
-    #[error("{0}")]
-    Propose(String),
-    #[error("the cluster refused the command: {0}")]
-    Rejected(String),
-}
 
 /// Test-only faults (see `crate::fault`; compiled in only with the `fault-injection` feature):
 /// a stall N ms after start proves the systemd watchdog catches a stuck loop, a panic proves
@@ -121,7 +56,7 @@ pub struct Executor {
     pub status_tx: watch::Sender<ExecutorStatus>,
     pub local_status: watch::Sender<LocalStatus>,
     pub ops_rx: mpsc::Receiver<OpRequest>,
-    pub notifier: Arc<crate::systemd::Notifier>,
+    pub notifier: Arc<super::systemd::Notifier>,
     /// Kills the in-flight promote hook (its process group) when fired: see
     /// [`Action::DemoteNow`]. Set while a promote hook runs, taken when it is cancelled.
     pub promote_cancel: Option<oneshot::Sender<()>>,
@@ -141,14 +76,11 @@ struct Observed {
 impl Executor {
     fn observe_world(&self) -> Observed {
         let node = &self.node;
-        let state = node.sm.cluster();
+        let state = node.consensus.sm.cluster();
         let m = node.metrics();
-        // A new leader decides only from state it has fully applied: until the blank entry of
-        // its own term is applied, the committed state it sees may be missing commands the
-        // previous leader committed (and it could, say, abort an operation that already moved
-        // on). openraft commits that entry right after the election, so this costs one commit.
-        let is_leader = m.state == ServerState::Leader
-            && m.last_applied.map(|l| l.leader_id.term) == Some(m.current_term);
+        // A new leader decides only from state it has fully applied (the rule:
+        // `rules::leader_is_current`).
+        let is_leader = crate::consensus::handle::leader_is_current(&m);
         let mut matched = BTreeMap::new();
         if let Some(rep) = &m.replication {
             for (id, l) in rep {
@@ -163,7 +95,7 @@ impl Executor {
         // reads are microseconds apart, far inside the clock-drift margin of the lease.
         let now = Instant::now();
         let last_quorum_acked =
-            crate::node::quorum_acked_age(&m).and_then(|age| now.checked_sub(age));
+            crate::consensus::handle::quorum_acked_age(&m).and_then(|age| now.checked_sub(age));
         let raft = RaftView {
             is_leader,
             term: m.current_term,
@@ -212,12 +144,12 @@ impl Executor {
     /// shutdown request) or when the node stops.
     pub async fn run(mut self, mut shutdown_rx: watch::Receiver<bool>) {
         let (ev_tx, mut ev_rx) = mpsc::channel::<Event>(EVENT_QUEUE);
-        let mut applied_rx = self.node.sm.subscribe_applied();
-        let mut metrics_rx = self.node.raft.metrics();
+        let mut applied_rx = self.node.consensus.sm.subscribe_applied();
+        let mut metrics_rx = self.node.consensus.raft.metrics();
         let mut view_rx = self.node.heartbeat.view.clone();
         let mut monitor_rx = self.monitor.results();
         let tick = (self.node.config.timing.lease / 4).clamp(Duration::from_millis(5), MAX_TICK);
-        let watchdog = crate::systemd::watchdog_interval();
+        let watchdog = super::systemd::watchdog_interval();
         let mut last_watchdog = Instant::now();
         let mut last_leader: Option<NodeId> = None;
         let mut leader_changes = 0u64;
@@ -523,7 +455,7 @@ impl Executor {
                     to,
                     "transferring leadership"
                 );
-                let raft = self.node.raft.clone();
+                let raft = self.node.consensus.raft.clone();
                 let tx = ev_tx.clone();
                 tokio::spawn(async move {
                     if let Err(e) = raft.trigger().transfer_leader(to).await {

@@ -7,8 +7,8 @@ use std::time::Duration;
 use reqwest::Method;
 
 use crate::api::kv::{KvItem, KvList};
-use crate::client::{ApiTarget, Client, REQUEST_TIMEOUT};
-use crate::cluster::kv::decode_value_from_json;
+use crate::cli::client::{ApiTarget, Client, REQUEST_TIMEOUT};
+use crate::kv::decode_value_from_json;
 
 pub enum KvOp {
     Get {
@@ -269,7 +269,10 @@ pub async fn run(api: &ApiTarget, token: Option<String>, op: KvOp) -> ExitCode {
     }
 }
 
-fn write_result(res: Result<(u16, Vec<u8>), crate::client::ClientError>, json: bool) -> ExitCode {
+fn write_result(
+    res: Result<(u16, Vec<u8>), crate::cli::client::ClientError>,
+    json: bool,
+) -> ExitCode {
     match res {
         Ok((200, body)) => {
             if json {

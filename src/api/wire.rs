@@ -1,5 +1,6 @@
-//! `/v1/status`: what this node knows about itself and the cluster. Shared by the server (which
-//! builds it) and the CLI (which parses it), so the two can never drift apart.
+//! The API's wire types: what the server sends and the CLI parses (`/v1/status`, the KV
+//! replies) and the admin token's file format. One definition for both sides, so the two
+//! can never drift apart.
 
 use serde::{Deserialize, Serialize};
 
@@ -148,4 +149,52 @@ pub struct PeerStatus {
     /// of the peer); `None` if never heard.
     #[serde(default)]
     pub incarnation: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct KvItem {
+    pub key: String,
+    pub value: String,
+    pub encoding: String,
+    pub create_revision: u64,
+    pub mod_revision: u64,
+    pub version: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct KvList {
+    pub items: Vec<KvItem>,
+    pub more: bool,
+    /// Pass as `start_after` to get the next page.
+    pub next_start_after: Option<String>,
+    pub revision: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct WriteReply {
+    pub revision: u64,
+}
+
+/// File name of the generated token inside the data dir.
+pub const TOKEN_FILE_NAME: &str = "api.token";
+/// Shortest token accepted from `[api] token_file`: anything shorter is guessable.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
+/// Checks a token's text: trimmed, one line, visible ASCII (it travels in an HTTP header),
+/// long enough.
+pub fn validate_token_text(text: &str) -> Result<&str, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err("the file is empty".into());
+    }
+    if !t.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("it contains spaces, line breaks or non-ASCII characters".into());
+    }
+    if t.len() < MIN_TOKEN_CHARS {
+        return Err(format!(
+            "it has {} characters, fewer than {MIN_TOKEN_CHARS}",
+            t.len()
+        ));
+    }
+    Ok(t)
 }

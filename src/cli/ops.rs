@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 
-use crate::api::status::NodeStatus;
-use crate::client::{ApiTarget, Client, REQUEST_TIMEOUT};
+use crate::api::wire::NodeStatus;
+use crate::cli::client::{ApiTarget, Client, REQUEST_TIMEOUT};
 
 /// How long `--wait` waits for a switchover or failback to finish.
 pub const OPERATION_WAIT: Duration = Duration::from_secs(120);

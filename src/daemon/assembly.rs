@@ -1,23 +1,24 @@
 //! One quorate node: wires the data dir, Raft (storage + transport), heartbeats and the API.
 //! Decisions live in `policy/`; this file only assembles the parts and runs them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openraft::async_runtime::WatchReceiver;
-use openraft::{BasicNode, ServerState};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::executor::{Executor, ExecutorStatus, OpRequest, OPERATOR_QUEUE};
+use super::loops;
 use crate::config::Config;
+use crate::consensus::handle::{Consensus, ProposeError};
 use crate::consensus::log_store::LogStore;
 use crate::consensus::network::{self, NetParams, NetStats, NetworkFactory};
+use crate::consensus::reseed_gate::ReseedFlag;
 use crate::consensus::state_machine::StateMachineStore;
 use crate::consensus::Raft;
 use crate::datadir::{DataDir, DataDirError};
-use crate::executor::{Executor, ExecutorStatus, OpRequest, OPERATOR_QUEUE};
 use crate::heartbeat::{self, HeartbeatHandle, HeartbeatParams, LocalStatus};
 use crate::policy::{Policy, PolicyConfig};
 use crate::resource::{
@@ -62,15 +63,14 @@ pub enum NodeError {
     #[error(transparent)]
     ApiToken(#[from] crate::api::auth::TokenError),
     #[error("API TLS: {0}; fix the [api] section (see `quorate config check`)")]
-    ApiTls(#[from] crate::api::tls::TlsFileError),
+    ApiTls(#[from] crate::tls::TlsFileError),
 }
 
 /// Everything the API and the control loops share.
 pub struct Node {
     pub config: Arc<Config>,
-    pub raft: Raft,
-    pub sm: StateMachineStore,
-    pub log: LogStore,
+    /// Raft with its log and state machine.
+    pub consensus: Consensus,
     pub heartbeat: HeartbeatHandle,
     pub net_stats: Arc<NetStats>,
     pub started: Instant,
@@ -88,11 +88,11 @@ pub struct Node {
     /// How this node reaches the leader's API when it forwards a request (http or https).
     pub api_forward: crate::api::tls::Forwarder,
     /// Set while the node re-seeds from its peers after `quorate recover --reseed`.
-    pub reseeding: crate::recover::ReseedFlag,
+    pub reseeding: ReseedFlag,
     /// Retunes the monitor loop on reload.
     pub monitor_tuner: MonitorTuner,
     /// The outcome of the last SIGHUP reload, for status (None: never reloaded).
-    pub last_reload: std::sync::Mutex<Option<String>>,
+    pub last_reload: Arc<std::sync::Mutex<Option<String>>>,
     _data_dir: DataDir,
 }
 
@@ -215,10 +215,9 @@ impl Node {
         self.config.node.id
     }
 
-    /// A copy of the current Raft metrics. Copy first, then use: holding the watch borrow
-    /// across an await blocks RaftCore from publishing and can deadlock it.
+    /// A copy of the current Raft metrics (see [`Consensus::metrics`]).
     pub fn metrics(&self) -> openraft::RaftMetrics<crate::consensus::TypeConfig> {
-        self.raft.metrics().borrow_watched().clone()
+        self.consensus.metrics()
     }
 
     /// Applies the hook settings of a reloaded config (already planned with
@@ -246,6 +245,26 @@ impl Node {
         Ok(())
     }
 
+    /// What the API gets: handles and receivers, never the node itself.
+    pub fn api_context(&self) -> crate::api::context::ApiContext {
+        crate::api::context::ApiContext {
+            config: self.config.clone(),
+            consensus: self.consensus.clone(),
+            heartbeat_view: self.heartbeat.view.clone(),
+            heartbeat_stats: self.heartbeat.stats.clone(),
+            net_stats: self.net_stats.clone(),
+            started: self.started,
+            loops_alive: self.loops_alive.subscribe(),
+            hooks: self.hooks.clone(),
+            executor: self.executor.clone(),
+            ops: self.ops.clone(),
+            api_guard: self.api_guard.clone(),
+            api_forward: self.api_forward.clone(),
+            reseeding: self.reseeding.clone(),
+            last_reload: self.last_reload.clone(),
+        }
+    }
+
     /// Records the outcome of a reload for `quorate status`.
     pub fn record_reload(&self, outcome: String) {
         *self
@@ -254,65 +273,10 @@ impl Node {
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(outcome);
     }
 
-    /// Why Raft stopped on this node, with what to do about it; None while it runs (or after a
-    /// requested shutdown). Raft stops for good when storage fails (a full disk, an IO error on
-    /// append or fsync): the node can no longer persist, so it cannot act as primary, vote or
-    /// replicate until the daemon is restarted on a healthy disk.
+    /// Why Raft stopped on this node (see [`Consensus::raft_failure`]).
     pub fn raft_failure(&self) -> Option<String> {
-        let fatal = match &self.raft.metrics().borrow_watched().running_state {
-            Ok(()) => return None,
-            Err(openraft::errors::Fatal::Stopped) => return None,
-            Err(e) => e.to_string(),
-        };
-        Some(describe_raft_failure(&fatal, &self.config.data_dir))
+        self.consensus.raft_failure()
     }
-}
-
-/// How long ago a quorum last acknowledged this node as leader (None: not a leader, or never
-/// acknowledged). openraft records an acknowledgement only when a follower answers, so a
-/// leader that is the only voter would never be acknowledged; it is its own quorum, so its
-/// acknowledgement is always fresh.
-pub fn quorum_acked_age(
-    m: &openraft::RaftMetrics<crate::consensus::TypeConfig>,
-) -> Option<Duration> {
-    if m.state != ServerState::Leader {
-        return None;
-    }
-    let membership = m.membership_config.membership();
-    let mut voters = membership.voter_ids();
-    if voters.next() == Some(m.id) && voters.next().is_none() {
-        return Some(Duration::ZERO);
-    }
-    m.last_quorum_acked
-        .as_ref()
-        .map(|t| openraft::Instant::elapsed(&**t))
-}
-
-/// Turns openraft's fatal error into an operator message: what happened and the next step.
-pub fn describe_raft_failure(fatal: &str, data_dir: &std::path::Path) -> String {
-    let dir = data_dir.display();
-    let lower = fatal.to_ascii_lowercase();
-    let next = if lower.contains("no space left") || lower.contains("quota") {
-        format!(
-            "the disk holding {dir} is full: free space there (`df -h {dir}`), then restart the \
-             daemon (`systemctl restart quorate`); the node rejoins as a replica and catches up"
-        )
-    } else if lower.contains("corrupt") || lower.contains("decode") || lower.contains("checksum") {
-        format!(
-            "the Raft data in {dir} is damaged: stop the daemon and run \
-             `quorate recover --config FILE` to check it and re-seed this node from its peers"
-        )
-    } else {
-        format!(
-            "check the disk holding {dir} (kernel log, `df -h {dir}`), then restart the daemon \
-             (`systemctl restart quorate`); if it fails again at start, run \
-             `quorate recover --config FILE`"
-        )
-    };
-    format!(
-        "raft stopped: {fatal}. This node cannot persist its log, so it no longer acts as primary, \
-         votes or replicates. Next: {next}"
-    )
 }
 
 impl RunningNode {
@@ -345,12 +309,12 @@ impl RunningNode {
             .api
             .tls
             .as_ref()
-            .map(crate::api::tls::server_config)
+            .map(crate::tls::server_config)
             .transpose()?;
         let api_forward = crate::api::tls::Forwarder::new(&config)?;
         let log = LogStore::open(&data_dir.raft_log_dir()).map_err(NodeError::Log)?;
         let sm = StateMachineStore::open(data_dir.snapshot_dir())?;
-        let reseeding = crate::recover::ReseedFlag::from_data_dir(&data_dir.path);
+        let reseeding = ReseedFlag::from_data_dir(&data_dir.path);
 
         let peers: HashMap<NodeId, std::net::SocketAddr> =
             config.peers.iter().map(|p| (p.id, p.raft)).collect();
@@ -457,9 +421,13 @@ impl RunningNode {
         let (loops_alive, _) = watch::channel(true);
         let node = Arc::new(Node {
             config: config.clone(),
-            raft: raft.clone(),
-            sm,
-            log,
+            consensus: Consensus {
+                id: config.node.id,
+                raft: raft.clone(),
+                sm,
+                log,
+                data_dir: config.data_dir.clone(),
+            },
             heartbeat,
             net_stats,
             started: Instant::now(),
@@ -472,10 +440,10 @@ impl RunningNode {
             api_forward,
             reseeding: reseeding.clone(),
             monitor_tuner: monitor.tuner(),
-            last_reload: std::sync::Mutex::new(None),
+            last_reload: Arc::new(std::sync::Mutex::new(None)),
             _data_dir: data_dir,
         });
-        let notifier = Arc::new(crate::systemd::Notifier::from_env());
+        let notifier = Arc::new(super::systemd::Notifier::from_env());
         let executor = Executor {
             node: node.clone(),
             policy,
@@ -491,24 +459,21 @@ impl RunningNode {
         let exec_node = node.clone();
         let executor_task = tokio::spawn(async move {
             // Held by the loop: /health goes red the moment it ends, panics or is cancelled.
-            let _alive = crate::failstop::AliveGuard::new(&exec_node.loops_alive);
+            let _alive = super::failstop::AliveGuard::new(&exec_node.loops_alive);
             executor.run(shutdown_rx).await;
             tracing::info!("executor stopped");
         });
 
         let mut tasks = vec![
             tokio::spawn(network::serve(raft_listener, raft.clone(), params)),
-            tokio::spawn(bootstrap(node.clone())),
-            tokio::spawn(crate::recover::watch_reseed(
-                node.clone(),
-                reseeding.clone(),
-            )),
-            tokio::spawn(propose_kv_limits(node.clone())),
+            tokio::spawn(loops::bootstrap(node.clone())),
+            tokio::spawn(super::reseed::watch_reseed(node.clone(), reseeding.clone())),
+            tokio::spawn(loops::propose_kv_limits(node.clone())),
         ];
         if config.node.role == NodeRole::Voter {
-            tasks.push(tokio::spawn(early_elections(node.clone())));
+            tasks.push(tokio::spawn(loops::early_elections(node.clone())));
         }
-        let app = crate::api::router(node.clone());
+        let app = crate::api::router(Arc::new(node.api_context()));
         let api_scheme = node.api_forward.scheme();
         match api_tls {
             None => tasks.push(tokio::spawn(async move {
@@ -545,7 +510,7 @@ impl RunningNode {
     /// Resolves when the executor's task ends: `Ok` after a shutdown request, else why it
     /// died (the daemon must then exit: nobody enforces the lease any more). Pending forever
     /// once it has resolved.
-    pub async fn executor_ended(&mut self) -> Result<(), crate::failstop::ExecutorDied> {
+    pub async fn executor_ended(&mut self) -> Result<(), super::failstop::ExecutorDied> {
         let Some(exec) = self.executor.as_mut() else {
             return std::future::pending().await;
         };
@@ -554,14 +519,14 @@ impl RunningNode {
         if *self.node.shutdown.borrow() && res.is_ok() {
             return Ok(());
         }
-        Err(crate::failstop::ExecutorDied::from_join(res))
+        Err(super::failstop::ExecutorDied::from_join(res))
     }
 
     /// Graceful stop: asks the executor to hand over (a primary switches over to the best
     /// candidate, or demotes) and waits for it, bounded by the policy's shutdown timeout plus
     /// a margin; then stops Raft and every task.
     pub async fn shutdown(mut self) {
-        crate::systemd::Notifier::from_env().stopping();
+        super::systemd::Notifier::from_env().stopping();
         self.node.shutdown.send_replace(true);
         if let Some(exec) = self.executor.take() {
             let limit = policy_config(&self.node.config).shutdown_timeout + Duration::from_secs(2);
@@ -575,275 +540,19 @@ impl RunningNode {
             t.abort();
         }
         self.node.heartbeat.shutdown();
-        if let Err(e) = self.node.raft.shutdown().await {
+        if let Err(e) = self.node.consensus.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }
     }
 }
 
-/// First start: the lowest-id voter initializes the cluster with every voting member; the
-/// others wait to be contacted. Restarts skip this (openraft remembers it is initialized), so
-/// any restart order is safe. The leader also adds configured learners.
-async fn bootstrap(node: Arc<Node>) {
-    let cfg = node.config.clone();
-    let lowest_voter = cfg
-        .peers
-        .iter()
-        .filter(|p| p.role == NodeRole::Voter)
-        .map(|p| p.id)
-        .min();
-    let voting: BTreeMap<NodeId, BasicNode> = cfg
-        .peers
-        .iter()
-        .filter(|p| p.role.votes())
-        .map(|p| (p.id, BasicNode::new(p.raft.to_string())))
-        .collect();
-    match node.raft.is_initialized().await {
-        Ok(true) => {}
-        Ok(false) if node.reseeding.active() => {
-            tracing::info!(
-                "re-seeding: waiting for the leader to send the log (no initialization)"
-            );
-        }
-        Ok(false) if lowest_voter == Some(cfg.node.id) => {
-            match node.raft.initialize(voting).await {
-                Ok(()) => tracing::info!("initialized a new cluster from config"),
-                Err(e) => tracing::info!("cluster initialization skipped: {e}"),
-            }
-        }
-        Ok(false) => tracing::info!(
-            "waiting to be contacted by the cluster (node {lowest_voter:?} initializes it)"
-        ),
-        Err(e) => {
-            tracing::error!("cannot read raft state: {e}");
-            return;
-        }
-    }
-
-    let learners: Vec<_> = cfg
-        .peers
-        .iter()
-        .filter(|p| p.role == NodeRole::Learner)
-        .collect();
-    if learners.is_empty() {
-        return;
-    }
-    let mut metrics = node.raft.metrics();
-    loop {
-        let (is_leader, known) = {
-            let m = metrics.borrow_and_update();
-            let known: Vec<NodeId> = m.membership_config.nodes().map(|(id, _)| *id).collect();
-            (m.state == ServerState::Leader, known)
-        };
-        if is_leader {
-            for l in &learners {
-                if !known.contains(&l.id) {
-                    match node
-                        .raft
-                        .add_learner(l.id, BasicNode::new(l.raft.to_string()), false)
-                        .await
-                    {
-                        Ok(_) => tracing::info!(learner = l.id, "learner added"),
-                        Err(e) => tracing::warn!(learner = l.id, "cannot add learner yet: {e}"),
-                    }
-                }
-            }
-        }
-        if metrics.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Makes the cluster's KV limits follow the leader's config: the leader proposes them once
-/// per term when the applied limits differ, so every node applies the same limits at the
-/// same log index (a node-local limit would let replicas disagree about a write).
-async fn propose_kv_limits(node: Arc<Node>) {
-    use crate::cluster::kv::KvLimits;
-    let want = KvLimits {
-        max_value_bytes: usize::try_from(node.config.storage.max_value_bytes).unwrap_or(usize::MAX),
-        max_total_bytes: node.config.storage.max_kv_bytes,
-        ..KvLimits::default()
-    };
-    let mut metrics = node.raft.metrics();
-    let mut done_term = None;
-    loop {
-        let (is_leader, term) = {
-            let m = metrics.borrow_and_update();
-            (m.state == ServerState::Leader, m.current_term)
-        };
-        let have = node.sm.read().map(|s| s.app.kv.limits()).ok();
-        if is_leader && done_term != Some(term) && have.as_ref() != Some(&want) {
-            match node
-                .propose(crate::consensus::app::AppRequest::SetKvLimits(want))
-                .await
-            {
-                Ok(_) => done_term = Some(term),
-                Err(e) => tracing::debug!("KV limits not proposed yet: {e}"),
-            }
-        }
-        if metrics.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
-/// How long a write or linearizable read may wait for Raft before the client gets 503.
-/// Bounded so a minority side answers quickly instead of hanging its clients.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-
-#[derive(Debug, thiserror::Error)]
-pub enum ProposeError {
-    #[error("this node is not the leader")]
-    NotLeader { leader: Option<NodeId> },
-    #[error("no quorum answered within {0:?}: this node may be cut off from the majority; retry, or ask another node")]
-    Timeout(Duration),
-    #[error("the write's outcome is unknown (the leader changed while it was in flight); read the key before retrying")]
-    Unknown(String),
-    #[error("raft has stopped on this node: {0}")]
-    Fatal(String),
-}
-
 impl Node {
-    /// Proposes `req` through Raft on this node and waits until it is committed *and applied*
-    /// (only then may the client be told it succeeded: safety rule 5).
+    /// See [`Consensus::propose`].
     pub async fn propose(
         &self,
         req: crate::consensus::app::AppRequest,
     ) -> Result<(crate::consensus::app::AppResponse, u64), ProposeError> {
-        use openraft::errors::{ClientWriteError, RaftError};
-        let fut = self
-            .raft
-            .client_write(crate::consensus::types::Request(req));
-        match tokio::time::timeout(WRITE_TIMEOUT, fut).await {
-            Err(_) => Err(ProposeError::Timeout(WRITE_TIMEOUT)),
-            Ok(Ok(resp)) => Ok((resp.data.0, resp.log_id.index)),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(ProposeError::NotLeader {
-                    leader: f.leader_id,
-                })
-            }
-            Ok(Err(RaftError::APIError(e))) => Err(ProposeError::Unknown(e.to_string())),
-            Ok(Err(RaftError::Fatal(e))) => Err(ProposeError::Fatal(e.to_string())),
-        }
-    }
-
-    /// Waits until a read on this node is linearizable (ReadIndex through the leader's quorum,
-    /// then local apply up to it). Only valid on the leader; followers forward.
-    pub async fn linearizable_barrier(&self) -> Result<(), ProposeError> {
-        use openraft::errors::{LinearizableReadError, RaftError};
-        let fut = self
-            .raft
-            .ensure_linearizable(openraft::ReadPolicy::ReadIndex);
-        match tokio::time::timeout(WRITE_TIMEOUT, fut).await {
-            Err(_) => Err(ProposeError::Timeout(WRITE_TIMEOUT)),
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => {
-                Err(ProposeError::NotLeader {
-                    leader: f.leader_id,
-                })
-            }
-            Ok(Err(RaftError::APIError(e))) => Err(ProposeError::Unknown(e.to_string())),
-            Ok(Err(RaftError::Fatal(e))) => Err(ProposeError::Fatal(e.to_string())),
-        }
-    }
-
-    /// The API address of a member (to forward requests to the leader).
-    pub fn api_addr_of(&self, id: NodeId) -> Option<std::net::SocketAddr> {
-        self.config.peers.iter().find(|p| p.id == id).map(|p| p.api)
-    }
-}
-
-/// Gap between successive candidates' early campaigns (best candidate first).
-pub const CAMPAIGN_STAGGER: Duration = Duration::from_millis(15);
-/// Least gap between two early campaigns for the same dead leader.
-pub const CAMPAIGN_RETRY: Duration = Duration::from_millis(25);
-/// Added after the voters' lease runs out before campaigning (timer granularity).
-pub const CAMPAIGN_MARGIN: Duration = Duration::from_millis(3);
-
-/// Watches the heartbeat view; when the Raft leader is dead on every link, campaigns (pre-vote)
-/// as soon as the voters' lease has run out, staggered by rank. See `early_election.rs`.
-async fn early_elections(node: Arc<Node>) {
-    use crate::consensus::early_election::{campaign_at, rank, CampaignGuard, Contender};
-    let cfg = node.config.clone();
-    let lease = cfg.timing.election_timeout_max;
-    let mut view_rx = node.heartbeat.view.clone();
-    let mut guard = CampaignGuard::new(CAMPAIGN_RETRY);
-    loop {
-        let plan = {
-            let m = node.metrics();
-            let view = view_rx.borrow_and_update().clone();
-            match m.current_leader {
-                Some(leader) if leader != cfg.node.id && m.state != ServerState::Leader => {
-                    view.peer(leader).and_then(|ls| {
-                        if !ls.state.counts_as_dead() {
-                            return None;
-                        }
-                        let age = ls.last_seen_age?;
-                        let last_heard = view.at.checked_sub(age)?;
-                        let mut contenders = vec![Contender {
-                            id: cfg.node.id,
-                            priority: cfg.node.priority,
-                            applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
-                        }];
-                        for p in cfg.peers.iter().filter(|p| {
-                            p.role == NodeRole::Voter && p.id != leader && p.id != cfg.node.id
-                        }) {
-                            if let Some(ps) = view.peer(p.id) {
-                                if !ps.state.counts_as_dead() {
-                                    contenders.push(Contender {
-                                        id: p.id,
-                                        priority: p.priority,
-                                        applied_index: ps
-                                            .last
-                                            .as_ref()
-                                            .map(|h| h.applied_index)
-                                            .unwrap_or(0),
-                                    });
-                                }
-                            }
-                        }
-                        let r = rank(cfg.node.id, &contenders)?;
-                        Some((
-                            leader,
-                            m.current_term,
-                            campaign_at(last_heard, lease, r, CAMPAIGN_STAGGER, CAMPAIGN_MARGIN),
-                            r,
-                        ))
-                    })
-                }
-                _ => None,
-            }
-        };
-        if let Some((leader, term, at, r)) = plan {
-            let now = Instant::now();
-            if at > now {
-                tokio::select! {
-                    _ = tokio::time::sleep(at - now) => {}
-                    r = view_rx.changed() => { if r.is_err() { return; } continue; }
-                }
-            }
-            // Re-check: the leader may have come back, or an election already happened.
-            let m = node.metrics();
-            if m.current_leader == Some(leader)
-                && m.current_term == term
-                && !node.reseeding.active()
-                && guard.should_fire(leader, term, Instant::now())
-            {
-                tracing::info!(
-                    leader,
-                    term,
-                    rank = r,
-                    "leader dead on every heartbeat link: starting a pre-vote campaign"
-                );
-                if let Err(e) = node.raft.trigger().elect(true).await {
-                    tracing::warn!("cannot trigger election: {e}");
-                }
-            }
-        }
-        if view_rx.changed().await.is_err() {
-            return;
-        }
+        self.consensus.propose(req).await
     }
 }
 

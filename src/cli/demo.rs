@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use crate::api::status::NodeStatus;
-use crate::client::Client;
-use crate::localcluster::{ClusterSpec, LocalCluster};
+use crate::api::wire::NodeStatus;
+use crate::cli::client::Client;
+use crate::cli::localcluster::{ClusterSpec, LocalCluster};
 
 /// Upper bound on every wait in the demo (a stuck demo must end with an error, not hang).
 pub const DEMO_STEP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -44,7 +44,7 @@ async fn print_table(c: &LocalCluster) {
         .find(|s| s.raft_state == "leader")
         .or(all.first());
     if let Some(v) = view {
-        print!("{}", crate::cli_table::status_table(v, &all));
+        print!("{}", crate::cli::table::status_table(v, &all));
     }
 }
 
