@@ -2,7 +2,7 @@
 //! (durations, roles, indexes, the committed cluster state). The policy composes them into
 //! decisions; the API, the executor, the config check, the early elections and the transport
 //! call them instead of re-deriving them. The table of rules, their functions and their tests
-//! is in the [`crate::policy`] module doc.
+//! is in the `policy` module doc.
 //!
 //! Why a module of its own rather than a file inside `policy`: the config check (a lower
 //! layer than the policy) applies the lease rules when a file is loaded, and the transport
