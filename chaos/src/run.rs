@@ -789,6 +789,7 @@ fn into_namespaces(cluster: &mut LocalCluster) -> Result<crate::netns::Netns, Ru
             moves.push((a.to_string(), new.to_string()));
             *a = new;
         }
+        n.reach_api = n.member.api;
     }
     for n in &cluster.nodes {
         let text = std::fs::read_to_string(&n.config)

@@ -1,5 +1,7 @@
 //! Launches a quorate cluster as child processes on 127.0.0.1 (free ports, a temp dir per
-//! run). Every process it starts is killed by PID when the `LocalCluster` is dropped.
+//! run), or in network namespaces the caller made (`NodeNet`). Every process it starts is
+//! killed by PID when the `LocalCluster` is dropped. The one launcher: the demo, the chaos
+//! harness, the benchmarks and the integration tests (`tests/common`) all start clusters here.
 //!
 //! Every node shares one API admin token (`<dir>/api.token`, mode 0600, named by each config's
 //! `[api] token_file`): `client`, `auth_headers` and `token` give it to whoever sends
@@ -11,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::api::wire::NodeStatus;
+use crate::api::wire::{NodeStatus, TOKEN_FILE_NAME};
 use crate::cli::client::Client;
 
 #[derive(Debug, thiserror::Error)]
@@ -45,18 +47,48 @@ pub fn quorate_binary() -> Result<PathBuf, LaunchError> {
     }
 }
 
-/// A port free for both TCP and UDP on 127.0.0.1 a moment ago.
+/// Ports are taken from below the kernel's ephemeral range, so the thousands of outgoing
+/// connections a test or benchmark makes (whose source ports come from that range) can never
+/// grab a port a node is about to listen on.
+const PORT_FLOOR: u16 = 10_000;
+
+/// Lowest ephemeral port (from /proc; Linux's default when unreadable).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse().ok()))
+        .unwrap_or(32_768)
+}
+
+/// A port free for both TCP and UDP on 127.0.0.1 a moment ago, never handed out twice in this
+/// process (a shared cursor walks the range below the ephemeral ports from a random start, so
+/// concurrent clusters in one process, and concurrent processes, do not collide).
 pub fn free_port() -> Result<u16, LaunchError> {
-    for _ in 0..100 {
-        let tcp = TcpListener::bind("127.0.0.1:0").map_err(io("bind 127.0.0.1:0"))?;
-        let port = tcp.local_addr().map_err(io("local addr"))?.port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static CURSOR: AtomicU32 = AtomicU32::new(u32::MAX);
+    let high = ephemeral_low().max(PORT_FLOOR + 1_000);
+    let span = u32::from(high - PORT_FLOOR);
+    if CURSOR.load(Ordering::Relaxed) == u32::MAX {
+        let seed = std::process::id()
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+        let _ =
+            CURSOR.compare_exchange(u32::MAX, seed % span, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    // Bounded: one pass over the range.
+    for _ in 0..span {
+        let port = PORT_FLOOR + (CURSOR.fetch_add(1, Ordering::Relaxed) % span) as u16;
+        let free = TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if free {
             return Ok(port);
         }
     }
     Err(LaunchError::Io {
-        what: "no free port pair found in 100 tries".into(),
-        source: std::io::Error::other("ports exhausted"),
+        what: format!("no free TCP+UDP port between {PORT_FLOOR} and {high} on 127.0.0.1"),
+        source: std::io::Error::other("ports exhausted; stop other clusters or widen the range"),
     })
 }
 
@@ -70,15 +102,43 @@ pub struct Member {
     pub api: SocketAddr,
 }
 
+/// A node's addresses when it does not use the default layout (127.0.0.1, free ports): for
+/// nodes in network namespaces.
+#[derive(Clone, Debug)]
+pub struct NodeNet {
+    /// Advertised in every `[[peer]]` entry and bound in `[listen]`.
+    pub raft: SocketAddr,
+    pub heartbeat: SocketAddr,
+    /// Advertised API (peers forward control requests there).
+    pub api: SocketAddr,
+    /// `[listen] api` (e.g. 0.0.0.0 with `api`'s port, to be reachable on a second link).
+    pub api_listen: SocketAddr,
+    /// Where the launcher's owner reaches the API.
+    pub reach_api: SocketAddr,
+    /// Network namespace (a name under /var/run/netns) the daemon is started in.
+    pub netns: Option<String>,
+}
+
 pub struct ClusterSpec {
     pub name: String,
     /// Member roles, ids 1..=n.
     pub roles: Vec<String>,
+    /// `profile = ...` in every config; empty leaves it out (the default, lan).
     pub profile: String,
     /// TOML appended to every config (`[timing]`, `[resource]`, ...).
     pub extra: String,
     /// Environment for every node (e.g. QUORATE_MARKER_LOG).
     pub env: Vec<(String, String)>,
+    /// Explicit addresses, one per role (id i+1 gets `nets[i]`); None: 127.0.0.1, free ports.
+    pub nets: Option<Vec<NodeNet>>,
+    /// The API admin token; None draws a random one.
+    pub token: Option<String>,
+    /// The daemon binary; None: `quorate_binary()`.
+    pub bin: Option<PathBuf>,
+    /// Daemons get SIGKILL when the thread that started them dies (PR_SET_PDEATHSIG): for
+    /// tests and benchmarks, whose daemons must not outlive a killed harness. Off for the
+    /// demo, whose `--keep` leaves the cluster running after it exits.
+    pub die_with_parent: bool,
 }
 
 impl ClusterSpec {
@@ -89,6 +149,10 @@ impl ClusterSpec {
             profile: "lan".into(),
             extra: String::new(),
             env: Vec::new(),
+            nets: None,
+            token: None,
+            bin: None,
+            die_with_parent: false,
         }
     }
 }
@@ -98,6 +162,13 @@ pub struct NodeProc {
     pub config: PathBuf,
     pub log: PathBuf,
     pub child: Option<Child>,
+    /// Environment for this node only, applied after the cluster's at each `start`.
+    pub env: Vec<(String, String)>,
+    /// Where the launcher's owner reaches the node's API (`member.api` unless the node lives
+    /// in a network namespace).
+    pub reach_api: SocketAddr,
+    /// Network namespace (a name under /var/run/netns) the daemon is started in.
+    pub netns: Option<String>,
 }
 
 pub struct LocalCluster {
@@ -109,6 +180,7 @@ pub struct LocalCluster {
     pub env: Vec<(String, String)>,
     /// The API admin token every node uses (mutating requests need it).
     pub token: String,
+    die_with_parent: bool,
 }
 
 /// Writes `text` to a new file `path` with mode 0600.
@@ -132,38 +204,66 @@ fn addr(port: u16) -> SocketAddr {
 impl LocalCluster {
     /// Writes the configs; starts nothing.
     pub fn create(spec: &ClusterSpec) -> Result<LocalCluster, LaunchError> {
-        let bin = quorate_binary()?;
+        let bin = match &spec.bin {
+            Some(b) => b.clone(),
+            None => quorate_binary()?,
+        };
+        if let Some(nets) = &spec.nets {
+            if nets.len() != spec.roles.len() {
+                return Err(LaunchError::Io {
+                    what: format!(
+                        "{} node addresses for {} roles",
+                        nets.len(),
+                        spec.roles.len()
+                    ),
+                    source: std::io::Error::other("give one NodeNet per role"),
+                });
+            }
+        }
         let dir = tempfile::Builder::new()
             .prefix("quorate-cluster-")
             .tempdir()
             .map_err(io("create temp dir"))?;
         let mut members = Vec::new();
         for (i, role) in spec.roles.iter().enumerate() {
+            let id = i as u64 + 1;
+            let (raft, heartbeat, api) = match spec.nets.as_ref().map(|n| &n[i]) {
+                Some(net) => (net.raft, net.heartbeat, net.api),
+                None => (addr(free_port()?), addr(free_port()?), addr(free_port()?)),
+            };
             members.push(Member {
-                id: i as u64 + 1,
+                id,
                 role: role.clone(),
                 priority: 100,
-                raft: addr(free_port()?),
-                heartbeat: addr(free_port()?),
-                api: addr(free_port()?),
+                raft,
+                heartbeat,
+                api,
             });
         }
-        let token = {
-            use rand::RngCore;
-            let mut b = [0u8; 32];
-            rand::rngs::OsRng.fill_bytes(&mut b);
-            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+        let token = match &spec.token {
+            Some(t) => t.clone(),
+            None => {
+                use rand::RngCore;
+                let mut b = [0u8; 32];
+                rand::rngs::OsRng.fill_bytes(&mut b);
+                b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+            }
         };
-        let token_file = dir.path().join(crate::api::auth::TOKEN_FILE_NAME);
+        let token_file = dir.path().join(TOKEN_FILE_NAME);
         write_private(&token_file, &format!("{token}\n"))?;
         let mut nodes = Vec::new();
-        for m in &members {
+        for (i, m) in members.iter().enumerate() {
+            let net = spec.nets.as_ref().map(|n| n[i].clone());
+            let api_listen = net.as_ref().map(|n| n.api_listen).unwrap_or(m.api);
             let mut t = String::new();
             let _ = writeln!(
                 t,
-                "cluster = \"{}\"\ndata_dir = \"data{}\"\nprofile = \"{}\"",
-                spec.name, m.id, spec.profile
+                "cluster = \"{}\"\ndata_dir = \"data{}\"",
+                spec.name, m.id
             );
+            if !spec.profile.is_empty() {
+                let _ = writeln!(t, "profile = \"{}\"", spec.profile);
+            }
             let _ = writeln!(
                 t,
                 "[node]\nid = {}\nrole = \"{}\"\npriority = {}",
@@ -172,7 +272,7 @@ impl LocalCluster {
             let _ = writeln!(
                 t,
                 "[listen]\nraft = \"{}\"\nheartbeat = \"{}\"\napi = \"{}\"",
-                m.raft, m.heartbeat, m.api
+                m.raft, m.heartbeat, api_listen
             );
             for p in &members {
                 let _ = writeln!(
@@ -181,7 +281,8 @@ impl LocalCluster {
                     p.id, p.role, p.priority, p.raft, p.heartbeat, p.api
                 );
             }
-            let _ = writeln!(t, "[api]\ntoken_file = \"{}\"", token_file.display());
+            // Relative to the config's folder, where the token file is.
+            let _ = writeln!(t, "[api]\ntoken_file = \"{TOKEN_FILE_NAME}\"");
             t.push_str(&spec.extra);
             let config = dir.path().join(format!("node{}.toml", m.id));
             std::fs::write(&config, t).map_err(io(format!("write {}", config.display())))?;
@@ -190,6 +291,9 @@ impl LocalCluster {
                 log: dir.path().join(format!("node{}.log", m.id)),
                 config,
                 child: None,
+                env: Vec::new(),
+                reach_api: net.as_ref().map(|n| n.reach_api).unwrap_or(m.api),
+                netns: net.and_then(|n| n.netns),
             });
         }
         Ok(LocalCluster {
@@ -199,6 +303,7 @@ impl LocalCluster {
             nodes,
             env: spec.env.clone(),
             token,
+            die_with_parent: spec.die_with_parent,
         })
     }
 
@@ -208,7 +313,7 @@ impl LocalCluster {
 
     /// The file holding the API token (for `quorate --token-file`).
     pub fn token_file(&self) -> PathBuf {
-        self.root.join(crate::api::auth::TOKEN_FILE_NAME)
+        self.root.join(TOKEN_FILE_NAME)
     }
 
     /// `Authorization: Bearer <token>`, for `reqwest::ClientBuilder::default_headers`.
@@ -271,9 +376,17 @@ impl LocalCluster {
         self.nodes.iter().find(|n| n.member.id == id)
     }
 
+    /// The node's data directory (`data<ID>` beside its config).
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.root.join(format!("data{id}"))
+    }
+
+    /// Spawns node `id`'s daemon (stdout and stderr appended to its log file); nothing when it
+    /// runs already or does not exist.
     pub fn start(&mut self, id: u64) -> Result<(), LaunchError> {
         let bin = self.bin.clone();
         let env = self.env.clone();
+        let die_with_parent = self.die_with_parent;
         let Some(n) = self.node_mut(id) else {
             return Ok(());
         };
@@ -284,22 +397,82 @@ impl LocalCluster {
             .create(true)
             .append(true)
             .open(&n.log)
-            .map_err(io("open node log"))?;
+            .map_err(io(format!("open {}", n.log.display())))?;
         let log2 = log.try_clone().map_err(io("clone node log"))?;
         let mut cmd = Command::new(&bin);
         cmd.args(["run", "--config"])
             .arg(&n.config)
+            .envs(env.iter().chain(n.env.iter()).map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log2)
             .stderr(log);
-        for (k, v) in &env {
-            cmd.env(k, v);
+        if die_with_parent {
+            die_with_parent_thread(&mut cmd);
         }
-        n.child = Some(
-            cmd.spawn()
-                .map_err(io(format!("spawn {}", bin.display())))?,
-        );
+        // Opened here, in the parent; the child joins the namespace between fork and exec.
+        // The file stays open until after spawn (O_CLOEXEC: the daemon does not inherit it).
+        let ns_file = match &n.netns {
+            Some(name) => {
+                let path = Path::new("/var/run/netns").join(name);
+                Some(
+                    std::fs::File::open(&path)
+                        .map_err(io(format!("open network namespace {}", path.display())))?,
+                )
+            }
+            None => None,
+        };
+        if let Some(f) = &ns_file {
+            use std::os::fd::AsRawFd;
+            use std::os::unix::process::CommandExt;
+            let fd = f.as_raw_fd();
+            // SAFETY: setns(2) is async-signal-safe; `fd` stays open until spawn returns.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
+            .spawn()
+            .map_err(io(format!("spawn {}", bin.display())))?;
+        drop(ns_file);
+        n.child = Some(child);
         Ok(())
+    }
+
+    /// SIGTERM, then wait up to `grace` for the exit (SIGKILL after it); the exit status.
+    pub fn stop(&mut self, id: u64, grace: Duration) -> Option<std::process::ExitStatus> {
+        let mut c = self.node_mut(id)?.child.take()?;
+        // SAFETY: kill(2) on the PID of a child this launcher spawned and still owns.
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + grace;
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                return c.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A daemon command for node `id`'s config that is not tracked by the cluster (e.g. to
+    /// show that a second daemon on the same data dir is refused).
+    pub fn untracked_daemon(&self, id: u64) -> Option<Command> {
+        let n = self.node(id)?;
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["run", "--config"]).arg(&n.config);
+        if self.die_with_parent {
+            die_with_parent_thread(&mut cmd);
+        }
+        Some(cmd)
     }
 
     pub fn start_all(&mut self) -> Result<(), LaunchError> {
@@ -334,7 +507,7 @@ impl LocalCluster {
 
     pub fn client(&self, id: u64, timeout: Duration) -> Option<Client> {
         self.node(id).map(|n| {
-            Client::new(&n.member.api.to_string(), timeout).with_token(Some(self.token.clone()))
+            Client::new(&n.reach_api.to_string(), timeout).with_token(Some(self.token.clone()))
         })
     }
 
@@ -369,6 +542,23 @@ impl LocalCluster {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         None
+    }
+}
+
+/// The child gets SIGKILL if the thread that spawns it dies (a killed test or benchmark), so
+/// no daemon lives on as an orphan holding ports. The signal follows the spawning thread:
+/// owners spawn from the thread that also drops the `LocalCluster`, which kills every child
+/// first, so it never fires early.
+fn die_with_parent_thread(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 

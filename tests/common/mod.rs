@@ -3,13 +3,15 @@
 #![allow(dead_code)]
 
 use std::fmt::Write as _;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use quorate::api::wire::NodeStatus;
 use quorate::cli::client::Client;
+use quorate::cli::localcluster::{self, ClusterSpec, LocalCluster};
+pub use quorate::cli::localcluster::{NodeNet, NodeProc};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_quorate");
 
@@ -66,72 +68,10 @@ pub fn cli_spawn(args: &[&str]) -> Child {
         .expect("spawn quorate cli")
 }
 
-/// Ports are taken from below the kernel's ephemeral range, so the thousands of outgoing
-/// connections a test makes (whose source ports come from that range) can never grab a port a
-/// node is about to listen on.
-const PORT_FLOOR: u16 = 10_000;
-
-/// Lowest ephemeral port (from /proc; Linux's default when unreadable).
-fn ephemeral_low() -> u16 {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse().ok()))
-        .unwrap_or(32_768)
-}
-
-/// A port free for both TCP and UDP on 127.0.0.1 a moment ago, never handed out twice in this
-/// process (a shared cursor walks the range from a random start, so concurrent tests and test
-/// processes do not collide).
+/// A port free for TCP and UDP on 127.0.0.1, never handed out twice in this process (the
+/// launcher's, which walks the range below the ephemeral ports).
 pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static CURSOR: AtomicU32 = AtomicU32::new(u32::MAX);
-    let high = ephemeral_low().max(PORT_FLOOR + 1_000);
-    let span = u32::from(high - PORT_FLOOR);
-    if CURSOR.load(Ordering::Relaxed) == u32::MAX {
-        let seed = std::process::id()
-            ^ std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0);
-        let _ =
-            CURSOR.compare_exchange(u32::MAX, seed % span, Ordering::Relaxed, Ordering::Relaxed);
-    }
-    // Bounded: one pass over the range.
-    for _ in 0..span {
-        let port = PORT_FLOOR + (CURSOR.fetch_add(1, Ordering::Relaxed) % span) as u16;
-        let free = TcpListener::bind(("127.0.0.1", port)).is_ok()
-            && UdpSocket::bind(("127.0.0.1", port)).is_ok();
-        if free {
-            return port;
-        }
-    }
-    panic!("no free port between {PORT_FLOOR} and {high}");
-}
-
-#[derive(Clone, Debug)]
-pub struct Member {
-    pub id: u64,
-    pub role: &'static str,
-    pub priority: u32,
-    pub raft: SocketAddr,
-    pub heartbeat: SocketAddr,
-    pub api: SocketAddr,
-}
-
-pub struct NodeProc {
-    pub member: Member,
-    pub config: PathBuf,
-    pub log: PathBuf,
-    pub child: Option<Child>,
-    /// Extra environment for the daemon (and so for its hooks), applied at each `start`.
-    /// `Cluster::new` sets QUORATE_MARKER_LOG, QUORATE_MONITOR_FAIL_FILE and
-    /// QUORATE_FENCE_FAIL_FILE (see `hook_log_path`, `monitor_fail_file`, `fence_fail_file`).
-    pub env: Vec<(String, String)>,
-    /// Where the test reaches the node's API (`member.api` unless the node lives in a
-    /// network namespace, see `NodeNet`).
-    pub test_api: SocketAddr,
-    /// Network namespace (a name under /var/run/netns) the daemon is started in.
-    pub netns: Option<String>,
+    localcluster::free_port().expect("a free port for a test node")
 }
 
 pub struct Options {
@@ -149,29 +89,25 @@ impl Default for Options {
     }
 }
 
+/// A test cluster: the library's launcher (`quorate::cli::localcluster`, the one the demo,
+/// chaos and the benchmarks use) with the test token, the marker hook's files, daemons that
+/// die with the test, and methods that panic with every node's log tail instead of
+/// returning errors.
 pub struct Cluster {
-    pub dir: tempfile::TempDir,
-    pub nodes: Vec<NodeProc>,
+    inner: LocalCluster,
 }
 
-fn addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
+impl std::ops::Deref for Cluster {
+    type Target = LocalCluster;
+    fn deref(&self) -> &LocalCluster {
+        &self.inner
+    }
 }
 
-/// A node's addresses when it does not use the default layout (127.0.0.1, free ports): for
-/// nodes in network namespaces (see `NetLab`).
-#[derive(Clone, Debug)]
-pub struct NodeNet {
-    /// Advertised in every `[[peer]]` entry and bound in `[listen]`.
-    pub raft: SocketAddr,
-    pub heartbeat: SocketAddr,
-    /// Advertised API (peers forward control requests there).
-    pub api: SocketAddr,
-    /// `[listen] api` (e.g. 0.0.0.0 with `api`'s port, to be reachable on a second link).
-    pub api_listen: SocketAddr,
-    /// Where the test reaches the API.
-    pub test_api: SocketAddr,
-    pub netns: Option<String>,
+impl std::ops::DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut LocalCluster {
+        &mut self.inner
+    }
 }
 
 impl Cluster {
@@ -186,117 +122,49 @@ impl Cluster {
         opts: Options,
         nets: Option<Vec<NodeNet>>,
     ) -> Cluster {
-        let dir = tempfile::tempdir().expect("tempdir");
-        {
-            use std::io::Write as _;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(dir.path().join(TEST_TOKEN_FILE))
-                .expect("create the API token file");
-            writeln!(f, "{TEST_TOKEN}").expect("write the API token file");
-        }
-        if let Some(n) = &nets {
-            assert_eq!(n.len(), roles.len(), "one NodeNet per role");
-        }
-        let members: Vec<Member> = roles
-            .iter()
-            .enumerate()
-            .map(|(i, role)| match nets.as_ref().map(|n| &n[i]) {
-                Some(net) => Member {
-                    id: i as u64 + 1,
-                    role,
-                    priority: 100,
-                    raft: net.raft,
-                    heartbeat: net.heartbeat,
-                    api: net.api,
-                },
-                None => Member {
-                    id: i as u64 + 1,
-                    role,
-                    priority: 100,
-                    raft: addr(free_port()),
-                    heartbeat: addr(free_port()),
-                    api: addr(free_port()),
-                },
-            })
-            .collect();
-        let mut nodes = Vec::new();
-        for (i, m) in members.iter().enumerate() {
-            let net = nets.as_ref().map(|n| n[i].clone());
-            let mut t = String::new();
-            writeln!(t, "cluster = \"{}\"", opts.cluster).unwrap();
-            writeln!(t, "data_dir = \"data{}\"", m.id).unwrap();
-            writeln!(
-                t,
-                "[node]\nid = {}\nrole = \"{}\"\npriority = {}",
-                m.id, m.role, m.priority
-            )
-            .unwrap();
-            let api_listen = net.as_ref().map(|n| n.api_listen).unwrap_or(m.api);
-            writeln!(
-                t,
-                "[listen]\nraft = \"{}\"\nheartbeat = \"{}\"\napi = \"{}\"",
-                m.raft, m.heartbeat, api_listen
-            )
-            .unwrap();
-            for p in &members {
-                writeln!(
-                    t,
-                    "[[peer]]\nid = {}\nrole = \"{}\"\npriority = {}\nraft = \"{}\"\nheartbeat = [\"{}\"]\napi = \"{}\"",
-                    p.id, p.role, p.priority, p.raft, p.heartbeat, p.api
-                )
-                .unwrap();
-            }
-            writeln!(t, "[api]\ntoken_file = \"{TEST_TOKEN_FILE}\"").unwrap();
-            t.push_str(&opts.extra);
-            let config = dir.path().join(format!("node{}.toml", m.id));
-            std::fs::write(&config, t).expect("write config");
-            let env = vec![
+        let spec = ClusterSpec {
+            name: opts.cluster,
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            profile: String::new(),
+            extra: opts.extra,
+            env: vec![("QUORATE_LOG".into(), "info,openraft=info".into())],
+            nets,
+            token: Some(TEST_TOKEN.to_string()),
+            bin: Some(PathBuf::from(BIN)),
+            die_with_parent: true,
+        };
+        let mut inner = LocalCluster::create(&spec).expect("write the test cluster's configs");
+        let dir = inner.path().to_path_buf();
+        for n in &mut inner.nodes {
+            let id = n.member.id;
+            n.env = vec![
                 (
                     "QUORATE_MARKER_LOG".to_string(),
-                    hook_log_in(dir.path()).display().to_string(),
+                    hook_log_in(&dir).display().to_string(),
                 ),
                 (
                     "QUORATE_MONITOR_FAIL_FILE".to_string(),
-                    monitor_fail_in(dir.path(), m.id).display().to_string(),
+                    monitor_fail_in(&dir, id).display().to_string(),
                 ),
                 (
                     "QUORATE_FENCE_FAIL_FILE".to_string(),
-                    fence_fail_in(dir.path(), m.id).display().to_string(),
+                    fence_fail_in(&dir, id).display().to_string(),
                 ),
             ];
-            nodes.push(NodeProc {
-                member: m.clone(),
-                log: dir.path().join(format!("node{}.log", m.id)),
-                config,
-                child: None,
-                env,
-                test_api: net.as_ref().map(|n| n.test_api).unwrap_or(m.api),
-                netns: net.and_then(|n| n.netns),
-            });
         }
-        Cluster { dir, nodes }
+        Cluster { inner }
     }
 
     pub fn node(&self, id: u64) -> &NodeProc {
-        self.nodes
-            .iter()
-            .find(|n| n.member.id == id)
-            .expect("no such node")
+        self.inner.node(id).expect("no such node")
     }
 
     fn node_mut(&mut self, id: u64) -> &mut NodeProc {
-        self.nodes
+        self.inner
+            .nodes
             .iter_mut()
             .find(|n| n.member.id == id)
             .expect("no such node")
-    }
-
-    pub fn ids(&self) -> Vec<u64> {
-        self.nodes.iter().map(|n| n.member.id).collect()
     }
 
     /// The first node (by id) that is not `not`, e.g. a follower of the leader.
@@ -307,50 +175,10 @@ impl Cluster {
             .expect("a cluster of one node has no other node")
     }
 
-    pub fn data_dir(&self, id: u64) -> PathBuf {
-        self.dir.path().join(format!("data{id}"))
-    }
-
-    /// Spawns the daemon for node `id` (appending its stderr to its log file).
+    /// Spawns the daemon for node `id` (appending its output to its log file).
     pub fn start(&mut self, id: u64) {
-        let n = self.node_mut(id);
-        assert!(n.child.is_none(), "node {id} already running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&n.log)
-            .expect("open log");
-        let mut cmd = daemon_command();
-        cmd.args(["run", "--config"])
-            .arg(&n.config)
-            .env("QUORATE_LOG", "info,openraft=info")
-            .envs(n.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log"))
-            .stderr(log);
-        // Opened here, in the parent; the child joins the namespace between fork and exec.
-        // The file stays open until after spawn (O_CLOEXEC: the daemon does not inherit it).
-        let ns_file = n.netns.as_ref().map(|name| {
-            std::fs::File::open(Path::new("/var/run/netns").join(name))
-                .unwrap_or_else(|e| panic!("open network namespace {name}: {e}"))
-        });
-        if let Some(f) = &ns_file {
-            use std::os::fd::AsRawFd;
-            use std::os::unix::process::CommandExt;
-            let fd = f.as_raw_fd();
-            // SAFETY: setns(2) is async-signal-safe; `fd` stays open until spawn returns.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        let child = cmd.spawn().expect("spawn quorate");
-        drop(ns_file);
-        n.child = Some(child);
+        assert!(self.node(id).child.is_none(), "node {id} already running");
+        self.inner.start(id).expect("spawn quorate");
     }
 
     pub fn start_all(&mut self) {
@@ -360,47 +188,16 @@ impl Cluster {
     }
 
     pub fn pid(&self, id: u64) -> Option<i32> {
-        self.node(id).child.as_ref().map(|c| c.id() as i32)
+        self.inner.pid(id).map(|p| p as i32)
     }
 
-    pub fn signal(&self, id: u64, sig: i32) {
-        if let Some(pid) = self.pid(id) {
-            // SAFETY: kill(2) with a PID of a child we spawned and still own.
-            unsafe {
-                libc::kill(pid, sig);
-            }
-        }
-    }
-
-    pub fn kill9(&mut self, id: u64) {
-        if let Some(mut c) = self.node_mut(id).child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM and wait for exit; returns the exit status.
+    /// SIGTERM and wait for exit (SIGKILL after `WAIT`); returns the exit status.
     pub fn stop(&mut self, id: u64) -> Option<std::process::ExitStatus> {
-        let mut c = self.node_mut(id).child.take()?;
-        // SAFETY: as above.
-        unsafe {
-            libc::kill(c.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Ok(Some(st)) = c.try_wait() {
-                return Some(st);
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                return c.wait().ok();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.inner.stop(id, WAIT)
     }
 
     pub fn client(&self, id: u64) -> Client {
-        Client::new(&self.node(id).test_api.to_string(), Duration::from_secs(2))
+        Client::new(&self.node(id).reach_api.to_string(), Duration::from_secs(2))
             .with_token(Some(TEST_TOKEN.to_string()))
     }
 
@@ -478,12 +275,8 @@ impl Cluster {
         out
     }
 
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
     pub fn api(&self, id: u64) -> SocketAddr {
-        self.node(id).test_api
+        self.node(id).reach_api
     }
 
     pub fn is_running(&self, id: u64) -> bool {
@@ -673,10 +466,12 @@ impl Cluster {
 
     /// Runs `quorate run` for node `id`'s config as a second process (not tracked by the
     /// cluster) and waits for it to exit within `timeout`; kills it if it does not.
+    /// Runs a second daemon on node `id`'s config (not tracked by the cluster) until it exits.
     pub fn run_second_daemon(&self, id: u64, timeout: Duration) -> Exited {
-        let child = daemon_command()
-            .args(["run", "--config"])
-            .arg(&self.node(id).config)
+        let child = self
+            .inner
+            .untracked_daemon(id)
+            .expect("no such node")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -684,25 +479,6 @@ impl Cluster {
             .expect("spawn quorate");
         wait_exit(child, timeout)
     }
-}
-
-/// A `quorate` command that dies with the test: if the test process is killed (Ctrl-C, a
-/// harness timeout), its daemons get SIGKILL instead of living on as orphans holding ports.
-fn daemon_command() -> Command {
-    use std::os::unix::process::CommandExt;
-    let mut cmd = Command::new(BIN);
-    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of the parent.
-    // The signal follows the spawning thread; tests spawn from the thread that also drops the
-    // Cluster (which kills every child first), so it never fires early.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    cmd
 }
 
 /// An HTTP answer: status and body (JSON when it parses, else the text as a JSON string).
@@ -835,18 +611,6 @@ pub fn wait_exit(mut child: Child, timeout: Duration) -> Exited {
 /// Runs the `quorate` CLI with `args` (bounded by `WAIT`).
 pub fn cli(args: &[&str]) -> Exited {
     wait_exit(cli_spawn(args), WAIT)
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for n in &mut self.nodes {
-            if let Some(mut c) = n.child.take() {
-                // A SIGSTOPped child ignores nothing but SIGKILL; kill() sends SIGKILL.
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1092,7 +856,7 @@ impl Cluster {
     pub fn primary_targets(&self) -> Vec<(u64, SocketAddr)> {
         self.nodes
             .iter()
-            .map(|n| (n.member.id, n.test_api))
+            .map(|n| (n.member.id, n.reach_api))
             .collect()
     }
 
@@ -1333,7 +1097,7 @@ impl NetLab {
                     heartbeat: SocketAddr::new(ip, NetLab::HEARTBEAT_PORT),
                     api: SocketAddr::new(ip, NetLab::API_PORT),
                     api_listen: SocketAddr::from(([0, 0, 0, 0], NetLab::API_PORT)),
-                    test_api: SocketAddr::new(
+                    reach_api: SocketAddr::new(
                         std::net::IpAddr::V4(self.mgmt_ip(i, false)),
                         NetLab::API_PORT,
                     ),
