@@ -19,10 +19,10 @@
 //!
 //! | rule | function | tests |
 //! |---|---|---|
-//! | acting primary (rule 1): committed epoch, current leader, fresh lease | `rules::acting_check` (policy `acting_check`, API `/primary`) | `rules::acting::tests`, `policy::tests::acting_primary_needs_state_leadership_and_lease` |
+//! | acting primary (rule 1): committed epoch, current leader, fresh lease | `rules::acting_check` (policy `acting_check`, API `/primary`) | `rules::acting::tests`, `policy::tests::acting_and_lease::acting_primary_needs_state_leadership_and_lease` |
 //! | a new leader decides only after its own term's entry applied | `rules::leader_is_current` (executor, API) | `rules::acting::tests::a_new_leader_counts_only_after_its_own_terms_entry_applied` |
 //! | quorum-ack age, a sole voter is its own quorum | `rules::quorum_acked_age` (via `consensus::handle::quorum_acked_age`) | `rules::lease::tests` |
-//! | the lease holds strictly inside its length | `rules::lease_holds` (policy `RaftView`) | `rules::lease::tests`, `policy::tests::primary_demotes_at_once_when_the_lease_lapses_and_proposes_demote_after_the_hook` |
+//! | the lease holds strictly inside its length | `rules::lease_holds` (policy `RaftView`) | `rules::lease::tests`, `policy::tests::acting_and_lease::primary_demotes_at_once_when_the_lease_lapses_and_proposes_demote_after_the_hook` |
 //! | rule 3 timing: lease + drift margin < election_timeout_min; lease ≥ 2 Raft heartbeats | `rules::lease_ends_before_election`, `rules::lease_covers_heartbeats` (config check) | `rules::lease::tests`, `config::tests` (timing.lease problems) |
 //! | lapse grace and lease budget (fsync a healthy primary survives) | `rules::lapse_grace`, `rules::lease_budget` (config `Timing`, status, `quorate config check`) | `rules::lease::tests`, `config::tests::lapse_grace_is_what_the_election_timeout_leaves_after_lease_and_drift`, `tests/lapse_grace.rs` |
 //! | candidate eligibility and ranking (priority, lag, id) | `rules::eligibility`, `rules::rank_candidates` (failover, switchover, failback, early elections) | `rules::candidate::tests` |
