@@ -6,7 +6,51 @@ use serde::{Deserialize, Serialize};
 pub type NodeId = u64;
 
 /// The fencing token: +1 at every promotion, committed before the promote hook runs.
-pub type Epoch = u64;
+/// Serialized as the bare number (JSON, TOML, bincode: the on-disk log and the wire keep
+/// their format). `Epoch::NONE` (0) means "nobody was ever promoted".
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+#[serde(transparent)]
+pub struct Epoch(pub u64);
+
+impl Epoch {
+    /// Before the first promotion.
+    pub const NONE: Epoch = Epoch(0);
+
+    /// The epoch the next promotion commits; None at u64::MAX (refuse rather than wrap).
+    pub fn checked_next(self) -> Option<Epoch> {
+        self.0.checked_add(1).map(Epoch)
+    }
+
+    /// As `checked_next`, staying at u64::MAX (for bounds, never for a promotion).
+    pub fn saturating_next(self) -> Epoch {
+        Epoch(self.0.saturating_add(1))
+    }
+
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for Epoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Tests and checks compare epochs with plain numbers (`assert_eq!(s.epoch, 2)`).
+impl PartialEq<u64> for Epoch {
+    fn eq(&self, other: &u64) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialOrd<u64> for Epoch {
+    fn partial_cmp(&self, other: &u64) -> Option<std::cmp::Ordering> {
+        self.0.partial_cmp(other)
+    }
+}
 
 /// What a member is allowed to do in the cluster.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

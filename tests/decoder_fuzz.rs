@@ -74,6 +74,7 @@ use quorate::kv::{
     KvError, KvLimits, ValueDecodeError, ENCODING_BASE64, ENCODING_UTF8, MAX_KEY_BYTES_CEILING,
     MAX_VALUE_BYTES_CEILING,
 };
+use quorate::types::Epoch;
 use quorate::types::{NodeRole, ResourceHealth};
 
 // -------------------------------------------------------------------------------------------
@@ -250,7 +251,7 @@ fn heartbeat() -> BoxedStrategy<Heartbeat> {
                 member_role,
                 raft_state,
                 leader_id,
-                primary_epoch,
+                primary_epoch: primary_epoch.map(Epoch),
                 applied_index,
                 health,
                 sent_mono_ns,
@@ -613,7 +614,7 @@ fn command() -> BoxedStrategy<Command> {
             .prop_map(|(node, epoch, reason, previous, home, term, at_unix_ms)| {
                 Command::Promote(Promote {
                     node,
-                    epoch,
+                    epoch: Epoch(epoch),
                     reason,
                     previous,
                     home,
@@ -624,7 +625,7 @@ fn command() -> BoxedStrategy<Command> {
         (small_id(), num(), demote_reason, num(), num()).prop_map(
             |(node, epoch, reason, term, at_unix_ms)| Command::Demote(Demote {
                 node,
-                epoch,
+                epoch: Epoch(epoch),
                 reason,
                 term,
                 at_unix_ms,
@@ -633,7 +634,7 @@ fn command() -> BoxedStrategy<Command> {
         (small_id(), num(), any::<u32>(), num()).prop_map(|(node, epoch, attempt, at_unix_ms)| {
             Command::NoteRestart {
                 node,
-                epoch,
+                epoch: Epoch(epoch),
                 attempt,
                 at_unix_ms,
             }
@@ -713,7 +714,7 @@ fn kv_command() -> BoxedStrategy<KvCommand> {
         .prop_map(|(if_mod_revision, if_value, if_epoch)| Condition {
             if_mod_revision,
             if_value,
-            if_epoch,
+            if_epoch: if_epoch.map(Epoch),
         })
         .boxed();
     prop_oneof![
@@ -1435,7 +1436,7 @@ fn aimed(st: &AppState, req: &AppRequest) -> AppRequest {
     if let AppRequest::Cluster(cmd) = &mut req {
         match cmd {
             Command::Promote(p) => {
-                p.epoch = c.epoch.saturating_add(1);
+                p.epoch = c.epoch.saturating_next();
                 p.previous = c.last_holder.as_ref().map(|h| h.node);
             }
             Command::Demote(Demote { node, epoch, .. })

@@ -151,7 +151,7 @@ async fn three_voters_promote_once_and_kill9_moves_primary_to_a_higher_epoch() {
         c.role_events_text()
     );
     let st = c.status(q).await.expect("status of the new primary");
-    assert_eq!((st.primary, st.epoch), (Some(q), e2));
+    assert_eq!((st.primary, st.epoch.get()), (Some(q), e2));
     assert!(
         st.last_failover.is_some(),
         "status must record the failover: {st:#?}"
@@ -332,7 +332,7 @@ async fn two_voters_and_witness_keep_the_primary_when_the_witness_dies() {
     );
     let st = c.status(p).await.expect("status");
     assert_eq!(
-        (st.primary, st.epoch, st.acting_primary),
+        (st.primary, st.epoch.get(), st.acting_primary),
         (Some(p), e, true)
     );
 }

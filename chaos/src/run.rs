@@ -719,7 +719,7 @@ impl Chaos {
                 }
             }
             let primaries: BTreeSet<Option<u64>> = statuses.values().map(|s| s.primary).collect();
-            let epochs: BTreeSet<u64> = statuses.values().map(|s| s.epoch).collect();
+            let epochs: BTreeSet<u64> = statuses.values().map(|s| s.epoch.get()).collect();
             let leaders: BTreeSet<Option<u64>> = statuses.values().map(|s| s.leader_id).collect();
             let applied: BTreeMap<u64, u64> = statuses
                 .iter()

@@ -117,7 +117,7 @@ impl Default for ExecutorStatus {
         ExecutorStatus {
             local_role: LocalRole::Starting,
             acting_primary: None,
-            epoch: 0,
+            epoch: crate::types::Epoch::NONE,
             primary: None,
             maintenance: false,
             health: ResourceHealth::Unknown,

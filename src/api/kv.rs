@@ -31,7 +31,7 @@ pub const DEFAULT_WATCH: Duration = Duration::from_secs(30);
 #[derive(Deserialize, Default)]
 pub struct KvQuery {
     if_revision: Option<u64>,
-    if_epoch: Option<u64>,
+    if_epoch: Option<crate::types::Epoch>,
     stale: Option<bool>,
     wait: Option<u64>,
     timeout: Option<String>,

@@ -59,7 +59,7 @@ pub fn render(node: &ApiContext) -> Result<String, std::fmt::Error> {
         &mut reg,
         "epoch",
         "Committed epoch (fencing token) of the current primary",
-        ex.epoch as i64,
+        ex.epoch.get() as i64,
     );
     gauge(&mut reg, "term", "Current Raft term", st.term as i64);
     gauge(

@@ -30,7 +30,7 @@ pub struct NodeStatus {
     pub counters: Counters,
     /// The committed primary (cluster-wide view) and its epoch.
     pub primary: Option<NodeId>,
-    pub epoch: u64,
+    pub epoch: crate::types::Epoch,
     /// True while this node acts as primary right now (safety rule 1 holds).
     pub acting_primary: bool,
     /// What this node's service is doing: starting | replica | rejoining | promoting | primary | demoting.

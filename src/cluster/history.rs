@@ -215,7 +215,7 @@ mod tests {
             Some(1),
             HistoryEvent::Promoted {
                 node: 1,
-                epoch: 1,
+                epoch: Epoch(1),
                 previous: None,
                 reason: PromoteReason::Failover,
             },

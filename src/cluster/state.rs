@@ -408,7 +408,7 @@ impl ClusterState {
     fn apply_promote(&mut self, p: &Promote) -> Result<Applied, Rejected> {
         let expected = self
             .epoch
-            .checked_add(1)
+            .checked_next()
             .ok_or(Rejected::EpochExhausted(self.epoch))?;
         if p.epoch != expected {
             return Err(Rejected::EpochMismatch {
@@ -994,7 +994,7 @@ impl ClusterState {
         let bad = |s: String| Err(InvariantViolation(s));
         self.history.check().map_err(InvariantViolation)?;
         match (&self.last_holder, self.epoch) {
-            (None, 0) => {}
+            (None, Epoch::NONE) => {}
             (Some(h), e) if h.epoch == e && e > 0 => {}
             (h, e) => {
                 return bad(format!(

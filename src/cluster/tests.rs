@@ -9,7 +9,7 @@ fn promote(node: NodeId, epoch: Epoch, reason: PromoteReason, previous: Option<N
         previous,
         home: None,
         term: 1,
-        at_unix_ms: 1000 * epoch,
+        at_unix_ms: 1000 * epoch.get(),
     })
 }
 
@@ -19,7 +19,7 @@ fn demote(node: NodeId, epoch: Epoch, reason: DemoteReason) -> Command {
         epoch,
         reason,
         term: 1,
-        at_unix_ms: 1000 * epoch + 500,
+        at_unix_ms: 1000 * epoch.get() + 500,
     })
 }
 
@@ -48,7 +48,10 @@ fn refused(s: &mut ClusterState, c: Command) -> Rejected {
 
 fn with_primary(node: NodeId) -> ClusterState {
     let mut s = ClusterState::default();
-    ok(&mut s, promote(node, 1, PromoteReason::Startup, None));
+    ok(
+        &mut s,
+        promote(node, Epoch(1), PromoteReason::Startup, None),
+    );
     s
 }
 
@@ -56,14 +59,14 @@ fn with_primary(node: NodeId) -> ClusterState {
 fn first_promote_needs_epoch_one() {
     let mut s = ClusterState::default();
     assert!(matches!(
-        refused(&mut s, promote(1, 2, PromoteReason::Startup, None)),
+        refused(&mut s, promote(1, Epoch(2), PromoteReason::Startup, None)),
         Rejected::EpochMismatch {
-            proposed: 2,
-            expected: 1
+            proposed: Epoch(2),
+            expected: Epoch(1)
         }
     ));
-    ok(&mut s, promote(1, 1, PromoteReason::Startup, None));
-    assert!(s.is_primary(1, 1));
+    ok(&mut s, promote(1, Epoch(1), PromoteReason::Startup, None));
+    assert!(s.is_primary(1, Epoch(1)));
     assert_eq!(s.epoch, 1);
 }
 
@@ -71,22 +74,28 @@ fn first_promote_needs_epoch_one() {
 fn promote_with_stale_epoch_is_refused_so_two_leaders_cannot_both_promote() {
     // Two leaders built their proposal from the same state (epoch 1, holder 1).
     let mut s = with_primary(1);
-    ok(&mut s, promote(2, 2, PromoteReason::Failover, Some(1)));
-    let e = refused(&mut s, promote(3, 2, PromoteReason::Failover, Some(1)));
+    ok(
+        &mut s,
+        promote(2, Epoch(2), PromoteReason::Failover, Some(1)),
+    );
+    let e = refused(
+        &mut s,
+        promote(3, Epoch(2), PromoteReason::Failover, Some(1)),
+    );
     assert!(matches!(
         e,
         Rejected::EpochMismatch {
-            proposed: 2,
-            expected: 3
+            proposed: Epoch(2),
+            expected: Epoch(3)
         }
     ));
-    assert!(s.is_primary(2, 2));
+    assert!(s.is_primary(2, Epoch(2)));
 }
 
 #[test]
 fn duplicated_promote_is_refused() {
     let mut s = with_primary(1);
-    let c = promote(2, 2, PromoteReason::Failover, Some(1));
+    let c = promote(2, Epoch(2), PromoteReason::Failover, Some(1));
     ok(&mut s, c.clone());
     refused(&mut s, c);
     assert_eq!(s.epoch, 2);
@@ -95,7 +104,10 @@ fn duplicated_promote_is_refused() {
 #[test]
 fn promote_naming_wrong_previous_holder_is_refused() {
     let mut s = with_primary(1);
-    let e = refused(&mut s, promote(2, 2, PromoteReason::Failover, Some(3)));
+    let e = refused(
+        &mut s,
+        promote(2, Epoch(2), PromoteReason::Failover, Some(3)),
+    );
     assert!(matches!(
         e,
         Rejected::PreviousMismatch {
@@ -117,11 +129,14 @@ fn promote_of_drained_node_is_refused_unless_forced() {
         },
     );
     assert_eq!(
-        refused(&mut s, promote(2, 2, PromoteReason::Failover, Some(1))),
+        refused(
+            &mut s,
+            promote(2, Epoch(2), PromoteReason::Failover, Some(1))
+        ),
         Rejected::NodeDrained(2)
     );
-    ok(&mut s, promote(2, 2, PromoteReason::Forced, Some(1)));
-    assert!(s.is_primary(2, 2));
+    ok(&mut s, promote(2, Epoch(2), PromoteReason::Forced, Some(1)));
+    assert!(s.is_primary(2, Epoch(2)));
 }
 
 #[test]
@@ -136,60 +151,75 @@ fn promote_during_maintenance_is_refused_unless_forced() {
         },
     );
     assert_eq!(
-        refused(&mut s, promote(2, 2, PromoteReason::Failover, Some(1))),
+        refused(
+            &mut s,
+            promote(2, Epoch(2), PromoteReason::Failover, Some(1))
+        ),
         Rejected::MaintenanceOn
     );
-    ok(&mut s, promote(2, 2, PromoteReason::Forced, Some(1)));
+    ok(&mut s, promote(2, Epoch(2), PromoteReason::Forced, Some(1)));
 }
 
 #[test]
 fn demote_only_of_current_primary_at_its_epoch() {
     let mut s = with_primary(1);
     assert!(matches!(
-        refused(&mut s, demote(2, 1, DemoteReason::LeaseLost)),
+        refused(&mut s, demote(2, Epoch(1), DemoteReason::LeaseLost)),
         Rejected::NotPrimary {
             node: 2,
-            epoch: 1,
-            actual: Some((1, 1))
+            epoch: Epoch(1),
+            actual: Some((1, Epoch(1)))
         }
     ));
     assert!(matches!(
-        refused(&mut s, demote(1, 7, DemoteReason::LeaseLost)),
+        refused(&mut s, demote(1, Epoch(7), DemoteReason::LeaseLost)),
         Rejected::NotPrimary { .. }
     ));
-    ok(&mut s, demote(1, 1, DemoteReason::LeaseLost));
+    ok(&mut s, demote(1, Epoch(1), DemoteReason::LeaseLost));
     assert_eq!(s.primary, None);
     assert_eq!(s.last_release, Some(DemoteReason::LeaseLost));
     // The epoch is not given back: the next promotion is epoch 2.
     assert_eq!(s.epoch, 1);
-    refused(&mut s, demote(1, 1, DemoteReason::LeaseLost));
+    refused(&mut s, demote(1, Epoch(1), DemoteReason::LeaseLost));
 }
 
 #[test]
 fn promote_after_demote_names_the_released_holder_as_previous() {
     let mut s = with_primary(1);
-    ok(&mut s, demote(1, 1, DemoteReason::ResourceFailure));
-    refused(&mut s, promote(2, 2, PromoteReason::Failover, None));
-    ok(&mut s, promote(2, 2, PromoteReason::Failover, Some(1)));
+    ok(&mut s, demote(1, Epoch(1), DemoteReason::ResourceFailure));
+    refused(&mut s, promote(2, Epoch(2), PromoteReason::Failover, None));
+    ok(
+        &mut s,
+        promote(2, Epoch(2), PromoteReason::Failover, Some(1)),
+    );
     let lf = s.last_failover.clone();
     assert_eq!(
         lf.map(|f| (f.from, f.to, f.epoch, f.cause)),
-        Some((Some(1), 2, 2, Some(DemoteReason::ResourceFailure)))
+        Some((Some(1), 2, Epoch(2), Some(DemoteReason::ResourceFailure)))
     );
 }
 
 #[test]
 fn unplanned_failover_sets_failed_over_with_previous_primary_as_home() {
     let mut s = with_primary(1);
-    ok(&mut s, promote(2, 2, PromoteReason::Failover, Some(1)));
+    ok(
+        &mut s,
+        promote(2, Epoch(2), PromoteReason::Failover, Some(1)),
+    );
     let fo = s.failed_over.clone().map(|f| (f.home, f.current, f.epoch));
-    assert_eq!(fo, Some((1, 2, 2)));
+    assert_eq!(fo, Some((1, 2, Epoch(2))));
     // A second failover keeps the original home.
-    ok(&mut s, promote(3, 3, PromoteReason::Failover, Some(2)));
+    ok(
+        &mut s,
+        promote(3, Epoch(3), PromoteReason::Failover, Some(2)),
+    );
     let fo = s.failed_over.clone().map(|f| (f.home, f.current, f.epoch));
-    assert_eq!(fo, Some((1, 3, 3)));
+    assert_eq!(fo, Some((1, 3, Epoch(3))));
     // Failing over onto home clears it.
-    ok(&mut s, promote(1, 4, PromoteReason::Failover, Some(3)));
+    ok(
+        &mut s,
+        promote(1, Epoch(4), PromoteReason::Failover, Some(3)),
+    );
     assert_eq!(s.failed_over, None);
 }
 
@@ -200,7 +230,7 @@ fn preferred_primary_in_promote_is_home() {
         &mut s,
         Command::Promote(Promote {
             node: 2,
-            epoch: 1,
+            epoch: Epoch(1),
             reason: PromoteReason::Startup,
             previous: None,
             home: Some(1),
@@ -214,16 +244,22 @@ fn preferred_primary_in_promote_is_home() {
 #[test]
 fn repromotion_of_the_same_node_after_lease_loss_is_not_a_failover_away_from_home() {
     let mut s = with_primary(1);
-    ok(&mut s, demote(1, 1, DemoteReason::LeaseLost));
-    ok(&mut s, promote(1, 2, PromoteReason::Failover, Some(1)));
+    ok(&mut s, demote(1, Epoch(1), DemoteReason::LeaseLost));
+    ok(
+        &mut s,
+        promote(1, Epoch(2), PromoteReason::Failover, Some(1)),
+    );
     assert_eq!(s.failed_over, None);
 }
 
 #[test]
 fn history_records_every_role_change_with_term_reason_and_time() {
     let mut s = with_primary(1);
-    ok(&mut s, demote(1, 1, DemoteReason::Drained));
-    ok(&mut s, promote(2, 2, PromoteReason::Handover, Some(1)));
+    ok(&mut s, demote(1, Epoch(1), DemoteReason::Drained));
+    ok(
+        &mut s,
+        promote(2, Epoch(2), PromoteReason::Handover, Some(1)),
+    );
     let events: Vec<_> = s
         .history
         .iter()
@@ -237,7 +273,7 @@ fn history_records_every_role_change_with_term_reason_and_time() {
                 Some(1),
                 HistoryEvent::Promoted {
                     node: 1,
-                    epoch: 1,
+                    epoch: Epoch(1),
                     previous: None,
                     reason: PromoteReason::Startup
                 }
@@ -247,7 +283,7 @@ fn history_records_every_role_change_with_term_reason_and_time() {
                 Some(1),
                 HistoryEvent::Demoted {
                     node: 1,
-                    epoch: 1,
+                    epoch: Epoch(1),
                     reason: DemoteReason::Drained
                 }
             ),
@@ -256,7 +292,7 @@ fn history_records_every_role_change_with_term_reason_and_time() {
                 Some(1),
                 HistoryEvent::Promoted {
                     node: 2,
-                    epoch: 2,
+                    epoch: Epoch(2),
                     previous: Some(1),
                     reason: PromoteReason::Handover
                 }
@@ -362,7 +398,7 @@ fn note_restart_only_for_current_primary() {
         &mut s,
         Command::NoteRestart {
             node: 2,
-            epoch: 1,
+            epoch: Epoch(1),
             attempt: 1,
             at_unix_ms: 9,
         },
@@ -371,7 +407,7 @@ fn note_restart_only_for_current_primary() {
         &mut s,
         Command::NoteRestart {
             node: 1,
-            epoch: 1,
+            epoch: Epoch(1),
             attempt: 1,
             at_unix_ms: 9,
         },
@@ -415,7 +451,7 @@ fn switchover_moves_through_pause_transfer_promote_and_completes() {
         &mut s,
         Command::Demote(Demote {
             node: 1,
-            epoch: 1,
+            epoch: Epoch(1),
             reason: DemoteReason::Switchover,
             term: 1,
             at_unix_ms: 10_020,
@@ -426,7 +462,7 @@ fn switchover_moves_through_pause_transfer_promote_and_completes() {
         &mut s,
         Command::Promote(Promote {
             node: 2,
-            epoch: 2,
+            epoch: Epoch(2),
             reason: PromoteReason::Switchover,
             previous: Some(1),
             home: None,
@@ -468,7 +504,7 @@ fn switchover_promote_of_wrong_node_or_at_wrong_step_is_refused() {
         &mut s,
         Command::Promote(Promote {
             node: 2,
-            epoch: 2,
+            epoch: Epoch(2),
             reason: PromoteReason::Switchover,
             previous: Some(1),
             home: None,
@@ -477,12 +513,12 @@ fn switchover_promote_of_wrong_node_or_at_wrong_step_is_refused() {
         }),
     );
     assert!(matches!(e, Rejected::NotExpectedByOperation { .. }));
-    ok(&mut s, demote(1, 1, DemoteReason::Switchover));
+    ok(&mut s, demote(1, Epoch(1), DemoteReason::Switchover));
     let e = refused(
         &mut s,
         Command::Promote(Promote {
             node: 3,
-            epoch: 2,
+            epoch: Epoch(2),
             reason: PromoteReason::Switchover,
             previous: Some(1),
             home: None,
@@ -496,13 +532,13 @@ fn switchover_promote_of_wrong_node_or_at_wrong_step_is_refused() {
 #[test]
 fn operation_promote_without_operation_is_refused() {
     let mut s = with_primary(1);
-    ok(&mut s, demote(1, 1, DemoteReason::LeaseLost));
+    ok(&mut s, demote(1, Epoch(1), DemoteReason::LeaseLost));
     for reason in [
         PromoteReason::Switchover,
         PromoteReason::Failback,
         PromoteReason::FailbackUndo,
     ] {
-        refused(&mut s, promote(2, 2, reason, Some(1)));
+        refused(&mut s, promote(2, Epoch(2), reason, Some(1)));
     }
 }
 
@@ -510,7 +546,7 @@ fn operation_promote_without_operation_is_refused() {
 fn unplanned_role_change_aborts_the_operation() {
     let mut s = with_primary(1);
     begin_switchover(&mut s, 1, 2, None);
-    ok(&mut s, demote(1, 1, DemoteReason::LeaseLost));
+    ok(&mut s, demote(1, Epoch(1), DemoteReason::LeaseLost));
     assert_eq!(s.operation, None);
     assert!(matches!(
         s.history.last().map(|e| &e.event),
@@ -527,7 +563,10 @@ fn scheduled_switchover_survives_failover_and_starts_from_the_primary_when_it_fi
     let id = begin_switchover(&mut s, 1, 2, Some(99_999));
     assert_eq!(phase(&s), Some(Phase::Scheduled));
     assert!(!s.operation.as_ref().is_some_and(|o| o.writes_paused()));
-    ok(&mut s, promote(3, 2, PromoteReason::Failover, Some(1)));
+    ok(
+        &mut s,
+        promote(3, Epoch(2), PromoteReason::Failover, Some(1)),
+    );
     assert_eq!(phase(&s), Some(Phase::Scheduled));
     ok(
         &mut s,
@@ -556,7 +595,7 @@ fn cancel_only_before_the_primary_moves() {
     );
     assert_eq!(s.operation, None);
     let id = begin_switchover(&mut s, 1, 2, None);
-    ok(&mut s, demote(1, 1, DemoteReason::Switchover));
+    ok(&mut s, demote(1, Epoch(1), DemoteReason::Switchover));
     let e = refused(
         &mut s,
         Command::EndOperation {
@@ -652,7 +691,10 @@ fn advance_is_compare_and_set_on_the_phase() {
 /// A → failover → B; returns state with failed_over {home 1, current 2}.
 fn failed_over_state() -> ClusterState {
     let mut s = with_primary(1);
-    ok(&mut s, promote(2, 2, PromoteReason::Failover, Some(1)));
+    ok(
+        &mut s,
+        promote(2, Epoch(2), PromoteReason::Failover, Some(1)),
+    );
     s
 }
 
@@ -690,7 +732,7 @@ fn failback_to_verifying(s: &mut ClusterState) -> u64 {
         s,
         Command::Demote(Demote {
             node: 2,
-            epoch: 2,
+            epoch: Epoch(2),
             reason: DemoteReason::Failback,
             term: 3,
             at_unix_ms: 20_110,
@@ -700,7 +742,7 @@ fn failback_to_verifying(s: &mut ClusterState) -> u64 {
         s,
         Command::Promote(Promote {
             node: 1,
-            epoch: 3,
+            epoch: Epoch(3),
             reason: PromoteReason::Failback,
             previous: Some(2),
             home: None,
@@ -787,7 +829,7 @@ fn failback_commit_clears_failed_over_and_records_write_pause() {
         },
     );
     assert_eq!(s.failed_over, None);
-    assert!(s.is_primary(1, 3));
+    assert!(s.is_primary(1, Epoch(3)));
 }
 
 #[test]
@@ -808,7 +850,7 @@ fn failback_undo_returns_to_failed_over_on_previous_primary() {
         &mut s,
         Command::Demote(Demote {
             node: 1,
-            epoch: 3,
+            epoch: Epoch(3),
             reason: DemoteReason::FailbackUndo,
             term: 4,
             at_unix_ms: 20_210,
@@ -819,7 +861,7 @@ fn failback_undo_returns_to_failed_over_on_previous_primary() {
         &mut s,
         Command::Promote(Promote {
             node: 2,
-            epoch: 4,
+            epoch: Epoch(4),
             reason: PromoteReason::FailbackUndo,
             previous: Some(1),
             home: None,
@@ -836,8 +878,8 @@ fn failback_undo_returns_to_failed_over_on_previous_primary() {
         },
     );
     let fo = s.failed_over.clone().map(|f| (f.home, f.current, f.epoch));
-    assert_eq!(fo, Some((1, 2, 4)));
-    assert!(s.is_primary(2, 4));
+    assert_eq!(fo, Some((1, 2, Epoch(4))));
+    assert!(s.is_primary(2, Epoch(4)));
 }
 
 #[test]
@@ -938,9 +980,9 @@ mod prop {
         ];
         prop_oneof![
             4 => (node.clone(), 0u64..12, reason_p, proptest::option::of(node.clone()), proptest::option::of(node.clone()), 0u64..1_000_000)
-                .prop_map(|(node, epoch, reason, previous, home, at)| Command::Promote(Promote { node, epoch, reason, previous, home, term: 1, at_unix_ms: at })),
+                .prop_map(|(node, epoch, reason, previous, home, at)| Command::Promote(Promote { node, epoch: Epoch(epoch), reason, previous, home, term: 1, at_unix_ms: at })),
             3 => (node.clone(), 0u64..12, reason_d, 0u64..1_000_000)
-                .prop_map(|(node, epoch, reason, at)| Command::Demote(Demote { node, epoch, reason, term: 1, at_unix_ms: at })),
+                .prop_map(|(node, epoch, reason, at)| Command::Demote(Demote { node, epoch: Epoch(epoch), reason, term: 1, at_unix_ms: at })),
             1 => (any::<bool>(), 0u64..1_000_000).prop_map(|(on, at)| Command::SetMaintenance { on, reason: "m".into(), at_unix_ms: at }),
             1 => (node.clone(), any::<bool>()).prop_map(|(node, drained)| Command::SetDrained { node, drained, at_unix_ms: 1 }),
             2 => (any::<bool>(), node.clone(), node.clone(), proptest::option::of(0u64..10), any::<bool>())
@@ -967,7 +1009,7 @@ mod prop {
         }
         match c {
             Command::Promote(mut p) => {
-                p.epoch = s.epoch + 1;
+                p.epoch = s.epoch.saturating_next();
                 p.previous = s.last_holder.as_ref().map(|h| h.node);
                 Command::Promote(p)
             }
@@ -1063,14 +1105,14 @@ mod prop {
             return Some(match mv.step {
                 Step::Pausing => Command::Demote(Demote {
                     node: mv.src,
-                    epoch: p.map(|p| p.epoch).unwrap_or(0),
+                    epoch: p.map(|p| p.epoch).unwrap_or(Epoch(0)),
                     reason: op.demote_reason(mv.direction),
                     term: 1,
                     at_unix_ms,
                 }),
                 Step::Transferring => Command::Promote(Promote {
                     node: mv.dst,
-                    epoch: s.epoch + 1,
+                    epoch: s.epoch.saturating_next(),
                     reason: op.promote_reason(mv.direction),
                     previous: s.last_holder.as_ref().map(|h| h.node),
                     home: None,
@@ -1103,7 +1145,7 @@ mod prop {
         ) {
             let mut s = ClusterState::default();
             let mut replay = Vec::new();
-            let mut last_promoted_epoch = 0u64;
+            let mut last_promoted_epoch = Epoch::NONE;
             for (c, guide) in cmds {
                 let c = aim(&s, c, guide);
                 replay.push(c.clone());
@@ -1112,7 +1154,7 @@ mod prop {
                     Ok(Applied::Promoted { epoch, .. }) => {
                         // Epochs strictly increase across applied promotions.
                         prop_assert!(epoch > last_promoted_epoch);
-                        prop_assert_eq!(epoch, before.epoch + 1);
+                        prop_assert_eq!(epoch, before.epoch.saturating_next());
                         last_promoted_epoch = epoch;
                     }
                     Ok(_) => {}

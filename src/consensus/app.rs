@@ -37,7 +37,7 @@ pub struct AppState {
 impl AppState {
     /// The epoch a KV write's `if_epoch` guard is checked against: the highest epoch ever
     /// committed (the current primary's fencing token).
-    pub fn committed_epoch(&self) -> u64 {
+    pub fn committed_epoch(&self) -> crate::types::Epoch {
         self.cluster.epoch
     }
 

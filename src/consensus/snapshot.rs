@@ -189,6 +189,7 @@ pub fn load(dir: &Path) -> Result<Option<(SnapshotBody, Vec<u8>)>, SnapshotError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::Epoch;
 
     fn sample() -> SnapshotBody {
         SnapshotBody {
@@ -232,7 +233,7 @@ mod tests {
         use std::sync::Arc;
         // Epoch 5 with no holder of epoch 5: no sequence of applies produces this.
         let broken = ClusterState {
-            epoch: 5,
+            epoch: Epoch(5),
             ..ClusterState::default()
         };
         let body = SnapshotBody {

@@ -283,6 +283,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::Epoch;
     use std::sync::mpsc;
     use std::time::Duration;
 
@@ -304,7 +305,7 @@ mod tests {
         t.join().unwrap();
         assert_eq!(
             got,
-            Ok(0),
+            Ok(Epoch::NONE),
             "reading the committed cluster state waited on the state lock"
         );
     }

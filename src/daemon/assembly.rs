@@ -401,7 +401,7 @@ impl RunningNode {
             NodeRole::Witness => MonitorRole::Witness,
             NodeRole::Learner => MonitorRole::Learner,
         });
-        let (monitor_epoch_tx, monitor_epoch_rx) = watch::channel::<Epoch>(0);
+        let (monitor_epoch_tx, monitor_epoch_rx) = watch::channel::<Epoch>(Epoch::NONE);
         let monitor = crate::resource::spawn_monitor(
             hooks.clone(),
             config.resource.monitor_interval,

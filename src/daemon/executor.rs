@@ -183,7 +183,7 @@ impl Executor {
             if !raft_failure_logged {
                 if let Some(why) = self.node.raft_failure() {
                     raft_failure_logged = true;
-                    tracing::error!(term = obs.raft.term, epoch = obs.state.epoch, "{why}");
+                    tracing::error!(term = obs.raft.term, epoch = obs.state.epoch.get(), "{why}");
                 }
             }
             if obs.leader != last_leader {
@@ -362,7 +362,7 @@ impl Executor {
             Action::Propose { id, cmd } => {
                 tracing::info!(
                     term = obs.raft.term,
-                    epoch = obs.state.epoch,
+                    epoch = obs.state.epoch.get(),
                     command = cmd.name(),
                     "proposing"
                 );
@@ -395,7 +395,7 @@ impl Executor {
                 };
                 tracing::info!(
                     term = obs.raft.term,
-                    epoch = run.epoch,
+                    epoch = run.epoch.get(),
                     hook = kind.as_str(),
                     reason = run.reason.as_str(),
                     target = ?run.target,
@@ -435,7 +435,7 @@ impl Executor {
                     if !out.ok {
                         tracing::warn!(
                             hook = kind.as_str(),
-                            epoch = run.epoch,
+                            epoch = run.epoch.get(),
                             "hook failed: {}",
                             out.describe()
                         );
@@ -451,7 +451,7 @@ impl Executor {
             Action::TransferLeadership { to, .. } => {
                 tracing::info!(
                     term = obs.raft.term,
-                    epoch = obs.state.epoch,
+                    epoch = obs.state.epoch.get(),
                     to,
                     "transferring leadership"
                 );
@@ -479,14 +479,18 @@ impl Executor {
                     .is_some_and(|tx| tx.send(()).is_ok());
                 tracing::warn!(
                     term = obs.raft.term,
-                    epoch = obs.state.epoch,
+                    epoch = obs.state.epoch.get(),
                     reason = reason.as_str(),
                     promote_hook_killed = killed,
                     "stopping acting as primary now"
                 );
             }
             Action::Report(note) => {
-                tracing::info!(term = obs.raft.term, epoch = obs.state.epoch, "{note}");
+                tracing::info!(
+                    term = obs.raft.term,
+                    epoch = obs.state.epoch.get(),
+                    "{note}"
+                );
             }
             Action::ReadyToExit => {}
         }

@@ -62,7 +62,10 @@ fn bincode_roundtrip(store: &KvStore) -> KvStore {
 fn a_copy_of_the_store_shares_values_and_is_isolated_from_later_writes() {
     let mut kv = KvStore::default();
     for i in 0..100 {
-        kv.apply(&put(&format!("k/{i:03}"), &vec![i as u8; 64 * 1024]), 0);
+        kv.apply(
+            &put(&format!("k/{i:03}"), &vec![i as u8; 64 * 1024]),
+            Epoch(0),
+        );
     }
     let copy = kv.clone();
     for i in 0..100 {
@@ -73,8 +76,8 @@ fn a_copy_of_the_store_shares_values_and_is_isolated_from_later_writes() {
             "{key}: the copy duplicated the value"
         );
     }
-    kv.apply(&put("k/000", b"new"), 0);
-    kv.apply(&del("k/001"), 0);
+    kv.apply(&put("k/000", b"new"), Epoch(0));
+    kv.apply(&del("k/001"), Epoch(0));
     assert_eq!(copy.get("k/000").unwrap().value, vec![0u8; 64 * 1024]);
     assert!(copy.get("k/001").is_some());
     assert_eq!(copy.len(), 100);
@@ -85,7 +88,7 @@ fn a_copy_of_the_store_shares_values_and_is_isolated_from_later_writes() {
 fn put_sets_create_and_mod_revisions_like_etcd() {
     let mut kv = KvStore::default();
     assert_eq!(kv.revision(), 0);
-    let r1 = kv.apply(&put("a", b"1"), 0);
+    let r1 = kv.apply(&put("a", b"1"), Epoch(0));
     assert_eq!(
         r1,
         KvResult::Ok {
@@ -94,8 +97,8 @@ fn put_sets_create_and_mod_revisions_like_etcd() {
             prev: None
         }
     );
-    assert_eq!(ok_revision(&kv.apply(&put("b", b"x"), 0)), 2);
-    let r3 = kv.apply(&put("a", b"2"), 0);
+    assert_eq!(ok_revision(&kv.apply(&put("b", b"x"), Epoch(0))), 2);
+    let r3 = kv.apply(&put("a", b"2"), Epoch(0));
     let KvResult::Ok {
         revision: 3,
         prev: Some(prev),
@@ -119,9 +122,9 @@ fn put_sets_create_and_mod_revisions_like_etcd() {
 #[test]
 fn delete_removes_and_recreate_starts_a_new_life() {
     let mut kv = KvStore::default();
-    kv.apply(&put("a", b"1"), 0);
-    kv.apply(&put("a", b"2"), 0);
-    let r = kv.apply(&del("a"), 0);
+    kv.apply(&put("a", b"1"), Epoch(0));
+    kv.apply(&put("a", b"2"), Epoch(0));
+    let r = kv.apply(&del("a"), Epoch(0));
     let KvResult::Ok {
         revision: 3,
         prev: Some(prev),
@@ -134,7 +137,7 @@ fn delete_removes_and_recreate_starts_a_new_life() {
     assert_eq!(prev.value, b"2");
     assert!(kv.get("a").is_none());
     assert!(kv.is_empty());
-    assert_eq!(ok_revision(&kv.apply(&put("a", b"3"), 0)), 4);
+    assert_eq!(ok_revision(&kv.apply(&put("a", b"3"), Epoch(0))), 4);
     let a = kv.get("a").expect("a exists");
     assert_eq!((a.create_revision, a.mod_revision, a.version), (4, 4, 1));
 }
@@ -142,10 +145,10 @@ fn delete_removes_and_recreate_starts_a_new_life() {
 #[test]
 fn delete_of_missing_key_fails_without_consuming_a_revision() {
     let mut kv = KvStore::default();
-    kv.apply(&put("a", b"1"), 0);
+    kv.apply(&put("a", b"1"), Epoch(0));
     let before = kv.clone();
     assert_eq!(
-        failed(kv.apply(&del("nope"), 0)),
+        failed(kv.apply(&del("nope"), Epoch(0))),
         KvError::NotFound { key: "nope".into() }
     );
     assert_eq!(kv, before);
@@ -155,12 +158,15 @@ fn delete_of_missing_key_fails_without_consuming_a_revision() {
 #[test]
 fn cas_on_mod_revision_succeeds_only_on_the_current_revision() {
     let mut kv = KvStore::default();
-    kv.apply(&put("k", b"v1"), 0);
-    kv.apply(&put("other", b"x"), 0);
-    assert_eq!(ok_revision(&kv.apply(&put_if("k", b"v2", if_rev(1)), 0)), 3);
+    kv.apply(&put("k", b"v1"), Epoch(0));
+    kv.apply(&put("other", b"x"), Epoch(0));
+    assert_eq!(
+        ok_revision(&kv.apply(&put_if("k", b"v2", if_rev(1)), Epoch(0))),
+        3
+    );
     // A second writer that read revision 1 loses and learns the current revision.
     let before = kv.clone();
-    let err = failed(kv.apply(&put_if("k", b"v3", if_rev(1)), 0));
+    let err = failed(kv.apply(&put_if("k", b"v3", if_rev(1)), Epoch(0)));
     assert_eq!(
         err,
         KvError::CasConflict {
@@ -172,8 +178,8 @@ fn cas_on_mod_revision_succeeds_only_on_the_current_revision() {
     assert_eq!(kv, before);
     assert_eq!(kv.get("k").map(|e| e.value.clone()), Some(b"v2".to_vec()));
     // Delete is guarded the same way.
-    assert!(!kv.apply(&del_if("k", if_rev(2)), 0).is_ok());
-    assert!(kv.apply(&del_if("k", if_rev(3)), 0).is_ok());
+    assert!(!kv.apply(&del_if("k", if_rev(2)), Epoch(0)).is_ok());
+    assert!(kv.apply(&del_if("k", if_rev(3)), Epoch(0)).is_ok());
     assert!(kv.get("k").is_none());
 }
 
@@ -181,10 +187,10 @@ fn cas_on_mod_revision_succeeds_only_on_the_current_revision() {
 fn if_revision_zero_means_create_only() {
     let mut kv = KvStore::default();
     assert_eq!(
-        ok_revision(&kv.apply(&put_if("lock", b"me", if_rev(0)), 0)),
+        ok_revision(&kv.apply(&put_if("lock", b"me", if_rev(0)), Epoch(0))),
         1
     );
-    let err = failed(kv.apply(&put_if("lock", b"you", if_rev(0)), 0));
+    let err = failed(kv.apply(&put_if("lock", b"you", if_rev(0)), Epoch(0)));
     assert_eq!(
         err,
         KvError::CasConflict {
@@ -198,7 +204,7 @@ fn if_revision_zero_means_create_only() {
         Some(b"me".to_vec())
     );
     // A non-zero expectation on a missing key reports revision 0 (absent).
-    let err = failed(kv.apply(&put_if("free", b"x", if_rev(7)), 0));
+    let err = failed(kv.apply(&put_if("free", b"x", if_rev(7)), Epoch(0)));
     assert!(matches!(
         err,
         KvError::CasConflict {
@@ -208,7 +214,7 @@ fn if_revision_zero_means_create_only() {
     ));
     // "Delete if absent" holds, and then there is nothing to delete.
     assert!(matches!(
-        failed(kv.apply(&del_if("free", if_rev(0)), 0)),
+        failed(kv.apply(&del_if("free", if_rev(0)), Epoch(0))),
         KvError::NotFound { .. }
     ));
 }
@@ -222,17 +228,17 @@ fn cas_on_value() {
     };
     // Missing key never matches, not even an empty value.
     assert!(matches!(
-        failed(kv.apply(&put_if("k", b"a", cond(b"")), 0)),
+        failed(kv.apply(&put_if("k", b"a", cond(b"")), Epoch(0))),
         KvError::CasConflict {
             expected: CasExpectation::Value,
             actual_mod_revision: 0,
             ..
         }
     ));
-    kv.apply(&put("k", b"a"), 0);
-    assert!(kv.apply(&put_if("k", b"b", cond(b"a")), 0).is_ok());
+    kv.apply(&put("k", b"a"), Epoch(0));
+    assert!(kv.apply(&put_if("k", b"b", cond(b"a")), Epoch(0)).is_ok());
     assert!(matches!(
-        failed(kv.apply(&put_if("k", b"c", cond(b"a")), 0)),
+        failed(kv.apply(&put_if("k", b"c", cond(b"a")), Epoch(0))),
         KvError::CasConflict {
             actual_mod_revision: 2,
             ..
@@ -245,7 +251,7 @@ fn cas_on_value() {
         if_value: Some(b"nope".to_vec()),
         if_epoch: None,
     };
-    assert!(!kv.apply(&put_if("k", b"d", both), 0).is_ok());
+    assert!(!kv.apply(&put_if("k", b"d", both), Epoch(0)).is_ok());
 }
 
 #[test]
@@ -255,20 +261,20 @@ fn if_epoch_fences_stale_writers() {
         if_epoch: Some(e),
         ..Condition::default()
     };
-    assert!(kv.apply(&put_if("k", b"a", at(5)), 5).is_ok());
-    let err = failed(kv.apply(&put_if("k", b"b", at(5)), 6));
+    assert!(kv.apply(&put_if("k", b"a", at(Epoch(5))), Epoch(5)).is_ok());
+    let err = failed(kv.apply(&put_if("k", b"b", at(Epoch(5))), Epoch(6)));
     assert_eq!(
         err,
         KvError::EpochMismatch {
-            expected: 5,
-            actual: 6
+            expected: Epoch(5),
+            actual: Epoch(6)
         }
     );
     assert_eq!(
-        failed(kv.apply(&del_if("k", at(4)), 6)),
+        failed(kv.apply(&del_if("k", at(Epoch(4))), Epoch(6))),
         KvError::EpochMismatch {
-            expected: 4,
-            actual: 6
+            expected: Epoch(4),
+            actual: Epoch(6)
         }
     );
     assert_eq!(kv.get("k").map(|e| e.value.clone()), Some(b"a".to_vec()));
@@ -277,23 +283,23 @@ fn if_epoch_fences_stale_writers() {
     let both = Condition {
         if_mod_revision: Some(99),
         if_value: None,
-        if_epoch: Some(1),
+        if_epoch: Some(Epoch(1)),
     };
     assert!(matches!(
-        failed(kv.apply(&put_if("k", b"c", both), 6)),
+        failed(kv.apply(&put_if("k", b"c", both), Epoch(6))),
         KvError::EpochMismatch { .. }
     ));
-    assert!(kv.apply(&del_if("k", at(6)), 6).is_ok());
+    assert!(kv.apply(&del_if("k", at(Epoch(6))), Epoch(6)).is_ok());
 }
 
 #[test]
 fn key_length_limit_is_inclusive() {
     let mut kv = KvStore::default();
     let longest = "k".repeat(MAX_KEY_BYTES_CEILING);
-    assert!(kv.apply(&put(&longest, b""), 0).is_ok());
+    assert!(kv.apply(&put(&longest, b""), Epoch(0)).is_ok());
     let too_long = "k".repeat(MAX_KEY_BYTES_CEILING + 1);
     assert_eq!(
-        failed(kv.apply(&put(&too_long, b""), 0)),
+        failed(kv.apply(&put(&too_long, b""), Epoch(0))),
         KvError::KeyTooLong {
             len: MAX_KEY_BYTES_CEILING + 1,
             limit: MAX_KEY_BYTES_CEILING
@@ -301,11 +307,11 @@ fn key_length_limit_is_inclusive() {
     );
     // Multi-byte characters count in bytes: 513 two-byte chars = 1026 bytes.
     assert!(matches!(
-        failed(kv.apply(&put(&"é".repeat(513), b""), 0)),
+        failed(kv.apply(&put(&"é".repeat(513), b""), Epoch(0))),
         KvError::KeyTooLong { len: 1026, .. }
     ));
     assert!(matches!(
-        failed(kv.apply(&del(&too_long), 0)),
+        failed(kv.apply(&del(&too_long), Epoch(0))),
         KvError::KeyTooLong { .. }
     ));
     assert_eq!(kv.revision(), 1);
@@ -318,9 +324,9 @@ fn value_limit_is_inclusive_and_configurable() {
         ..KvLimits::default()
     };
     let mut kv = KvStore::with_limits(limits).expect("valid limits");
-    assert!(kv.apply(&put("k", &[7; 16]), 0).is_ok());
+    assert!(kv.apply(&put("k", &[7; 16]), Epoch(0)).is_ok());
     assert_eq!(
-        failed(kv.apply(&put("k", &[7; 17]), 0)),
+        failed(kv.apply(&put("k", &[7; 17]), Epoch(0))),
         KvError::ValueTooLarge {
             what: ValueKind::Value,
             size: 17,
@@ -332,7 +338,7 @@ fn value_limit_is_inclusive_and_configurable() {
         ..Condition::default()
     };
     assert!(matches!(
-        failed(kv.apply(&put_if("k", b"", big_compare), 0)),
+        failed(kv.apply(&put_if("k", b"", big_compare), Epoch(0))),
         KvError::ValueTooLarge {
             what: ValueKind::ComparedValue,
             ..
@@ -341,10 +347,10 @@ fn value_limit_is_inclusive_and_configurable() {
     // The default is 1 MiB.
     let mut kv = KvStore::default();
     assert!(kv
-        .apply(&put("big", &vec![1; DEFAULT_MAX_VALUE_BYTES]), 0)
+        .apply(&put("big", &vec![1; DEFAULT_MAX_VALUE_BYTES]), Epoch(0))
         .is_ok());
     assert!(!kv
-        .apply(&put("big", &vec![1; DEFAULT_MAX_VALUE_BYTES + 1]), 0)
+        .apply(&put("big", &vec![1; DEFAULT_MAX_VALUE_BYTES + 1]), Epoch(0))
         .is_ok());
 }
 
@@ -368,7 +374,7 @@ fn bad_keys_are_rejected_and_good_ones_accepted() {
     ];
     let mut kv = KvStore::default();
     for (key, reason) in bad {
-        let err = failed(kv.apply(&put(key, b"v"), 0));
+        let err = failed(kv.apply(&put(key, b"v"), Epoch(0)));
         assert_eq!(
             err,
             KvError::BadKey {
@@ -389,7 +395,7 @@ fn bad_keys_are_rejected_and_good_ones_accepted() {
         "with space",
         "x?y#z%20",
     ] {
-        assert!(kv.apply(&put(key, b"v"), 0).is_ok(), "key {key:?}");
+        assert!(kv.apply(&put(key, b"v"), Epoch(0)).is_ok(), "key {key:?}");
     }
 }
 
@@ -400,18 +406,18 @@ fn max_keys_bounds_new_keys_only() {
         ..KvLimits::default()
     };
     let mut kv = KvStore::with_limits(limits).expect("valid limits");
-    kv.apply(&put("a", b"1"), 0);
-    kv.apply(&put("b", b"1"), 0);
+    kv.apply(&put("a", b"1"), Epoch(0));
+    kv.apply(&put("b", b"1"), Epoch(0));
     assert_eq!(
-        failed(kv.apply(&put("c", b"1"), 0)),
+        failed(kv.apply(&put("c", b"1"), Epoch(0))),
         KvError::TooManyKeys { limit: 2 }
     );
     assert!(
-        kv.apply(&put("a", b"2"), 0).is_ok(),
+        kv.apply(&put("a", b"2"), Epoch(0)).is_ok(),
         "updating an existing key is allowed"
     );
-    kv.apply(&del("b"), 0);
-    assert!(kv.apply(&put("c", b"1"), 0).is_ok());
+    kv.apply(&del("b"), Epoch(0));
+    assert!(kv.apply(&put("c", b"1"), Epoch(0)).is_ok());
     assert_eq!(kv.len(), 2);
 }
 
@@ -444,7 +450,7 @@ fn limits_are_validated_and_lowering_keeps_data() {
         assert_eq!(kv.limits(), KvLimits::default());
     }
     let mut kv = KvStore::default();
-    kv.apply(&put("k", &[0; 100]), 0);
+    kv.apply(&put("k", &[0; 100]), Epoch(0));
     let lower = KvLimits {
         max_value_bytes: 10,
         ..KvLimits::default()
@@ -452,7 +458,7 @@ fn limits_are_validated_and_lowering_keeps_data() {
     kv.set_limits(lower).expect("valid limits");
     assert_eq!(kv.limits(), lower);
     assert_eq!(kv.get("k").map(|e| e.value.len()), Some(100));
-    assert!(!kv.apply(&put("k", &[0; 11]), 0).is_ok());
+    assert!(!kv.apply(&put("k", &[0; 11]), Epoch(0)).is_ok());
     assert_eq!(kv.revision(), 1, "set_limits does not consume a revision");
     // Limits travel in snapshots.
     assert_eq!(bincode_roundtrip(&kv).limits(), lower);
@@ -462,7 +468,7 @@ fn limits_are_validated_and_lowering_keeps_data() {
 fn list_paginates_within_a_prefix() {
     let mut kv = KvStore::default();
     for key in ["a", "a/1", "a/2", "a/3", "a/4", "a/5", "a0", "b/1", "0"] {
-        kv.apply(&put(key, key.as_bytes()), 0);
+        kv.apply(&put(key, key.as_bytes()), Epoch(0));
     }
     fn keys<'a>(page: &ListPage<'a>) -> Vec<&'a str> {
         page.0.iter().map(|(k, _)| k.as_str()).collect()
@@ -498,7 +504,7 @@ fn list_paginates_within_a_prefix() {
 fn list_page_is_capped() {
     let mut kv = KvStore::default();
     for i in 0..MAX_LIST_PAGE + 5 {
-        kv.apply(&put(&format!("k/{i:05}"), b""), 0);
+        kv.apply(&put(&format!("k/{i:05}"), b""), Epoch(0));
     }
     let (page, more) = kv.list("k/", None, usize::MAX);
     assert_eq!(page.len(), MAX_LIST_PAGE);
@@ -513,18 +519,18 @@ fn list_page_is_capped() {
 fn changed_since_follows_puts_and_deletes() {
     let mut kv = KvStore::default();
     assert!(!kv.changed_since("k", 0), "never existed");
-    kv.apply(&put("k", b"1"), 0); // rev 1
+    kv.apply(&put("k", b"1"), Epoch(0)); // rev 1
     assert!(kv.changed_since("k", 0));
     assert!(!kv.changed_since("k", 1));
-    kv.apply(&put("other", b"1"), 0); // rev 2
+    kv.apply(&put("other", b"1"), Epoch(0)); // rev 2
     assert!(
         !kv.changed_since("k", 1),
         "other keys do not wake this watch"
     );
-    kv.apply(&del("k"), 0); // rev 3
+    kv.apply(&del("k"), Epoch(0)); // rev 3
     assert!(kv.changed_since("k", 1), "a delete wakes the watcher");
     assert!(!kv.changed_since("k", 3));
-    kv.apply(&put("k", b"2"), 0); // rev 4
+    kv.apply(&put("k", b"2"), Epoch(0)); // rev 4
     assert!(kv.changed_since("k", 3));
     assert!(!kv.changed_since("k", 4));
 }
@@ -532,12 +538,12 @@ fn changed_since_follows_puts_and_deletes() {
 #[test]
 fn tombstones_are_bounded_and_old_watchers_wake_spuriously_not_never() {
     let mut kv = KvStore::default();
-    kv.apply(&put("first", b""), 0); // rev 1
-    kv.apply(&del("first"), 0); // rev 2
+    kv.apply(&put("first", b""), Epoch(0)); // rev 1
+    kv.apply(&del("first"), Epoch(0)); // rev 2
     for i in 0..MAX_TOMBSTONES {
         let key = format!("t/{i}");
-        kv.apply(&put(&key, b""), 0);
-        kv.apply(&del(&key), 0);
+        kv.apply(&put(&key, b""), Epoch(0));
+        kv.apply(&del(&key), Epoch(0));
     }
     assert_eq!(kv.tombstones.len(), MAX_TOMBSTONES);
     assert_eq!(kv.tombstones_by_revision.len(), MAX_TOMBSTONES);
@@ -571,11 +577,11 @@ fn the_total_bytes_limit_refuses_growth_past_it_and_nothing_else() {
     // Room for two entries of key "k/N" (3 bytes) and a 100-byte value.
     let one = 3 + 100 + ENTRY_OVERHEAD_BYTES;
     let mut kv = small_total(2 * one);
-    assert!(kv.apply(&put("k/1", &[1; 100]), 0).is_ok());
-    assert!(kv.apply(&put("k/2", &[2; 100]), 0).is_ok());
+    assert!(kv.apply(&put("k/1", &[1; 100]), Epoch(0)).is_ok());
+    assert!(kv.apply(&put("k/2", &[2; 100]), Epoch(0)).is_ok());
     assert_eq!(kv.approx_bytes(), 2 * one);
     let before = kv.clone();
-    let err = failed(kv.apply(&put("k/3", &[3; 1]), 0));
+    let err = failed(kv.apply(&put("k/3", &[3; 1]), Epoch(0)));
     assert_eq!(
         err,
         KvError::StoreFull {
@@ -595,38 +601,38 @@ fn the_total_bytes_limit_refuses_growth_past_it_and_nothing_else() {
     );
     // Growing an existing value is refused too; keeping or shrinking it is not.
     assert!(matches!(
-        failed(kv.apply(&put("k/1", &[1; 101]), 0)),
+        failed(kv.apply(&put("k/1", &[1; 101]), Epoch(0))),
         KvError::StoreFull { .. }
     ));
-    assert!(kv.apply(&put("k/1", &[9; 100]), 0).is_ok());
-    assert!(kv.apply(&put("k/1", &[9; 10]), 0).is_ok());
+    assert!(kv.apply(&put("k/1", &[9; 100]), Epoch(0)).is_ok());
+    assert!(kv.apply(&put("k/1", &[9; 10]), Epoch(0)).is_ok());
     // Deleting frees room (a tombstone is smaller than the entry it replaces).
-    assert!(kv.apply(&del("k/2"), 0).is_ok());
-    assert!(kv.apply(&put("k/3", &[3; 50]), 0).is_ok());
+    assert!(kv.apply(&del("k/2"), Epoch(0)).is_ok());
+    assert!(kv.apply(&put("k/3", &[3; 50]), Epoch(0)).is_ok());
     assert!(kv.approx_bytes() <= 2 * one);
     // The early check the HTTP layer runs gives the same answer as the apply.
     assert_eq!(
         kv.check_put_size("k/4", 1000).err(),
-        Some(failed(kv.clone().apply(&put("k/4", &[0; 1000]), 0)))
+        Some(failed(kv.clone().apply(&put("k/4", &[0; 1000]), Epoch(0))))
     );
 }
 
 #[test]
 fn a_store_left_above_a_lowered_total_limit_can_still_shrink() {
     let mut kv = KvStore::default();
-    kv.apply(&put("a", &[0; 1000]), 0);
-    kv.apply(&put("b", &[0; 1000]), 0);
+    kv.apply(&put("a", &[0; 1000]), Epoch(0));
+    kv.apply(&put("b", &[0; 1000]), Epoch(0));
     kv.set_limits(KvLimits {
         max_total_bytes: 100,
         ..KvLimits::default()
     })
     .unwrap();
     assert!(matches!(
-        failed(kv.apply(&put("c", b"x"), 0)),
+        failed(kv.apply(&put("c", b"x"), Epoch(0))),
         KvError::StoreFull { .. }
     ));
-    assert!(kv.apply(&put("a", b"small"), 0).is_ok());
-    assert!(kv.apply(&del("b"), 0).is_ok());
+    assert!(kv.apply(&put("a", b"small"), Epoch(0)).is_ok());
+    assert!(kv.apply(&del("b"), Epoch(0)).is_ok());
 }
 
 #[test]
@@ -646,23 +652,23 @@ fn total_bytes_limit_is_bounded_by_its_ceiling() {
 fn approx_bytes_tracks_contents() {
     let mut kv = KvStore::default();
     assert_eq!(kv.approx_bytes(), 0);
-    kv.apply(&put("ab", &[0; 10]), 0);
+    kv.apply(&put("ab", &[0; 10]), Epoch(0));
     assert_eq!(kv.approx_bytes(), 2 + 10 + ENTRY_OVERHEAD_BYTES);
-    kv.apply(&put("ab", &[0; 4]), 0);
+    kv.apply(&put("ab", &[0; 4]), Epoch(0));
     assert_eq!(kv.approx_bytes(), 2 + 4 + ENTRY_OVERHEAD_BYTES);
-    kv.apply(&del("ab"), 0);
+    kv.apply(&del("ab"), Epoch(0));
     assert_eq!(kv.approx_bytes(), 2 + TOMBSTONE_OVERHEAD_BYTES);
-    kv.apply(&put("ab", &[]), 0);
+    kv.apply(&put("ab", &[]), Epoch(0));
     assert_eq!(kv.approx_bytes(), 2 + ENTRY_OVERHEAD_BYTES);
 }
 
 #[test]
 fn snapshot_roundtrips_in_bincode_and_json() {
     let mut kv = KvStore::default();
-    kv.apply(&put("a", b"text"), 0);
-    kv.apply(&put("b", &[0xff, 0, 1]), 0);
-    kv.apply(&put("c", b""), 0);
-    kv.apply(&del("c"), 0);
+    kv.apply(&put("a", b"text"), Epoch(0));
+    kv.apply(&put("b", &[0xff, 0, 1]), Epoch(0));
+    kv.apply(&put("c", b""), Epoch(0));
+    kv.apply(&del("c"), Epoch(0));
     let back = bincode_roundtrip(&kv);
     assert_eq!(back, kv);
     assert_eq!(back.approx_bytes(), kv.approx_bytes());
@@ -719,7 +725,7 @@ fn exhausted_revision_fails_instead_of_wrapping() {
         u64::MAX
     );
     let mut kv: KvStore = serde_json::from_str(&json).expect("valid store");
-    let err = failed(kv.apply(&put("k", b""), 0));
+    let err = failed(kv.apply(&put("k", b""), Epoch(0)));
     assert_eq!(err, KvError::RevisionExhausted { revision: u64::MAX });
     assert!(kv.is_empty());
 }
@@ -735,7 +741,11 @@ fn apply_owned_matches_apply() {
     ];
     let (mut x, mut y) = (KvStore::default(), KvStore::default());
     for cmd in cmds {
-        assert_eq!(x.apply(&cmd, 0), y.apply_owned(cmd.clone(), 0), "{cmd:?}");
+        assert_eq!(
+            x.apply(&cmd, Epoch(0)),
+            y.apply_owned(cmd.clone(), Epoch(0)),
+            "{cmd:?}"
+        );
     }
     assert_eq!(x, y);
 }
@@ -755,8 +765,8 @@ fn error_messages_name_the_thing_and_the_next_step() {
         "{cas}"
     );
     let epoch = KvError::EpochMismatch {
-        expected: 2,
-        actual: 3,
+        expected: Epoch(2),
+        actual: Epoch(3),
     }
     .to_string();
     assert!(
@@ -842,7 +852,7 @@ proptest! {
     ) {
         let mut kv = KvStore::default();
         for key in &keys {
-            prop_assert!(kv.apply(&put(key, b""), 0).is_ok());
+            prop_assert!(kv.apply(&put(key, b""), Epoch(0)).is_ok());
         }
         let expected: Vec<&String> = keys.iter().filter(|k| k.starts_with(&prefix)).collect();
         let mut seen: Vec<&String> = Vec::new();
@@ -880,7 +890,7 @@ fn arb_condition() -> impl Strategy<Value = Condition> {
         .prop_map(|(if_mod_revision, if_value, if_epoch)| Condition {
             if_mod_revision,
             if_value,
-            if_epoch,
+            if_epoch: if_epoch.map(Epoch),
         })
 }
 
@@ -917,8 +927,8 @@ proptest! {
                 y = bincode_roundtrip(&y);
             }
             let before = x.clone();
-            let rx = x.apply(cmd, *epoch);
-            let ry = y.apply(cmd, *epoch);
+            let rx = x.apply(cmd, Epoch(*epoch));
+            let ry = y.apply(cmd, Epoch(*epoch));
             prop_assert_eq!(&rx, &ry);
             match &rx {
                 KvResult::Ok { key, revision, .. } => {
@@ -1129,7 +1139,11 @@ fn arb_cond_gen() -> impl Strategy<Value = CondGen> {
         prop::option::weighted(0.2, val),
         prop::option::weighted(0.2, 0u64..3),
     )
-        .prop_map(|(rev, val, epoch)| CondGen { rev, val, epoch })
+        .prop_map(|(rev, val, epoch)| CondGen {
+            rev,
+            val,
+            epoch: epoch.map(Epoch),
+        })
 }
 
 fn arb_op() -> impl Strategy<Value = Op> {
@@ -1172,8 +1186,8 @@ proptest! {
         for (op, epoch) in &ops {
             let watch_from = model.revision.saturating_sub(2);
             let cmd = op.command(&model);
-            let expected = model.apply(op, op.key(), *epoch);
-            let actual = outcome_of(kv.apply(&cmd, *epoch));
+            let expected = model.apply(op, op.key(), Epoch(*epoch));
+            let actual = outcome_of(kv.apply(&cmd, Epoch(*epoch)));
             prop_assert_eq!(actual, expected, "command {:?}", cmd);
             prop_assert_eq!(kv.revision(), model.revision);
             prop_assert_eq!(kv.len(), model.map.len());

@@ -161,7 +161,7 @@ impl Policy {
         if !self.fenced_enough(inp, now, out) {
             return;
         }
-        let Some(epoch) = st.epoch.checked_add(1) else {
+        let Some(epoch) = st.epoch.checked_next() else {
             return;
         };
         let reason = op_reason.unwrap_or(
@@ -243,7 +243,7 @@ impl Policy {
                 if now >= retry_at
                     && self.emit_hook(
                         HookKind::Fence,
-                        epoch.saturating_add(1),
+                        epoch.saturating_next(),
                         HookReason::Failover,
                         Some(target),
                         Some(target),

@@ -339,7 +339,7 @@ impl Policy {
     /// restart.
     pub fn claims_primary(&self) -> Option<Epoch> {
         match self.role {
-            LocalRole::Starting => Some(0),
+            LocalRole::Starting => Some(Epoch::NONE),
             LocalRole::Promoting { epoch }
             | LocalRole::Primary { epoch }
             | LocalRole::Suspended { epoch }
@@ -503,7 +503,7 @@ impl Policy {
                     .map(|h| h.epoch);
                 self.needs_rejoin = st.was_ever_primary(self.local);
                 self.start_demote(
-                    holder_epoch.unwrap_or(0),
+                    holder_epoch.unwrap_or(Epoch::NONE),
                     HookReason::Startup,
                     AfterDemote::Replica { propose: None },
                     now,

@@ -219,7 +219,7 @@ impl Sim {
                 hook: None,
                 events: Vec::new(),
                 exit_ready: false,
-                epoch_at_start: 0,
+                epoch_at_start: Epoch(0),
             })
             .collect();
         Sim {
@@ -567,7 +567,7 @@ impl Sim {
                     p.epoch, self.last_promoted_epoch
                 ));
             }
-            self.last_promoted_epoch = p.epoch;
+            self.last_promoted_epoch = p.epoch.get();
             if self.nodes[idx(p.node)].role != NodeRole::Voter {
                 self.fail(format!(
                     "{:?} node {} promoted",

@@ -386,7 +386,7 @@ impl HookRunner {
             target: "quorate::hook",
             hook = kind.as_str(),
             node = self.settings().node,
-            epoch = ctx.epoch,
+            epoch = ctx.epoch.get(),
             reason = ctx.reason.as_str(),
             "no {kind} hook configured; nothing to run"
         );
@@ -531,7 +531,7 @@ impl HookRunner {
                     target: "quorate::hook",
                     hook = outcome.kind.as_str(),
                     node = self.settings().node,
-                    epoch = ctx.epoch,
+                    epoch = ctx.epoch.get(),
                     exit = %exit_label(outcome),
                     duration_ms = u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX),
                     reason = ctx.reason.as_str(),

@@ -57,7 +57,7 @@ mod tests {
         let mut st = ClusterState::default();
         st.apply(&Command::Promote(crate::cluster::Promote {
             node,
-            epoch: 1,
+            epoch: Epoch(1),
             reason: crate::cluster::PromoteReason::Startup,
             previous: None,
             home: None,
@@ -71,25 +71,28 @@ mod tests {
     #[test]
     fn acting_needs_the_committed_epoch_leadership_and_a_fresh_lease() {
         let st = state_with_primary(1);
-        assert_eq!(acting_check(&st, 1, 1, true, Some(ms(10)), ms(100)), Ok(()));
         assert_eq!(
-            acting_check(&st, 1, 2, true, Some(ms(10)), ms(100)),
+            acting_check(&st, 1, Epoch(1), true, Some(ms(10)), ms(100)),
+            Ok(())
+        );
+        assert_eq!(
+            acting_check(&st, 1, Epoch(2), true, Some(ms(10)), ms(100)),
             Err(DemoteReason::Superseded)
         );
         assert_eq!(
-            acting_check(&st, 2, 1, true, Some(ms(10)), ms(100)),
+            acting_check(&st, 2, Epoch(1), true, Some(ms(10)), ms(100)),
             Err(DemoteReason::Superseded)
         );
         assert_eq!(
-            acting_check(&st, 1, 1, false, Some(ms(10)), ms(100)),
+            acting_check(&st, 1, Epoch(1), false, Some(ms(10)), ms(100)),
             Err(DemoteReason::LeadershipLost)
         );
         assert_eq!(
-            acting_check(&st, 1, 1, true, Some(ms(100)), ms(100)),
+            acting_check(&st, 1, Epoch(1), true, Some(ms(100)), ms(100)),
             Err(DemoteReason::LeaseLost)
         );
         assert_eq!(
-            acting_check(&st, 1, 1, true, None, ms(100)),
+            acting_check(&st, 1, Epoch(1), true, None, ms(100)),
             Err(DemoteReason::LeaseLost)
         );
     }

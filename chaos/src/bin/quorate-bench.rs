@@ -1132,13 +1132,13 @@ impl Watch {
             self.leader = st.leader_id;
         }
         if st.epoch > self.epoch {
-            self.epoch = st.epoch;
+            self.epoch = st.epoch.get();
         }
         if st.epoch == self.epoch && st.primary.is_some() && st.primary != self.primary {
             self.primary_changes.push(Change {
                 at_s,
                 seen_on: id,
-                at: st.epoch,
+                at: st.epoch.get(),
                 from: self.primary,
                 to: st.primary,
             });
@@ -1418,7 +1418,7 @@ async fn false_positives(
             .ok_or(format!("node {id} does not answer /v1/status"))?;
         w.observe(0.0, *id, &st);
         start_term = start_term.max(st.term);
-        start_epoch = start_epoch.max(st.epoch);
+        start_epoch = start_epoch.max(st.epoch.get());
     }
     w.leader_changes.clear();
     w.primary_changes.clear();
@@ -1519,7 +1519,7 @@ async fn false_positives(
     for (_, api) in &apis {
         if let Some(st) = get_status(&http, *api).await {
             end_term = end_term.max(st.term);
-            end_epoch = end_epoch.max(st.epoch);
+            end_epoch = end_epoch.max(st.epoch.get());
         }
     }
     collect_history(&http, &apis, start_seq, &mut history).await;
@@ -2126,13 +2126,13 @@ mod tests {
         };
         let promoted = |reason| HistoryEvent::Promoted {
             node: 2,
-            epoch: 3,
+            epoch: quorate::types::Epoch(3),
             previous: Some(1),
             reason,
         };
         let demoted = |reason| HistoryEvent::Demoted {
             node: 1,
-            epoch: 2,
+            epoch: quorate::types::Epoch(2),
             reason,
         };
         let windows = [(10_000, 20_000)];
@@ -2171,7 +2171,7 @@ mod tests {
             peers: Vec::new(),
             counters: Counters::default(),
             primary,
-            epoch,
+            epoch: quorate::types::Epoch(epoch),
             acting_primary: false,
             local_role: "replica".into(),
             health: "unknown".into(),

@@ -1,5 +1,6 @@
 use super::*;
 use crate::heartbeat::wire::RaftRoleWire;
+use crate::types::Epoch;
 use crate::types::{NodeRole, ResourceHealth};
 
 const MS: Duration = Duration::from_millis(1);
@@ -342,13 +343,13 @@ fn changed_flag_only_for_material_changes() {
     assert_eq!(flags(d.observe(t0 + 2 * MS, 2, 0, &h)), (false, true));
     let mut h = hb(2, 7, 4);
     h.term = 2;
-    h.primary_epoch = Some(4);
+    h.primary_epoch = Some(Epoch(4));
     assert_eq!(flags(d.observe(t0 + 3 * MS, 2, 0, &h)), (false, true));
     // Coming back from suspect is a change even with an unchanged payload.
     let later = t0 + 3 * MS + cfg().suspect_after;
     let mut h = hb(2, 7, 5);
     h.term = 2;
-    h.primary_epoch = Some(4);
+    h.primary_epoch = Some(Epoch(4));
     assert_eq!(flags(d.observe(later, 2, 0, &h)), (false, true));
 }
 

@@ -205,11 +205,13 @@ async fn three_nodes_see_each_other_and_detect_a_stopped_one() {
     status_txs[0].send_modify(|s| {
         s.term = 77;
         s.raft_state = RaftRoleWire::Leader;
-        s.primary_epoch = Some(5);
+        s.primary_epoch = Some(Epoch(5));
     });
     wait_view(&mut handles[1].view, "node 1's new term", |v| {
         v.peer(1).and_then(|p| p.last.as_ref()).is_some_and(|hb| {
-            hb.term == 77 && hb.raft_state == RaftRoleWire::Leader && hb.primary_epoch == Some(5)
+            hb.term == 77
+                && hb.raft_state == RaftRoleWire::Leader
+                && hb.primary_epoch == Some(Epoch(5))
         })
     })
     .await;

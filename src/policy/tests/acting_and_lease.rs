@@ -5,7 +5,7 @@ use super::*;
 #[test]
 fn acting_primary_needs_state_leadership_and_lease() {
     let mut h = H::primary(1, cfg());
-    assert_eq!(h.p.acting_primary(&h.inputs(), h.now), Some(1));
+    assert_eq!(h.p.acting_primary(&h.inputs(), h.now), Some(Epoch(1)));
     let later = h.now + Duration::from_millis(100);
     assert_eq!(h.p.acting_primary(&h.inputs(), later), None, "lease lapsed");
     h.raft.is_leader = false;
@@ -47,7 +47,7 @@ fn primary_demotes_at_once_when_the_lease_lapses_and_proposes_demote_after_the_h
     );
     assert_eq!(
         h.p.claims_primary(),
-        Some(1),
+        Some(Epoch(1)),
         "still claims while the hook runs"
     );
     h.finish_hooks(&acts, true);
@@ -56,7 +56,7 @@ fn primary_demotes_at_once_when_the_lease_lapses_and_proposes_demote_after_the_h
         Command::Demote(d) => Some((d.node, d.epoch, d.reason)),
         _ => None,
     });
-    assert_eq!(demote, Some((1, 1, DemoteReason::LeaseLost)));
+    assert_eq!(demote, Some((1, Epoch(1), DemoteReason::LeaseLost)));
 }
 
 #[test]
@@ -79,7 +79,7 @@ fn primary_demotes_when_the_state_names_a_newer_primary() {
         &mut h,
         Command::Promote(Promote {
             node: 2,
-            epoch: 2,
+            epoch: Epoch(2),
             reason: PromoteReason::Failover,
             previous: Some(1),
             home: None,
@@ -128,7 +128,7 @@ fn lease_lapse_while_promote_hook_runs_demotes_when_it_returns() {
     if let Some(p) = promote {
         h.p.observe(Event::HookFinished { id: p.id, ok: true }, h.now);
     }
-    assert_eq!(h.p.local_role(), LocalRole::Demoting { epoch: 1 });
+    assert_eq!(h.p.local_role(), LocalRole::Demoting { epoch: Epoch(1) });
     assert!(hook_of(&h.step(), HookKind::Demote).is_some());
 }
 
@@ -138,7 +138,7 @@ fn failed_demote_keeps_claiming_and_is_retried_after_backoff() {
     h.set_leader(Some(2));
     let acts = h.step();
     h.finish_hooks(&acts, false);
-    assert_eq!(h.p.claims_primary(), Some(1));
+    assert_eq!(h.p.claims_primary(), Some(Epoch(1)));
     assert!(hooks(&h.step()).is_empty());
     h.advance(200);
     let acts = h.step();
@@ -180,7 +180,7 @@ fn leader_whose_demote_keeps_failing_hands_leadership_over_when_fencing_is_on() 
     );
     assert_eq!(
         h.p.claims_primary(),
-        Some(1),
+        Some(Epoch(1)),
         "and it keeps claiming, so it is fenced"
     );
 }

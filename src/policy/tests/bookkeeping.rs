@@ -7,7 +7,7 @@ fn stale_hook_results_are_ignored() {
     let mut h = H::new(1, cfg());
     let acts = h.step();
     h.p.observe(Event::HookFinished { id: 999, ok: true }, h.now);
-    assert_eq!(h.p.local_role(), LocalRole::Demoting { epoch: 0 });
+    assert_eq!(h.p.local_role(), LocalRole::Demoting { epoch: Epoch(0) });
     h.finish_hooks(&acts, true);
     assert_eq!(h.p.local_role(), LocalRole::Replica);
 }
@@ -23,7 +23,7 @@ fn refused_proposal_is_reported_and_decided_again() {
         &mut h,
         Command::Promote(Promote {
             node: 2,
-            epoch: 1,
+            epoch: Epoch(1),
             reason: PromoteReason::Startup,
             previous: None,
             home: None,

@@ -74,7 +74,7 @@ fn witness_never_receives_leadership_or_the_primary_role() {
     h.members[0].priority = 100;
     let all = h.settle();
     assert!(transfer(&all).is_none());
-    assert!(h.state.is_primary(2, 1));
+    assert!(h.state.is_primary(2, Epoch(1)));
 }
 
 #[test]

@@ -21,7 +21,7 @@ fn home_verifying_with(config: PolicyConfig, auto_commit: bool) -> H {
         &mut h,
         Command::Promote(Promote {
             node: 1,
-            epoch: 1,
+            epoch: Epoch(1),
             reason: PromoteReason::Startup,
             previous: None,
             home: None,
@@ -33,7 +33,7 @@ fn home_verifying_with(config: PolicyConfig, auto_commit: bool) -> H {
         &mut h,
         Command::Promote(Promote {
             node: 2,
-            epoch: 2,
+            epoch: Epoch(2),
             reason: PromoteReason::Failover,
             previous: Some(1),
             home: None,
@@ -67,7 +67,7 @@ fn home_verifying_with(config: PolicyConfig, auto_commit: bool) -> H {
         &mut h,
         Command::Demote(Demote {
             node: 2,
-            epoch: 2,
+            epoch: Epoch(2),
             reason: DemoteReason::Failback,
             term: 2,
             at_unix_ms: 5,
@@ -76,7 +76,11 @@ fn home_verifying_with(config: PolicyConfig, auto_commit: bool) -> H {
     h.settle(); // rejoin etc.
     h.set_leader(Some(1));
     h.settle();
-    assert!(h.state.is_primary(1, 3), "setup: {:?}", h.state.primary);
+    assert!(
+        h.state.is_primary(1, Epoch(3)),
+        "setup: {:?}",
+        h.state.primary
+    );
     h
 }
 
@@ -111,7 +115,7 @@ fn failback_without_a_monitor_hook_commits_once_home_acts_as_primary() {
     h.settle();
     assert_eq!(h.state.operation, None);
     assert_eq!(h.state.failed_over, None);
-    assert!(h.state.is_primary(1, 3));
+    assert!(h.state.is_primary(1, Epoch(3)));
 }
 
 #[test]
@@ -278,7 +282,7 @@ impl H {
             self,
             Command::Promote(Promote {
                 node: 2,
-                epoch: 1,
+                epoch: Epoch(1),
                 reason: PromoteReason::Startup,
                 previous: None,
                 home: None,
@@ -302,7 +306,7 @@ impl H {
             o.alive = true;
         }
         assert!(
-            self.state.is_primary(1, 2),
+            self.state.is_primary(1, Epoch(2)),
             "setup: {:?}",
             self.state.primary
         );

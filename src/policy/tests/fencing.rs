@@ -8,7 +8,7 @@ fn fencing_required_blocks_promotion_until_the_fence_succeeds() {
     let acts = h.step();
     assert!(promote_of(&acts).is_none());
     let fence = hook_of(&acts, HookKind::Fence).map(|f| (f.target, f.epoch));
-    assert_eq!(fence, Some((Some(1), 2)));
+    assert_eq!(fence, Some((Some(1), Epoch(2))));
     h.finish_hooks(&acts, false);
     let acts = h.step();
     assert!(
@@ -36,7 +36,7 @@ fn fencing_required_blocks_promotion_until_the_fence_succeeds() {
     let acts = h.step();
     assert_eq!(
         promote_of(&acts).map(|p| (p.node, p.epoch, p.previous)),
-        Some((2, 2, Some(1)))
+        Some((2, Epoch(2), Some(1)))
     );
 }
 
@@ -92,7 +92,7 @@ fn no_fence_when_the_previous_primary_is_alive_and_not_claiming() {
 fn fence_when_the_previous_primary_is_alive_but_still_claiming() {
     let claiming = PeerObs {
         alive: true,
-        claims_primary_epoch: Some(1),
+        claims_primary_epoch: Some(Epoch(1)),
         ..PeerObs::default()
     };
     let mut h = after_primary_loss(FencingMode::Required, claiming);
@@ -114,7 +114,7 @@ fn no_fence_after_a_committed_demote() {
         &mut h,
         Command::Promote(Promote {
             node: 1,
-            epoch: 1,
+            epoch: Epoch(1),
             reason: PromoteReason::Startup,
             previous: None,
             home: None,
@@ -126,7 +126,7 @@ fn no_fence_after_a_committed_demote() {
         &mut h,
         Command::Demote(Demote {
             node: 1,
-            epoch: 1,
+            epoch: Epoch(1),
             reason: DemoteReason::Drained,
             term: 1,
             at_unix_ms: 2,

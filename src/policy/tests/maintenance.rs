@@ -73,7 +73,7 @@ fn maintenance_off_resumes_failover() {
         },
     );
     h.settle();
-    assert!(h.state.is_primary(1, 1));
+    assert!(h.state.is_primary(1, Epoch(1)));
 }
 
 #[test]

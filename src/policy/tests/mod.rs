@@ -186,7 +186,11 @@ impl H {
     fn primary(local: NodeId, cfg: PolicyConfig) -> H {
         let mut h = H::new(local, cfg);
         h.settle();
-        assert_eq!(h.p.local_role(), LocalRole::Primary { epoch: 1 }, "setup");
+        assert_eq!(
+            h.p.local_role(),
+            LocalRole::Primary { epoch: Epoch(1) },
+            "setup"
+        );
         h
     }
 
@@ -261,7 +265,7 @@ fn after_primary_loss(fencing: FencingMode, peer1: PeerObs) -> H {
         &mut h,
         Command::Promote(Promote {
             node: 1,
-            epoch: 1,
+            epoch: Epoch(1),
             reason: PromoteReason::Startup,
             previous: None,
             home: None,

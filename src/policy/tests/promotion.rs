@@ -11,7 +11,7 @@ fn leader_without_primary_proposes_promote_of_itself_at_next_epoch() {
     let p = promote_of(&acts).cloned();
     assert_eq!(
         p.as_ref().map(|p| (p.node, p.epoch, p.reason, p.previous)),
-        Some((1, 1, PromoteReason::Startup, None))
+        Some((1, Epoch(1), PromoteReason::Startup, None))
     );
     assert!(
         hook_of(&acts, HookKind::Promote).is_none(),
@@ -38,9 +38,9 @@ fn promote_hook_runs_only_after_the_promote_is_committed() {
     let acts = h.step();
     assert_eq!(
         hook_of(&acts, HookKind::Promote).map(|h| (h.epoch, h.reason)),
-        Some((1, HookReason::Startup))
+        Some((Epoch(1), HookReason::Startup))
     );
-    assert_eq!(h.p.local_role(), LocalRole::Promoting { epoch: 1 });
+    assert_eq!(h.p.local_role(), LocalRole::Promoting { epoch: Epoch(1) });
     assert_eq!(
         h.p.acting_primary(&h.inputs(), h.now),
         None,
@@ -48,7 +48,7 @@ fn promote_hook_runs_only_after_the_promote_is_committed() {
     );
     h.finish_hooks(&acts, true);
     h.step();
-    assert_eq!(h.p.acting_primary(&h.inputs(), h.now), Some(1));
+    assert_eq!(h.p.acting_primary(&h.inputs(), h.now), Some(Epoch(1)));
 }
 
 #[test]
@@ -80,7 +80,10 @@ fn promote_hook_waits_for_a_fresh_quorum_ack_after_the_commit() {
     assert!(reports(&acts).contains(&&StatusNote::WaitingForQuorum));
     h.quorum = true;
     let acts = h.step();
-    assert_eq!(hook_of(&acts, HookKind::Promote).map(|p| p.epoch), Some(1));
+    assert_eq!(
+        hook_of(&acts, HookKind::Promote).map(|p| p.epoch),
+        Some(Epoch(1))
+    );
 }
 
 #[test]
@@ -97,7 +100,7 @@ fn committed_promotion_is_not_acted_on_after_losing_leadership() {
     h.set_leader(Some(1));
     let acts = h.step();
     assert!(hook_of(&acts, HookKind::Promote).is_none());
-    assert_eq!(promote_of(&acts).map(|p| p.epoch), Some(2));
+    assert_eq!(promote_of(&acts).map(|p| p.epoch), Some(Epoch(2)));
 }
 
 #[test]

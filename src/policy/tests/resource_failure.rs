@@ -18,11 +18,11 @@ fn resource_failure_restarts_locally_at_the_same_epoch_then_hands_over() {
     let acts = h.step();
     assert_eq!(
         hook_of(&acts, HookKind::Promote).map(|p| (p.epoch, p.reason)),
-        Some((1, HookReason::Restart))
+        Some((Epoch(1), HookReason::Restart))
     );
     h.finish_hooks(&acts, true);
     h.step();
-    assert_eq!(h.p.local_role(), LocalRole::Primary { epoch: 1 });
+    assert_eq!(h.p.local_role(), LocalRole::Primary { epoch: Epoch(1) });
     // Monitor failures while restarting did not count; new ones do.
     h.monitor(false, 2);
     let acts = h.step();
@@ -66,7 +66,7 @@ fn resource_failure_with_no_other_candidate_stays_primary() {
             reason: DemoteReason::ResourceFailure
         })
     );
-    assert_eq!(h.p.local_role(), LocalRole::Primary { epoch: 1 });
+    assert_eq!(h.p.local_role(), LocalRole::Primary { epoch: Epoch(1) });
 }
 
 #[test]
@@ -123,7 +123,10 @@ fn failing_promote_hook_counts_as_a_restart() {
     );
     h.finish_hooks(&acts, true);
     let acts = h.step();
-    assert_eq!(hook_of(&acts, HookKind::Promote).map(|p| p.epoch), Some(1));
+    assert_eq!(
+        hook_of(&acts, HookKind::Promote).map(|p| p.epoch),
+        Some(Epoch(1))
+    );
     h.finish_hooks(&acts, false); // fails again: budget exhausted → hand over
     let acts = h.step();
     h.finish_hooks(&acts, true);

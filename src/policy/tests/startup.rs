@@ -14,7 +14,7 @@ fn startup_runs_the_demote_hook_before_anything_else() {
     );
     assert_eq!(
         h.p.claims_primary(),
-        Some(0),
+        Some(Epoch(0)),
         "claims an unknown epoch until demoted"
     );
 }
@@ -39,7 +39,7 @@ fn restarted_node_named_primary_in_loaded_state_needs_a_new_epoch_to_promote() {
         &mut h,
         Command::Promote(Promote {
             node: 1,
-            epoch: 1,
+            epoch: Epoch(1),
             reason: PromoteReason::Startup,
             previous: None,
             home: None,
@@ -58,7 +58,7 @@ fn restarted_node_named_primary_in_loaded_state_needs_a_new_epoch_to_promote() {
         vec![2],
         "the promote hook runs only for the newly committed epoch 2"
     );
-    assert!(h.state.is_primary(1, 2));
+    assert!(h.state.is_primary(1, Epoch(2)));
 }
 
 #[test]
@@ -87,7 +87,7 @@ fn promote_proposed_by_a_previous_incarnation_that_commits_late_is_not_acted_on(
         vec![2],
         "only an epoch this process proposed"
     );
-    assert!(h.state.is_primary(1, 2));
+    assert!(h.state.is_primary(1, Epoch(2)));
 }
 
 #[test]
@@ -97,7 +97,7 @@ fn former_primary_runs_rejoin_after_startup_once_another_node_is_primary() {
         &mut h,
         Command::Promote(Promote {
             node: 1,
-            epoch: 1,
+            epoch: Epoch(1),
             reason: PromoteReason::Startup,
             previous: None,
             home: None,
@@ -109,7 +109,7 @@ fn former_primary_runs_rejoin_after_startup_once_another_node_is_primary() {
         &mut h,
         Command::Promote(Promote {
             node: 2,
-            epoch: 2,
+            epoch: Epoch(2),
             reason: PromoteReason::Failover,
             previous: Some(1),
             home: None,
@@ -139,7 +139,7 @@ fn never_primary_node_does_not_rejoin() {
         &mut h,
         Command::Promote(Promote {
             node: 1,
-            epoch: 1,
+            epoch: Epoch(1),
             reason: PromoteReason::Startup,
             previous: None,
             home: None,

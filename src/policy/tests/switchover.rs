@@ -210,7 +210,7 @@ fn switchover_destination_promotes_then_completes() {
         &mut h,
         Command::Promote(Promote {
             node: 1,
-            epoch: 1,
+            epoch: Epoch(1),
             reason: PromoteReason::Startup,
             previous: None,
             home: None,
@@ -233,7 +233,7 @@ fn switchover_destination_promotes_then_completes() {
         &mut h,
         Command::Demote(Demote {
             node: 1,
-            epoch: 1,
+            epoch: Epoch(1),
             reason: DemoteReason::Switchover,
             term: 1,
             at_unix_ms: 3,
@@ -244,13 +244,13 @@ fn switchover_destination_promotes_then_completes() {
     let acts = h.step();
     assert_eq!(
         promote_of(&acts).map(|p| (p.node, p.epoch, p.reason)),
-        Some((2, 2, PromoteReason::Switchover))
+        Some((2, Epoch(2), PromoteReason::Switchover))
     );
     h.commit(&acts);
     h.settle();
-    assert!(h.state.is_primary(2, 2));
+    assert!(h.state.is_primary(2, Epoch(2)));
     assert_eq!(h.state.operation, None);
-    assert_eq!(h.p.local_role(), LocalRole::Primary { epoch: 2 });
+    assert_eq!(h.p.local_role(), LocalRole::Primary { epoch: Epoch(2) });
 }
 
 #[test]
@@ -275,7 +275,7 @@ fn switchover_aborts_when_the_target_does_not_catch_up_in_time() {
     assert_eq!(h.state.operation, None);
     assert_eq!(
         h.p.local_role(),
-        LocalRole::Primary { epoch: 1 },
+        LocalRole::Primary { epoch: Epoch(1) },
         "the primary stays"
     );
 }
@@ -289,7 +289,7 @@ fn new_leader_aborts_a_switchover_whose_source_lost_leadership() {
         &mut h,
         Command::Promote(Promote {
             node: 1,
-            epoch: 1,
+            epoch: Epoch(1),
             reason: PromoteReason::Startup,
             previous: None,
             home: None,

@@ -26,7 +26,7 @@ fn runner(kind: HookKind, path: &Path, timeout: Duration, max_output: usize) -> 
 fn ctx() -> HookContext<'static> {
     HookContext {
         role: "primary",
-        epoch: 42,
+        epoch: Epoch(42),
         reason: HookReason::Failover,
         previous_primary: Some(3),
         target: Some(3),

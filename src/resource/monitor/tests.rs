@@ -15,7 +15,7 @@ fn result(ok: bool) -> MonitorResult {
         ok,
         at: Instant::now(),
         role: MonitorRole::Primary,
-        epoch: 1,
+        epoch: Epoch(1),
         timed_out: false,
         exit_code: Some(if ok { 0 } else { 1 }),
         health: ResourceHealth::Healthy,
@@ -192,7 +192,7 @@ async fn health_flips_after_threshold_failures_and_back() {
         &format!("[ -e '{}' ] && exit 1\nexit 0", flag.display()),
     );
     let (_role_tx, role_rx) = watch::channel(MonitorRole::Primary);
-    let (_epoch_tx, epoch_rx) = watch::channel(5);
+    let (_epoch_tx, epoch_rx) = watch::channel(Epoch(5));
     let mut handle =
         spawn_monitor(runner(Some(&hook)), FAST_INTERVAL, 3, role_rx, epoch_rx).expect("spawn");
     assert_eq!(handle.current_health(), ResourceHealth::Unknown);
@@ -250,7 +250,7 @@ async fn role_and_epoch_follow_the_watches() {
         ),
     );
     let (role_tx, role_rx) = watch::channel(MonitorRole::Replica);
-    let (epoch_tx, epoch_rx) = watch::channel(1);
+    let (epoch_tx, epoch_rx) = watch::channel(Epoch(1));
     let handle =
         spawn_monitor(runner(Some(&hook)), FAST_INTERVAL, 2, role_rx, epoch_rx).expect("spawn");
     let mut results = handle.results();
@@ -262,13 +262,13 @@ async fn role_and_epoch_follow_the_watches() {
     );
 
     role_tx.send_replace(MonitorRole::Primary);
-    epoch_tx.send_replace(2);
+    epoch_tx.send_replace(Epoch(2));
     // The run in flight may predate the change; the one after it cannot.
     let mut r = next_result(&mut results).await;
     if r.role != MonitorRole::Primary {
         r = next_result(&mut results).await;
     }
-    assert_eq!((r.role, r.epoch), (MonitorRole::Primary, 2));
+    assert_eq!((r.role, r.epoch), (MonitorRole::Primary, Epoch(2)));
     assert_eq!(
         fs::read_to_string(&seen).expect("seen").trim(),
         "primary 2 monitor monitor"
@@ -292,7 +292,7 @@ async fn runs_never_overlap() {
         ),
     );
     let (_role_tx, role_rx) = watch::channel(MonitorRole::Replica);
-    let (_epoch_tx, epoch_rx) = watch::channel(1);
+    let (_epoch_tx, epoch_rx) = watch::channel(Epoch(1));
     let handle =
         spawn_monitor(runner(Some(&hook)), FAST_INTERVAL, 1, role_rx, epoch_rx).expect("spawn");
     let mut results = handle.results();
@@ -307,7 +307,7 @@ async fn runs_never_overlap() {
 #[tokio::test]
 async fn no_monitor_hook_means_unknown_and_no_runs() {
     let (_role_tx, role_rx) = watch::channel(MonitorRole::Primary);
-    let (_epoch_tx, epoch_rx) = watch::channel(1);
+    let (_epoch_tx, epoch_rx) = watch::channel(Epoch(1));
     let handle = spawn_monitor(runner(None), FAST_INTERVAL, 1, role_rx, epoch_rx).expect("spawn");
     let mut results = handle.results();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -334,7 +334,7 @@ async fn stop_kills_a_running_monitor() {
         ),
     );
     let (_role_tx, role_rx) = watch::channel(MonitorRole::Replica);
-    let (_epoch_tx, epoch_rx) = watch::channel(1);
+    let (_epoch_tx, epoch_rx) = watch::channel(Epoch(1));
     let handle =
         spawn_monitor(runner(Some(&hook)), FAST_INTERVAL, 1, role_rx, epoch_rx).expect("spawn");
     let mut pid = None;
@@ -370,7 +370,7 @@ async fn reset_returns_to_unknown() {
     let dir = tempfile::tempdir().expect("tempdir");
     let hook = write_script(dir.path(), "monitor.sh", "exit 1");
     let (_role_tx, role_rx) = watch::channel(MonitorRole::Primary);
-    let (_epoch_tx, epoch_rx) = watch::channel(1);
+    let (_epoch_tx, epoch_rx) = watch::channel(Epoch(1));
     let mut handle =
         spawn_monitor(runner(Some(&hook)), FAST_INTERVAL, 2, role_rx, epoch_rx).expect("spawn");
     wait_health(&mut handle, ResourceHealth::Unhealthy).await;
@@ -402,7 +402,7 @@ fn spawn_rejects_bad_settings() {
         .expect("runtime");
     rt.block_on(async {
         let (_r, role_rx) = watch::channel(MonitorRole::Replica);
-        let (_e, epoch_rx) = watch::channel(1);
+        let (_e, epoch_rx) = watch::channel(Epoch(1));
         let err = spawn_monitor(
             runner(None),
             Duration::from_millis(1),
