@@ -5,14 +5,67 @@ use serde::{Deserialize, Serialize};
 /// A node's identity in the cluster (config `[node] id`).
 pub type NodeId = u64;
 
-/// The fencing token: +1 at every promotion, committed before the promote hook runs.
-/// Serialized as the bare number (JSON, TOML, bincode: the on-disk log and the wire keep
-/// their format). `Epoch::NONE` (0) means "nobody was ever promoted".
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord,
-)]
-#[serde(transparent)]
-pub struct Epoch(pub u64);
+/// A counter carried as a bare `u64` on every wire and disk format, typed in the code so that
+/// an epoch, a Raft term and a log index cannot be swapped (`Demote { node, epoch, term }`).
+macro_rules! counter_newtype {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(
+            Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord,
+        )]
+        #[serde(transparent)]
+        pub struct $name(pub u64);
+
+        impl $name {
+            pub fn get(self) -> u64 {
+                self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        /// Tests and checks compare with plain numbers (`assert_eq!(s.epoch, 2)`).
+        impl PartialEq<u64> for $name {
+            fn eq(&self, other: &u64) -> bool {
+                self.0 == *other
+            }
+        }
+
+        impl PartialOrd<u64> for $name {
+            fn partial_cmp(&self, other: &u64) -> Option<std::cmp::Ordering> {
+                self.0.partial_cmp(other)
+            }
+        }
+    };
+}
+
+counter_newtype!(
+    /// The fencing token: +1 at every promotion, committed before the promote hook runs.
+    /// Serialized as the bare number (JSON, TOML, bincode: the on-disk log and the wire keep
+    /// their format). `Epoch::NONE` (0) means "nobody was ever promoted".
+    Epoch
+);
+
+counter_newtype!(
+    /// A Raft term (openraft's `LeaderId` term) as quorate records and compares it.
+    Term
+);
+
+counter_newtype!(
+    /// A Raft log index (applied, last, matched) as quorate compares it between nodes.
+    LogIndex
+);
+
+impl LogIndex {
+    /// How many entries `self` is ahead of `other` (0 when it is not ahead): a lag.
+    pub fn saturating_sub(self, other: LogIndex) -> u64 {
+        self.0.saturating_sub(other.0)
+    }
+}
 
 impl Epoch {
     /// Before the first promotion.
@@ -26,29 +79,6 @@ impl Epoch {
     /// As `checked_next`, staying at u64::MAX (for bounds, never for a promotion).
     pub fn saturating_next(self) -> Epoch {
         Epoch(self.0.saturating_add(1))
-    }
-
-    pub fn get(self) -> u64 {
-        self.0
-    }
-}
-
-impl std::fmt::Display for Epoch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// Tests and checks compare epochs with plain numbers (`assert_eq!(s.epoch, 2)`).
-impl PartialEq<u64> for Epoch {
-    fn eq(&self, other: &u64) -> bool {
-        self.0 == *other
-    }
-}
-
-impl PartialOrd<u64> for Epoch {
-    fn partial_cmp(&self, other: &u64) -> Option<std::cmp::Ordering> {
-        self.0.partial_cmp(other)
     }
 }
 

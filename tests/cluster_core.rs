@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::{cli, Cluster, Options, CALM_TIMING, WAIT};
 use quorate::api::wire::NodeStatus;
+use quorate::types::{LogIndex, Term};
 
 /// Acceptance: three fresh nodes elect a leader within this.
 const FIRST_ELECTION: Duration = Duration::from_secs(10);
@@ -537,12 +538,12 @@ async fn garbage_on_heartbeat_and_raft_ports_is_counted_and_harmless() {
             to: leader,
             incarnation: 7,
             seq: i + 1,
-            term: term + 100,
+            term: Term(term + 100),
             member_role: quorate::types::NodeRole::Voter,
             raft_state: quorate::heartbeat::RaftRoleWire::Leader,
             leader_id: Some(other_ids(&c, leader)[0]),
             primary_epoch: None,
-            applied_index: 1_000_000,
+            applied_index: LogIndex(1_000_000),
             health: Default::default(),
             sent_mono_ns: 1,
             echo: None,

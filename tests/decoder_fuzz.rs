@@ -74,8 +74,7 @@ use quorate::kv::{
     KvError, KvLimits, ValueDecodeError, ENCODING_BASE64, ENCODING_UTF8, MAX_KEY_BYTES_CEILING,
     MAX_VALUE_BYTES_CEILING,
 };
-use quorate::types::Epoch;
-use quorate::types::{NodeRole, ResourceHealth};
+use quorate::types::{Epoch, LogIndex, NodeRole, ResourceHealth, Term};
 
 // -------------------------------------------------------------------------------------------
 // Run size
@@ -247,12 +246,12 @@ fn heartbeat() -> BoxedStrategy<Heartbeat> {
                 to,
                 incarnation,
                 seq,
-                term,
+                term: Term(term),
                 member_role,
                 raft_state,
                 leader_id,
                 primary_epoch: primary_epoch.map(Epoch),
-                applied_index,
+                applied_index: LogIndex(applied_index),
                 health,
                 sent_mono_ns,
                 echo: echo.map(|(peer_sent_mono_ns, held_ns, incarnation)| Echo {
@@ -618,7 +617,7 @@ fn command() -> BoxedStrategy<Command> {
                     reason,
                     previous,
                     home,
-                    term,
+                    term: Term(term),
                     at_unix_ms,
                 })
             }),
@@ -627,7 +626,7 @@ fn command() -> BoxedStrategy<Command> {
                 node,
                 epoch: Epoch(epoch),
                 reason,
-                term,
+                term: Term(term),
                 at_unix_ms,
             })
         ),

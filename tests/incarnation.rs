@@ -21,7 +21,7 @@ use common::{cli, Cluster, Options, CALM_TIMING, WAIT};
 use quorate::config::secret::{ClusterSecret, KeySlot};
 use quorate::heartbeat::seal::Sealer;
 use quorate::heartbeat::{cluster_id, Heartbeat, RaftRoleWire};
-use quorate::types::{NodeRole, ResourceHealth};
+use quorate::types::{LogIndex, NodeRole, ResourceHealth, Term};
 
 const CLUSTER: &str = "incarnation";
 const POLL: Duration = Duration::from_millis(100);
@@ -128,12 +128,12 @@ async fn a_restarted_node_is_heard_again_with_a_higher_incarnation() {
                 to,
                 incarnation: remembered,
                 seq,
-                term: 0,
+                term: Term(0),
                 member_role: NodeRole::Voter,
                 raft_state: RaftRoleWire::Follower,
                 leader_id: None,
                 primary_epoch: None,
-                applied_index: 0,
+                applied_index: LogIndex(0),
                 health: ResourceHealth::Unknown,
                 sent_mono_ns: seq * 100_000_000,
                 echo: None,

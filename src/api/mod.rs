@@ -98,7 +98,9 @@ pub fn build_status(node: &ApiContext) -> NodeStatus {
                 matched_index: replication
                     .get(&p.id)
                     .map(|l| l.map(|l| l.index).unwrap_or(0)),
-                applied_index: hb.and_then(|s| s.last.as_ref()).map(|h| h.applied_index),
+                applied_index: hb
+                    .and_then(|s| s.last.as_ref())
+                    .map(|h| h.applied_index.get()),
                 health: hb
                     .and_then(|s| s.last.as_ref())
                     .map(|h| health_name(h.health).to_string()),

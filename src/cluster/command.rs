@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::operation::{OperationKind, Outcome, Phase};
-use crate::types::{Epoch, NodeId};
+use crate::types::{Epoch, NodeId, Term};
 
 /// Longest free-text reason (maintenance reason, abort reason) a command may carry, in
 /// bytes. Reasons are stored in the bounded history and in every snapshot.
@@ -168,7 +168,7 @@ pub struct Promote {
     /// `failed_over.home` when the promotion lands elsewhere.
     pub home: Option<NodeId>,
     /// Raft term of the proposing leader (history only).
-    pub term: u64,
+    pub term: Term,
     pub at_unix_ms: u64,
 }
 
@@ -178,7 +178,7 @@ pub struct Demote {
     pub node: NodeId,
     pub epoch: Epoch,
     pub reason: DemoteReason,
-    pub term: u64,
+    pub term: Term,
     pub at_unix_ms: u64,
 }
 

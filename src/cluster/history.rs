@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::command::{DemoteReason, PromoteReason};
 use super::operation::{OperationKind, Outcome, Phase};
-use crate::types::{Epoch, NodeId};
+use crate::types::{Epoch, NodeId, Term};
 
 /// How many entries the replicated history keeps (oldest dropped first).
 pub const HISTORY_LIMIT: usize = 1000;
@@ -31,7 +31,7 @@ pub struct HistoryEntry {
     /// Wall-clock time the leader stamped on the command (not read by apply).
     pub at_unix_ms: u64,
     /// The Raft term the proposer stamped, when the command carries one.
-    pub term: Option<u64>,
+    pub term: Option<Term>,
     pub event: HistoryEvent,
 }
 
@@ -116,7 +116,7 @@ pub struct History {
 
 impl History {
     /// Appends an entry, dropping the oldest one when the history is full.
-    pub fn push(&mut self, at_unix_ms: u64, term: Option<u64>, event: HistoryEvent) {
+    pub fn push(&mut self, at_unix_ms: u64, term: Option<Term>, event: HistoryEvent) {
         while self.entries.len() >= HISTORY_LIMIT {
             self.entries.pop_front();
         }
@@ -209,10 +209,10 @@ mod tests {
     #[test]
     fn promote_reason_only_for_promotions() {
         let mut h = History::default();
-        h.push(1, Some(1), ev(1));
+        h.push(1, Some(Term(1)), ev(1));
         h.push(
             2,
-            Some(1),
+            Some(Term(1)),
             HistoryEvent::Promoted {
                 node: 1,
                 epoch: Epoch(1),
@@ -228,7 +228,7 @@ mod tests {
     fn since_returns_entries_from_seq_on() {
         let mut h = History::default();
         for i in 0..10 {
-            h.push(i, Some(1), ev(i));
+            h.push(i, Some(Term(1)), ev(i));
         }
         let seqs: Vec<u64> = h.since(7).map(|e| e.seq).collect();
         assert_eq!(seqs, vec![7, 8, 9]);

@@ -19,7 +19,7 @@ use super::command::{
 };
 use super::history::{History, HistoryEvent};
 pub use super::operation::{OperationKind, Outcome, Phase, Step};
-use crate::types::{Epoch, NodeId};
+use crate::types::{Epoch, NodeId, Term};
 
 /// Most nodes that can be marked drained at once (operator input is bounded).
 pub const MAX_DRAINED_NODES: usize = 256;
@@ -32,7 +32,7 @@ pub struct PrimaryRecord {
     pub reason: PromoteReason,
     /// Holder of the epoch before this one (for `QUORATE_PREVIOUS_PRIMARY`).
     pub previous: Option<NodeId>,
-    pub term: u64,
+    pub term: Term,
     pub since_unix_ms: u64,
 }
 
@@ -60,7 +60,7 @@ pub struct FailoverRecord {
     /// Why the previous primary lost the role, when it released it through a committed
     /// Demote (None: it died or was cut off and never said).
     pub cause: Option<DemoteReason>,
-    pub term: u64,
+    pub term: Term,
     pub at_unix_ms: u64,
 }
 

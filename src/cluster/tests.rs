@@ -1,5 +1,5 @@
 use super::*;
-use crate::types::{Epoch, NodeId};
+use crate::types::{Epoch, NodeId, Term};
 
 fn promote(node: NodeId, epoch: Epoch, reason: PromoteReason, previous: Option<NodeId>) -> Command {
     Command::Promote(Promote {
@@ -8,7 +8,7 @@ fn promote(node: NodeId, epoch: Epoch, reason: PromoteReason, previous: Option<N
         reason,
         previous,
         home: None,
-        term: 1,
+        term: Term(1),
         at_unix_ms: 1000 * epoch.get(),
     })
 }
@@ -18,7 +18,7 @@ fn demote(node: NodeId, epoch: Epoch, reason: DemoteReason) -> Command {
         node,
         epoch,
         reason,
-        term: 1,
+        term: Term(1),
         at_unix_ms: 1000 * epoch.get() + 500,
     })
 }
@@ -234,7 +234,7 @@ fn preferred_primary_in_promote_is_home() {
             reason: PromoteReason::Startup,
             previous: None,
             home: Some(1),
-            term: 1,
+            term: Term(1),
             at_unix_ms: 1,
         }),
     );
@@ -270,7 +270,7 @@ fn history_records_every_role_change_with_term_reason_and_time() {
         vec![
             (
                 1000,
-                Some(1),
+                Some(Term(1)),
                 HistoryEvent::Promoted {
                     node: 1,
                     epoch: Epoch(1),
@@ -280,7 +280,7 @@ fn history_records_every_role_change_with_term_reason_and_time() {
             ),
             (
                 1500,
-                Some(1),
+                Some(Term(1)),
                 HistoryEvent::Demoted {
                     node: 1,
                     epoch: Epoch(1),
@@ -289,7 +289,7 @@ fn history_records_every_role_change_with_term_reason_and_time() {
             ),
             (
                 2000,
-                Some(1),
+                Some(Term(1)),
                 HistoryEvent::Promoted {
                     node: 2,
                     epoch: Epoch(2),
@@ -453,7 +453,7 @@ fn switchover_moves_through_pause_transfer_promote_and_completes() {
             node: 1,
             epoch: Epoch(1),
             reason: DemoteReason::Switchover,
-            term: 1,
+            term: Term(1),
             at_unix_ms: 10_020,
         }),
     );
@@ -466,7 +466,7 @@ fn switchover_moves_through_pause_transfer_promote_and_completes() {
             reason: PromoteReason::Switchover,
             previous: Some(1),
             home: None,
-            term: 2,
+            term: Term(2),
             at_unix_ms: 10_040,
         }),
     );
@@ -508,7 +508,7 @@ fn switchover_promote_of_wrong_node_or_at_wrong_step_is_refused() {
             reason: PromoteReason::Switchover,
             previous: Some(1),
             home: None,
-            term: 1,
+            term: Term(1),
             at_unix_ms: 1,
         }),
     );
@@ -522,7 +522,7 @@ fn switchover_promote_of_wrong_node_or_at_wrong_step_is_refused() {
             reason: PromoteReason::Switchover,
             previous: Some(1),
             home: None,
-            term: 1,
+            term: Term(1),
             at_unix_ms: 1,
         }),
     );
@@ -734,7 +734,7 @@ fn failback_to_verifying(s: &mut ClusterState) -> u64 {
             node: 2,
             epoch: Epoch(2),
             reason: DemoteReason::Failback,
-            term: 3,
+            term: Term(3),
             at_unix_ms: 20_110,
         }),
     );
@@ -746,7 +746,7 @@ fn failback_to_verifying(s: &mut ClusterState) -> u64 {
             reason: PromoteReason::Failback,
             previous: Some(2),
             home: None,
-            term: 4,
+            term: Term(4),
             at_unix_ms: 20_120,
         }),
     );
@@ -852,7 +852,7 @@ fn failback_undo_returns_to_failed_over_on_previous_primary() {
             node: 1,
             epoch: Epoch(3),
             reason: DemoteReason::FailbackUndo,
-            term: 4,
+            term: Term(4),
             at_unix_ms: 20_210,
         }),
     );
@@ -865,7 +865,7 @@ fn failback_undo_returns_to_failed_over_on_previous_primary() {
             reason: PromoteReason::FailbackUndo,
             previous: Some(1),
             home: None,
-            term: 5,
+            term: Term(5),
             at_unix_ms: 20_220,
         }),
     );
@@ -936,6 +936,7 @@ fn serde_roundtrip_json_and_bincode() {
 // ---- property tests ----
 mod prop {
     use super::*;
+    use crate::types::Term;
     use proptest::prelude::*;
 
     /// Commands drawn so that many are valid (nodes 1..=4, epochs near the current
@@ -980,9 +981,9 @@ mod prop {
         ];
         prop_oneof![
             4 => (node.clone(), 0u64..12, reason_p, proptest::option::of(node.clone()), proptest::option::of(node.clone()), 0u64..1_000_000)
-                .prop_map(|(node, epoch, reason, previous, home, at)| Command::Promote(Promote { node, epoch: Epoch(epoch), reason, previous, home, term: 1, at_unix_ms: at })),
+                .prop_map(|(node, epoch, reason, previous, home, at)| Command::Promote(Promote { node, epoch: Epoch(epoch), reason, previous, home, term: Term(1), at_unix_ms: at })),
             3 => (node.clone(), 0u64..12, reason_d, 0u64..1_000_000)
-                .prop_map(|(node, epoch, reason, at)| Command::Demote(Demote { node, epoch: Epoch(epoch), reason, term: 1, at_unix_ms: at })),
+                .prop_map(|(node, epoch, reason, at)| Command::Demote(Demote { node, epoch: Epoch(epoch), reason, term: Term(1), at_unix_ms: at })),
             1 => (any::<bool>(), 0u64..1_000_000).prop_map(|(on, at)| Command::SetMaintenance { on, reason: "m".into(), at_unix_ms: at }),
             1 => (node.clone(), any::<bool>()).prop_map(|(node, drained)| Command::SetDrained { node, drained, at_unix_ms: 1 }),
             2 => (any::<bool>(), node.clone(), node.clone(), proptest::option::of(0u64..10), any::<bool>())
@@ -1107,7 +1108,7 @@ mod prop {
                     node: mv.src,
                     epoch: p.map(|p| p.epoch).unwrap_or(Epoch(0)),
                     reason: op.demote_reason(mv.direction),
-                    term: 1,
+                    term: Term(1),
                     at_unix_ms,
                 }),
                 Step::Transferring => Command::Promote(Promote {
@@ -1116,7 +1117,7 @@ mod prop {
                     reason: op.promote_reason(mv.direction),
                     previous: s.last_holder.as_ref().map(|h| h.node),
                     home: None,
-                    term: 1,
+                    term: Term(1),
                     at_unix_ms,
                 }),
                 Step::Promoting => match (op.kind, mv.direction) {

@@ -11,7 +11,7 @@ use super::app::{AppRequest, AppResponse};
 use super::log_store::LogStore;
 use super::state_machine::StateMachineStore;
 use super::types::{Raft, Request, TypeConfig};
-use crate::types::NodeId;
+use crate::types::{NodeId, Term};
 
 /// How long a write or linearizable read may wait for Raft before the client gets 503.
 /// Bounded so a minority side answers quickly instead of hanging its clients.
@@ -119,8 +119,8 @@ pub fn quorum_acked_age(m: &openraft::RaftMetrics<TypeConfig>) -> Option<Duratio
 pub fn leader_is_current(m: &openraft::RaftMetrics<TypeConfig>) -> bool {
     crate::rules::leader_is_current(
         m.state == ServerState::Leader,
-        m.last_applied.map(|l| l.leader_id.term),
-        m.current_term,
+        m.last_applied.map(|l| Term(l.leader_id.term)),
+        Term(m.current_term),
     )
 }
 

@@ -25,7 +25,7 @@ use crate::policy::{
     Refusal,
 };
 use crate::resource::{HookContext, MonitorHandle, MonitorRole};
-use crate::types::{Epoch, NodeId, NodeRole, ResourceHealth};
+use crate::types::{Epoch, LogIndex, NodeId, NodeRole, ResourceHealth, Term};
 
 /// Results of in-flight actions queued at most.
 pub const EVENT_QUEUE: usize = 256;
@@ -84,10 +84,10 @@ impl Executor {
         let mut matched = BTreeMap::new();
         if let Some(rep) = &m.replication {
             for (id, l) in rep {
-                matched.insert(*id, l.map(|l| l.index).unwrap_or(0));
+                matched.insert(*id, LogIndex(l.map(|l| l.index).unwrap_or(0)));
             }
         }
-        let last_log_index = m.last_log_index.unwrap_or(0);
+        let last_log_index = LogIndex(m.last_log_index.unwrap_or(0));
         if is_leader {
             matched.insert(node.id(), last_log_index);
         }
@@ -98,7 +98,7 @@ impl Executor {
             crate::consensus::handle::quorum_acked_age(&m).and_then(|age| now.checked_sub(age));
         let raft = RaftView {
             is_leader,
-            term: m.current_term,
+            term: Term(m.current_term),
             leader_id: m.current_leader,
             last_log_index,
             matched,
@@ -114,7 +114,7 @@ impl Executor {
                     alive: !p.state.counts_as_dead(),
                     dead_on_all_links: p.state.counts_as_dead(),
                     health: last.map(|h| h.health).unwrap_or_default(),
-                    applied_index: last.map(|h| h.applied_index).unwrap_or(0),
+                    applied_index: last.map(|h| h.applied_index).unwrap_or_default(),
                     claims_primary_epoch: last.and_then(|h| h.primary_epoch),
                 },
             );
@@ -183,7 +183,11 @@ impl Executor {
             if !raft_failure_logged {
                 if let Some(why) = self.node.raft_failure() {
                     raft_failure_logged = true;
-                    tracing::error!(term = obs.raft.term, epoch = obs.state.epoch.get(), "{why}");
+                    tracing::error!(
+                        term = obs.raft.term.get(),
+                        epoch = obs.state.epoch.get(),
+                        "{why}"
+                    );
                 }
             }
             if obs.leader != last_leader {
@@ -321,7 +325,7 @@ impl Executor {
             raft_state: RaftRoleWire::from_server_state(obs.metrics_state),
             leader_id: obs.leader,
             primary_epoch: self.policy.claims_primary(),
-            applied_index: obs.applied,
+            applied_index: LogIndex(obs.applied),
             health,
         };
         self.local_status.send_if_modified(|cur| {
@@ -361,7 +365,7 @@ impl Executor {
         match action {
             Action::Propose { id, cmd } => {
                 tracing::info!(
-                    term = obs.raft.term,
+                    term = obs.raft.term.get(),
                     epoch = obs.state.epoch.get(),
                     command = cmd.name(),
                     "proposing"
@@ -394,7 +398,7 @@ impl Executor {
                     PolicyHook::Demote | PolicyHook::Rejoin | PolicyHook::Monitor => "replica",
                 };
                 tracing::info!(
-                    term = obs.raft.term,
+                    term = obs.raft.term.get(),
                     epoch = run.epoch.get(),
                     hook = kind.as_str(),
                     reason = run.reason.as_str(),
@@ -450,7 +454,7 @@ impl Executor {
             }
             Action::TransferLeadership { to, .. } => {
                 tracing::info!(
-                    term = obs.raft.term,
+                    term = obs.raft.term.get(),
                     epoch = obs.state.epoch.get(),
                     to,
                     "transferring leadership"
@@ -478,7 +482,7 @@ impl Executor {
                     .take()
                     .is_some_and(|tx| tx.send(()).is_ok());
                 tracing::warn!(
-                    term = obs.raft.term,
+                    term = obs.raft.term.get(),
                     epoch = obs.state.epoch.get(),
                     reason = reason.as_str(),
                     promote_hook_killed = killed,
@@ -487,7 +491,7 @@ impl Executor {
             }
             Action::Report(note) => {
                 tracing::info!(
-                    term = obs.raft.term,
+                    term = obs.raft.term.get(),
                     epoch = obs.state.epoch.get(),
                     "{note}"
                 );

@@ -9,7 +9,7 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::{BasicNode, ServerState};
 
 use super::assembly::Node;
-use crate::types::{NodeId, NodeRole};
+use crate::types::{LogIndex, NodeId, NodeRole};
 
 /// First start: the lowest-id voter initializes the cluster with every voting member; the
 /// others wait to be contacted. Restarts skip this (openraft remembers it is initialized), so
@@ -148,7 +148,7 @@ pub async fn early_elections(node: Arc<Node>) {
                         let mut contenders = vec![Contender {
                             id: cfg.node.id,
                             priority: cfg.node.priority,
-                            applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+                            applied_index: LogIndex(m.last_applied.map(|l| l.index).unwrap_or(0)),
                             health: own_health,
                             drained: state.drained.contains(&cfg.node.id),
                         }];
@@ -164,7 +164,7 @@ pub async fn early_elections(node: Arc<Node>) {
                                             .last
                                             .as_ref()
                                             .map(|h| h.applied_index)
-                                            .unwrap_or(0),
+                                            .unwrap_or_default(),
                                         health: ps
                                             .last
                                             .as_ref()

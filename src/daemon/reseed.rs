@@ -9,6 +9,7 @@
 //! campaign. It removes the marker once it has applied everything the leader had applied when
 //! the node first heard from it; from then on it is an ordinary member.
 
+use crate::types::LogIndex;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -245,7 +246,7 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CatchUp {
     first_contact: Option<Instant>,
-    target: Option<u64>,
+    target: Option<LogIndex>,
 }
 
 impl CatchUp {
@@ -254,8 +255,8 @@ impl CatchUp {
     pub fn observe(
         &mut self,
         now: Instant,
-        leader_applied: Option<u64>,
-        local_applied: u64,
+        leader_applied: Option<LogIndex>,
+        local_applied: LogIndex,
     ) -> bool {
         if self.target.is_none() {
             match (self.first_contact, leader_applied) {
@@ -269,7 +270,7 @@ impl CatchUp {
         self.target.is_some_and(|t| local_applied >= t)
     }
 
-    pub fn target(&self) -> Option<u64> {
+    pub fn target(&self) -> Option<LogIndex> {
         self.target
     }
 }
@@ -293,7 +294,7 @@ pub async fn watch_reseed(node: Arc<super::assembly::Node>, flag: ReseedFlag) {
                 .peer(l)
                 .and_then(|p| p.last.as_ref().map(|h| h.applied_index))
         });
-        let local = m.last_applied.map(|l| l.index).unwrap_or(0);
+        let local = LogIndex(m.last_applied.map(|l| l.index).unwrap_or(0));
         if catch_up.observe(Instant::now(), leader_applied, local) {
             let marker = node.config.data_dir.join(RESEED_MARKER);
             match std::fs::remove_file(&marker).and_then(|_| sync_dir(&node.config.data_dir)) {
@@ -313,8 +314,8 @@ pub async fn watch_reseed(node: Arc<super::assembly::Node>, flag: ReseedFlag) {
                 node.consensus.raft.runtime_config().elect(true);
             }
             tracing::info!(
-                applied = local,
-                target = catch_up.target().unwrap_or(0),
+                applied = local.get(),
+                target = catch_up.target().unwrap_or_default().get(),
                 "re-seed complete: caught up with the leader; this node votes again"
             );
             return;
@@ -417,28 +418,31 @@ mod tests {
     fn catch_up_target_is_fixed_a_settle_time_after_first_contact() {
         let t0 = Instant::now();
         let mut c = CatchUp::default();
-        assert!(!c.observe(t0, None, 0), "no leader known: not caught up");
         assert!(
-            !c.observe(t0, Some(5), 10),
+            !c.observe(t0, None, LogIndex(0)),
+            "no leader known: not caught up"
+        );
+        assert!(
+            !c.observe(t0, Some(LogIndex(5)), LogIndex(10)),
             "no target before the settle time"
         );
         assert_eq!(c.target(), None);
         let t1 = t0 + RESEED_SETTLE;
-        assert!(!c.observe(t1, Some(100), 10));
-        assert_eq!(c.target(), Some(100));
+        assert!(!c.observe(t1, Some(LogIndex(100)), LogIndex(10)));
+        assert_eq!(c.target(), Some(LogIndex(100)));
         // The leader moves on; the target stays.
-        assert!(!c.observe(t1 + RESEED_POLL, Some(500), 99));
-        assert!(c.observe(t1 + RESEED_POLL * 2, Some(600), 100));
-        assert_eq!(c.target(), Some(100));
+        assert!(!c.observe(t1 + RESEED_POLL, Some(LogIndex(500)), LogIndex(99)));
+        assert!(c.observe(t1 + RESEED_POLL * 2, Some(LogIndex(600)), LogIndex(100)));
+        assert_eq!(c.target(), Some(LogIndex(100)));
     }
 
     #[test]
     fn losing_the_leader_before_the_settle_time_keeps_waiting() {
         let t0 = Instant::now();
         let mut c = CatchUp::default();
-        c.observe(t0, Some(7), 0);
-        assert!(!c.observe(t0 + RESEED_SETTLE, None, 50));
+        c.observe(t0, Some(LogIndex(7)), LogIndex(0));
+        assert!(!c.observe(t0 + RESEED_SETTLE, None, LogIndex(50)));
         assert_eq!(c.target(), None);
-        assert!(c.observe(t0 + RESEED_SETTLE * 2, Some(40), 50));
+        assert!(c.observe(t0 + RESEED_SETTLE * 2, Some(LogIndex(40)), LogIndex(50)));
     }
 }

@@ -27,7 +27,7 @@ use super::detector::{
 use super::seal::{KeySlot, OpenError, ReplayVerdict, ReplayWindow, Sealer, NONCE_BYTES};
 use super::socket::{self, SocketError};
 use super::wire::{self, DecodeError, Heartbeat, RaftRoleWire, MAX_DATAGRAM_BYTES};
-use crate::types::{Epoch, NodeId, NodeRole, ResourceHealth};
+use crate::types::{Epoch, LogIndex, NodeId, NodeRole, ResourceHealth, Term};
 
 /// Dropped datagrams of one reason are logged at most this often; the counters count them all.
 pub const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -46,12 +46,12 @@ const DATAGRAM_BUFFER_BYTES: usize = MAX_DATAGRAM_BYTES + 1;
 /// knows before Raft has started.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LocalStatus {
-    pub term: u64,
+    pub term: Term,
     pub raft_state: RaftRoleWire,
     pub leader_id: Option<NodeId>,
     /// `Some(epoch)` while this node acts as primary at that epoch.
     pub primary_epoch: Option<Epoch>,
-    pub applied_index: u64,
+    pub applied_index: LogIndex,
     pub health: ResourceHealth,
 }
 

@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Epoch, NodeId, NodeRole, ResourceHealth};
+use crate::types::{Epoch, LogIndex, NodeId, NodeRole, ResourceHealth, Term};
 
 /// First bytes of every heartbeat datagram: anything else on the port is not ours.
 pub const MAGIC: [u8; 4] = *b"QRHB";
@@ -112,13 +112,13 @@ pub struct Heartbeat {
     /// Increases by one every sending round (the same value on every link of a round), so the
     /// receiver can drop duplicates and reordered datagrams per link.
     pub seq: u64,
-    pub term: u64,
+    pub term: Term,
     pub member_role: NodeRole,
     pub raft_state: RaftRoleWire,
     pub leader_id: Option<NodeId>,
     /// `Some(epoch)` while the sender acts as primary at that epoch.
     pub primary_epoch: Option<Epoch>,
-    pub applied_index: u64,
+    pub applied_index: LogIndex,
     pub health: ResourceHealth,
     /// The sender's monotonic clock when it sent this datagram (ns since its process origin).
     pub sent_mono_ns: u64,

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::cluster::ClusterState;
-use crate::types::{Epoch, NodeId, NodeRole, ResourceHealth};
+use crate::types::{Epoch, LogIndex, NodeId, NodeRole, ResourceHealth, Term};
 
 /// A configured cluster member.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,12 +19,12 @@ pub struct Member {
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct RaftView {
     pub is_leader: bool,
-    pub term: u64,
+    pub term: Term,
     pub leader_id: Option<NodeId>,
     /// Index of the leader's last log entry (this node's, when it is the leader).
-    pub last_log_index: u64,
+    pub last_log_index: LogIndex,
     /// Leader only: highest log index known replicated on each node.
-    pub matched: BTreeMap<NodeId, u64>,
+    pub matched: BTreeMap<NodeId, LogIndex>,
     /// Leader only: when a quorum last acknowledged this leader (openraft's
     /// `last_quorum_acked`, converted to `Instant`).
     pub last_quorum_acked: Option<Instant>,
@@ -61,7 +61,7 @@ pub struct PeerObs {
     /// Silent on every link for the dead timeout (false while merely suspect).
     pub dead_on_all_links: bool,
     pub health: ResourceHealth,
-    pub applied_index: u64,
+    pub applied_index: LogIndex,
     /// The peer's own claim (from [`Policy::claims_primary`](super::Policy::claims_primary)
     /// in its heartbeats): Some while its service may be running as primary.
     pub claims_primary_epoch: Option<Epoch>,

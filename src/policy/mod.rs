@@ -94,7 +94,7 @@ pub use inputs::{Inputs, Member, PeerObs, RaftView};
 pub use request::{OperatorRequest, Refusal, MAX_SCHEDULE_AHEAD_MS};
 
 use crate::cluster::{ClusterState, Command, DemoteReason, Phase};
-use crate::types::{Epoch, NodeId, ResourceHealth};
+use crate::types::{Epoch, NodeId, ResourceHealth, Term};
 
 /// After a transfer deadline passes, its target is skipped for this many
 /// `transfer_timeout`s (another candidate, or this node, is tried meanwhile).
@@ -205,7 +205,7 @@ impl Out {
 /// A suspended primary's lapse: its term, and when the grace ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Suspension {
-    term: u64,
+    term: Term,
     demote_at: Instant,
 }
 

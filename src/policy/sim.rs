@@ -17,6 +17,7 @@
 //! - in maintenance no automatic action is taken,
 //! - and finally, once every fault is healed, exactly one node acts as primary.
 
+use crate::types::{LogIndex, NodeId, NodeRole, ResourceHealth};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,6 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::cluster::{ClusterState, Command, HistoryEvent};
-use crate::types::{NodeId, NodeRole, ResourceHealth};
 
 const LEASE_MS: u64 = 100;
 /// A voter grants a vote only after not hearing the leader for this long (> lease).
@@ -294,7 +294,7 @@ impl Sim {
         let is_leader = n.thinks_leader;
         RaftView {
             is_leader,
-            term: n.term,
+            term: Term(n.term),
             leader_id: if is_leader {
                 Some(n.id)
             } else if self.connected(i) {
@@ -302,15 +302,15 @@ impl Sim {
             } else {
                 None
             },
-            last_log_index: n.matched,
+            last_log_index: LogIndex(n.matched),
             matched: if real_leader {
                 self.nodes
                     .iter()
-                    .map(|m| (m.id, m.matched.min(n.matched)))
+                    .map(|m| (m.id, LogIndex(m.matched.min(n.matched))))
                     .collect()
             } else if is_leader {
                 // A stale leader's last knowledge; good enough, it cannot commit.
-                self.nodes.iter().map(|m| (m.id, 0)).collect()
+                self.nodes.iter().map(|m| (m.id, LogIndex(0))).collect()
             } else {
                 BTreeMap::new()
             },
@@ -342,7 +342,7 @@ impl Sim {
                     } else {
                         ResourceHealth::Unhealthy
                     },
-                    applied_index: o.matched,
+                    applied_index: LogIndex(o.matched),
                     claims_primary_epoch: if alive {
                         o.policy.claims_primary()
                     } else {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::lease::lease_holds;
 use crate::cluster::{ClusterState, DemoteReason};
-use crate::types::{Epoch, NodeId};
+use crate::types::{Epoch, NodeId, Term};
 
 /// Rule 1 for `node` whose service runs as primary at `epoch`: the committed state names it at
 /// that epoch, it is the current Raft leader, and a quorum acknowledged it within `lease`.
@@ -38,8 +38,8 @@ pub fn acting_check(
 /// commits that entry right after the election, so this costs one commit.
 pub fn leader_is_current(
     raft_says_leader: bool,
-    last_applied_term: Option<u64>,
-    current_term: u64,
+    last_applied_term: Option<Term>,
+    current_term: Term,
 ) -> bool {
     raft_says_leader && last_applied_term == Some(current_term)
 }
@@ -61,7 +61,7 @@ mod tests {
             reason: crate::cluster::PromoteReason::Startup,
             previous: None,
             home: None,
-            term: 1,
+            term: Term(1),
             at_unix_ms: 1,
         }))
         .expect("promote applies");
@@ -99,9 +99,9 @@ mod tests {
 
     #[test]
     fn a_new_leader_counts_only_after_its_own_terms_entry_applied() {
-        assert!(!leader_is_current(true, Some(4), 5));
-        assert!(!leader_is_current(true, None, 5));
-        assert!(leader_is_current(true, Some(5), 5));
-        assert!(!leader_is_current(false, Some(5), 5));
+        assert!(!leader_is_current(true, Some(Term(4)), Term(5)));
+        assert!(!leader_is_current(true, None, Term(5)));
+        assert!(leader_is_current(true, Some(Term(5)), Term(5)));
+        assert!(!leader_is_current(false, Some(Term(5)), Term(5)));
     }
 }

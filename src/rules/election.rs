@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use super::candidate::{rank_candidates, CandidateView};
-use crate::types::{NodeId, NodeRole, ResourceHealth};
+use crate::types::{LogIndex, NodeId, NodeRole, ResourceHealth};
 
 /// Gap between successive candidates' early campaigns (best candidate first).
 pub const CAMPAIGN_STAGGER: Duration = Duration::from_millis(15);
@@ -25,7 +25,7 @@ pub const CAMPAIGN_MARGIN: Duration = Duration::from_millis(3);
 pub struct Contender {
     pub id: NodeId,
     pub priority: u32,
-    pub applied_index: u64,
+    pub applied_index: LogIndex,
     pub health: ResourceHealth,
     pub drained: bool,
 }
@@ -46,7 +46,7 @@ pub fn rank(me: NodeId, contenders: &[Contender], max_lag: u64) -> Option<usize>
             alive: true,
             health: c.health,
             drained: c.drained,
-            lag: Some(newest - c.applied_index),
+            lag: Some(newest.saturating_sub(c.applied_index)),
         })
         .collect();
     rank_candidates(&views, max_lag)
@@ -83,7 +83,7 @@ mod tests {
         Contender {
             id,
             priority,
-            applied_index: applied,
+            applied_index: LogIndex(applied),
             health: ResourceHealth::Healthy,
             drained: false,
         }

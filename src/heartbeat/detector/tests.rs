@@ -1,7 +1,6 @@
 use super::*;
 use crate::heartbeat::wire::RaftRoleWire;
-use crate::types::Epoch;
-use crate::types::{NodeRole, ResourceHealth};
+use crate::types::{Epoch, LogIndex, NodeRole, ResourceHealth, Term};
 
 const MS: Duration = Duration::from_millis(1);
 const LOCAL: NodeId = 1;
@@ -31,12 +30,12 @@ fn hb(from: NodeId, incarnation: u64, seq: u64) -> Heartbeat {
         to: LOCAL,
         incarnation,
         seq,
-        term: 1,
+        term: Term(1),
         member_role: NodeRole::Voter,
         raft_state: RaftRoleWire::Follower,
         leader_id: None,
         primary_epoch: None,
-        applied_index: seq,
+        applied_index: LogIndex(seq),
         health: ResourceHealth::Healthy,
         sent_mono_ns: seq * 1_000_000,
         echo: None,
@@ -339,16 +338,16 @@ fn changed_flag_only_for_material_changes() {
         (false, false)
     );
     let mut h = hb(2, 7, 3);
-    h.term = 2;
+    h.term = Term(2);
     assert_eq!(flags(d.observe(t0 + 2 * MS, 2, 0, &h)), (false, true));
     let mut h = hb(2, 7, 4);
-    h.term = 2;
+    h.term = Term(2);
     h.primary_epoch = Some(Epoch(4));
     assert_eq!(flags(d.observe(t0 + 3 * MS, 2, 0, &h)), (false, true));
     // Coming back from suspect is a change even with an unchanged payload.
     let later = t0 + 3 * MS + cfg().suspect_after;
     let mut h = hb(2, 7, 5);
-    h.term = 2;
+    h.term = Term(2);
     h.primary_epoch = Some(Epoch(4));
     assert_eq!(flags(d.observe(later, 2, 0, &h)), (false, true));
 }

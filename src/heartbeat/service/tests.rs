@@ -17,11 +17,11 @@ fn detector_cfg() -> DetectorConfig {
 
 fn status(term: u64) -> LocalStatus {
     LocalStatus {
-        term,
+        term: Term(term),
         raft_state: RaftRoleWire::Follower,
         leader_id: None,
         primary_epoch: None,
-        applied_index: 0,
+        applied_index: LogIndex(0),
         health: ResourceHealth::Healthy,
     }
 }
@@ -197,13 +197,16 @@ async fn three_nodes_see_each_other_and_detect_a_stopped_one() {
         // The payload is the sender's LocalStatus.
         for p in &v.peers {
             let idx = ids.iter().position(|&id| id == p.id).unwrap();
-            assert_eq!(p.last.as_ref().map(|hb| hb.term), Some(10 + idx as u64));
+            assert_eq!(
+                p.last.as_ref().map(|hb| hb.term),
+                Some(Term(10 + idx as u64))
+            );
             assert!(p.rtt.unwrap() < Duration::from_secs(1));
         }
     }
     // A status change on node 1 reaches node 2.
     status_txs[0].send_modify(|s| {
-        s.term = 77;
+        s.term = Term(77);
         s.raft_state = RaftRoleWire::Leader;
         s.primary_epoch = Some(Epoch(5));
     });
@@ -282,12 +285,12 @@ async fn hostile_datagrams_are_counted_and_change_nothing() {
         to: 1,
         incarnation: 5,
         seq,
-        term: 4,
+        term: Term(4),
         member_role: NodeRole::Voter,
         raft_state: RaftRoleWire::Follower,
         leader_id: None,
         primary_epoch: None,
-        applied_index: 0,
+        applied_index: LogIndex(0),
         health: ResourceHealth::Healthy,
         sent_mono_ns: 777,
         echo: None,
@@ -358,7 +361,7 @@ async fn hostile_datagrams_are_counted_and_change_nothing() {
         let (n, from) = node2.recv_from(&mut buf).unwrap();
         assert_eq!(from, service_addr);
         let hb = wire::decode(&buf[..n]).unwrap();
-        assert_eq!((hb.from, hb.to, hb.term), (1, 2, 4));
+        assert_eq!((hb.from, hb.to, hb.term), (1, 2, Term(4)));
         assert_eq!(hb.cluster_id, wire::cluster_id("test-cluster"));
         assert_eq!(hb.incarnation, h.incarnation());
         if let Some(echo) = hb.echo {
@@ -401,12 +404,12 @@ async fn a_change_is_published_at_once_not_at_the_next_round() {
         to: 1,
         incarnation: 1,
         seq: 1,
-        term: 3,
+        term: Term(3),
         member_role: NodeRole::Witness,
         raft_state: RaftRoleWire::Follower,
         leader_id: Some(3),
         primary_epoch: None,
-        applied_index: 9,
+        applied_index: LogIndex(9),
         health: ResourceHealth::Unknown,
         sent_mono_ns: 1,
         echo: None,
@@ -486,12 +489,12 @@ fn from_node2(incarnation: u64, seq: u64) -> Heartbeat {
         to: 1,
         incarnation,
         seq,
-        term: 4,
+        term: Term(4),
         member_role: NodeRole::Voter,
         raft_state: RaftRoleWire::Follower,
         leader_id: None,
         primary_epoch: None,
-        applied_index: 0,
+        applied_index: LogIndex(0),
         health: ResourceHealth::Healthy,
         sent_mono_ns: 777,
         echo: None,

@@ -83,7 +83,7 @@ fn primary_demotes_when_the_state_names_a_newer_primary() {
             reason: PromoteReason::Failover,
             previous: Some(1),
             home: None,
-            term: 9,
+            term: Term(9),
             at_unix_ms: 5,
         }),
     );

@@ -27,7 +27,7 @@ fn refused_proposal_is_reported_and_decided_again() {
             reason: PromoteReason::Startup,
             previous: None,
             home: None,
-            term: 1,
+            term: Term(1),
             at_unix_ms: 1,
         }),
     );

@@ -1,6 +1,7 @@
 //! Candidate choice on the leader: ranking, leadership transfer, who is never chosen.
 
 use super::*;
+use crate::types::LogIndex;
 
 #[test]
 fn leader_transfers_leadership_to_a_better_candidate_instead_of_promoting() {
@@ -27,14 +28,14 @@ fn transfer_waits_until_the_target_has_every_entry() {
     h.members[0].priority = 5;
     let acts = h.step();
     h.finish_hooks(&acts, true);
-    h.raft.matched.insert(1, LOG - 3);
+    h.raft.matched.insert(1, LogIndex(LOG - 3));
     let acts = h.step();
     assert_eq!(transfer(&acts), None);
     assert!(reports(&acts).contains(&&StatusNote::WaitingForCatchUp {
         to: 1,
         lag: Some(3)
     }));
-    h.raft.matched.insert(1, LOG);
+    h.raft.matched.insert(1, LogIndex(LOG));
     assert_eq!(transfer(&h.step()), Some(1));
 }
 
@@ -115,7 +116,7 @@ fn drained_and_unhealthy_and_lagging_and_dead_nodes_are_not_chosen() {
         },
     );
     h.members[2].priority = 0;
-    h.raft.matched.insert(1, 0);
+    h.raft.matched.insert(1, LogIndex(0));
     if let Some(o) = h.peers.get_mut(&2) {
         o.alive = false;
     }

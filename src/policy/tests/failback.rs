@@ -1,6 +1,7 @@
 //! Supervised failback: verify, commit, undo.
 
 use super::*;
+use crate::types::LogIndex;
 
 /// Node 1 (home) is leader and primary after the cut-over of a failback from node 2;
 /// the operation is in Verifying.
@@ -25,7 +26,7 @@ fn home_verifying_with(config: PolicyConfig, auto_commit: bool) -> H {
             reason: PromoteReason::Startup,
             previous: None,
             home: None,
-            term: 1,
+            term: Term(1),
             at_unix_ms: 1,
         }),
     );
@@ -37,7 +38,7 @@ fn home_verifying_with(config: PolicyConfig, auto_commit: bool) -> H {
             reason: PromoteReason::Failover,
             previous: Some(1),
             home: None,
-            term: 2,
+            term: Term(2),
             at_unix_ms: 2,
         }),
     );
@@ -69,7 +70,7 @@ fn home_verifying_with(config: PolicyConfig, auto_commit: bool) -> H {
             node: 2,
             epoch: Epoch(2),
             reason: DemoteReason::Failback,
-            term: 2,
+            term: Term(2),
             at_unix_ms: 5,
         }),
     );
@@ -253,7 +254,7 @@ fn failback_request_needs_failed_over_and_an_eligible_home() {
     if let Some(o) = h2.peers.get_mut(&2) {
         o.alive = true;
     }
-    h2.raft.matched.insert(2, 0); // far behind is fine: Syncing waits
+    h2.raft.matched.insert(2, LogIndex(0)); // far behind is fine: Syncing waits
     let r = h2.p.plan_request(
         &OperatorRequest::Failback { no_commit: true },
         &h2.inputs(),
@@ -286,7 +287,7 @@ impl H {
                 reason: PromoteReason::Startup,
                 previous: None,
                 home: None,
-                term: 1,
+                term: Term(1),
                 at_unix_ms: 1,
             }),
         );
@@ -318,7 +319,7 @@ impl H {
 fn failback_syncing_waits_for_home_to_catch_up_then_cuts_over() {
     let mut h = H::new(1, cfg());
     h.settle_with_primary_history();
-    h.raft.matched.insert(2, 0);
+    h.raft.matched.insert(2, LogIndex(0));
     let begin = h.p.plan_request(
         &OperatorRequest::Failback { no_commit: false },
         &h.inputs(),
@@ -331,7 +332,7 @@ fn failback_syncing_waits_for_home_to_catch_up_then_cuts_over() {
     h.p.cfg.max_lag_on_failover = 2;
     let acts = h.step();
     assert!(proposals(&acts).is_empty());
-    h.raft.matched.insert(2, LOG - 2);
+    h.raft.matched.insert(2, LogIndex(LOG - 2));
     let acts = h.step();
     h.commit(&acts);
     assert_eq!(
@@ -344,7 +345,7 @@ fn failback_syncing_waits_for_home_to_catch_up_then_cuts_over() {
 fn failback_pauses_writes_only_once_home_is_within_the_cutover_lag() {
     let mut h = H::new(1, cfg());
     h.settle_with_primary_history();
-    h.raft.matched.insert(2, 0);
+    h.raft.matched.insert(2, LogIndex(0));
     let begin = h.p.plan_request(
         &OperatorRequest::Failback { no_commit: false },
         &h.inputs(),
@@ -357,15 +358,15 @@ fn failback_pauses_writes_only_once_home_is_within_the_cutover_lag() {
     h.p.cfg.max_lag_on_failover = 8;
     h.p.cfg.cutover_max_lag = 3;
     // Eligible for a failover (within max_lag) but not close enough to pause writes.
-    h.raft.matched.insert(2, LOG - 6);
+    h.raft.matched.insert(2, LogIndex(LOG - 6));
     assert!(proposals(&h.step()).is_empty());
     assert_eq!(
         h.state.operation.as_ref().map(|o| o.phase),
         Some(Phase::Syncing)
     );
-    h.raft.matched.insert(2, LOG - 4);
+    h.raft.matched.insert(2, LogIndex(LOG - 4));
     assert!(proposals(&h.step()).is_empty());
-    h.raft.matched.insert(2, LOG - 3);
+    h.raft.matched.insert(2, LogIndex(LOG - 3));
     let acts = h.step();
     h.commit(&acts);
     assert_eq!(

@@ -118,7 +118,7 @@ fn no_fence_after_a_committed_demote() {
             reason: PromoteReason::Startup,
             previous: None,
             home: None,
-            term: 1,
+            term: Term(1),
             at_unix_ms: 1,
         }),
     );
@@ -128,7 +128,7 @@ fn no_fence_after_a_committed_demote() {
             node: 1,
             epoch: Epoch(1),
             reason: DemoteReason::Drained,
-            term: 1,
+            term: Term(1),
             at_unix_ms: 2,
         }),
     );

@@ -1,6 +1,7 @@
 //! Unit tests, one rule each. A small harness plays the executor: it commits proposals
 //! into a shared `ClusterState`, completes hooks and moves time.
 
+use crate::types::{LogIndex, NodeId, NodeRole, ResourceHealth};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,6 @@ use crate::cluster::{
     Applied, ClusterState, Command, Demote, DemoteReason, OperationKind, Outcome, Phase, Promote,
     PromoteReason, Rejected, Step,
 };
-use crate::types::{NodeId, NodeRole, ResourceHealth};
 
 const LOG: u64 = 10;
 
@@ -89,12 +89,12 @@ impl H {
 
     fn set_leader(&mut self, leader: Option<NodeId>) {
         let me = self.me();
-        self.raft.term += 1;
+        self.raft.term = Term(self.raft.term.get() + 1);
         self.raft.leader_id = leader;
         self.raft.is_leader = leader == Some(me);
-        self.raft.last_log_index = LOG;
+        self.raft.last_log_index = LogIndex(LOG);
         self.raft.matched = if self.raft.is_leader {
-            (1..=3).map(|id| (id, LOG)).collect()
+            (1..=3).map(|id| (id, LogIndex(LOG))).collect()
         } else {
             BTreeMap::new()
         };
@@ -269,7 +269,7 @@ fn after_primary_loss(fencing: FencingMode, peer1: PeerObs) -> H {
             reason: PromoteReason::Startup,
             previous: None,
             home: None,
-            term: 1,
+            term: Term(1),
             at_unix_ms: 1,
         }),
     );

@@ -43,7 +43,7 @@ fn restarted_node_named_primary_in_loaded_state_needs_a_new_epoch_to_promote() {
             reason: PromoteReason::Startup,
             previous: None,
             home: None,
-            term: 1,
+            term: Term(1),
             at_unix_ms: 1,
         }),
     );
@@ -101,7 +101,7 @@ fn former_primary_runs_rejoin_after_startup_once_another_node_is_primary() {
             reason: PromoteReason::Startup,
             previous: None,
             home: None,
-            term: 1,
+            term: Term(1),
             at_unix_ms: 1,
         }),
     );
@@ -113,7 +113,7 @@ fn former_primary_runs_rejoin_after_startup_once_another_node_is_primary() {
             reason: PromoteReason::Failover,
             previous: Some(1),
             home: None,
-            term: 2,
+            term: Term(2),
             at_unix_ms: 2,
         }),
     );
@@ -143,7 +143,7 @@ fn never_primary_node_does_not_rejoin() {
             reason: PromoteReason::Startup,
             previous: None,
             home: None,
-            term: 1,
+            term: Term(1),
             at_unix_ms: 1,
         }),
     );

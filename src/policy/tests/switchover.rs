@@ -1,6 +1,7 @@
 //! Operator requests: switchover (immediate and scheduled) and its refusals.
 
 use super::*;
+use crate::types::LogIndex;
 
 #[test]
 fn switchover_is_refused_to_witness_drained_lagging_dead_or_unknown_nodes() {
@@ -18,14 +19,14 @@ fn switchover_is_refused_to_witness_drained_lagging_dead_or_unknown_nodes() {
             ..PeerObs::default()
         },
     );
-    h.raft.matched.insert(4, 0);
+    h.raft.matched.insert(4, LogIndex(0));
     h.members.push(Member {
         id: 5,
         role: NodeRole::Voter,
         priority: 1,
     });
     h.peers.insert(5, dead());
-    h.raft.matched.insert(5, LOG);
+    h.raft.matched.insert(5, LogIndex(LOG));
     commit_direct(
         &mut h,
         Command::SetDrained {
@@ -173,10 +174,10 @@ fn switchover_source_pauses_demotes_then_transfers() {
         .as_ref()
         .is_some_and(|o| o.writes_paused()));
     // Target behind: wait, writes paused.
-    h.raft.matched.insert(2, LOG - 1);
+    h.raft.matched.insert(2, LogIndex(LOG - 1));
     let acts = h.step();
     assert!(hooks(&acts).is_empty());
-    h.raft.matched.insert(2, LOG);
+    h.raft.matched.insert(2, LogIndex(LOG));
     let acts = h.step();
     assert_eq!(
         hook_of(&acts, HookKind::Demote).map(|d| d.reason),
@@ -214,7 +215,7 @@ fn switchover_destination_promotes_then_completes() {
             reason: PromoteReason::Startup,
             previous: None,
             home: None,
-            term: 1,
+            term: Term(1),
             at_unix_ms: 1,
         }),
     );
@@ -235,7 +236,7 @@ fn switchover_destination_promotes_then_completes() {
             node: 1,
             epoch: Epoch(1),
             reason: DemoteReason::Switchover,
-            term: 1,
+            term: Term(1),
             at_unix_ms: 3,
         }),
     );
@@ -267,7 +268,7 @@ fn switchover_aborts_when_the_target_does_not_catch_up_in_time() {
             at_unix_ms: 2,
         },
     );
-    h.raft.matched.insert(2, LOG - 1);
+    h.raft.matched.insert(2, LogIndex(LOG - 1));
     h.step();
     h.advance(300);
     let acts = h.step();
@@ -293,7 +294,7 @@ fn new_leader_aborts_a_switchover_whose_source_lost_leadership() {
             reason: PromoteReason::Startup,
             previous: None,
             home: None,
-            term: 1,
+            term: Term(1),
             at_unix_ms: 1,
         }),
     );
