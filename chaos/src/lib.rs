@@ -5,6 +5,7 @@ pub mod append;
 pub mod checks;
 pub mod history;
 pub mod hooklog;
+pub mod http;
 pub mod linearizable;
 pub mod nemesis;
 pub mod netns;

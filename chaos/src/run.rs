@@ -17,14 +17,13 @@ use crate::launcher::{ClusterSpec, LocalCluster};
 use crate::nemesis::{FaultEvent, FaultKind, ScheduleSpec, Step, Target};
 
 /// The marker hook, shared with quorate-bench: it appends each hook run to the hook log.
-const MARKER: &str = include_str!("../../cluster-config/local/hooks/marker.sh");
+pub const MARKER: &str = include_str!("../../cluster-config/local/hooks/marker.sh");
 
 /// A client gives up on a request after this long; the outcome is then unknown (`info`).
 /// Shorter than the daemon's own 5 s write timeout on purpose: a client that picked a paused
 /// node would otherwise sit out the whole pause, and the throughput plot would show the
 /// harness stuck rather than the cluster's availability.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(3);
-pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Attempts of one append's read + compare-and-set loop.
 pub const MAX_APPEND_ATTEMPTS: u32 = 8;
 /// Operations all clients together may record; past it they stop.
@@ -423,12 +422,7 @@ async fn read_list(http: &reqwest::Client, hist: &History, r: &Rec<'_>, api: &st
 
 /// A client for the cluster's API; it sends the cluster's admin token on every request.
 fn http_client(cluster: &LocalCluster) -> Result<reqwest::Client, RunError> {
-    reqwest::Client::builder()
-        .default_headers(cluster.auth_headers())
-        .no_proxy()
-        .timeout(OP_TIMEOUT)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .build()
+    crate::http::cluster_client(cluster, OP_TIMEOUT)
         .map_err(|e| setup("build the HTTP client")(e.to_string()))
 }
 
