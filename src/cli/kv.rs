@@ -97,6 +97,18 @@ fn print_value(item: &KvItem) -> Result<(), String> {
     Ok(())
 }
 
+/// The path of a write to `key`, with its compare-and-set and fencing conditions.
+fn conditional_write_path(key: &str, if_revision: Option<u64>, if_epoch: Option<u64>) -> String {
+    format!(
+        "/v1/kv/{}{}",
+        encode_key(key),
+        query(&[
+            ("if_revision", if_revision.map(|v| v.to_string())),
+            ("if_epoch", if_epoch.map(|v| v.to_string()))
+        ])
+    )
+}
+
 /// `token`: the admin token (from `--token-file`), sent on every request.
 pub async fn run(api: &ApiTarget, token: Option<String>, op: KvOp) -> ExitCode {
     let client = Client::to(api, REQUEST_TIMEOUT).with_token(token.clone());
@@ -140,14 +152,7 @@ pub async fn run(api: &ApiTarget, token: Option<String>, op: KvOp) -> ExitCode {
                     buf
                 }
             };
-            let path = format!(
-                "/v1/kv/{}{}",
-                encode_key(&key),
-                query(&[
-                    ("if_revision", if_revision.map(|v| v.to_string())),
-                    ("if_epoch", if_epoch.map(|v| v.to_string()))
-                ])
-            );
+            let path = conditional_write_path(&key, if_revision, if_epoch);
             write_result(
                 client.send(Method::PUT, &path, Some(value), None).await,
                 json,
@@ -159,14 +164,7 @@ pub async fn run(api: &ApiTarget, token: Option<String>, op: KvOp) -> ExitCode {
             if_epoch,
             json,
         } => {
-            let path = format!(
-                "/v1/kv/{}{}",
-                encode_key(&key),
-                query(&[
-                    ("if_revision", if_revision.map(|v| v.to_string())),
-                    ("if_epoch", if_epoch.map(|v| v.to_string()))
-                ])
-            );
+            let path = conditional_write_path(&key, if_revision, if_epoch);
             write_result(client.send(Method::DELETE, &path, None, None).await, json)
         }
         KvOp::List {
