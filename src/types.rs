@@ -139,6 +139,59 @@ impl ResourceHealth {
     }
 }
 
+/// The role the protected service itself reports (a monitor's JSON report), which may differ
+/// from the role quorate assigned while a promote, demote or follow is in progress.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceRole {
+    Primary,
+    Replica,
+    Stopped,
+}
+
+impl ServiceRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceRole::Primary => "primary",
+            ServiceRole::Replica => "replica",
+            ServiceRole::Stopped => "stopped",
+        }
+    }
+}
+
+impl std::fmt::Display for ServiceRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a node's service says about its own data, from the last monitor report: every
+/// field is optional (a monitor that prints no report leaves all of them `None`, and quorate
+/// then decides as before, by its own log). Carried in heartbeats, so every node knows every
+/// peer's report without asking the leader.
+///
+/// `position` is the service's replication position in bytes (a PostgreSQL WAL LSN): it only
+/// grows within one `timeline`; positions on different timelines are not comparable.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ServiceReport {
+    pub role: Option<ServiceRole>,
+    pub position: Option<u64>,
+    pub timeline: Option<u64>,
+    /// The service's own health claim (the monitor's exit status still decides pass/fail).
+    pub healthy: Option<bool>,
+}
+
+impl ServiceReport {
+    /// The position, when it was reported on `timeline` (or no timeline is known on
+    /// either side): the only positions that may be compared with each other.
+    pub fn position_on(&self, timeline: Option<u64>) -> Option<u64> {
+        match (self.timeline, timeline) {
+            (Some(a), Some(b)) if a != b => None,
+            _ => self.position,
+        }
+    }
+}
+
 /// The five things quorate asks of the operator's scripts.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]

@@ -545,6 +545,7 @@ async fn garbage_on_heartbeat_and_raft_ports_is_counted_and_harmless() {
             primary_epoch: None,
             applied_index: LogIndex(1_000_000),
             health: Default::default(),
+            service: Default::default(),
             sent_mono_ns: 1,
             echo: None,
         };

@@ -74,7 +74,7 @@ use quorate::kv::{
     KvError, KvLimits, ValueDecodeError, ENCODING_BASE64, ENCODING_UTF8, MAX_KEY_BYTES_CEILING,
     MAX_VALUE_BYTES_CEILING,
 };
-use quorate::types::{Epoch, LogIndex, NodeRole, ResourceHealth, Term};
+use quorate::types::{Epoch, LogIndex, NodeRole, ResourceHealth, ServiceReport, ServiceRole, Term};
 
 // -------------------------------------------------------------------------------------------
 // Run size
@@ -234,12 +234,29 @@ fn heartbeat() -> BoxedStrategy<Heartbeat> {
             num(),
             prop::option::of((num(), num(), num())),
         ),
+        (
+            prop::option::of(prop::sample::select(vec![
+                ServiceRole::Primary,
+                ServiceRole::Replica,
+                ServiceRole::Stopped,
+            ])),
+            prop::option::of(num()),
+            prop::option::of(num()),
+            prop::option::of(any::<bool>()),
+        )
+            .prop_map(|(role, position, timeline, healthy)| ServiceReport {
+                role,
+                position,
+                timeline,
+                healthy,
+            }),
     )
         .prop_map(
             |(
                 (cluster_id, from, to, incarnation, seq, term),
                 (member_role, raft_state, health),
                 (leader_id, primary_epoch, applied_index, sent_mono_ns, echo),
+                service,
             )| Heartbeat {
                 cluster_id,
                 from,
@@ -253,6 +270,7 @@ fn heartbeat() -> BoxedStrategy<Heartbeat> {
                 primary_epoch: primary_epoch.map(Epoch),
                 applied_index: LogIndex(applied_index),
                 health,
+                service,
                 sent_mono_ns,
                 echo: echo.map(|(peer_sent_mono_ns, held_ns, incarnation)| Echo {
                     peer_sent_mono_ns,

@@ -135,6 +135,7 @@ async fn a_restarted_node_is_heard_again_with_a_higher_incarnation() {
                 primary_epoch: None,
                 applied_index: LogIndex(0),
                 health: ResourceHealth::Unknown,
+                service: Default::default(),
                 sent_mono_ns: seq * 100_000_000,
                 echo: None,
             };

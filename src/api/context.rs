@@ -102,6 +102,9 @@ pub struct ExecutorStatus {
     pub primary: Option<NodeId>,
     pub maintenance: bool,
     pub health: ResourceHealth,
+    /// The local monitor's last service report, and its free-text detail.
+    pub service: crate::types::ServiceReport,
+    pub service_detail: Option<String>,
     pub notes: Vec<StatusNote>,
     pub leader_changes: u64,
     pub promotions_by_reason: BTreeMap<String, u64>,
@@ -121,6 +124,8 @@ impl Default for ExecutorStatus {
             primary: None,
             maintenance: false,
             health: ResourceHealth::Unknown,
+            service: crate::types::ServiceReport::default(),
+            service_detail: None,
             notes: Vec::new(),
             leader_changes: 0,
             promotions_by_reason: BTreeMap::new(),

@@ -264,6 +264,10 @@ pub struct ResourceConfig {
     pub fencing: FencingMode,
     /// A candidate further behind than this many log entries is not eligible for failover.
     pub max_lag_on_failover: u64,
+    /// A candidate whose service position is further behind the most advanced one known
+    /// (bytes, on the last primary's timeline) is not eligible for automatic failover.
+    /// Applies only where monitors report positions.
+    pub max_service_lag_bytes: u64,
 }
 
 impl ResourceConfig {
@@ -360,6 +364,8 @@ pub mod defaults {
     pub const RESTART_WINDOW: Duration = Duration::from_secs(5 * 60);
     pub const FENCING: FencingMode = FencingMode::BestEffort;
     pub const MAX_LAG_ON_FAILOVER: u64 = 1_000;
+    /// 1 MiB, as Patroni's `maximum_lag_on_failover`: what operators already expect.
+    pub const MAX_SERVICE_LAG_BYTES: u64 = 1024 * 1024;
     pub const FAILBACK_MODE: FailbackMode = FailbackMode::Manual;
     pub const FAILBACK_DELAY: Duration = Duration::from_secs(60);
     pub const FAILBACK_COMMIT: FailbackCommit = FailbackCommit::Auto;

@@ -98,6 +98,10 @@ pub fn plan(running: &Config, new: &Config) -> Result<ReloadPlan, ReloadRefused>
         "resource.max_lag_on_failover",
         a.max_lag_on_failover == b.max_lag_on_failover,
     );
+    check(
+        "resource.max_service_lag_bytes",
+        a.max_service_lag_bytes == b.max_service_lag_bytes,
+    );
     if !fixed.is_empty() {
         return Err(ReloadRefused { keys: fixed });
     }

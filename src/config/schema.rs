@@ -104,6 +104,7 @@ pub(super) struct RawResource {
     pub restart_window: Option<DurationText>,
     pub fencing: Option<FencingMode>,
     pub max_lag_on_failover: Option<u64>,
+    pub max_service_lag_bytes: Option<u64>,
 }
 
 #[derive(Deserialize, Debug, Default)]

@@ -868,6 +868,9 @@ fn resolve_resource(c: &mut Checker, raw: &RawConfig) -> ResourceConfig {
         max_lag_on_failover: r
             .max_lag_on_failover
             .unwrap_or(defaults::MAX_LAG_ON_FAILOVER),
+        max_service_lag_bytes: r
+            .max_service_lag_bytes
+            .unwrap_or(defaults::MAX_SERVICE_LAG_BYTES),
     }
 }
 

@@ -114,6 +114,7 @@ pub fn policy_config(config: &Config) -> PolicyConfig {
     PolicyConfig {
         lease: config.timing.lease,
         max_lag_on_failover: r.max_lag_on_failover,
+        max_service_lag_bytes: r.max_service_lag_bytes,
         fencing: match r.fencing {
             CF::Required => FencingMode::Required,
             CF::BestEffort => FencingMode::BestEffort,

@@ -115,6 +115,7 @@ impl Executor {
                     dead_on_all_links: p.state.counts_as_dead(),
                     health: last.map(|h| h.health).unwrap_or_default(),
                     applied_index: last.map(|h| h.applied_index).unwrap_or_default(),
+                    service: last.map(|h| h.service).unwrap_or_default(),
                     claims_primary_epoch: last.and_then(|h| h.primary_epoch),
                 },
             );
@@ -203,6 +204,7 @@ impl Executor {
                 raft: &obs.raft,
                 peers: &obs.peers,
                 local_health,
+                local_service: self.monitor.service.borrow().report,
                 now_unix_ms: now_unix_ms(),
             };
             let actions = self.policy.step(&inputs, now);
@@ -288,6 +290,8 @@ impl Executor {
             primary: obs.state.primary_node(),
             maintenance: obs.state.in_maintenance(),
             health,
+            service: self.monitor.service.borrow().report,
+            service_detail: self.monitor.service.borrow().detail.clone(),
             notes: self.policy.status_notes().to_vec(),
             leader_changes,
             promotions_by_reason: by_reason,
@@ -327,6 +331,7 @@ impl Executor {
             primary_epoch: self.policy.claims_primary(),
             applied_index: LogIndex(obs.applied),
             health,
+            service: self.monitor.service.borrow().report,
         };
         self.local_status.send_if_modified(|cur| {
             let changed = *cur != ls;
@@ -514,6 +519,7 @@ impl Executor {
             raft: &obs.raft,
             peers: &obs.peers,
             local_health: *self.monitor.health.borrow(),
+            local_service: self.monitor.service.borrow().report,
             now_unix_ms: now_unix_ms(),
         };
         let cmd: Command = match self.policy.plan_request(&op.req, &inputs, Instant::now()) {

@@ -124,7 +124,8 @@ pub async fn propose_kv_limits(node: Arc<Node>) {
 pub async fn early_elections(node: Arc<Node>) {
     use crate::consensus::early_election::CampaignGuard;
     use crate::rules::election::{
-        campaign_at, may_vote, rank, Contender, CAMPAIGN_MARGIN, CAMPAIGN_RETRY, CAMPAIGN_STAGGER,
+        campaign_at, may_vote, rank, Contender, ServiceLimits, CAMPAIGN_MARGIN, CAMPAIGN_RETRY,
+        CAMPAIGN_STAGGER,
     };
     let cfg = node.config.clone();
     let max_lag = cfg.resource.max_lag_on_failover;
@@ -136,7 +137,10 @@ pub async fn early_elections(node: Arc<Node>) {
             let m = node.metrics();
             let view = view_rx.borrow_and_update().clone();
             let state = node.consensus.sm.cluster();
-            let own_health = node.executor.borrow().health;
+            let (own_health, own_service) = {
+                let ex = node.executor.borrow();
+                (ex.health, ex.service)
+            };
             match m.current_leader {
                 Some(leader) if leader != cfg.node.id && m.state != ServerState::Leader => {
                     view.peer(leader).and_then(|ls| {
@@ -151,6 +155,7 @@ pub async fn early_elections(node: Arc<Node>) {
                             applied_index: LogIndex(m.last_applied.map(|l| l.index).unwrap_or(0)),
                             health: own_health,
                             drained: state.drained.contains(&cfg.node.id),
+                            service: own_service,
                         }];
                         for p in cfg.peers.iter().filter(|p| {
                             p.role == NodeRole::Voter && p.id != leader && p.id != cfg.node.id
@@ -171,11 +176,20 @@ pub async fn early_elections(node: Arc<Node>) {
                                             .map(|h| h.health)
                                             .unwrap_or_default(),
                                         drained: state.drained.contains(&p.id),
+                                        service: ps
+                                            .last
+                                            .as_ref()
+                                            .map(|h| h.service)
+                                            .unwrap_or_default(),
                                     });
                                 }
                             }
                         }
-                        let r = rank(cfg.node.id, &contenders, max_lag)?;
+                        let service = ServiceLimits {
+                            leader_report: ls.last.as_ref().map(|h| h.service),
+                            max_service_lag_bytes: cfg.resource.max_service_lag_bytes,
+                        };
+                        let r = rank(cfg.node.id, &contenders, max_lag, service)?;
                         Some((
                             leader,
                             m.current_term,

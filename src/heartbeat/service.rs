@@ -27,7 +27,7 @@ use super::detector::{
 use super::seal::{KeySlot, OpenError, ReplayVerdict, ReplayWindow, Sealer, NONCE_BYTES};
 use super::socket::{self, SocketError};
 use super::wire::{self, DecodeError, Heartbeat, RaftRoleWire, MAX_DATAGRAM_BYTES};
-use crate::types::{Epoch, LogIndex, NodeId, NodeRole, ResourceHealth, Term};
+use crate::types::{Epoch, LogIndex, NodeId, NodeRole, ResourceHealth, ServiceReport, Term};
 
 /// Dropped datagrams of one reason are logged at most this often; the counters count them all.
 pub const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -53,6 +53,8 @@ pub struct LocalStatus {
     pub primary_epoch: Option<Epoch>,
     pub applied_index: LogIndex,
     pub health: ResourceHealth,
+    /// The local monitor's last service report.
+    pub service: ServiceReport,
 }
 
 /// Everything the service needs to run.
@@ -582,6 +584,7 @@ impl ServiceState {
                 primary_epoch: status.primary_epoch,
                 applied_index: status.applied_index,
                 health: status.health,
+                service: status.service,
                 sent_mono_ns: local.mono_ns(now),
                 echo: self.detector.echo_for(peer, now),
             };

@@ -14,19 +14,20 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Epoch, LogIndex, NodeId, NodeRole, ResourceHealth, Term};
+use crate::types::{Epoch, LogIndex, NodeId, NodeRole, ResourceHealth, ServiceReport, Term};
 
 /// First bytes of every heartbeat datagram: anything else on the port is not ours.
 pub const MAGIC: [u8; 4] = *b"QRHB";
 
 /// The only datagram layout this build understands. Bump it when `Heartbeat` changes shape:
 /// bincode carries no field names, so old and new layouts cannot be told apart otherwise.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 
 /// `MAGIC` + version byte.
 pub const HEADER_BYTES: usize = MAGIC.len() + 1;
 
-/// Largest datagram we send or accept. A heartbeat is below 150 bytes; 1024 leaves room for an
+/// Largest datagram we send or accept. A heartbeat is at most 152 bytes (with a full service
+/// report; 76 typical), plus 45 of seal; 1024 leaves room for an
 /// authentication tag and nonce and stays far below any path MTU, so datagrams never fragment.
 pub const MAX_DATAGRAM_BYTES: usize = 1024;
 
@@ -120,6 +121,9 @@ pub struct Heartbeat {
     pub primary_epoch: Option<Epoch>,
     pub applied_index: LogIndex,
     pub health: ResourceHealth,
+    /// The sender's service report (role, position, timeline, health claim) from its last
+    /// monitor run; all `None` when its monitor reports none. Added in wire version 2.
+    pub service: ServiceReport,
     /// The sender's monotonic clock when it sent this datagram (ns since its process origin).
     pub sent_mono_ns: u64,
     /// The last heartbeat the sender got from `to`, for RTT measurement (see [`Echo`]).

@@ -54,6 +54,9 @@ pub struct PolicyConfig {
     pub lease: Duration,
     /// A candidate further behind the leader's log than this (in entries) is not eligible.
     pub max_lag_on_failover: u64,
+    /// A candidate whose service position is further behind the most advanced one known
+    /// (bytes) is not eligible ([`crate::rules::candidate::ServiceStanding`]).
+    pub max_service_lag_bytes: u64,
     /// A failback leaves Syncing (and pauses writes) only once home is within this many
     /// entries: the cut-over then replicates only these with writes paused, so the pause
     /// does not grow with the backlog home had to catch up.
@@ -106,6 +109,7 @@ impl Default for PolicyConfig {
         PolicyConfig {
             lease: Duration::from_millis(120),
             max_lag_on_failover: 1_000,
+            max_service_lag_bytes: 1024 * 1024,
             cutover_max_lag: CUTOVER_MAX_LAG,
             fencing: FencingMode::Off,
             local_restarts: 1,

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::cluster::ClusterState;
-use crate::types::{Epoch, LogIndex, NodeId, NodeRole, ResourceHealth, Term};
+use crate::types::{Epoch, LogIndex, NodeId, NodeRole, ResourceHealth, ServiceReport, Term};
 
 /// A configured cluster member.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +62,9 @@ pub struct PeerObs {
     pub dead_on_all_links: bool,
     pub health: ResourceHealth,
     pub applied_index: LogIndex,
+    /// The peer's last service report (kept after it went silent: a dead primary's last
+    /// position is what candidates are judged against).
+    pub service: ServiceReport,
     /// The peer's own claim (from [`Policy::claims_primary`](super::Policy::claims_primary)
     /// in its heartbeats): Some while its service may be running as primary.
     pub claims_primary_epoch: Option<Epoch>,
@@ -78,6 +81,8 @@ pub struct Inputs<'a> {
     pub peers: &'a BTreeMap<NodeId, PeerObs>,
     /// This node's service health as the monitor last judged it.
     pub local_health: ResourceHealth,
+    /// This node's last service report (from its monitor).
+    pub local_service: ServiceReport,
     /// Wall clock, only to stamp commands and to fire scheduled switchovers. Never used to
     /// measure durations (the `Instant` passed to `step` is).
     pub now_unix_ms: u64,

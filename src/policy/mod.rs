@@ -80,7 +80,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
 pub use crate::rules::candidate::{
-    best_candidate, eligibility, rank_candidates, CandidateView, Ineligible,
+    best_candidate, eligibility, rank_candidates, CandidateView, Ineligible, ServiceReference,
+    ServiceStanding,
 };
 pub use action::{
     hook_reason_for_demote, hook_reason_for_promote, Action, ActionId, Event, HookKind, HookReason,
@@ -1073,6 +1074,18 @@ impl Policy {
     /// Every member as a candidate, from this node's point of view (meaningful on the
     /// leader, which alone knows replication progress).
     pub fn candidate_views(&self, inp: &Inputs<'_>, now: Instant) -> Vec<CandidateView> {
+        let report_of = |id: NodeId| {
+            if id == self.local {
+                Some(inp.local_service)
+            } else {
+                inp.peers.get(&id).map(|o| o.service)
+            }
+        };
+        let reference = ServiceReference::from_reports(
+            inp.state.primary_node().and_then(report_of),
+            inp.members.iter().filter_map(|m| report_of(m.id)),
+        );
+        let max_behind = self.cfg.max_service_lag_bytes;
         inp.members
             .iter()
             .map(|m| {
@@ -1090,6 +1103,7 @@ impl Policy {
                         } else {
                             inp.raft.lag(m.id)
                         },
+                        service: reference.standing(inp.local_service, max_behind),
                     }
                 } else {
                     let obs = inp.peers.get(&m.id);
@@ -1101,6 +1115,8 @@ impl Policy {
                         health: obs.map(|o| o.health).unwrap_or_default(),
                         drained,
                         lag: inp.raft.lag(m.id),
+                        service: reference
+                            .standing(obs.map(|o| o.service).unwrap_or_default(), max_behind),
                     }
                 }
             })

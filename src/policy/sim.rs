@@ -34,6 +34,7 @@ fn sim_cfg(fencing: FencingMode) -> PolicyConfig {
     PolicyConfig {
         lease: Duration::from_millis(LEASE_MS),
         max_lag_on_failover: 1_000,
+        max_service_lag_bytes: 1024 * 1024,
         cutover_max_lag: crate::policy::config::CUTOVER_MAX_LAG,
         fencing,
         local_restarts: 1,
@@ -343,6 +344,7 @@ impl Sim {
                         ResourceHealth::Unhealthy
                     },
                     applied_index: LogIndex(o.matched),
+                    service: Default::default(),
                     claims_primary_epoch: if alive {
                         o.policy.claims_primary()
                     } else {
@@ -374,6 +376,7 @@ impl Sim {
             raft: &raft,
             peers: &peers,
             local_health: self.health(i),
+            local_service: crate::types::ServiceReport::default(),
             now_unix_ms: self.now_ms,
         };
         self.nodes[i]
@@ -599,6 +602,7 @@ impl Sim {
             raft: &raft,
             peers: &peers,
             local_health: self.health(i),
+            local_service: crate::types::ServiceReport::default(),
             now_unix_ms: self.now_ms,
         };
         let role_before = self.nodes[i].policy.local_role();
@@ -836,6 +840,7 @@ impl Sim {
             raft: &raft,
             peers: &peers,
             local_health: self.health(i),
+            local_service: crate::types::ServiceReport::default(),
             now_unix_ms: self.now_ms,
         };
         let planned = self.nodes[i]

@@ -10,6 +10,7 @@
 
 pub mod hooks;
 pub mod monitor;
+pub mod report;
 
 pub use hooks::{
     monotonic_ns, HookContext, HookCounts, HookKind, HookOutcome, HookReason, HookRunner,

@@ -21,7 +21,8 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use super::hooks::{HookContext, HookKind, HookReason, HookRunner};
-use crate::types::{Epoch, ResourceHealth};
+use super::report::{parse_report, ParsedReport};
+use crate::types::{Epoch, ResourceHealth, ServiceReport};
 
 /// Largest accepted `failure_threshold`: beyond this a dead service would go unnoticed
 /// for longer than any operator wants, so it is a typo rather than a choice.
@@ -169,6 +170,8 @@ pub struct MonitorResult {
     pub exit_code: Option<i32>,
     /// The health after this result was recorded.
     pub health: ResourceHealth,
+    /// The service report the run printed (all `None` when it printed none or an invalid one).
+    pub report: ServiceReport,
 }
 
 /// Controls a running monitor loop. Dropping the handle stops the loop (and kills a
@@ -177,6 +180,9 @@ pub struct MonitorResult {
 pub struct MonitorHandle {
     /// Current health; changes only when the verdict changes.
     pub health: watch::Receiver<ResourceHealth>,
+    /// The last monitor run's service report (with its detail); empty before the first run,
+    /// without a monitor hook, and after a reset.
+    pub service: watch::Receiver<ParsedReport>,
     results: broadcast::Sender<MonitorResult>,
     stop: watch::Sender<bool>,
     reset: watch::Sender<u64>,
@@ -266,6 +272,7 @@ pub fn spawn_monitor(
     let tracker = MonitorTracker::new(failure_threshold)?;
     let (tune_tx, tune_rx) = watch::channel(tuning);
     let (health_tx, health_rx) = watch::channel(ResourceHealth::Unknown);
+    let (service_tx, service_rx) = watch::channel(ParsedReport::default());
     let (results_tx, _) = broadcast::channel(MONITOR_RESULTS_CAPACITY);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (reset_tx, reset_rx) = watch::channel(0u64);
@@ -276,6 +283,8 @@ pub fn spawn_monitor(
         role,
         epoch,
         health: health_tx,
+        service: service_tx,
+        last_report_error: None,
         results: results_tx.clone(),
         stop: stop_rx,
         reset: reset_rx,
@@ -284,6 +293,7 @@ pub fn spawn_monitor(
     let task = tokio::spawn(shell.run());
     Ok(MonitorHandle {
         health: health_rx,
+        service: service_rx,
         results: results_tx,
         stop: stop_tx,
         reset: reset_tx,
@@ -299,6 +309,10 @@ struct MonitorLoop {
     role: watch::Receiver<MonitorRole>,
     epoch: watch::Receiver<Epoch>,
     health: watch::Sender<ResourceHealth>,
+    service: watch::Sender<ParsedReport>,
+    /// The last report error logged, so a monitor printing the same broken line every
+    /// interval logs it once.
+    last_report_error: Option<String>,
     results: broadcast::Sender<MonitorResult>,
     stop: watch::Receiver<bool>,
     reset: watch::Receiver<u64>,
@@ -342,6 +356,7 @@ impl MonitorLoop {
         );
         self.tracker.reset();
         self.publish(ResourceHealth::Unknown);
+        self.publish_report(ParsedReport::default());
         loop {
             if self.stopping() {
                 return false;
@@ -400,6 +415,7 @@ impl MonitorLoop {
                     }
                     self.tracker.reset();
                     self.publish(ResourceHealth::Unknown);
+                    self.publish_report(ParsedReport::default());
                     continue;
                 }
                 _ = ticker.tick() => {}
@@ -433,6 +449,9 @@ impl MonitorLoop {
             }
             let health = self.tracker.record(outcome.ok);
             self.publish(health);
+            let parsed = self.read_report(&outcome.output);
+            let report = parsed.report;
+            self.publish_report(parsed);
             // No subscriber is fine: the broadcast is for whoever listens right now.
             let _ = self.results.send(MonitorResult {
                 ok: outcome.ok,
@@ -442,8 +461,40 @@ impl MonitorLoop {
                 timed_out: outcome.timed_out,
                 exit_code: outcome.exit_code,
                 health,
+                report,
             });
         }
+    }
+
+    /// The report in a run's output; an invalid one is logged (once until it changes) and
+    /// counts as no report: a stale position must never make a replica look further ahead
+    /// than it is.
+    fn read_report(&mut self, output: &str) -> ParsedReport {
+        match parse_report(output) {
+            Ok(parsed) => {
+                self.last_report_error = None;
+                parsed.unwrap_or_default()
+            }
+            Err(e) => {
+                let text = e.to_string();
+                if self.last_report_error.as_deref() != Some(text.as_str()) {
+                    tracing::warn!(target: "quorate::monitor", "{text}");
+                    self.last_report_error = Some(text);
+                }
+                ParsedReport::default()
+            }
+        }
+    }
+
+    fn publish_report(&self, parsed: ParsedReport) {
+        self.service.send_if_modified(|current| {
+            if *current == parsed {
+                false
+            } else {
+                *current = parsed;
+                true
+            }
+        });
     }
 
     fn publish(&self, health: ResourceHealth) {

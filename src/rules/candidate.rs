@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::types::{NodeId, NodeRole, ResourceHealth};
+use crate::types::{NodeId, NodeRole, ResourceHealth, ServiceReport};
 
 /// One member as the leader sees it when choosing a primary.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,6 +19,75 @@ pub struct CandidateView {
     pub drained: bool,
     /// Entries behind the leader's last log index (None: unknown, not replicating).
     pub lag: Option<u64>,
+    /// The member's service data against the best known (all `None` when services report
+    /// no positions: the ranking is then by quorate's own log, as before).
+    pub service: ServiceStanding,
+}
+
+/// The most advanced service data known in the cluster, which every candidate is judged
+/// against: the timeline of the last primary (its data is the data that counts) and the
+/// highest position any node reported on it (the last primary's last report included: a
+/// replica far behind a dead primary would lose what the primary had).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ServiceReference {
+    pub timeline: Option<u64>,
+    pub position: Option<u64>,
+}
+
+impl ServiceReference {
+    /// The reference from the last primary's last report (None: no primary yet, or not
+    /// heard) and every other member's report. Without the primary's timeline, the highest
+    /// reported timeline counts (a promotion starts a new, higher one).
+    pub fn from_reports(
+        last_primary: Option<ServiceReport>,
+        others: impl IntoIterator<Item = ServiceReport> + Clone,
+    ) -> ServiceReference {
+        let timeline = last_primary
+            .and_then(|r| r.timeline)
+            .or_else(|| others.clone().into_iter().filter_map(|r| r.timeline).max());
+        let position = last_primary
+            .into_iter()
+            .chain(others)
+            .filter_map(|r| r.position_on(timeline))
+            .max();
+        ServiceReference { timeline, position }
+    }
+
+    /// Where `report` stands against this reference, with the configured limit.
+    pub fn standing(&self, report: ServiceReport, max_behind_bytes: u64) -> ServiceStanding {
+        let position = report.position_on(self.timeline);
+        let behind_bytes = match (self.position, position) {
+            (Some(best), Some(mine)) => Some(best.saturating_sub(mine)),
+            _ => None,
+        };
+        ServiceStanding {
+            position,
+            behind_bytes,
+            max_behind_bytes,
+        }
+    }
+}
+
+/// A member's service data as candidacy sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServiceStanding {
+    /// Its position on the reference timeline (None: not reported, or on another timeline).
+    pub position: Option<u64>,
+    /// Bytes behind the reference position (None when either is unknown).
+    pub behind_bytes: Option<u64>,
+    /// `max_service_lag_bytes`: further behind, the member is not eligible.
+    pub max_behind_bytes: u64,
+}
+
+impl Default for ServiceStanding {
+    /// Nothing reported: no judgement by service data.
+    fn default() -> Self {
+        ServiceStanding {
+            position: None,
+            behind_bytes: None,
+            max_behind_bytes: u64::MAX,
+        }
+    }
 }
 
 /// Why a member cannot become primary (shown to operators when a switchover is refused
@@ -39,6 +108,11 @@ pub enum Ineligible {
     Lagging { node: NodeId, lag: u64, max: u64 },
     #[error("node {0}'s replication progress is unknown (ask the leader)")]
     LagUnknown(NodeId),
+    #[error(
+        "node {node}'s service is {behind} bytes behind the most advanced data known \
+         (max_service_lag_bytes = {max}); let it catch up, or raise [resource] max_service_lag_bytes"
+    )]
+    ServiceLagging { node: NodeId, behind: u64, max: u64 },
 }
 
 /// Eligibility rules, in the order operators usually ask about them.
@@ -59,6 +133,15 @@ pub fn eligibility(c: &CandidateView, max_lag: u64) -> Result<(), Ineligible> {
     if c.drained {
         return Err(Ineligible::Drained(c.id));
     }
+    if let Some(behind) = c.service.behind_bytes {
+        if behind > c.service.max_behind_bytes {
+            return Err(Ineligible::ServiceLagging {
+                node: c.id,
+                behind,
+                max: c.service.max_behind_bytes,
+            });
+        }
+    }
     match c.lag {
         None => Err(Ineligible::LagUnknown(c.id)),
         Some(lag) if lag > max_lag => Err(Ineligible::Lagging {
@@ -70,9 +153,11 @@ pub fn eligibility(c: &CandidateView, max_lag: u64) -> Result<(), Ineligible> {
     }
 }
 
-/// Eligible members, best first: priority (higher first), then lag (smaller first: less
-/// to catch up, fewer writes at risk), then id (smaller first: a total order, so every
-/// leader that sees the same inputs picks the same node).
+/// Eligible members, best first: priority (higher first), then the service's position on the
+/// reference timeline (higher first: the most data; an unreported position ranks after every
+/// reported one), then quorate log lag (smaller first: less to catch up, fewer writes at
+/// risk), then id (smaller first: a total order, so every leader that sees the same inputs
+/// picks the same node).
 pub fn rank_candidates(cands: &[CandidateView], max_lag: u64) -> Vec<&CandidateView> {
     let mut v: Vec<&CandidateView> = cands
         .iter()
@@ -81,6 +166,7 @@ pub fn rank_candidates(cands: &[CandidateView], max_lag: u64) -> Vec<&CandidateV
     v.sort_by(|a, b| {
         b.priority
             .cmp(&a.priority)
+            .then(b.service.position.cmp(&a.service.position))
             .then(a.lag.unwrap_or(u64::MAX).cmp(&b.lag.unwrap_or(u64::MAX)))
             .then(a.id.cmp(&b.id))
     });
@@ -105,6 +191,7 @@ mod tests {
             health: ResourceHealth::Healthy,
             drained: false,
             lag: Some(lag),
+            service: ServiceStanding::default(),
         }
     }
 
@@ -201,5 +288,129 @@ mod tests {
         let ids = |v: Vec<&CandidateView>| v.iter().map(|c| c.id).collect::<Vec<_>>();
         assert_eq!(ids(rank_candidates(&a, 100)), vec![3, 2, 1, 4]);
         assert_eq!(ids(rank_candidates(&b, 100)), vec![3, 2, 1, 4]);
+    }
+
+    fn report(timeline: u64, position: u64) -> ServiceReport {
+        ServiceReport {
+            position: Some(position),
+            timeline: Some(timeline),
+            ..ServiceReport::default()
+        }
+    }
+
+    #[test]
+    fn the_reference_is_the_last_primarys_timeline_and_the_highest_position_on_it() {
+        let r = ServiceReference::from_reports(
+            Some(report(2, 900)),
+            [report(2, 800), report(3, 5_000), report(2, 950)],
+        );
+        assert_eq!(r.timeline, Some(2));
+        assert_eq!(r.position, Some(950));
+        // Without the primary's report the highest timeline counts.
+        let r = ServiceReference::from_reports(None, [report(2, 800), report(3, 10)]);
+        assert_eq!(r.timeline, Some(3));
+        assert_eq!(r.position, Some(10));
+        // Nobody reports: no reference, and no standing is judged.
+        let r = ServiceReference::from_reports(None, [ServiceReport::default()]);
+        assert_eq!(r, ServiceReference::default());
+        assert_eq!(r.standing(ServiceReport::default(), 10).behind_bytes, None);
+    }
+
+    #[test]
+    fn a_replica_on_another_timeline_has_no_comparable_position() {
+        let r = ServiceReference::from_reports(Some(report(2, 900)), [report(1, 5_000)]);
+        let s = r.standing(report(1, 5_000), 100);
+        assert_eq!(s.position, None);
+        assert_eq!(s.behind_bytes, None);
+    }
+
+    fn with_service(
+        mut c: CandidateView,
+        r: &ServiceReference,
+        rep: ServiceReport,
+        max: u64,
+    ) -> CandidateView {
+        c.service = r.standing(rep, max);
+        c
+    }
+
+    #[test]
+    fn the_highest_service_position_wins_over_a_smaller_log_lag() {
+        let r = ServiceReference::from_reports(
+            Some(report(1, 1_000)),
+            [report(1, 990), report(1, 400)],
+        );
+        let c = [
+            with_service(voter(1, 1, 0), &r, report(1, 400), 10_000),
+            with_service(voter(2, 1, 50), &r, report(1, 990), 10_000),
+        ];
+        assert_eq!(best_candidate(&c, 100), Some(2));
+        // Priority still comes first.
+        let c = [
+            with_service(voter(1, 5, 0), &r, report(1, 400), 10_000),
+            with_service(voter(2, 1, 0), &r, report(1, 990), 10_000),
+        ];
+        assert_eq!(best_candidate(&c, 100), Some(1));
+    }
+
+    #[test]
+    fn a_reported_position_ranks_before_an_unreported_one() {
+        let r = ServiceReference::from_reports(None, [report(1, 10)]);
+        let c = [
+            with_service(voter(1, 1, 0), &r, ServiceReport::default(), 10_000),
+            with_service(voter(2, 1, 0), &r, report(1, 10), 10_000),
+        ];
+        assert_eq!(best_candidate(&c, 100), Some(2));
+    }
+
+    #[test]
+    fn a_replica_beyond_max_service_lag_bytes_is_not_eligible_and_equal_is() {
+        let r = ServiceReference::from_reports(Some(report(1, 10_000)), []);
+        let at_limit = with_service(voter(1, 1, 0), &r, report(1, 9_000), 1_000);
+        assert_eq!(eligibility(&at_limit, 100), Ok(()));
+        let beyond = with_service(voter(2, 1, 0), &r, report(1, 8_999), 1_000);
+        let e = eligibility(&beyond, 100).unwrap_err();
+        assert_eq!(
+            e,
+            Ineligible::ServiceLagging {
+                node: 2,
+                behind: 1_001,
+                max: 1_000
+            }
+        );
+        assert!(e.to_string().contains("max_service_lag_bytes"), "{e}");
+        assert_eq!(best_candidate(&[beyond], 100), None);
+    }
+
+    proptest::proptest! {
+        /// Whatever the reports, the chosen node is never further behind than the limit,
+        /// and no eligible node has a higher position at the same priority.
+        #[test]
+        fn the_choice_respects_position_and_limit(
+            positions in proptest::collection::vec(proptest::option::of(0u64..10_000), 1..6),
+            primary in proptest::option::of(0u64..10_000),
+            max in 0u64..5_000,
+        ) {
+            let reports: Vec<ServiceReport> = positions
+                .iter()
+                .map(|p| ServiceReport { position: *p, timeline: Some(1), ..ServiceReport::default() })
+                .collect();
+            let last = primary.map(|p| report(1, p));
+            let r = ServiceReference::from_reports(last, reports.iter().copied());
+            let c: Vec<CandidateView> = reports
+                .iter()
+                .enumerate()
+                .map(|(i, rep)| with_service(voter(i as u64 + 1, 1, 0), &r, *rep, max))
+                .collect();
+            if let Some(best) = best_candidate(&c, 100) {
+                let chosen = c.iter().find(|v| v.id == best).unwrap();
+                if let (Some(b), Some(mine)) = (r.position, chosen.service.position) {
+                    proptest::prop_assert!(b - mine <= max);
+                }
+                for other in c.iter().filter(|v| eligibility(v, 100).is_ok()) {
+                    proptest::prop_assert!(other.service.position <= chosen.service.position);
+                }
+            }
+        }
     }
 }

@@ -9,8 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::candidate::{rank_candidates, CandidateView};
-use crate::types::{LogIndex, NodeId, NodeRole, ResourceHealth};
+use super::candidate::{rank_candidates, CandidateView, ServiceReference};
+use crate::types::{LogIndex, NodeId, NodeRole, ResourceHealth, ServiceReport};
 
 /// Gap between successive candidates' early campaigns (best candidate first).
 pub const CAMPAIGN_STAGGER: Duration = Duration::from_millis(15);
@@ -28,15 +28,41 @@ pub struct Contender {
     pub applied_index: LogIndex,
     pub health: ResourceHealth,
     pub drained: bool,
+    /// Its service's last report (from its heartbeats; this node's from its monitor).
+    pub service: ServiceReport,
+}
+
+/// What the early-election ranking judges service data by: the dead leader's last report
+/// (its timeline and position are the data that counts) and `max_service_lag_bytes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServiceLimits {
+    pub leader_report: Option<ServiceReport>,
+    pub max_service_lag_bytes: u64,
+}
+
+impl ServiceLimits {
+    /// No service data: ranking by quorate's log alone.
+    pub const NONE: ServiceLimits = ServiceLimits {
+        leader_report: None,
+        max_service_lag_bytes: u64::MAX,
+    };
 }
 
 /// Rank of `me` among `contenders` (0 = best) in the candidate ranking the leader uses for
 /// failover: ineligible contenders (unhealthy, drained, more than `max_lag` entries behind
 /// the most advanced contender) are left out; then priority desc, lag asc (applied index
 /// desc), id asc. `None` when `me` is not among the eligible ones: it does not campaign
-/// early (openraft's own timer still covers it).
-pub fn rank(me: NodeId, contenders: &[Contender], max_lag: u64) -> Option<usize> {
+/// early (openraft's own timer still covers it). Service positions rank and exclude as in
+/// the leader's choice ([`super::candidate::rank_candidates`]).
+pub fn rank(
+    me: NodeId,
+    contenders: &[Contender],
+    max_lag: u64,
+    service: ServiceLimits,
+) -> Option<usize> {
     let newest = contenders.iter().map(|c| c.applied_index).max()?;
+    let reference =
+        ServiceReference::from_reports(service.leader_report, contenders.iter().map(|c| c.service));
     let views: Vec<CandidateView> = contenders
         .iter()
         .map(|c| CandidateView {
@@ -47,6 +73,7 @@ pub fn rank(me: NodeId, contenders: &[Contender], max_lag: u64) -> Option<usize>
             health: c.health,
             drained: c.drained,
             lag: Some(newest.saturating_sub(c.applied_index)),
+            service: reference.standing(c.service, service.max_service_lag_bytes),
         })
         .collect();
     rank_candidates(&views, max_lag)
@@ -86,17 +113,44 @@ mod tests {
             applied_index: LogIndex(applied),
             health: ResourceHealth::Healthy,
             drained: false,
+            service: ServiceReport::default(),
         }
+    }
+
+    #[test]
+    fn early_elections_rank_by_service_position_and_skip_a_replica_too_far_behind() {
+        let at = |id, applied, position| {
+            let mut x = c(id, 100, applied);
+            x.service = ServiceReport {
+                position: Some(position),
+                timeline: Some(1),
+                ..ServiceReport::default()
+            };
+            x
+        };
+        // Node 1's quorate log is ahead, node 2's data is: node 2 goes first.
+        let cs = vec![at(1, 12, 500), at(2, 10, 900)];
+        let limits = ServiceLimits {
+            leader_report: Some(ServiceReport {
+                position: Some(1_000),
+                timeline: Some(1),
+                ..ServiceReport::default()
+            }),
+            max_service_lag_bytes: 200,
+        };
+        assert_eq!(rank(2, &cs, u64::MAX, limits), Some(0));
+        // Node 1 is 500 bytes behind the dead leader's last position: it does not campaign.
+        assert_eq!(rank(1, &cs, u64::MAX, limits), None);
     }
 
     #[test]
     fn rank_orders_by_priority_then_log_then_id() {
         let cs = vec![c(1, 100, 10), c(2, 100, 12), c(3, 200, 1), c(4, 100, 12)];
-        assert_eq!(rank(3, &cs, u64::MAX), Some(0));
-        assert_eq!(rank(2, &cs, u64::MAX), Some(1));
-        assert_eq!(rank(4, &cs, u64::MAX), Some(2));
-        assert_eq!(rank(1, &cs, u64::MAX), Some(3));
-        assert_eq!(rank(9, &cs, u64::MAX), None);
+        assert_eq!(rank(3, &cs, u64::MAX, ServiceLimits::NONE), Some(0));
+        assert_eq!(rank(2, &cs, u64::MAX, ServiceLimits::NONE), Some(1));
+        assert_eq!(rank(4, &cs, u64::MAX, ServiceLimits::NONE), Some(2));
+        assert_eq!(rank(1, &cs, u64::MAX, ServiceLimits::NONE), Some(3));
+        assert_eq!(rank(9, &cs, u64::MAX, ServiceLimits::NONE), None);
     }
 
     #[test]
@@ -108,12 +162,16 @@ mod tests {
         let behind = c(3, 200, 2);
         let ok = c(4, 100, 12);
         let cs = vec![sick, drained, behind, ok];
-        assert_eq!(rank(1, &cs, 5), None);
-        assert_eq!(rank(2, &cs, 5), None);
-        assert_eq!(rank(3, &cs, 5), None, "10 entries behind, max_lag 5");
-        assert_eq!(rank(4, &cs, 5), Some(0));
+        assert_eq!(rank(1, &cs, 5, ServiceLimits::NONE), None);
+        assert_eq!(rank(2, &cs, 5, ServiceLimits::NONE), None);
         assert_eq!(
-            rank(3, &cs, 10),
+            rank(3, &cs, 5, ServiceLimits::NONE),
+            None,
+            "10 entries behind, max_lag 5"
+        );
+        assert_eq!(rank(4, &cs, 5, ServiceLimits::NONE), Some(0));
+        assert_eq!(
+            rank(3, &cs, 10, ServiceLimits::NONE),
             Some(0),
             "within max_lag it ranks by priority"
         );

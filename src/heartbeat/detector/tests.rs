@@ -37,6 +37,7 @@ fn hb(from: NodeId, incarnation: u64, seq: u64) -> Heartbeat {
         primary_epoch: None,
         applied_index: LogIndex(seq),
         health: ResourceHealth::Healthy,
+        service: Default::default(),
         sent_mono_ns: seq * 1_000_000,
         echo: None,
     }

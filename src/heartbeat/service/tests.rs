@@ -23,6 +23,7 @@ fn status(term: u64) -> LocalStatus {
         primary_epoch: None,
         applied_index: LogIndex(0),
         health: ResourceHealth::Healthy,
+        service: Default::default(),
     }
 }
 
@@ -292,6 +293,7 @@ async fn hostile_datagrams_are_counted_and_change_nothing() {
         primary_epoch: None,
         applied_index: LogIndex(0),
         health: ResourceHealth::Healthy,
+        service: Default::default(),
         sent_mono_ns: 777,
         echo: None,
     };
@@ -411,6 +413,7 @@ async fn a_change_is_published_at_once_not_at_the_next_round() {
         primary_epoch: None,
         applied_index: LogIndex(9),
         health: ResourceHealth::Unknown,
+        service: Default::default(),
         sent_mono_ns: 1,
         echo: None,
     };
@@ -496,6 +499,7 @@ fn from_node2(incarnation: u64, seq: u64) -> Heartbeat {
         primary_epoch: None,
         applied_index: LogIndex(0),
         health: ResourceHealth::Healthy,
+        service: Default::default(),
         sent_mono_ns: 777,
         echo: None,
     }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::types::ServiceRole;
 use proptest::prelude::*;
 
 pub(crate) fn sample() -> Heartbeat {
@@ -15,6 +16,7 @@ pub(crate) fn sample() -> Heartbeat {
         primary_epoch: Some(Epoch(3)),
         applied_index: LogIndex(1_000_000),
         health: ResourceHealth::Healthy,
+        service: Default::default(),
         sent_mono_ns: u64::MAX,
         echo: Some(Echo {
             peer_sent_mono_ns: 123_456_789,
@@ -50,6 +52,26 @@ fn health() -> impl Strategy<Value = ResourceHealth> {
     ]
 }
 
+/// Any service report (every field independently present or absent).
+pub(crate) fn any_service_report() -> impl Strategy<Value = ServiceReport> {
+    (
+        proptest::option::of(prop_oneof![
+            Just(ServiceRole::Primary),
+            Just(ServiceRole::Replica),
+            Just(ServiceRole::Stopped)
+        ]),
+        any::<Option<u64>>(),
+        any::<Option<u64>>(),
+        any::<Option<bool>>(),
+    )
+        .prop_map(|(role, position, timeline, healthy)| ServiceReport {
+            role,
+            position,
+            timeline,
+            healthy,
+        })
+}
+
 pub(crate) fn arb_heartbeat() -> impl Strategy<Value = Heartbeat> {
     let ids = (
         any::<u64>(),
@@ -69,10 +91,11 @@ pub(crate) fn arb_heartbeat() -> impl Strategy<Value = Heartbeat> {
         any::<u64>(),
         any::<Option<(u64, u64, u64)>>(),
     );
-    (ids, state).prop_map(
+    (ids, state, any_service_report()).prop_map(
         |(
             (cluster_id, from, to, incarnation, seq),
             (term, member_role, raft_state, leader_id, primary_epoch, applied, health, sent, echo),
+            service,
         )| Heartbeat {
             cluster_id,
             from,
@@ -86,6 +109,7 @@ pub(crate) fn arb_heartbeat() -> impl Strategy<Value = Heartbeat> {
             primary_epoch: primary_epoch.map(Epoch),
             applied_index: LogIndex(applied),
             health,
+            service,
             sent_mono_ns: sent,
             echo: echo.map(|(peer_sent_mono_ns, held_ns, incarnation)| Echo {
                 peer_sent_mono_ns,
@@ -144,8 +168,8 @@ fn header_errors_are_typed() {
     bytes[0] = b'X';
     assert_eq!(decode(&bytes), Err(DecodeError::BadMagic));
     let mut bytes = encode(&sample()).unwrap();
-    bytes[4] = 2;
-    assert_eq!(decode(&bytes), Err(DecodeError::UnsupportedVersion(2)));
+    bytes[4] = 1;
+    assert_eq!(decode(&bytes), Err(DecodeError::UnsupportedVersion(1)));
     let mut bytes = encode(&sample()).unwrap();
     bytes.push(0);
     assert_eq!(decode(&bytes), Err(DecodeError::TrailingBytes { extra: 1 }));
@@ -246,4 +270,52 @@ proptest! {
         let len = cut.index(bytes.len());
         prop_assert!(decode(&bytes[..len]).is_err());
     }
+}
+
+/// The largest heartbeat (every optional field present, every number at its widest varint)
+/// leaves room for the seal inside one datagram, so a full service report never makes a
+/// heartbeat too large to send. Run with `--nocapture` for the sizes.
+#[test]
+fn the_largest_heartbeat_with_a_service_report_fits_with_its_seal() {
+    let mut hb = sample();
+    hb.cluster_id = u64::MAX;
+    hb.from = u64::MAX;
+    hb.to = u64::MAX;
+    hb.incarnation = u64::MAX;
+    hb.seq = u64::MAX;
+    hb.term = Term(u64::MAX);
+    hb.leader_id = Some(u64::MAX);
+    hb.primary_epoch = Some(Epoch(u64::MAX));
+    hb.applied_index = LogIndex(u64::MAX);
+    hb.echo = Some(Echo {
+        peer_sent_mono_ns: u64::MAX,
+        held_ns: u64::MAX,
+        incarnation: u64::MAX,
+    });
+    let without = encode(&hb).unwrap().len();
+    hb.service = ServiceReport {
+        role: Some(ServiceRole::Replica),
+        position: Some(u64::MAX),
+        timeline: Some(u64::MAX),
+        healthy: Some(true),
+    };
+    let with = encode(&hb).unwrap().len();
+    let typical = {
+        let mut t = sample();
+        t.service = ServiceReport {
+            role: Some(ServiceRole::Replica),
+            position: Some(0x3_0000_0060),
+            timeline: Some(3),
+            healthy: Some(true),
+        };
+        (encode(&sample()).unwrap().len(), encode(&t).unwrap().len())
+    };
+    eprintln!(
+        "largest heartbeat: {without} bytes without a service report, {with} with one; \
+         typical: {} -> {} bytes (+{} sealed)",
+        typical.0,
+        typical.1,
+        crate::heartbeat::seal::SEAL_OVERHEAD_BYTES
+    );
+    assert!(with + crate::heartbeat::seal::SEAL_OVERHEAD_BYTES <= MAX_DATAGRAM_BYTES);
 }

@@ -22,6 +22,7 @@ struct H {
     raft: RaftView,
     peers: BTreeMap<NodeId, PeerObs>,
     local_health: ResourceHealth,
+    local_service: crate::types::ServiceReport,
     /// Refresh `last_quorum_acked` to `now` on every step (a leader with quorum).
     quorum: bool,
     p: Policy,
@@ -64,6 +65,7 @@ impl H {
             raft: RaftView::default(),
             peers: BTreeMap::new(),
             local_health: ResourceHealth::Healthy,
+            local_service: crate::types::ServiceReport::default(),
             quorum: true,
             p: Policy::new(local, cfg),
         };
@@ -108,6 +110,7 @@ impl H {
             raft: &self.raft,
             peers: &self.peers,
             local_health: self.local_health,
+            local_service: self.local_service,
             now_unix_ms: self.now_ms,
         }
     }
@@ -131,6 +134,7 @@ impl H {
             raft: &raft,
             peers: &peers,
             local_health: self.local_health,
+            local_service: self.local_service,
             now_unix_ms: self.now_ms,
         };
         self.p.step(&inp, self.now)

@@ -19,6 +19,7 @@ fn result(ok: bool) -> MonitorResult {
         timed_out: false,
         exit_code: Some(if ok { 0 } else { 1 }),
         health: ResourceHealth::Healthy,
+        report: Default::default(),
     }
 }
 
