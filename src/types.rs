@@ -192,7 +192,7 @@ impl ServiceReport {
     }
 }
 
-/// The five things quorate asks of the operator's scripts.
+/// The six things quorate asks of the operator's scripts (the `exec` agent's actions).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum HookKind {
@@ -206,16 +206,20 @@ pub enum HookKind {
     Fence,
     /// Resynchronise a former primary's data before it serves as a replica.
     Rejoin,
+    /// Point this replica's service at the current primary (`QUORATE_PRIMARY`,
+    /// `QUORATE_PRIMARY_SERVICE`): run on every other node after every primary change.
+    Follow,
 }
 
 impl HookKind {
     /// Every kind, in a fixed order (used for stats and `check`).
-    pub const ALL: [HookKind; 5] = [
+    pub const ALL: [HookKind; 6] = [
         HookKind::Promote,
         HookKind::Demote,
         HookKind::Monitor,
         HookKind::Fence,
         HookKind::Rejoin,
+        HookKind::Follow,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -225,6 +229,7 @@ impl HookKind {
             HookKind::Monitor => "monitor",
             HookKind::Fence => "fence",
             HookKind::Rejoin => "rejoin",
+            HookKind::Follow => "follow",
         }
     }
 }

@@ -219,6 +219,9 @@ pub struct Peer {
     /// One address per heartbeat link, 1..=MAX_HEARTBEAT_LINKS.
     pub heartbeat: Vec<SocketAddr>,
     pub api: SocketAddr,
+    /// Where the member's protected service listens (`HOST:PORT`), handed to hooks as
+    /// `QUORATE_PRIMARY_SERVICE` when it is the primary. `None`: not configured.
+    pub service: Option<String>,
 }
 
 /// What the new primary does when the old one cannot be confirmed stopped (rule 4).
@@ -252,6 +255,7 @@ pub struct ResourceConfig {
     pub monitor: Option<PathBuf>,
     pub fence: Option<PathBuf>,
     pub rejoin: Option<PathBuf>,
+    pub follow: Option<PathBuf>,
     /// Longest any hook may run before it is killed and counted as failed.
     pub hook_timeout: Duration,
     pub monitor_interval: Duration,
@@ -272,13 +276,14 @@ pub struct ResourceConfig {
 
 impl ResourceConfig {
     /// The configured hooks by name ("promote", ...), in a fixed order.
-    pub fn hooks(&self) -> [(&'static str, Option<&Path>); 5] {
+    pub fn hooks(&self) -> [(&'static str, Option<&Path>); 6] {
         [
             ("promote", self.promote.as_deref()),
             ("demote", self.demote.as_deref()),
             ("monitor", self.monitor.as_deref()),
             ("fence", self.fence.as_deref()),
             ("rejoin", self.rejoin.as_deref()),
+            ("follow", self.follow.as_deref()),
         ]
     }
 }

@@ -13,6 +13,7 @@ pub const RELOADABLE: &[&str] = &[
     "resource.monitor",
     "resource.fence",
     "resource.rejoin",
+    "resource.follow",
     "resource.hook_timeout",
     "resource.monitor_interval",
     "resource.failure_threshold",
@@ -38,13 +39,14 @@ pub struct ReloadRefused {
     pub keys: Vec<String>,
 }
 
-fn resource_reloadable(r: &ResourceConfig) -> [(&'static str, String); 8] {
+fn resource_reloadable(r: &ResourceConfig) -> [(&'static str, String); 9] {
     [
         ("resource.promote", format!("{:?}", r.promote)),
         ("resource.demote", format!("{:?}", r.demote)),
         ("resource.monitor", format!("{:?}", r.monitor)),
         ("resource.fence", format!("{:?}", r.fence)),
         ("resource.rejoin", format!("{:?}", r.rejoin)),
+        ("resource.follow", format!("{:?}", r.follow)),
         ("resource.hook_timeout", format!("{:?}", r.hook_timeout)),
         (
             "resource.monitor_interval",

@@ -75,6 +75,7 @@ pub(super) struct RawPeer {
     pub raft: AddrText,
     pub heartbeat: HeartbeatLinks,
     pub api: AddrText,
+    pub service: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -97,6 +98,7 @@ pub(super) struct RawResource {
     pub monitor: Option<String>,
     pub fence: Option<String>,
     pub rejoin: Option<String>,
+    pub follow: Option<String>,
     pub hook_timeout: Option<DurationText>,
     pub monitor_interval: Option<DurationText>,
     pub failure_threshold: Option<u32>,

@@ -176,6 +176,7 @@ struct PeerDraft {
     raft: Option<SocketAddr>,
     heartbeat: Vec<Option<SocketAddr>>,
     api: Option<SocketAddr>,
+    service: Option<String>,
 }
 
 /// Turns the raw file into a `Config`, or returns every problem found.
@@ -388,6 +389,7 @@ fn finish_peer(d: &PeerDraft, node: NodeSection) -> Option<Peer> {
         raft: d.raft?,
         heartbeat,
         api: d.api?,
+        service: d.service.clone(),
     })
 }
 
@@ -475,6 +477,66 @@ fn draft_peer(c: &mut Checker, i: usize, p: &RawPeer) -> PeerDraft {
         raft: c.addr(&key("raft"), &p.raft.0, AddrUse::Advertised),
         heartbeat,
         api: c.addr(&key("api"), &p.api.0, AddrUse::Advertised),
+        service: p
+            .service
+            .as_deref()
+            .and_then(|text| match service_address_problem(text) {
+                None => Some(text.to_string()),
+                Some(problem) => {
+                    c.push(
+                    key("service"),
+                    problem,
+                    "give the address clients use to reach this member's service, as HOST:PORT, \
+                     e.g. service = \"10.0.0.1:5432\"",
+                );
+                    None
+                }
+            }),
+    }
+}
+
+/// Longest `[[peer]] service` accepted (a DNS name is at most 253 characters, plus the port).
+pub const MAX_SERVICE_ADDRESS_CHARS: usize = 260;
+
+/// What is wrong with a `HOST:PORT` service address, if anything. Hosts are names or IP
+/// addresses (IPv6 in brackets); nothing is resolved here (the service's own tools do that).
+pub fn service_address_problem(text: &str) -> Option<String> {
+    if text.is_empty() {
+        return Some("is empty".into());
+    }
+    if text.len() > MAX_SERVICE_ADDRESS_CHARS {
+        return Some(format!(
+            "is {} characters long, more than {MAX_SERVICE_ADDRESS_CHARS}",
+            text.len()
+        ));
+    }
+    if text.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+        return Some(format!(
+            "{text:?} contains whitespace or control characters"
+        ));
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Some(format!("{text:?} has no port"));
+    };
+    let host_ok = if let Some(inner) = host.strip_prefix('[') {
+        inner
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
+    } else {
+        !host.is_empty()
+            && !host.contains(':')
+            && host
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '-' | '_'))
+    };
+    if !host_ok {
+        return Some(format!(
+            "{text:?} has no valid host (a name, an IPv4 address, or [IPv6])"
+        ));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => None,
+        _ => Some(format!("{text:?} has no valid port (1 to 65535)")),
     }
 }
 
@@ -818,6 +880,7 @@ fn resolve_resource(c: &mut Checker, raw: &RawConfig) -> ResourceConfig {
     let monitor = c.optional_path("resource.monitor", r.monitor.as_ref());
     let fence = c.optional_path("resource.fence", r.fence.as_ref());
     let rejoin = c.optional_path("resource.rejoin", r.rejoin.as_ref());
+    let follow = c.optional_path("resource.follow", r.follow.as_ref());
     let hook_timeout = c.duration(
         "resource.hook_timeout",
         r.hook_timeout.as_ref(),
@@ -859,6 +922,7 @@ fn resolve_resource(c: &mut Checker, raw: &RawConfig) -> ResourceConfig {
         monitor,
         fence,
         rejoin,
+        follow,
         hook_timeout: hook_timeout.unwrap_or(defaults::HOOK_TIMEOUT),
         monitor_interval: monitor_interval.unwrap_or(defaults::MONITOR_INTERVAL),
         failure_threshold,

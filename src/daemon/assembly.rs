@@ -158,6 +158,11 @@ fn hook_settings(config: &Config) -> HookSettings {
         paths,
         timeout: config.resource.hook_timeout,
         max_output_bytes: crate::resource::DEFAULT_MAX_OUTPUT_BYTES,
+        services: config
+            .peers
+            .iter()
+            .filter_map(|p| Some((p.id, p.service.clone()?)))
+            .collect(),
     }
 }
 

@@ -319,6 +319,7 @@ impl Executor {
             changed
         });
         let epoch = obs.state.epoch;
+        self.node.hooks.set_primary(obs.state.primary_node());
         self.monitor_epoch.send_if_modified(|e| {
             let changed = *e != epoch;
             *e = epoch;
@@ -400,7 +401,10 @@ impl Executor {
                 let kind = run.hook;
                 let role = match run.hook {
                     PolicyHook::Promote | PolicyHook::Fence => "primary",
-                    PolicyHook::Demote | PolicyHook::Rejoin | PolicyHook::Monitor => "replica",
+                    PolicyHook::Demote
+                    | PolicyHook::Rejoin
+                    | PolicyHook::Follow
+                    | PolicyHook::Monitor => "replica",
                 };
                 tracing::info!(
                     term = obs.raft.term.get(),
@@ -421,6 +425,12 @@ impl Executor {
                 } else {
                     None
                 };
+                // Follow and rejoin name the primary to follow; every other hook gets the
+                // primary the committed state names.
+                let primary = match kind {
+                    PolicyHook::Follow | PolicyHook::Rejoin => run.target,
+                    _ => obs.state.primary_node(),
+                };
                 tokio::spawn(async move {
                     let ctx = HookContext {
                         role,
@@ -428,6 +438,7 @@ impl Executor {
                         reason: run.reason,
                         previous_primary: run.previous_primary,
                         target: run.target,
+                        primary,
                     };
                     let out = match cancel {
                         // A dropped sender (the executor ended) is no request to cancel.

@@ -245,6 +245,11 @@ pub struct Policy {
     needs_rejoin: bool,
     rejoin_attempts: u32,
     rejoin_retry_at: Option<Instant>,
+    /// The primary (and its epoch) this replica's follow hook last succeeded for: after
+    /// every primary change, a replica follows the new one (see `replica_duties`).
+    followed: Option<(NodeId, Epoch)>,
+    follow_attempts: u32,
+    follow_retry_at: Option<Instant>,
     /// Local restarts within `restart_window` (bounded by `local_restarts`).
     restarts: VecDeque<Instant>,
     monitor: MonitorCount,
@@ -287,6 +292,9 @@ impl Policy {
             needs_rejoin: false,
             rejoin_attempts: 0,
             rejoin_retry_at: None,
+            followed: None,
+            follow_attempts: 0,
+            follow_retry_at: None,
             restarts: VecDeque::new(),
             monitor: MonitorCount::default(),
             failed_until: None,
@@ -673,7 +681,54 @@ impl Policy {
                     out.note(StatusNote::Rejoining { primary });
                 }
             }
+            return;
         }
+        self.follow_primary(inp, now, out);
+    }
+
+    /// Every replica follows the primary: once per primary change (a new epoch), after a
+    /// rejoin if one is due, the follow hook points this node's service at the primary the
+    /// committed state names (`QUORATE_PRIMARY`, `QUORATE_PRIMARY_SERVICE`), once that
+    /// primary is heard on heartbeats. A failed follow is retried after `hook_retry_backoff`. Witnesses hold no copy of the service and do
+    /// not follow; maintenance freezes it like every automatic action.
+    fn follow_primary(&mut self, inp: &Inputs<'_>, now: Instant, out: &mut Out) {
+        let st = inp.state;
+        let Some(p) = st.primary.as_ref().filter(|p| p.node != self.local) else {
+            return;
+        };
+        let target = (p.node, p.epoch);
+        // Not while this node leads: a leader that is not the primary is in the middle of a
+        // failover or hand-over, and its own steps (fence, promote) need the hook slot. Not
+        // a primary that is silent on heartbeats: following a dead node only delays the
+        // failover that is coming.
+        let may_follow = self.followed != Some(target)
+            && !inp.raft.is_leader
+            && inp.peers.get(&p.node).is_some_and(|o| o.alive)
+            && !self.needs_rejoin
+            && self.shutdown.is_none()
+            && !st.in_maintenance()
+            && self.hook.is_none()
+            && inp
+                .member(self.local)
+                .is_some_and(|m| m.role != crate::types::NodeRole::Witness)
+            && self.follow_retry_at.is_none_or(|t| now >= t);
+        if !may_follow {
+            if self.follow_attempts > 0 && self.followed != Some(target) {
+                out.note(StatusNote::HookFailed {
+                    hook: HookKind::Follow,
+                    attempts: self.follow_attempts,
+                });
+            }
+            return;
+        }
+        self.emit_hook(
+            HookKind::Follow,
+            p.epoch,
+            hook_reason_for_promote(p.reason),
+            p.previous,
+            Some(p.node),
+            out,
+        );
     }
 
     /// Duties of an acting primary: local restarts, hand-over on exhausted restarts or
@@ -879,6 +934,20 @@ impl Policy {
             }
             // The policy never asks for the monitor hook (the monitor loop runs it).
             HookKind::Monitor => {}
+            HookKind::Follow => {
+                if ok {
+                    self.followed = h.target.map(|t| (t, h.epoch));
+                    self.follow_attempts = 0;
+                    self.follow_retry_at = None;
+                } else {
+                    self.follow_attempts = self.follow_attempts.saturating_add(1);
+                    self.follow_retry_at = Some(now + self.cfg.hook_retry_backoff);
+                    self.queue(StatusNote::HookFailed {
+                        hook: HookKind::Follow,
+                        attempts: self.follow_attempts,
+                    });
+                }
+            }
             HookKind::Rejoin => {
                 if self.role == LocalRole::Rejoining {
                     self.role = LocalRole::Replica;

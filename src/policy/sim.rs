@@ -651,7 +651,9 @@ impl Sim {
                 Action::TransferLeadership { .. } => true,
                 Action::RunHook(h) => match h.hook {
                     // The policy never asks for the monitor hook: doing so is a bug too.
-                    HookKind::Fence | HookKind::Rejoin | HookKind::Monitor => true,
+                    HookKind::Fence | HookKind::Rejoin | HookKind::Follow | HookKind::Monitor => {
+                        true
+                    }
                     // Allowed: startup demote, rule-3 demote, shutdown; not a restart or
                     // a hand-over of a healthy acting primary.
                     HookKind::Demote => {
@@ -741,6 +743,7 @@ impl Sim {
                 HookKind::Demote => self.rng.chance(85),
                 HookKind::Fence => self.rng.chance(60),
                 HookKind::Rejoin => self.rng.chance(80),
+                HookKind::Follow => self.rng.chance(85),
                 HookKind::Monitor => panic!("the policy asked for the monitor hook"),
             };
         // Some hooks hang well past an election timeout: that is what fencing is for.

@@ -61,6 +61,9 @@ const SPAWN_BUSY_BACKOFF: Duration = Duration::from_millis(20);
 /// Size of each read from the hook's stdout or stderr.
 const READ_CHUNK_BYTES: usize = 8 * 1024;
 
+/// `HookRunner::primary` when no primary is known.
+const NO_PRIMARY: u64 = u64::MAX;
+
 /// Position of a kind in per-kind arrays (stats).
 fn kind_index(kind: HookKind) -> usize {
     match kind {
@@ -69,6 +72,7 @@ fn kind_index(kind: HookKind) -> usize {
         HookKind::Monitor => 2,
         HookKind::Fence => 3,
         HookKind::Rejoin => 4,
+        HookKind::Follow => 5,
     }
 }
 
@@ -84,6 +88,8 @@ pub struct HookSettings {
     pub timeout: Duration,
     /// Output kept per run (stdout and stderr together); see [`DEFAULT_MAX_OUTPUT_BYTES`].
     pub max_output_bytes: usize,
+    /// Each node's service address (`[[peer]] service`), for `QUORATE_PRIMARY_SERVICE`.
+    pub services: HashMap<NodeId, String>,
 }
 
 impl HookSettings {
@@ -126,6 +132,10 @@ pub struct HookContext<'a> {
     pub previous_primary: Option<NodeId>,
     /// `QUORATE_FENCE_TARGET`: the node to fence (fence hook only).
     pub target: Option<NodeId>,
+    /// `QUORATE_PRIMARY` (and, from the settings, `QUORATE_PRIMARY_SERVICE`): the primary
+    /// the committed state names (for follow and rejoin: the one to follow). `None` falls
+    /// back to the runner's current primary ([`HookRunner::set_primary`]).
+    pub primary: Option<NodeId>,
 }
 
 /// The result of one hook run.
@@ -267,6 +277,9 @@ pub struct HookRunner {
     /// Replaced as a whole on reload (SIGHUP); a run uses the settings current at its start.
     settings: std::sync::RwLock<Arc<HookSettings>>,
     stats: HookStats,
+    /// The committed primary as the executor last saw it (`u64::MAX`: none), for hooks whose
+    /// context names none (the monitor loop's).
+    primary: AtomicU64,
 }
 
 fn check_settings(settings: &HookSettings) -> Result<(), HookSettingsError> {
@@ -289,7 +302,19 @@ impl HookRunner {
         Ok(HookRunner {
             settings: std::sync::RwLock::new(Arc::new(settings)),
             stats: HookStats::default(),
+            primary: AtomicU64::new(NO_PRIMARY),
         })
+    }
+
+    /// Records the committed primary (the executor, every round), exported to hooks as
+    /// `QUORATE_PRIMARY` when their context names none.
+    pub fn set_primary(&self, primary: Option<NodeId>) {
+        self.primary
+            .store(primary.unwrap_or(NO_PRIMARY), Ordering::Relaxed);
+    }
+
+    fn current_primary(&self) -> Option<NodeId> {
+        Some(self.primary.load(Ordering::Relaxed)).filter(|p| *p != NO_PRIMARY)
     }
 
     /// The settings right now (a run in flight keeps the ones it started with).
@@ -395,6 +420,7 @@ impl HookRunner {
 
     fn command(&self, kind: HookKind, path: &Path, ctx: HookContext<'_>) -> Command {
         let settings = self.settings();
+        let primary = ctx.primary.or_else(|| self.current_primary());
         let mut cmd = Command::new(path);
         cmd.stdin(Stdio::null())
             // Own process group: on timeout we kill the group, reaching the hook's
@@ -414,7 +440,18 @@ impl HookRunner {
                     .map(|n| n.to_string())
                     .unwrap_or_default(),
             )
-            .env("QUORATE_HOOK", kind.as_str());
+            .env("QUORATE_HOOK", kind.as_str())
+            .env(
+                "QUORATE_PRIMARY",
+                primary.map(|n| n.to_string()).unwrap_or_default(),
+            )
+            .env(
+                "QUORATE_PRIMARY_SERVICE",
+                primary
+                    .and_then(|n| settings.services.get(&n))
+                    .map(String::as_str)
+                    .unwrap_or_default(),
+            );
         if kind == HookKind::Fence {
             cmd.env(
                 "QUORATE_FENCE_TARGET",

@@ -430,6 +430,7 @@ impl MonitorLoop {
                 reason: HookReason::Monitor,
                 previous_primary: None,
                 target: None,
+                primary: None,
             };
             let runner = Arc::clone(&self.runner);
             let stop = &mut self.stop;

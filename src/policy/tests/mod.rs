@@ -297,6 +297,7 @@ mod bookkeeping;
 mod candidate;
 mod failback;
 mod fencing;
+mod follow;
 mod lapse_grace;
 mod maintenance;
 mod promotion;

@@ -19,6 +19,7 @@ fn runner(kind: HookKind, path: &Path, timeout: Duration, max_output: usize) -> 
         paths,
         timeout,
         max_output_bytes: max_output,
+        services: HashMap::new(),
     })
     .expect("valid settings")
 }
@@ -30,6 +31,7 @@ fn ctx() -> HookContext<'static> {
         reason: HookReason::Failover,
         previous_primary: Some(3),
         target: Some(3),
+        primary: Some(3),
     }
 }
 
@@ -573,6 +575,7 @@ async fn unconfigured_hooks() {
         paths: HashMap::new(),
         timeout: TEST_TIMEOUT,
         max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+        services: HashMap::new(),
     })
     .expect("valid settings");
     assert!(r.check().is_empty());
@@ -604,6 +607,7 @@ fn settings_are_validated() {
         paths: HashMap::new(),
         timeout: Duration::from_secs(1),
         max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+        services: HashMap::new(),
     };
     let zero_timeout = HookSettings {
         timeout: Duration::ZERO,
@@ -616,6 +620,7 @@ fn settings_are_validated() {
     for bytes in [0, MAX_OUTPUT_BYTES_LIMIT + 1] {
         let s = HookSettings {
             max_output_bytes: bytes,
+            services: HashMap::new(),
             ..base.clone()
         };
         assert!(matches!(

@@ -166,6 +166,7 @@ fn runner(monitor: Option<&Path>) -> Arc<HookRunner> {
             paths,
             timeout: Duration::from_secs(10),
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            services: HashMap::new(),
         })
         .expect("valid settings"),
     )
