@@ -1222,3 +1222,51 @@ fn lapse_grace_is_what_the_election_timeout_leaves_after_lease_and_drift() {
     };
     assert_eq!(tight.lapse_grace(), Duration::ZERO);
 }
+
+#[test]
+fn peer_service_addresses_and_the_service_keys_load() {
+    let text = edit(
+        THREE_NODES,
+        "api = \"127.0.0.1:7402\"",
+        "api = \"127.0.0.1:7402\"\nservice = \"db2.example:5432\"",
+    );
+    let text = edit(
+        &text,
+        "api = \"127.0.0.1:7403\"",
+        "api = \"127.0.0.1:7403\"\nservice = \"[::1]:5433\"",
+    );
+    let text =
+        format!("{text}\n[resource]\nfollow = \"/bin/true\"\nmax_service_lag_bytes = 4096\n");
+    let c = ok(&text);
+    let services: Vec<Option<&str>> = c.peers.iter().map(|p| p.service.as_deref()).collect();
+    assert_eq!(
+        services,
+        vec![None, Some("db2.example:5432"), Some("[::1]:5433")]
+    );
+    assert_eq!(c.resource.follow.as_deref(), Some(Path::new("/bin/true")));
+    assert_eq!(c.resource.max_service_lag_bytes, 4096);
+    assert_eq!(
+        ok(THREE_NODES).resource.max_service_lag_bytes,
+        defaults::MAX_SERVICE_LAG_BYTES
+    );
+}
+
+#[test]
+fn a_bad_peer_service_address_names_the_key_and_the_fix() {
+    for (bad, needle) in [
+        ("", "empty"),
+        ("db2", "no port"),
+        ("db2:0", "no valid port"),
+        ("db2:99999", "no valid port"),
+        (":5432", "no valid host"),
+        ("db 2:5432", "whitespace"),
+        ("[not-ipv6]:5432", "no valid host"),
+    ] {
+        let text = edit(
+            THREE_NODES,
+            "api = \"127.0.0.1:7402\"",
+            &format!("api = \"127.0.0.1:7402\"\nservice = {bad:?}"),
+        );
+        rejected(&text, "peer[1].service", needle);
+    }
+}

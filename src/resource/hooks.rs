@@ -225,7 +225,7 @@ pub struct HookCounts {
 /// are not counted: nothing ran.
 #[derive(Debug, Default)]
 pub struct HookStats {
-    per_kind: [KindCounters; 5],
+    per_kind: [KindCounters; HookKind::ALL.len()],
 }
 
 impl HookStats {

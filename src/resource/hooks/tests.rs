@@ -165,6 +165,61 @@ async fn environment_is_exported() {
 }
 
 #[tokio::test]
+async fn every_hook_is_told_the_primary_and_its_service_address() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env_file = dir.path().join("env.txt");
+    let hook = write_script(
+        dir.path(),
+        "follow.sh",
+        &format!("env > '{}'", env_file.display()),
+    );
+    let mut paths = HashMap::new();
+    paths.insert(HookKind::Follow, hook.clone());
+    paths.insert(HookKind::Monitor, hook);
+    let r = HookRunner::new(HookSettings {
+        cluster: "test-cluster".to_string(),
+        node: 7,
+        paths,
+        timeout: TEST_TIMEOUT,
+        max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+        services: HashMap::from([(3, "db3.example:5432".to_string())]),
+    })
+    .expect("valid settings");
+    let env_of = || {
+        let text = fs::read_to_string(&env_file).expect("env file written by hook");
+        let get = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}=")).map(str::to_string))
+        };
+        (get("QUORATE_PRIMARY"), get("QUORATE_PRIMARY_SERVICE"))
+    };
+    // Named by the context (follow: the primary to follow).
+    assert!(r.run(HookKind::Follow, ctx()).await.ok);
+    assert_eq!(
+        env_of(),
+        (Some("3".into()), Some("db3.example:5432".into()))
+    );
+    // Not named (the monitor loop's runs): the primary the executor last recorded.
+    let unnamed = HookContext {
+        primary: None,
+        ..ctx()
+    };
+    r.set_primary(Some(3));
+    assert!(r.run(HookKind::Monitor, unnamed).await.ok);
+    assert_eq!(
+        env_of(),
+        (Some("3".into()), Some("db3.example:5432".into()))
+    );
+    // A primary without a configured service address, and no primary at all: empty.
+    r.set_primary(Some(9));
+    assert!(r.run(HookKind::Monitor, unnamed).await.ok);
+    assert_eq!(env_of(), (Some("9".into()), Some(String::new())));
+    r.set_primary(None);
+    assert!(r.run(HookKind::Monitor, unnamed).await.ok);
+    assert_eq!(env_of(), (Some(String::new()), Some(String::new())));
+}
+
+#[tokio::test]
 async fn non_fence_hook_has_empty_previous_primary_and_no_fence_target() {
     let dir = tempfile::tempdir().expect("tempdir");
     let env_file = dir.path().join("env.txt");
