@@ -289,7 +289,7 @@ impl ApiGuard {
 /// Load-balancer probes: never token-protected, never counted against the request limit
 /// (a saturated API must still tell HAProxy who the primary is).
 fn is_probe(path: &str) -> bool {
-    matches!(path, "/health" | "/primary" | "/replica")
+    matches!(path, "/health" | "/primary" | "/replica" | "/read-only")
 }
 
 /// The middleware: request limit, then token, then body size.
@@ -478,7 +478,7 @@ mod tests {
         assert!(!open.needs_token(&Method::GET, "/v1/status"));
         assert!(closed.needs_token(&Method::GET, "/v1/status"));
         assert!(closed.needs_token(&Method::GET, "/metrics"));
-        for probe in ["/health", "/primary", "/replica"] {
+        for probe in ["/health", "/primary", "/replica", "/read-only"] {
             assert!(!closed.needs_token(&Method::GET, probe));
         }
         assert_eq!(

@@ -105,6 +105,10 @@ pub struct ExecutorStatus {
     /// The local monitor's last service report, and its free-text detail.
     pub service: crate::types::ServiceReport,
     pub service_detail: Option<String>,
+    /// See `Policy::followed`.
+    pub followed: Option<(NodeId, Epoch)>,
+    /// See `Policy::rejoin_failures`.
+    pub rejoin_failures: u32,
     pub notes: Vec<StatusNote>,
     pub leader_changes: u64,
     pub promotions_by_reason: BTreeMap<String, u64>,
@@ -126,6 +130,8 @@ impl Default for ExecutorStatus {
             health: ResourceHealth::Unknown,
             service: crate::types::ServiceReport::default(),
             service_detail: None,
+            followed: None,
+            rejoin_failures: 0,
             notes: Vec::new(),
             leader_changes: 0,
             promotions_by_reason: BTreeMap::new(),

@@ -7,6 +7,7 @@ pub mod control;
 pub mod forward;
 pub mod kv;
 pub mod metrics;
+pub mod service;
 pub mod snapshot;
 pub mod tls;
 pub mod wire;
@@ -37,6 +38,7 @@ pub fn router(node: Arc<ApiContext>) -> Router {
         )
         .route("/primary", get(get_primary))
         .route("/replica", get(get_replica))
+        .route("/read-only", get(get_read_only))
         .route("/v1/history", get(get_history))
         .route("/metrics", get(get_metrics))
         .route("/v1/snapshot", post(snapshot::trigger))
@@ -77,6 +79,7 @@ pub fn build_status(node: &ApiContext) -> NodeStatus {
     let voters: Vec<_> = membership.voter_ids().collect();
     let learners: Vec<_> = membership.learner_ids().collect();
     let replication = m.replication.clone().unwrap_or_default();
+    let services = service_view(node, &ex, &view, &cluster);
     let peers = node
         .config
         .peers
@@ -105,6 +108,9 @@ pub fn build_status(node: &ApiContext) -> NodeStatus {
                     .and_then(|s| s.last.as_ref())
                     .map(|h| health_name(h.health).to_string()),
                 incarnation: hb.and_then(|s| s.incarnation),
+                service: hb
+                    .and_then(|s| s.last.as_ref())
+                    .map(|_| services.status_of(p.id, None)),
             }
         })
         .collect();
@@ -162,8 +168,30 @@ pub fn build_status(node: &ApiContext) -> NodeStatus {
         fsync_p99_ms: fsync.map(|(p99, _, _)| p99.as_secs_f64() * 1000.0),
         fsync_max_ms: fsync.map(|(_, max, _)| max.as_secs_f64() * 1000.0),
         fsync_samples: fsync.map(|(_, _, n)| n as u64).unwrap_or(0),
+        service: services.status_of(node.id(), ex.service_detail.clone()),
         fault_injection_armed: crate::fault::armed(),
     }
+}
+
+/// Every member's service report as this node knows it, judged against the cluster's data.
+fn service_view(
+    node: &ApiContext,
+    ex: &context::ExecutorStatus,
+    view: &crate::heartbeat::PeerView,
+    cluster: &crate::cluster::ClusterState,
+) -> service::ServiceView {
+    let mut reports = std::collections::BTreeMap::new();
+    reports.insert(node.id(), ex.service);
+    for p in &view.peers {
+        if let Some(h) = &p.last {
+            reports.insert(p.id, h.service);
+        }
+    }
+    service::ServiceView::new(
+        reports,
+        cluster.primary_node(),
+        node.config.resource.max_service_lag_bytes,
+    )
 }
 
 /// Fewer fsyncs than this say nothing about the disk (start-up, an idle cluster).
@@ -267,6 +295,16 @@ async fn get_health(State(node): State<Arc<ApiContext>>) -> Response {
     if let Some(why) = node.raft_failure() {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response();
     }
+    let (rejoining, rejoin_failures) = {
+        let ex = node.executor.borrow();
+        (
+            matches!(ex.local_role, LocalRole::Rejoining),
+            ex.rejoin_failures,
+        )
+    };
+    if let Err(why) = service::data_health(rejoining, rejoin_failures) {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response();
+    }
     if alive {
         (StatusCode::OK, "ok\n").into_response()
     } else {
@@ -292,28 +330,89 @@ async fn get_primary(State(node): State<Arc<ApiContext>>) -> Response {
     }
 }
 
-async fn get_replica(State(node): State<Arc<ApiContext>>) -> Response {
+/// `?lag=BYTES` of `/replica` and `/read-only`.
+#[derive(serde::Deserialize)]
+struct LagQuery {
+    lag: Option<String>,
+}
+
+/// The facts `/replica` judges, read once from the node's receivers.
+fn replica_facts(node: &ApiContext) -> service::ReplicaFacts {
     let ex = node.executor.borrow().clone();
-    let healthy = ex.health.is_usable();
-    let replica = matches!(ex.local_role, LocalRole::Replica)
-        && acting_primary_now(&node).is_none()
-        && node.raft_failure().is_none();
-    if replica && healthy {
-        (
+    let cluster = node.consensus.sm.cluster();
+    let view = node.heartbeat_view.borrow().clone();
+    let primary = cluster.primary_node().map(|p| (p, cluster.epoch));
+    let primary_hb = primary.and_then(|(p, _)| view.peer(p));
+    service::ReplicaFacts {
+        me: node.id(),
+        member_role: node.config.node.role,
+        serving_as_replica: matches!(ex.local_role, LocalRole::Replica)
+            && acting_primary_now(node).is_none(),
+        raft_failed: node.raft_failure().is_some(),
+        healthy: ex.health.is_usable(),
+        primary,
+        primary_heard: primary_hb.is_some_and(|s| !s.state.counts_as_dead() && s.last.is_some()),
+        followed: ex.followed,
+        my_report: ex.service,
+        primary_report: primary_hb.and_then(|s| s.last.as_ref()).map(|h| h.service),
+    }
+}
+
+/// The lag limit of a request: `?lag=BYTES`, else `max_service_lag_bytes`; Err: the message
+/// for a 400.
+fn lag_limit(node: &ApiContext, q: &LagQuery) -> Result<u64, String> {
+    match q.lag.as_deref() {
+        None => Ok(node.config.resource.max_service_lag_bytes),
+        Some(text) => text.trim().parse::<u64>().map_err(|_| {
+            format!("lag={text:?} is not a number of bytes; use e.g. /replica?lag=1048576")
+        }),
+    }
+}
+
+async fn get_replica(
+    State(node): State<Arc<ApiContext>>,
+    axum::extract::Query(q): axum::extract::Query<LagQuery>,
+) -> Response {
+    let max = match lag_limit(&node, &q) {
+        Ok(m) => m,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
+    match service::replica_verdict(&replica_facts(&node), max) {
+        Ok(lag) => (
             StatusCode::OK,
-            Json(serde_json::json!({"replica": node.id()})),
+            Json(serde_json::json!({"replica": node.id(), "lag_bytes": lag})),
         )
-            .into_response()
-    } else if !healthy {
-        error(
+            .into_response(),
+        Err(why) => error(StatusCode::SERVICE_UNAVAILABLE, why),
+    }
+}
+
+/// `/read-only`: 200 on the acting primary, or on a replica `/replica` accepts.
+async fn get_read_only(
+    State(node): State<Arc<ApiContext>>,
+    axum::extract::Query(q): axum::extract::Query<LagQuery>,
+) -> Response {
+    if let Some(epoch) = acting_primary_now(&node) {
+        return (
+            StatusCode::OK,
+            Json(serde_json::json!({"primary": node.id(), "epoch": epoch})),
+        )
+            .into_response();
+    }
+    let max = match lag_limit(&node, &q) {
+        Ok(m) => m,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
+    match service::replica_verdict(&replica_facts(&node), max) {
+        Ok(lag) => (
+            StatusCode::OK,
+            Json(serde_json::json!({"replica": node.id(), "lag_bytes": lag})),
+        )
+            .into_response(),
+        Err(why) => error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "this node's service is unhealthy (monitor hook failing)",
-        )
-    } else {
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this node is not a serving replica",
-        )
+            format!("not the acting primary, and not a usable replica: {why}"),
+        ),
     }
 }
 

@@ -80,6 +80,9 @@ pub struct NodeStatus {
     pub fsync_max_ms: Option<f64>,
     #[serde(default)]
     pub fsync_samples: u64,
+    /// This node's service as its monitor reports it, judged against the cluster's data.
+    #[serde(default)]
+    pub service: ServiceStatus,
     /// Test-only fault switches armed on this node (`NAME=value`; see `quorate::fault`).
     /// Always empty in a production build, which has none compiled in.
     #[serde(default)]
@@ -149,6 +152,29 @@ pub struct PeerStatus {
     /// of the peer); `None` if never heard.
     #[serde(default)]
     pub incarnation: Option<u64>,
+    /// The peer's service, from its last heartbeat (None: never heard).
+    #[serde(default)]
+    pub service: Option<ServiceStatus>,
+}
+
+/// A node's service data in status: its monitor's last report, and how it compares with
+/// the most advanced data known (the last primary's timeline).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct ServiceStatus {
+    /// primary | replica | stopped, as the service itself says (None: not reported).
+    pub role: Option<String>,
+    /// Replication position in bytes (a WAL LSN for PostgreSQL).
+    pub position: Option<u64>,
+    pub timeline: Option<u64>,
+    /// The service's own health claim.
+    pub healthy: Option<bool>,
+    /// The monitor's free-text detail (this node only; heartbeats do not carry it).
+    #[serde(default)]
+    pub detail: Option<String>,
+    /// Bytes behind the most advanced position known on the last primary's timeline.
+    pub lag_bytes: Option<u64>,
+    /// Why automatic failover would not choose this node for its data, if it would not.
+    pub ineligible: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]

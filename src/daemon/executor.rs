@@ -292,6 +292,8 @@ impl Executor {
             health,
             service: self.monitor.service.borrow().report,
             service_detail: self.monitor.service.borrow().detail.clone(),
+            followed: self.policy.followed(),
+            rejoin_failures: self.policy.rejoin_failures(),
             notes: self.policy.status_notes().to_vec(),
             leader_changes,
             promotions_by_reason: by_reason,

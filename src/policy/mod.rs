@@ -341,6 +341,21 @@ impl Policy {
         (self.lapses, self.resumes)
     }
 
+    /// The primary (and epoch) this replica's follow hook last succeeded for.
+    pub fn followed(&self) -> Option<(NodeId, Epoch)> {
+        self.followed
+    }
+
+    /// Failed rejoin attempts since the last success, while a rejoin is still due: the
+    /// service's data diverged from the primary's and could not be resynchronised yet.
+    pub fn rejoin_failures(&self) -> u32 {
+        if self.needs_rejoin {
+            self.rejoin_attempts
+        } else {
+            0
+        }
+    }
+
     /// What heartbeats must carry as `claims_primary_epoch`: Some while this node's service
     /// may run as primary (promoting, primary, demoting). Other leaders fence a recorded
     /// primary that still claims. A daemon that has not finished its startup demote

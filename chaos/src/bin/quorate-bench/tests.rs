@@ -107,6 +107,7 @@ fn peer(id: u64, heartbeat: &str, matched: Option<u64>) -> PeerStatus {
         applied_index: None,
         health: None,
         incarnation: None,
+        service: None,
     }
 }
 
