@@ -196,7 +196,8 @@ mod tests {
 
     #[test]
     fn every_other_replica_state_fails_with_its_reason() {
-        let cases: Vec<(Box<dyn Fn(&mut ReplicaFacts)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut ReplicaFacts)>;
+        let cases: Vec<(Change, &str)> = vec![
             (Box::new(|f| f.member_role = NodeRole::Witness), "witness"),
             (Box::new(|f| f.raft_failed = true), "Raft stopped"),
             (
