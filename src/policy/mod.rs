@@ -715,10 +715,17 @@ impl Policy {
         // Not while this node leads: a leader that is not the primary is in the middle of a
         // failover or hand-over, and its own steps (fence, promote) need the hook slot. Not
         // a primary that is silent on heartbeats: following a dead node only delays the
-        // failover that is coming.
+        // failover that is coming. Not before the primary's service says it is primary, when
+        // it reports a role: the Promote commits before the promote hook runs (rule 2), and
+        // a replica that followed a half-promoted service would copy the old timeline.
         let may_follow = self.followed != Some(target)
             && !inp.raft.is_leader
-            && inp.peers.get(&p.node).is_some_and(|o| o.alive)
+            && inp.peers.get(&p.node).is_some_and(|o| {
+                o.alive
+                    && o.service
+                        .role
+                        .is_none_or(|r| r == crate::types::ServiceRole::Primary)
+            })
             && !self.needs_rejoin
             && self.shutdown.is_none()
             && !st.in_maintenance()

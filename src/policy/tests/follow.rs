@@ -144,3 +144,13 @@ fn a_former_primary_rejoins_before_it_follows() {
         Some((Some(1), Epoch(2), HookReason::Failover, Some(3)))
     );
 }
+
+#[test]
+fn a_replica_waits_until_the_primarys_service_says_it_is_primary() {
+    let mut h = replica_of_1();
+    // The Promote is committed, but the promote hook still runs: the service says replica.
+    h.peers.get_mut(&1).unwrap().service.role = Some(crate::types::ServiceRole::Replica);
+    assert_eq!(follow_of(&h.step()), None);
+    h.peers.get_mut(&1).unwrap().service.role = Some(crate::types::ServiceRole::Primary);
+    assert!(follow_of(&h.step()).is_some());
+}

@@ -1,0 +1,256 @@
+//! Issue 15 acceptance: the protected service's data is first-class. Three real quorate
+//! processes protect the file-backed example service (`cluster-config/hooks/filedb.sh`, every
+//! hook): its monitor reports a position (the data file's size) and a timeline, heartbeats
+//! carry the reports, the failover candidate is chosen by the data, a replica beyond
+//! `max_service_lag_bytes` is never promoted, every replica runs `follow` with the new
+//! primary's address after every primary change, and `/replica?lag=` tells the truth.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{Cluster, Options, FAILOVER_TIMING};
+
+const WAIT: Duration = Duration::from_secs(60);
+const MAX_SERVICE_LAG_BYTES: u64 = 1_000;
+
+fn filedb_hook() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster-config/hooks/filedb.sh")
+}
+
+fn service_of(id: u64) -> String {
+    format!("127.0.0.1:{}", 5_400 + id)
+}
+
+/// Sets each member's priority (in `[node]` and every `[[peer]]`) and gives every `[[peer]]`
+/// a `service` address, in the configs the launcher wrote.
+fn rewrite_config(path: &Path, priorities: &[(u64, u32)]) {
+    let text = std::fs::read_to_string(path).expect("read config");
+    let mut out = String::new();
+    let mut id: Option<u64> = None;
+    let mut in_peer = false;
+    for line in text.lines() {
+        if line == "[[peer]]" {
+            in_peer = true;
+        } else if line.starts_with('[') {
+            in_peer = false;
+        }
+        if let Some(v) = line.strip_prefix("id = ") {
+            id = v.trim().parse().ok();
+        }
+        if line.starts_with("priority = ") {
+            if let Some((_, p)) = priorities.iter().find(|(k, _)| Some(*k) == id) {
+                out.push_str(&format!("priority = {p}\n"));
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+        if in_peer && line.starts_with("api = ") {
+            let k = id.expect("a peer id before its api");
+            out.push_str(&format!("service = \"{}\"\n", service_of(k)));
+        }
+    }
+    std::fs::write(path, out).expect("write config");
+}
+
+/// Three voters running filedb.sh for every hook; node 1 has the highest priority (the first
+/// primary), nodes 2 and 3 the given ones.
+fn filedb_cluster(root: &Path, priority_2: u32, priority_3: u32) -> Cluster {
+    let hook = filedb_hook();
+    let hook = hook.display();
+    let extra = format!(
+        "{FAILOVER_TIMING}[resource]\npromote = \"{hook}\"\ndemote = \"{hook}\"\nmonitor = \"{hook}\"\n\
+         follow = \"{hook}\"\nrejoin = \"{hook}\"\nfence = \"{hook}\"\nmonitor_interval = \"200ms\"\n\
+         failure_threshold = 3\nfencing = \"best-effort\"\nmax_service_lag_bytes = {MAX_SERVICE_LAG_BYTES}\n"
+    );
+    let mut c = Cluster::new(
+        &["voter", "voter", "voter"],
+        Options {
+            extra,
+            ..Options::default()
+        },
+    );
+    let priorities = [(1, 300), (2, priority_2), (3, priority_3)];
+    for id in 1..=3 {
+        rewrite_config(&c.node(id).config.clone(), &priorities);
+        c.set_env(id, "FILEDB_ROOT", &root.display().to_string());
+    }
+    c.start_all();
+    c
+}
+
+fn calls(root: &Path) -> String {
+    std::fs::read_to_string(root.join("calls.log")).unwrap_or_default()
+}
+
+/// True once `node` ran follow for `primary`, told the primary's service address.
+fn followed(root: &Path, node: u64, primary: u64) -> bool {
+    let want = format!(
+        "follow node={node} primary={primary} service={} ",
+        service_of(primary)
+    );
+    calls(root).lines().any(|l| l.starts_with(&want))
+}
+
+fn append(root: &Path, node: u64, bytes: usize) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(root.join(format!("node{node}/data")))
+        .expect("open the primary's data");
+    f.write_all(&vec![b'x'; bytes]).expect("append");
+}
+
+fn data_len(root: &Path, node: u64) -> u64 {
+    std::fs::metadata(root.join(format!("node{node}/data")))
+        .map(|m| m.len())
+        .unwrap_or(0)
+}
+
+/// Waits until `observer`'s status shows `node`'s reported service position at `position`.
+async fn wait_position(c: &Cluster, observer: u64, node: u64, position: u64) {
+    c.wait_status(
+        observer,
+        &format!("node {node}'s position {position} as node {observer} sees it"),
+        WAIT,
+        |s| {
+            let seen = if s.node_id == node {
+                s.service.position
+            } else {
+                s.peers
+                    .iter()
+                    .find(|p| p.id == node)
+                    .and_then(|p| p.service.as_ref())
+                    .and_then(|sv| sv.position)
+            };
+            seen == Some(position)
+        },
+    )
+    .await;
+}
+
+async fn get_code(c: &Cluster, id: u64, path: &str) -> (u16, String) {
+    let http = common::http(Duration::from_secs(5));
+    match http.get(format!("http://{}{path}", c.api(id))).send().await {
+        Ok(r) => {
+            let code = r.status().as_u16();
+            (code, r.text().await.unwrap_or_default())
+        }
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// Node 1 is the first primary; both replicas follow it with its service address.
+async fn started(c: &Cluster, root: &Path) {
+    let (p, _) = c.wait_acting_primary(&[1, 2, 3], WAIT).await;
+    assert_eq!(p, 1, "node 1 has the highest priority");
+    c.wait_until("both replicas followed node 1", WAIT, || async {
+        followed(root, 2, 1) && followed(root, 3, 1)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replica_with_the_most_data_wins_and_every_replica_follows_the_new_primary() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("filedb");
+    std::fs::create_dir_all(&root).expect("filedb root");
+    // Equal priorities for 2 and 3: by id alone node 2 would win.
+    let mut c = filedb_cluster(&root, 100, 100);
+    started(&c, &root).await;
+
+    // Node 2 stops streaming; node 1 takes 600 bytes of writes that node 3 streams.
+    std::fs::write(root.join("node2/paused"), b"").expect("pause node 2");
+    let base = data_len(&root, 1);
+    append(&root, 1, 600);
+    for node in [1, 3] {
+        wait_position(&c, 3, node, base + 600).await;
+    }
+    wait_position(&c, 1, 2, base).await;
+    wait_position(&c, 2, 1, base + 600).await;
+    let s = c.status(1).await.expect("status of node 1");
+    let two = s
+        .peers
+        .iter()
+        .find(|p| p.id == 2)
+        .and_then(|p| p.service.clone());
+    assert_eq!(two.as_ref().and_then(|v| v.lag_bytes), Some(600), "{two:?}");
+    assert_eq!(
+        two.and_then(|v| v.ineligible),
+        None,
+        "600 <= 1000: eligible"
+    );
+
+    // /replica tells the truth about data: node 2 is 600 bytes behind.
+    assert_eq!(get_code(&c, 3, "/replica").await.0, 200);
+    assert_eq!(get_code(&c, 2, "/replica").await.0, 200, "within 1000");
+    let (code, why) = get_code(&c, 2, "/replica?lag=100").await;
+    assert_eq!(code, 503, "{why}");
+    assert!(why.contains("600 bytes behind"), "{why}");
+    assert_eq!(get_code(&c, 2, "/replica?lag=many").await.0, 400);
+    assert_eq!(get_code(&c, 1, "/replica").await.0, 503, "the primary");
+    assert_eq!(get_code(&c, 1, "/read-only").await.0, 200, "the primary");
+    assert_eq!(get_code(&c, 3, "/read-only").await.0, 200, "a replica");
+
+    // The primary dies: node 3 has the most data and wins although node 2 has the smaller id.
+    c.kill9(1);
+    let (p, _) = c.wait_acting_primary(&[2, 3], WAIT).await;
+    assert_eq!(
+        p,
+        3,
+        "the replica with the highest position wins\n{}",
+        calls(&root)
+    );
+    c.wait_until("node 2 followed node 3", WAIT, || async {
+        followed(&root, 2, 3)
+    })
+    .await;
+    std::fs::remove_file(root.join("node2/paused")).expect("unpause node 2");
+    // Following copied the new primary's data (and its new timeline).
+    assert_eq!(data_len(&root, 2), data_len(&root, 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_beyond_max_service_lag_bytes_is_never_promoted_and_status_says_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("filedb");
+    std::fs::create_dir_all(&root).expect("filedb root");
+    // Node 2 would win by priority.
+    let mut c = filedb_cluster(&root, 200, 100);
+    started(&c, &root).await;
+
+    std::fs::write(root.join("node2/paused"), b"").expect("pause node 2");
+    let base = data_len(&root, 1);
+    append(&root, 1, 5_000);
+    for node in [1, 3] {
+        wait_position(&c, 3, node, base + 5_000).await;
+    }
+    wait_position(&c, 1, 2, base).await;
+    wait_position(&c, 2, 1, base + 5_000).await;
+    let s = c.status(1).await.expect("status of node 1");
+    let two = s
+        .peers
+        .iter()
+        .find(|p| p.id == 2)
+        .and_then(|p| p.service.clone())
+        .expect("node 2's service in status");
+    assert_eq!(two.lag_bytes, Some(5_000));
+    let why = two.ineligible.expect("node 2 is not eligible");
+    assert!(why.contains("max_service_lag_bytes"), "{why}");
+    let (code, why) = get_code(&c, 2, "/replica").await;
+    assert_eq!(code, 503, "{why}");
+
+    c.kill9(1);
+    let (p, _) = c.wait_acting_primary(&[2, 3], WAIT).await;
+    assert_eq!(p, 3, "node 2 is 5000 bytes behind\n{}", calls(&root));
+    // Node 2 never ran promote.
+    assert!(
+        !calls(&root)
+            .lines()
+            .any(|l| l.starts_with("promote node=2 ")),
+        "{}",
+        calls(&root)
+    );
+}
