@@ -94,6 +94,23 @@ fn followed(root: &Path, node: u64, primary: u64) -> bool {
     calls(root).lines().any(|l| l.starts_with(&want))
 }
 
+/// Stops `node`'s streaming and waits until its monitor acknowledged it (a monitor run that
+/// began before the pause could still copy).
+async fn pause(c: &Cluster, root: &Path, node: u64) {
+    let seen = root.join(format!("node{node}/paused.seen"));
+    let _ = std::fs::remove_file(&seen);
+    std::fs::write(root.join(format!("node{node}/paused")), b"").expect("pause");
+    c.wait_until(
+        &format!("node {node}'s monitor saw the pause"),
+        WAIT,
+        || {
+            let seen = seen.clone();
+            async move { seen.exists() }
+        },
+    )
+    .await;
+}
+
 fn append(root: &Path, node: u64, bytes: usize) {
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new()
@@ -150,6 +167,18 @@ async fn started(c: &Cluster, root: &Path) {
         followed(root, 2, 1) && followed(root, 3, 1)
     })
     .await;
+    // And caught up with it: same timeline (a follow may have come before the promote hook
+    // switched it; the monitor's streaming crosses the switch), nothing behind.
+    c.wait_status(1, "both replicas caught up with node 1", WAIT, |s| {
+        [2, 3].iter().all(|id| {
+            s.peers
+                .iter()
+                .find(|p| p.id == *id)
+                .and_then(|p| p.service.as_ref())
+                .is_some_and(|sv| sv.lag_bytes == Some(0))
+        })
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,7 +191,7 @@ async fn the_replica_with_the_most_data_wins_and_every_replica_follows_the_new_p
     started(&c, &root).await;
 
     // Node 2 stops streaming; node 1 takes 600 bytes of writes that node 3 streams.
-    std::fs::write(root.join("node2/paused"), b"").expect("pause node 2");
+    pause(&c, &root, 2).await;
     let base = data_len(&root, 1);
     append(&root, 1, 600);
     for node in [1, 3] {
@@ -221,7 +250,7 @@ async fn a_replica_beyond_max_service_lag_bytes_is_never_promoted_and_status_say
     let mut c = filedb_cluster(&root, 200, 100);
     started(&c, &root).await;
 
-    std::fs::write(root.join("node2/paused"), b"").expect("pause node 2");
+    pause(&c, &root, 2).await;
     let base = data_len(&root, 1);
     append(&root, 1, 5_000);
     for node in [1, 3] {

@@ -14,7 +14,8 @@
 #   demote    role=replica (the data stays)
 #   follow    copy the primary's data and timeline, remember it as upstream; role=replica
 #   rejoin    the same as follow (a former primary resyncs from the new one)
-#   monitor   a replica streams from its upstream (unless node<ID>/paused exists), then the
+#   monitor   a replica streams from its upstream (unless node<ID>/paused exists: then it
+#             writes node<ID>/paused.seen, so whoever paused it knows no copy is in flight), then the
 #             node prints its report: {"role","position" (data size in bytes),"timeline"}
 #   fence     filedb can fence for real: it marks the target's folder, and a fenced node's
 #             monitor fails until the mark is removed (its data stays intact)
@@ -74,7 +75,10 @@ case "${QUORATE_HOOK:-}" in
             exit 1
         fi
         role=$(cat "$me/role")
-        if [ "$role" = replica ] && [ -f "$me/upstream" ] && [ ! -e "$me/paused" ]; then
+        if [ -e "$me/paused" ]; then
+            # Acknowledge the pause: once this exists, no copy that began before it is running.
+            : >"$me/paused.seen"
+        elif [ "$role" = replica ] && [ -f "$me/upstream" ]; then
             up=$(cat "$me/upstream")
             # Stream on the same timeline, and across a timeline switch of the upstream (as a
             # PostgreSQL standby with recovery_target_timeline=latest does); never back to an
