@@ -192,7 +192,7 @@ impl ServiceReport {
     }
 }
 
-/// The six things quorate asks of the operator's scripts (the `exec` agent's actions).
+/// The seven things quorate asks of the operator's scripts (the `exec` agent's actions).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum HookKind {
@@ -209,17 +209,21 @@ pub enum HookKind {
     /// Point this replica's service at the current primary (`QUORATE_PRIMARY`,
     /// `QUORATE_PRIMARY_SERVICE`): run on every other node after every primary change.
     Follow,
+    /// Tell the operator's tooling about a role change anywhere in the cluster
+    /// (`QUORATE_EVENT` and friends): run on every node, never waited for.
+    Notify,
 }
 
 impl HookKind {
     /// Every kind, in a fixed order (used for stats and `check`).
-    pub const ALL: [HookKind; 6] = [
+    pub const ALL: [HookKind; 7] = [
         HookKind::Promote,
         HookKind::Demote,
         HookKind::Monitor,
         HookKind::Fence,
         HookKind::Rejoin,
         HookKind::Follow,
+        HookKind::Notify,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -230,6 +234,7 @@ impl HookKind {
             HookKind::Fence => "fence",
             HookKind::Rejoin => "rejoin",
             HookKind::Follow => "follow",
+            HookKind::Notify => "notify",
         }
     }
 }
@@ -254,6 +259,8 @@ pub enum HookReason {
     Maintenance,
     /// The periodic run of the monitor hook by the monitor loop.
     Monitor,
+    /// The notify action (the event itself is in `QUORATE_EVENT`).
+    Notify,
 }
 
 impl HookReason {
@@ -267,6 +274,7 @@ impl HookReason {
             HookReason::Rejoin => "rejoin",
             HookReason::Maintenance => "maintenance",
             HookReason::Monitor => "monitor",
+            HookReason::Notify => "notify",
         }
     }
 }

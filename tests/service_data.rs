@@ -62,7 +62,7 @@ fn filedb_cluster(root: &Path, priority_2: u32, priority_3: u32) -> Cluster {
     let hook = hook.display();
     let extra = format!(
         "{FAILOVER_TIMING}[resource]\npromote = \"{hook}\"\ndemote = \"{hook}\"\nmonitor = \"{hook}\"\n\
-         follow = \"{hook}\"\nrejoin = \"{hook}\"\nfence = \"{hook}\"\nmonitor_interval = \"200ms\"\n\
+         follow = \"{hook}\"\nnotify = \"{hook}\"\nrejoin = \"{hook}\"\nfence = \"{hook}\"\nmonitor_interval = \"200ms\"\n\
          failure_threshold = 3\nfencing = \"best-effort\"\nmax_service_lag_bytes = {MAX_SERVICE_LAG_BYTES}\n"
     );
     let mut c = Cluster::new(
@@ -212,6 +212,26 @@ async fn the_replica_with_the_most_data_wins_and_every_replica_follows_the_new_p
         "600 <= 1000: eligible"
     );
 
+    // /metrics says the same.
+    let (code, metrics) = get_code(&c, 1, "/metrics").await;
+    assert_eq!(code, 200, "{metrics}");
+    for line in [
+        "quorate_service_lag_bytes{node=\"2\"} 600",
+        "quorate_service_lag_bytes{node=\"3\"} 0",
+        "quorate_service_eligible{node=\"2\"} 1",
+        "quorate_service_role{node=\"1\",role=\"primary\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+    assert!(
+        metrics.lines().any(|l| l
+            == format!(
+                "quorate_service_position_bytes{{node=\"1\"}} {}",
+                base + 600
+            )),
+        "{metrics}"
+    );
+
     // /replica tells the truth about data: node 2 is 600 bytes behind.
     assert_eq!(get_code(&c, 3, "/replica").await.0, 200);
     assert_eq!(get_code(&c, 2, "/replica").await.0, 200, "within 1000");
@@ -235,6 +255,25 @@ async fn the_replica_with_the_most_data_wins_and_every_replica_follows_the_new_p
     c.wait_until("node 2 followed node 3", WAIT, || async {
         followed(&root, 2, 3)
     })
+    .await;
+    // Both survivors were told: the notify action ran on each for node 3's promotion, and on
+    // node 3 for its own new local role.
+    c.wait_until(
+        "both survivors notified of node 3's promotion",
+        WAIT,
+        || async {
+            [2, 3].iter().all(|n| {
+                calls(&root).lines().any(|l| {
+                    l.starts_with(&format!("notify node={n} "))
+                        && l.contains("event=promoted event_node=3 ")
+                })
+            }) && calls(&root).lines().any(|l| {
+                l.starts_with("notify node=3 ")
+                    && l.contains("event=local_role event_node=3 ")
+                    && l.ends_with("event_role=primary")
+            })
+        },
+    )
     .await;
     std::fs::remove_file(root.join("node2/paused")).expect("unpause node 2");
     // Following copied the new primary's data (and its new timeline).
@@ -270,6 +309,17 @@ async fn a_replica_beyond_max_service_lag_bytes_is_never_promoted_and_status_say
     assert!(why.contains("max_service_lag_bytes"), "{why}");
     let (code, why) = get_code(&c, 2, "/replica").await;
     assert_eq!(code, 503, "{why}");
+    let (_, metrics) = get_code(&c, 1, "/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "quorate_service_eligible{node=\"2\"} 0"),
+        "{metrics}"
+    );
+    // The last agent action of each node is in its status (node 2: its follow of node 1).
+    let two = c.status(2).await.expect("status of node 2");
+    let last = two.last_action.expect("node 2 ran actions");
+    assert!(last.ok, "{last:?}");
 
     c.kill9(1);
     let (p, _) = c.wait_acting_primary(&[2, 3], WAIT).await;

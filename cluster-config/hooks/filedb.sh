@@ -2,7 +2,7 @@
 # filedb.sh — a tiny replicated "service" whose data is one append-only file, for trying out
 # (and testing) quorate's data plane: position-based candidate choice, follow, rejoin.
 #
-# Configure it as every hook (promote, demote, monitor, follow, rejoin, fence) and set
+# Configure it as every hook (promote, demote, monitor, follow, rejoin, fence, notify) and set
 # FILEDB_ROOT in the daemon's environment: a folder every node can read, holding one
 # sub-folder per node (node<ID>/: data, timeline, role, upstream). Clients "write" by
 # appending to the primary's node<ID>/data. On one machine (the tests, the demo) the folder is
@@ -17,6 +17,7 @@
 #   monitor   a replica streams from its upstream (unless node<ID>/paused exists: then it
 #             writes node<ID>/paused.seen, so whoever paused it knows no copy is in flight), then the
 #             node prints its report: {"role","position" (data size in bytes),"timeline"}
+#   notify    records the event (QUORATE_EVENT, QUORATE_EVENT_NODE, ...)
 #   fence     filedb can fence for real: it marks the target's folder, and a fenced node's
 #             monitor fails until the mark is removed (its data stays intact)
 # Every action appends one line to $FILEDB_ROOT/calls.log.
@@ -91,6 +92,11 @@ case "${QUORATE_HOOK:-}" in
         printf '{"role":"%s","position":%s,"timeline":%s,"healthy":true}\n' \
             "$role" "$(wc -c <"$me/data" | tr -d ' ')" "$(cat "$me/timeline")"
         ;;
+    notify)
+        # A role change somewhere in the cluster: a real service would page, update DNS or
+        # a load balancer here. filedb only records it.
+        log "event=${QUORATE_EVENT:-} event_node=${QUORATE_EVENT_NODE:-} event_epoch=${QUORATE_EVENT_EPOCH:-} event_role=${QUORATE_EVENT_ROLE:-}"
+        ;;
     fence)
         target=${QUORATE_FENCE_TARGET:?}
         mkdir -p "$root/node$target"
@@ -98,7 +104,7 @@ case "${QUORATE_HOOK:-}" in
         log "target=$target"
         ;;
     *)
-        echo "filedb: unknown hook ${QUORATE_HOOK:-} (expected promote, demote, follow, rejoin, monitor or fence)" >&2
+        echo "filedb: unknown hook ${QUORATE_HOOK:-} (expected promote, demote, follow, rejoin, monitor, notify or fence)" >&2
         exit 2
         ;;
 esac

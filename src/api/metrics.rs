@@ -24,6 +24,80 @@ fn counter(reg: &mut Registry, name: &str, help: &str, v: u64) {
     reg.register(name, help, c);
 }
 
+fn saturating_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The protected service's data, one series per member this node knows a report of (its
+/// own from its monitor, the peers' from their heartbeats): position, timeline, lag behind
+/// the most advanced data, health, role and whether automatic failover could choose it.
+fn register_service(reg: &mut Registry, st: &crate::api::wire::NodeStatus) {
+    let position: Family<Labels, Gauge> = Family::default();
+    let timeline: Family<Labels, Gauge> = Family::default();
+    let lag: Family<Labels, Gauge> = Family::default();
+    let healthy: Family<Labels, Gauge> = Family::default();
+    let role: Family<Labels, Gauge> = Family::default();
+    let eligible: Family<Labels, Gauge> = Family::default();
+    let own = std::iter::once((st.node_id, Some(&st.service)));
+    let peers = st.peers.iter().map(|p| (p.id, p.service.as_ref()));
+    for (id, sv) in own.chain(peers) {
+        let Some(sv) = sv else { continue };
+        let node: Labels = vec![("node".into(), id.to_string())];
+        if let Some(v) = sv.position {
+            position.get_or_create(&node).set(saturating_i64(v));
+        }
+        if let Some(v) = sv.timeline {
+            timeline.get_or_create(&node).set(saturating_i64(v));
+        }
+        if let Some(v) = sv.lag_bytes {
+            lag.get_or_create(&node).set(saturating_i64(v));
+        }
+        if let Some(v) = sv.healthy {
+            healthy.get_or_create(&node).set(i64::from(v));
+        }
+        if let Some(r) = &sv.role {
+            let mut l = node.clone();
+            l.push(("role".into(), r.clone()));
+            role.get_or_create(&l).set(1);
+        }
+        if sv.position.is_some() {
+            eligible
+                .get_or_create(&node)
+                .set(i64::from(sv.ineligible.is_none()));
+        }
+    }
+    reg.register(
+        "service_position_bytes",
+        "The service's replication position as its monitor last reported it (a WAL LSN for PostgreSQL), by node",
+        position,
+    );
+    reg.register(
+        "service_timeline",
+        "The service's timeline as its monitor last reported it, by node",
+        timeline,
+    );
+    reg.register(
+        "service_lag_bytes",
+        "Bytes the node's service is behind the most advanced position known on the last primary's timeline, by node",
+        lag,
+    );
+    reg.register(
+        "service_healthy",
+        "1 while the node's service reports itself healthy, by node",
+        healthy,
+    );
+    reg.register(
+        "service_role",
+        "1 for the role the node's service reports (primary, replica, stopped), by node",
+        role,
+    );
+    reg.register(
+        "service_eligible",
+        "1 while the node's data is close enough (max_service_lag_bytes) for automatic failover to choose it, by node",
+        eligible,
+    );
+}
+
 /// Renders every metric as Prometheus text.
 pub fn render(node: &ApiContext) -> Result<String, std::fmt::Error> {
     let st = build_status(node);
@@ -224,6 +298,8 @@ pub fn render(node: &ApiContext) -> Result<String, std::fmt::Error> {
         api,
     );
 
+    register_service(&mut reg, &st);
+
     let hooks_runs: Family<Labels, Counter> = Family::default();
     let hooks_fail: Family<Labels, Counter> = Family::default();
     let hooks_timeout: Family<Labels, Counter> = Family::default();
@@ -235,6 +311,12 @@ pub fn render(node: &ApiContext) -> Result<String, std::fmt::Error> {
         hooks_timeout.get_or_create(&l).inc_by(counts.timeouts);
     }
     reg.register("hook_runs", "Hook executions, by hook", hooks_runs);
+    counter(
+        &mut reg,
+        "notifications_dropped",
+        "Notifications dropped because the notify queue was full (executor::NOTIFY_QUEUE)",
+        node.hooks.stats().notifications_dropped(),
+    );
     reg.register(
         "hook_failures",
         "Hook executions that failed, by hook",

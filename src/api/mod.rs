@@ -169,6 +169,16 @@ pub fn build_status(node: &ApiContext) -> NodeStatus {
         fsync_max_ms: fsync.map(|(_, max, _)| max.as_secs_f64() * 1000.0),
         fsync_samples: fsync.map(|(_, _, n)| n as u64).unwrap_or(0),
         service: services.status_of(node.id(), ex.service_detail.clone()),
+        last_action: node
+            .hooks
+            .stats()
+            .last_action()
+            .map(|a| wire::LastActionStatus {
+                action: a.kind.as_str().to_string(),
+                ok: a.ok,
+                summary: a.summary,
+                finished_unix_ms: a.finished_unix_ms,
+            }),
         fault_injection_armed: crate::fault::armed(),
     }
 }

@@ -83,6 +83,9 @@ pub struct NodeStatus {
     /// This node's service as its monitor reports it, judged against the cluster's data.
     #[serde(default)]
     pub service: ServiceStatus,
+    /// The last agent action this node ran (any hook but the monitor) and its outcome.
+    #[serde(default)]
+    pub last_action: Option<LastActionStatus>,
     /// Test-only fault switches armed on this node (`NAME=value`; see `quorate::fault`).
     /// Always empty in a production build, which has none compiled in.
     #[serde(default)]
@@ -155,6 +158,15 @@ pub struct PeerStatus {
     /// The peer's service, from its last heartbeat (None: never heard).
     #[serde(default)]
     pub service: Option<ServiceStatus>,
+}
+
+/// An agent action in status: which, whether it succeeded, what happened, when.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct LastActionStatus {
+    pub action: String,
+    pub ok: bool,
+    pub summary: String,
+    pub finished_unix_ms: u64,
 }
 
 /// A node's service data in status: its monitor's last report, and how it compares with

@@ -7,6 +7,7 @@ use reqwest::Method;
 
 use crate::api::wire::NodeStatus;
 use crate::cli::client::{ApiTarget, Client, REQUEST_TIMEOUT};
+use crate::cli::table::human_bytes;
 
 /// How long `--wait` waits for a switchover or failback to finish.
 pub const OPERATION_WAIT: Duration = Duration::from_secs(120);
@@ -300,20 +301,6 @@ impl SyncProgress {
             "syncing [{bar}] {pct:3.0}%  {lag} entries (~{}) behind, {rate}, {eta}",
             human_bytes(lag.saturating_mul(bytes_per_entry))
         )
-    }
-}
-
-fn human_bytes(b: u64) -> String {
-    const KIB: f64 = 1024.0;
-    let f = b as f64;
-    if f >= KIB * KIB * KIB {
-        format!("{:.1} GiB", f / (KIB * KIB * KIB))
-    } else if f >= KIB * KIB {
-        format!("{:.1} MiB", f / (KIB * KIB))
-    } else if f >= KIB {
-        format!("{:.1} KiB", f / KIB)
-    } else {
-        format!("{b} B")
     }
 }
 

@@ -256,6 +256,8 @@ pub struct ResourceConfig {
     pub fence: Option<PathBuf>,
     pub rejoin: Option<PathBuf>,
     pub follow: Option<PathBuf>,
+    /// Run on every node for every role change anywhere in the cluster.
+    pub notify: Option<PathBuf>,
     /// Longest any hook may run before it is killed and counted as failed.
     pub hook_timeout: Duration,
     pub monitor_interval: Duration,
@@ -276,7 +278,7 @@ pub struct ResourceConfig {
 
 impl ResourceConfig {
     /// The configured hooks by name ("promote", ...), in a fixed order.
-    pub fn hooks(&self) -> [(&'static str, Option<&Path>); 6] {
+    pub fn hooks(&self) -> [(&'static str, Option<&Path>); 7] {
         [
             ("promote", self.promote.as_deref()),
             ("demote", self.demote.as_deref()),
@@ -284,6 +286,7 @@ impl ResourceConfig {
             ("fence", self.fence.as_deref()),
             ("rejoin", self.rejoin.as_deref()),
             ("follow", self.follow.as_deref()),
+            ("notify", self.notify.as_deref()),
         ]
     }
 }

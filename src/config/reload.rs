@@ -14,6 +14,7 @@ pub const RELOADABLE: &[&str] = &[
     "resource.fence",
     "resource.rejoin",
     "resource.follow",
+    "resource.notify",
     "resource.hook_timeout",
     "resource.monitor_interval",
     "resource.failure_threshold",
@@ -39,7 +40,7 @@ pub struct ReloadRefused {
     pub keys: Vec<String>,
 }
 
-fn resource_reloadable(r: &ResourceConfig) -> [(&'static str, String); 9] {
+fn resource_reloadable(r: &ResourceConfig) -> [(&'static str, String); 10] {
     [
         ("resource.promote", format!("{:?}", r.promote)),
         ("resource.demote", format!("{:?}", r.demote)),
@@ -47,6 +48,7 @@ fn resource_reloadable(r: &ResourceConfig) -> [(&'static str, String); 9] {
         ("resource.fence", format!("{:?}", r.fence)),
         ("resource.rejoin", format!("{:?}", r.rejoin)),
         ("resource.follow", format!("{:?}", r.follow)),
+        ("resource.notify", format!("{:?}", r.notify)),
         ("resource.hook_timeout", format!("{:?}", r.hook_timeout)),
         (
             "resource.monitor_interval",

@@ -99,6 +99,7 @@ pub(super) struct RawResource {
     pub fence: Option<String>,
     pub rejoin: Option<String>,
     pub follow: Option<String>,
+    pub notify: Option<String>,
     pub hook_timeout: Option<DurationText>,
     pub monitor_interval: Option<DurationText>,
     pub failure_threshold: Option<u32>,

@@ -881,6 +881,7 @@ fn resolve_resource(c: &mut Checker, raw: &RawConfig) -> ResourceConfig {
     let fence = c.optional_path("resource.fence", r.fence.as_ref());
     let rejoin = c.optional_path("resource.rejoin", r.rejoin.as_ref());
     let follow = c.optional_path("resource.follow", r.follow.as_ref());
+    let notify = c.optional_path("resource.notify", r.notify.as_ref());
     let hook_timeout = c.duration(
         "resource.hook_timeout",
         r.hook_timeout.as_ref(),
@@ -923,6 +924,7 @@ fn resolve_resource(c: &mut Checker, raw: &RawConfig) -> ResourceConfig {
         fence,
         rejoin,
         follow,
+        notify,
         hook_timeout: hook_timeout.unwrap_or(defaults::HOOK_TIMEOUT),
         monitor_interval: monitor_interval.unwrap_or(defaults::MONITOR_INTERVAL),
         failure_threshold,

@@ -461,6 +461,7 @@ impl RunningNode {
             ops_rx,
             notifier: notifier.clone(),
             promote_cancel: None,
+            notifications: None,
         };
         let exec_node = node.clone();
         let executor_task = tokio::spawn(async move {

@@ -21,8 +21,8 @@ use crate::consensus::app::{AppRequest, AppResponse};
 use crate::consensus::handle::ProposeError;
 use crate::heartbeat::{LocalStatus, RaftRoleWire};
 use crate::policy::{
-    Action, Event, HookKind as PolicyHook, Inputs, LocalRole, Member, PeerObs, Policy, RaftView,
-    Refusal,
+    Action, Event, HookKind as PolicyHook, Inputs, LocalRole, Member, Notification, PeerObs,
+    Policy, RaftView, Refusal,
 };
 use crate::resource::{HookContext, MonitorHandle, MonitorRole};
 use crate::types::{Epoch, LogIndex, NodeId, NodeRole, ResourceHealth, Term};
@@ -60,6 +60,39 @@ pub struct Executor {
     /// Kills the in-flight promote hook (its process group) when fired: see
     /// [`Action::DemoteNow`]. Set while a promote hook runs, taken when it is cancelled.
     pub promote_cancel: Option<oneshot::Sender<()>>,
+    /// The notify queue's sending side (the worker starts at the first notification).
+    pub notifications: Option<mpsc::Sender<Notification>>,
+}
+
+/// Notifications waiting for the notify action at most; past it a notification is dropped
+/// (logged and counted), so a slow notify script never holds up the executor.
+pub const NOTIFY_QUEUE: usize = 64;
+
+/// Runs the notify action for each queued notification, one at a time, in order.
+async fn run_notifications(
+    hooks: Arc<crate::resource::HookRunner>,
+    mut rx: mpsc::Receiver<Notification>,
+) {
+    while let Some(n) = rx.recv().await {
+        let env = n.env();
+        let ctx = HookContext {
+            role: n.local_role,
+            epoch: n.epoch.unwrap_or_default(),
+            reason: crate::types::HookReason::Notify,
+            previous_primary: None,
+            target: n.node,
+            primary: None,
+            event: &env,
+        };
+        let out = hooks.run(crate::resource::HookKind::Notify, ctx).await;
+        if !out.ok {
+            tracing::warn!(
+                event = n.event,
+                "notify action failed: {} (the event is not retried)",
+                out.describe()
+            );
+        }
+    }
 }
 
 /// The observation snapshot of one round.
@@ -407,6 +440,7 @@ impl Executor {
                     | PolicyHook::Rejoin
                     | PolicyHook::Follow
                     | PolicyHook::Monitor => "replica",
+                    PolicyHook::Notify => "notify",
                 };
                 tracing::info!(
                     term = obs.raft.term.get(),
@@ -429,9 +463,10 @@ impl Executor {
                 };
                 // Follow and rejoin name the primary to follow; every other hook gets the
                 // primary the committed state names.
-                let primary = match kind {
-                    PolicyHook::Follow | PolicyHook::Rejoin => run.target,
-                    _ => obs.state.primary_node(),
+                let primary = if matches!(kind, PolicyHook::Follow | PolicyHook::Rejoin) {
+                    run.target
+                } else {
+                    obs.state.primary_node()
                 };
                 tokio::spawn(async move {
                     let ctx = HookContext {
@@ -441,6 +476,7 @@ impl Executor {
                         previous_primary: run.previous_primary,
                         target: run.target,
                         primary,
+                        event: &[],
                     };
                     let out = match cancel {
                         // A dropped sender (the executor ended) is no request to cancel.
@@ -513,6 +549,24 @@ impl Executor {
                     epoch = obs.state.epoch.get(),
                     "{note}"
                 );
+            }
+            Action::Notify(n) => {
+                if !self.node.hooks.is_configured(PolicyHook::Notify) {
+                    return;
+                }
+                let tx = self.notifications.get_or_insert_with(|| {
+                    let (tx, rx) = mpsc::channel(NOTIFY_QUEUE);
+                    tokio::spawn(run_notifications(self.node.hooks.clone(), rx));
+                    tx
+                });
+                tracing::debug!(event = n.event, node = ?n.node, "notifying");
+                if let Err(e) = tx.try_send(n) {
+                    self.node.hooks.stats().count_notification_dropped();
+                    tracing::warn!(
+                        "notification dropped: {NOTIFY_QUEUE} are already waiting for the notify \
+                         action ({e}); make the notify script faster or hand its work to a queue"
+                    );
+                }
             }
             Action::ReadyToExit => {}
         }

@@ -84,6 +84,9 @@ pub enum Action {
     /// being true; [`Policy::status_notes`](super::Policy::status_notes) has the full
     /// current list).
     Report(StatusNote),
+    /// Run the notify action with this event (fire and forget: queued, bounded, never
+    /// waited for, no result comes back).
+    Notify(super::notify::Notification),
     /// Graceful shutdown finished its hand-over (or gave up): the daemon may exit.
     ReadyToExit,
 }

@@ -69,6 +69,7 @@ mod action;
 mod config;
 mod inputs;
 mod leader;
+mod notify;
 mod request;
 
 #[cfg(test)]
@@ -92,6 +93,7 @@ pub use config::{
     MAX_VERIFY_CHECKS,
 };
 pub use inputs::{Inputs, Member, PeerObs, RaftView};
+pub use notify::{local_role_name, Notification, NotifyTracker, MAX_NOTIFICATIONS_PER_STEP};
 pub use request::{OperatorRequest, Refusal, MAX_SCHEDULE_AHEAD_MS};
 
 use crate::cluster::{ClusterState, Command, DemoteReason, Phase};
@@ -261,6 +263,7 @@ pub struct Policy {
     exit_reported: bool,
     notes: Vec<StatusNote>,
     queued: VecDeque<StatusNote>,
+    notify: NotifyTracker,
 }
 
 impl Policy {
@@ -304,6 +307,7 @@ impl Policy {
             exit_reported: false,
             notes: Vec::new(),
             queued: VecDeque::new(),
+            notify: NotifyTracker::default(),
         }
     }
 
@@ -381,6 +385,9 @@ impl Policy {
             self.step_leader(inp, now, &mut out);
         }
         self.step_shutdown(inp, now, &mut out);
+        for n in self.notify.step(self.local, inp.state, self.role) {
+            out.actions.push(Action::Notify(n));
+        }
         self.publish(out)
     }
 
@@ -955,7 +962,7 @@ impl Policy {
                 }
             }
             // The policy never asks for the monitor hook (the monitor loop runs it).
-            HookKind::Monitor => {}
+            HookKind::Monitor | HookKind::Notify => {}
             HookKind::Follow => {
                 if ok {
                     self.followed = h.target.map(|t| (t, h.epoch));

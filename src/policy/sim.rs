@@ -635,7 +635,7 @@ impl Sim {
                 Action::TransferLeadership { to, .. } => self.transfer(i, to),
                 Action::ReadyToExit => self.nodes[i].exit_ready = true,
                 Action::DemoteNow { .. } => self.demote_now(i),
-                Action::Report(_) => {}
+                Action::Report(_) | Action::Notify(_) => {}
             }
         }
         if self.nodes[i].exit_ready {
@@ -651,9 +651,11 @@ impl Sim {
                 Action::TransferLeadership { .. } => true,
                 Action::RunHook(h) => match h.hook {
                     // The policy never asks for the monitor hook: doing so is a bug too.
-                    HookKind::Fence | HookKind::Rejoin | HookKind::Follow | HookKind::Monitor => {
-                        true
-                    }
+                    HookKind::Fence
+                    | HookKind::Rejoin
+                    | HookKind::Follow
+                    | HookKind::Monitor
+                    | HookKind::Notify => true,
                     // Allowed: startup demote, rule-3 demote, shutdown; not a restart or
                     // a hand-over of a healthy acting primary.
                     HookKind::Demote => {
@@ -745,6 +747,7 @@ impl Sim {
                 HookKind::Rejoin => self.rng.chance(80),
                 HookKind::Follow => self.rng.chance(85),
                 HookKind::Monitor => panic!("the policy asked for the monitor hook"),
+                HookKind::Notify => panic!("the policy asked for notify as a hook run"),
             };
         // Some hooks hang well past an election timeout: that is what fencing is for.
         let dur = if let Some(ms) = self

@@ -73,6 +73,7 @@ fn kind_index(kind: HookKind) -> usize {
         HookKind::Fence => 3,
         HookKind::Rejoin => 4,
         HookKind::Follow => 5,
+        HookKind::Notify => 6,
     }
 }
 
@@ -136,6 +137,9 @@ pub struct HookContext<'a> {
     /// the committed state names (for follow and rejoin: the one to follow). `None` falls
     /// back to the runner's current primary ([`HookRunner::set_primary`]).
     pub primary: Option<NodeId>,
+    /// The notify action's event (`QUORATE_EVENT`, `QUORATE_EVENT_NODE`, ...); empty for
+    /// every other action.
+    pub event: &'a [(&'static str, String)],
 }
 
 /// The result of one hook run.
@@ -221,11 +225,25 @@ pub struct HookCounts {
     pub timeouts: u64,
 }
 
-/// Per-kind run/failure/timeout counters for `/metrics`. Unconfigured non-fence hooks
-/// are not counted: nothing ran.
+/// The last agent action that ran (any hook but the monitor, which runs all the time), for
+/// status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastAction {
+    pub kind: HookKind,
+    pub ok: bool,
+    /// [`HookOutcome::describe`]: what happened, in one line.
+    pub summary: String,
+    /// Wall-clock time it finished, in Unix milliseconds.
+    pub finished_unix_ms: u64,
+}
+
+/// Per-kind run/failure/timeout counters for `/metrics`, and the last action for status.
+/// Unconfigured non-fence hooks are not counted: nothing ran.
 #[derive(Debug, Default)]
 pub struct HookStats {
     per_kind: [KindCounters; HookKind::ALL.len()],
+    last_action: std::sync::Mutex<Option<LastAction>>,
+    notifications_dropped: AtomicU64,
 }
 
 impl HookStats {
@@ -238,7 +256,39 @@ impl HookStats {
         }
     }
 
+    /// A notification that found the notify queue full.
+    pub fn count_notification_dropped(&self) {
+        self.notifications_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn notifications_dropped(&self) -> u64 {
+        self.notifications_dropped.load(Ordering::Relaxed)
+    }
+
+    /// The last action other than a monitor run (None: none ran since start).
+    pub fn last_action(&self) -> Option<LastAction> {
+        self.last_action
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
     fn record(&self, outcome: &HookOutcome) {
+        if !matches!(outcome.kind, HookKind::Monitor | HookKind::Notify) {
+            let finished_unix_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                .unwrap_or(0);
+            *self
+                .last_action
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(LastAction {
+                kind: outcome.kind,
+                ok: outcome.ok,
+                summary: outcome.describe(),
+                finished_unix_ms,
+            });
+        }
         let c = &self.per_kind[kind_index(outcome.kind)];
         c.runs.fetch_add(1, Ordering::Relaxed);
         if !outcome.ok {
@@ -452,6 +502,9 @@ impl HookRunner {
                     .map(String::as_str)
                     .unwrap_or_default(),
             );
+        for (name, value) in ctx.event {
+            cmd.env(name, value);
+        }
         if kind == HookKind::Fence {
             cmd.env(
                 "QUORATE_FENCE_TARGET",

@@ -431,6 +431,7 @@ impl MonitorLoop {
                 previous_primary: None,
                 target: None,
                 primary: None,
+                event: &[],
             };
             let runner = Arc::clone(&self.runner);
             let stop = &mut self.stop;

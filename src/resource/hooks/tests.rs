@@ -32,6 +32,7 @@ fn ctx() -> HookContext<'static> {
         previous_primary: Some(3),
         target: Some(3),
         primary: Some(3),
+        event: &[],
     }
 }
 
