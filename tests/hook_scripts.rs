@@ -190,3 +190,116 @@ fn vip_fence_fails_while_the_old_primary_still_answers_for_the_address() {
     assert_ne!(out.status.code(), Some(0), "{out:?}");
     assert!(stderr(&out).contains("FENCE_COMMAND failed"), "{out:?}");
 }
+
+/// Runs `sh <script>` as the `hook` action with `env` and a PATH whose `systemctl` records
+/// its arguments in `<dir>/systemctl.log` (and fails for `is-active` of units listed in
+/// `INACTIVE`), so the example's systemd calls can be read back.
+fn run_with_recording_systemctl(
+    script: &Path,
+    dir: &Path,
+    hook: &str,
+    env: &[(&str, &str)],
+) -> (Output, String) {
+    let log = dir.join("systemctl.log");
+    let fake = dir.join("systemctl");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\nif [ \"$1\" = is-active ]; then for u in $INACTIVE; do [ \"$u\" = \"$3\" ] && exit 3; done; fi\nexit 0\n",
+            log.display()
+        ),
+    )
+    .expect("write the recording systemctl");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = format!("{}:/usr/bin:/bin", dir.display());
+    let out = Command::new("/bin/sh")
+        .arg(script)
+        .env("PATH", path)
+        .env("QUORATE_HOOK", hook)
+        .env("INACTIVE", "")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run the hook script");
+    (out, std::fs::read_to_string(&log).unwrap_or_default())
+}
+
+/// service.sh's follow stops the primary's unit and points the replica unit at the new
+/// primary's service address; without that address it fails and names the config key.
+#[test]
+fn service_follow_points_the_replica_unit_at_the_new_primary() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = script("service.sh");
+    let env = [
+        ("UNIT", "app.service"),
+        ("REPLICA_UNIT", "app-replica.service"),
+        ("QUORATE_PRIMARY", "3"),
+        ("QUORATE_PRIMARY_SERVICE", "db3.example:5432"),
+    ];
+    let (out, calls) = run_with_recording_systemctl(&s, dir.path(), "follow", &env);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        calls.lines().collect::<Vec<_>>(),
+        [
+            "stop app.service",
+            "set-environment QUORATE_PRIMARY_SERVICE=db3.example:5432",
+            "restart app-replica.service",
+        ],
+        "{calls}"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = [
+        ("REPLICA_UNIT", "app-replica.service"),
+        ("QUORATE_PRIMARY", "3"),
+        ("QUORATE_PRIMARY_SERVICE", ""),
+    ];
+    let (out, calls) = run_with_recording_systemctl(&s, dir.path(), "follow", &env);
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+    assert!(stderr(&out).contains("[[peer]]"), "{out:?}");
+    assert!(!calls.contains("restart"), "{calls}");
+}
+
+/// service.sh's monitor reports the role in the JSON quorate reads, and fails when the unit
+/// that should run is down.
+#[test]
+fn service_monitor_reports_its_role_and_fails_on_a_dead_unit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = script("service.sh");
+    let env = [("UNIT", "app.service"), ("QUORATE_ROLE", "primary")];
+    let (out, _) = run_with_recording_systemctl(&s, dir.path(), "monitor", &env);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let report = String::from_utf8_lossy(&out.stdout);
+    let parsed = quorate::resource::report::parse_report(&report).expect("a valid report");
+    assert_eq!(
+        parsed.map(|r| r.report.role),
+        Some(Some(quorate::types::ServiceRole::Primary)),
+        "{report}"
+    );
+    let env = [
+        ("UNIT", "app.service"),
+        ("QUORATE_ROLE", "primary"),
+        ("INACTIVE", "app.service"),
+    ];
+    let (out, _) = run_with_recording_systemctl(&s, dir.path(), "monitor", &env);
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+}
+
+/// An action a script does not know fails and says so, instead of passing silently.
+#[test]
+fn example_scripts_refuse_an_unknown_action() {
+    for name in ["service.sh", "vip.sh", "filedb.sh"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (out, _) = run_with_recording_systemctl(
+            &script(name),
+            dir.path(),
+            "snapshot-of-the-future",
+            &[
+                ("FILEDB_ROOT", &dir.path().display().to_string()),
+                ("QUORATE_NODE", "1"),
+            ],
+        );
+        assert_eq!(out.status.code(), Some(2), "{name}: {out:?}");
+        assert!(stderr(&out).contains("unknown"), "{name}: {out:?}");
+    }
+}

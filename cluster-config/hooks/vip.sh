@@ -1,10 +1,12 @@
 #!/bin/sh
-# vip.sh — move a virtual IP with the primary. Configure as promote, demote and fence hook:
+# vip.sh — move a virtual IP with the primary. Configure as promote, demote, follow and fence
+# hook (and monitor, to check the address is where it belongs):
 #   [resource]
 #   promote = "/etc/quorate/hooks/vip.sh"
 #   demote  = "/etc/quorate/hooks/vip.sh"
+#   follow  = "/etc/quorate/hooks/vip.sh"
 #   fence   = "/etc/quorate/hooks/vip.sh"
-# Environment: QUORATE_HOOK (promote|demote|fence|monitor|rejoin), QUORATE_EPOCH, ...
+# Environment: QUORATE_HOOK (promote|demote|follow|rejoin|monitor|fence|notify), QUORATE_EPOCH, ...
 # Settings (edit here or export from a drop-in): VIP (address/prefix) and DEV (interface);
 # FENCE_COMMAND (optional): a command that powers off or isolates the old primary through its
 # out-of-band controller (IPMI, cloud API); the fence runs it first and it must succeed.
@@ -30,8 +32,13 @@ case "${QUORATE_HOOK:-}" in
             arping -q -U -c 3 -I "$DEV" "$addr" || true
         fi
         ;;
-    demote|rejoin)
+    demote | rejoin | follow)
+        # A replica never holds the address (follow runs on every replica after every
+        # primary change: a node that missed its demote lets go here).
         ip addr del "$VIP" dev "$DEV" 2>/dev/null || true
+        ;;
+    notify)
+        # The address follows the primary through promote and demote; nothing to tell.
         ;;
     monitor)
         # Primary: the address must be present. Replicas: it must be absent.
@@ -74,5 +81,9 @@ case "${QUORATE_HOOK:-}" in
         fi
         echo "vip.sh fence of node ${QUORATE_FENCE_TARGET:-?}: nobody answers for $addr on $DEV" >&2
         exit 0
+        ;;
+    *)
+        echo "vip.sh: unknown action '${QUORATE_HOOK:-}' (expected promote, demote, follow, rejoin, monitor, fence or notify): is this script configured for a newer quorate?" >&2
+        exit 2
         ;;
 esac
