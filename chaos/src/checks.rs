@@ -44,6 +44,9 @@ pub struct RunMeta {
     /// Environment given to every node (test-only fault switches show up here).
     #[serde(default)]
     pub node_env: Vec<(String, String)>,
+    /// The cluster's `max_service_lag_bytes` (None: a run from before service positions).
+    #[serde(default)]
+    pub max_service_lag_bytes: Option<u64>,
 }
 
 /// `convergence.json`: what the nodes said after every fault was healed.
@@ -128,6 +131,8 @@ pub struct RunData {
     pub faults: Vec<FaultEvent>,
     pub hooks: Vec<HookEvent>,
     pub convergence: Convergence,
+    /// The marker service's position reports (`service/positions.log`; empty without it).
+    pub positions: Vec<crate::positions::PositionReport>,
 }
 
 fn read(path: &Path) -> Result<String, CheckError> {
@@ -172,12 +177,19 @@ pub fn load(dir: &Path) -> Result<RunData, CheckError> {
     let p = dir.join("convergence.json");
     let convergence: Convergence =
         serde_json::from_str(&read(&p)?).map_err(|e| malformed(&p, e))?;
+    let p = dir.join("service/positions.log");
+    let positions = match std::fs::read_to_string(&p) {
+        Ok(t) => crate::positions::parse(&t).map_err(|e| malformed(&p, e))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(source) => return Err(CheckError::Read { path: p, source }),
+    };
     Ok(RunData {
         meta,
         ops,
         faults,
         hooks,
         convergence,
+        positions,
     })
 }
 
@@ -189,6 +201,37 @@ pub fn check_hooks(hooks: &[HookEvent]) -> CheckResult {
         "primary-exclusivity",
         &anomalies,
         json!({ "hook_events": hooks.len(), "promotions": promotions }),
+    )
+}
+
+/// No promotion of a node behind another eligible one by more than `max_service_lag_bytes`
+/// (checker 5), on the marker service's position reports.
+pub fn check_positions(data: &RunData, max_service_lag_bytes: u64) -> CheckResult {
+    let r = crate::positions::check(
+        &data.positions,
+        &data.hooks,
+        &data.faults,
+        max_service_lag_bytes,
+    );
+    let mut anomalies: Vec<Value> = r
+        .anomalies
+        .iter()
+        .map(|a| serde_json::to_value(a).unwrap_or(Value::Null))
+        .collect();
+    if data.positions.is_empty() {
+        anomalies.push(json!(
+            "no service position was recorded (service/positions.log is empty): the marker's data mode did not run"
+        ));
+    }
+    CheckResult::new(
+        "service-positions",
+        &anomalies,
+        json!({
+            "reports": data.positions.len(),
+            "promotions_checked": r.checked,
+            "promotions_during_network_faults": r.skipped_network,
+            "max_service_lag_bytes": max_service_lag_bytes,
+        }),
     )
 }
 
@@ -401,6 +444,9 @@ pub fn verdict(data: &RunData) -> Verdict {
         }
     }
     checks.push(check_hooks(&data.hooks));
+    if let Some(max) = data.meta.max_service_lag_bytes {
+        checks.push(check_positions(data, max));
+    }
     checks.push(check_convergence(&data.convergence, &data.hooks));
     let fo = failovers(&data.faults, &data.hooks);
     let fo_ms: Vec<f64> = fo.iter().map(|f| f.ms).collect();

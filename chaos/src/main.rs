@@ -54,9 +54,10 @@ enum Cmd {
         /// Output directory (created; files of an earlier run in it are replaced).
         #[arg(long)]
         out: PathBuf,
-        /// Comma-separated faults: kill, pause, restart, switchover, failback, and with
-        /// the netns backend partition, loss, link; `all` is every fault the backend has,
-        /// `none` no fault.
+        /// Comma-separated faults: kill, pause, restart, switchover, failback, stall (a
+        /// replica stops replicating, then the primary dies: the failover must not pick the
+        /// replica that is behind), and with the netns backend partition, loss, link; `all`
+        /// is every fault the backend has, `none` no fault.
         #[arg(long, default_value = "all")]
         nemesis: String,
         #[arg(long, value_enum, default_value = "register")]
@@ -152,9 +153,11 @@ async fn main() -> ExitCode {
                 }
             }
             let nemesis = match (nemesis.trim(), backend) {
-                ("all", Backend::Local) => "kill,pause,restart,switchover,failback".to_string(),
+                ("all", Backend::Local) => {
+                    "kill,pause,restart,switchover,failback,stall".to_string()
+                }
                 ("all", Backend::Netns) => {
-                    "kill,pause,restart,switchover,failback,partition,loss,link".to_string()
+                    "kill,pause,restart,switchover,failback,stall,partition,loss,link".to_string()
                 }
                 (other, _) => other.to_string(),
             };

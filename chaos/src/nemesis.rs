@@ -38,6 +38,10 @@ pub enum FaultKind {
     Loss,
     /// The node's link down (netns backend).
     Link,
+    /// A replica's replication stalls (its service stops streaming), the primary takes a
+    /// burst of writes the stalled replica misses, then the primary is killed: the failover
+    /// must not choose the replica that is behind. Both heal at the step's end.
+    Stall,
 }
 
 impl FaultKind {
@@ -51,6 +55,7 @@ impl FaultKind {
             FaultKind::Partition => "partition",
             FaultKind::Loss => "loss",
             FaultKind::Link => "link",
+            FaultKind::Stall => "stall",
         }
     }
 
@@ -64,9 +69,10 @@ impl FaultKind {
             "partition" => FaultKind::Partition,
             "loss" => FaultKind::Loss,
             "link" => FaultKind::Link,
+            "stall" => FaultKind::Stall,
             other => {
                 return Err(format!(
-                    "unknown nemesis {other:?}; choose from kill, pause, restart, switchover, failback, and with --backend netns partition, loss, link"
+                    "unknown nemesis {other:?}; choose from kill, pause, restart, switchover, failback, stall, and with --backend netns partition, loss, link"
                 ))
             }
         })
@@ -81,6 +87,7 @@ impl FaultKind {
                 | FaultKind::Partition
                 | FaultKind::Loss
                 | FaultKind::Link
+                | FaultKind::Stall
         )
     }
 

@@ -57,6 +57,7 @@ fn fault_color(k: FaultKind) -> RGBAColor {
         FaultKind::Partition => RGBColor(120, 120, 120).mix(0.3),
         FaultKind::Loss => RGBColor(40, 180, 200).mix(0.25),
         FaultKind::Link => RGBColor(90, 60, 30).mix(0.3),
+        FaultKind::Stall => RGBColor(230, 140, 60).mix(0.3),
     }
 }
 
@@ -344,6 +345,7 @@ mod tests {
                 end_ns: 5 * s,
                 converge_bound_ms: 1000,
                 node_env: vec![],
+                max_service_lag_bytes: None,
             },
             ops: ops(&[
                 (
@@ -397,6 +399,7 @@ mod tests {
                 epoch: 2,
                 ..Default::default()
             },
+            positions: Vec::new(),
         };
         let v = verdict(&data);
         assert!(v.pass, "{:?}", v.checks);

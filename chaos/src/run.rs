@@ -16,6 +16,20 @@ use crate::history::{Event, EventType, Function, Recorder};
 use crate::launcher::{ClusterSpec, LocalCluster};
 use crate::nemesis::{FaultEvent, FaultKind, ScheduleSpec, Step, Target};
 
+/// `[resource] max_service_lag_bytes` of the chaos cluster: far above what a streaming
+/// replica trails by (a few monitor rounds of the marker's 64-byte writes), far below the
+/// stall fault's burst.
+pub const MAX_SERVICE_LAG_BYTES: u64 = 1_024;
+/// The write burst the stall fault gives the primary (the stalled replica misses it).
+pub const STALL_BURST_BYTES: usize = 4 * MAX_SERVICE_LAG_BYTES as usize;
+/// The marker service's monitor interval in chaos runs.
+pub const MONITOR_INTERVAL: Duration = Duration::from_millis(200);
+/// Wait after stalling a replica (in-flight copies finish) and after the burst reached the
+/// others (their reports travel in heartbeats).
+const STALL_SETTLE: Duration = Duration::from_millis(600);
+/// Longest the stall fault waits for the other replicas to stream the burst.
+const STALL_CATCH_UP_BOUND: Duration = Duration::from_secs(5);
+
 /// The marker hook, shared with quorate-bench: it appends each hook run to the hook log.
 pub const MARKER: &str = include_str!("../../cluster-config/local/hooks/marker.sh");
 
@@ -436,6 +450,8 @@ struct Chaos {
     faults: std::io::BufWriter<std::fs::File>,
     http: reqwest::Client,
     apis: BTreeMap<u64, String>,
+    /// The marker service's data folder (one node<ID>/ each): see `marker.sh`'s data mode.
+    service: PathBuf,
 }
 
 impl Chaos {
@@ -604,6 +620,7 @@ impl Chaos {
             FaultKind::Partition | FaultKind::Loss | FaultKind::Link => {
                 self.network_fault(step, node, primary).await;
             }
+            FaultKind::Stall => self.stall_then_kill(step, node, primary).await,
             FaultKind::Failback => {
                 let t = mono_ns();
                 let (ok, detail) = self.operator("/v1/failback", json!({})).await;
@@ -618,6 +635,96 @@ impl Chaos {
                 self.log(e);
             }
         }
+    }
+
+    fn data_len(&self, id: u64) -> u64 {
+        std::fs::metadata(self.service.join(format!("node{id}/data")))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
+    /// The stall fault (see [`FaultKind::Stall`]): replica `node` (another node when it is
+    /// the primary) stops streaming; the primary takes a burst of
+    /// [`STALL_BURST_BYTES`] the other replicas stream and the stalled one misses; then the
+    /// primary is killed. At the step's end the replica streams again and the old primary
+    /// starts.
+    async fn stall_then_kill(&mut self, step: &Step, node: u64, primary: Option<u64>) {
+        let Some(p) = primary else {
+            let e = self.event(step.kind, "refused", Some(node), None, "no primary".into());
+            self.log(e);
+            return;
+        };
+        let ids = self.cluster.ids();
+        let stalled = if node == p {
+            ids.iter().copied().find(|i| *i != p).unwrap_or(node)
+        } else {
+            node
+        };
+        let paused = self.service.join(format!("node{stalled}/paused"));
+        if let Err(e) = std::fs::write(&paused, b"") {
+            let e = self.event(
+                step.kind,
+                "refused",
+                Some(stalled),
+                primary,
+                format!("cannot stall: write {}: {e}", paused.display()),
+            );
+            self.log(e);
+            return;
+        }
+        let e = self.event(
+            step.kind,
+            "start",
+            Some(stalled),
+            primary,
+            format!("node {stalled} stops replicating, then primary {p} is killed"),
+        );
+        self.log(e);
+        // A monitor run that began before the stall may still copy: let it finish.
+        tokio::time::sleep(STALL_SETTLE).await;
+        let burst = {
+            use std::io::Write;
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(self.service.join(format!("node{p}/data")))
+                .and_then(|mut f| f.write_all(&[b'b'; STALL_BURST_BYTES]))
+        };
+        // The others stream the burst (bounded), and their reports travel in heartbeats.
+        let target = self.data_len(p);
+        let t0 = Instant::now();
+        while t0.elapsed() < STALL_CATCH_UP_BOUND
+            && ids
+                .iter()
+                .filter(|i| **i != p && **i != stalled && self.cluster.pid(**i).is_some())
+                .any(|i| self.data_len(*i) < target)
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(STALL_SETTLE).await;
+        let detail = match burst {
+            Ok(()) => format!(
+                "stalled node {stalled} at {} bytes, primary at {}",
+                self.data_len(stalled),
+                self.data_len(p)
+            ),
+            Err(e) => format!("the write burst failed: {e}"),
+        };
+        let e = self.event(FaultKind::Kill, "start", Some(p), primary, detail);
+        self.cluster.kill9(p);
+        self.log(e);
+        tokio::time::sleep(Duration::from_millis(step.duration_ms)).await;
+        let _ = std::fs::remove_file(&paused);
+        let e = self.event(step.kind, "heal", Some(stalled), None, String::new());
+        self.log(e);
+        let r = self.cluster.start(p).map_err(|e| e.to_string()).err();
+        let e = self.event(
+            FaultKind::Kill,
+            "heal",
+            Some(p),
+            None,
+            r.unwrap_or_default(),
+        );
+        self.log(e);
     }
 
     async fn network_fault(&mut self, step: &Step, node: u64, primary: Option<u64>) {
@@ -669,6 +776,9 @@ impl Chaos {
             if let Err(e) = net.heal() {
                 eprintln!("[nemesis] healing the network failed: {e}");
             }
+        }
+        for id in self.cluster.ids() {
+            let _ = std::fs::remove_file(self.service.join(format!("node{id}/paused")));
         }
         for id in std::mem::take(&mut self.paused) {
             self.cluster.signal(id, libc::SIGCONT);
@@ -855,10 +965,18 @@ pub async fn run(opts: &RunOptions) -> Result<PathBuf, RunError> {
         LocalCluster::create(&spec).map_err(|e| setup("create the cluster")(e.to_string()))?;
     let hook = write_marker_hook(cluster.path())?;
     let mut extra = String::from("[resource]\n");
-    for h in ["promote", "demote", "fence", "rejoin"] {
+    for h in ["promote", "demote", "fence", "rejoin", "follow", "monitor"] {
         extra.push_str(&format!("{h} = \"{}\"\n", hook.display()));
     }
     extra.push_str("fencing = \"best-effort\"\n");
+    extra.push_str(&format!(
+        "monitor_interval = \"{}ms\"\nmax_service_lag_bytes = {MAX_SERVICE_LAG_BYTES}\n",
+        MONITOR_INTERVAL.as_millis()
+    ));
+    let service = out.join("service");
+    let _ = std::fs::remove_dir_all(&service);
+    std::fs::create_dir_all(&service)
+        .map_err(|e| setup(format!("create {}", service.display()))(e.to_string()))?;
     cluster
         .append_config(&extra)
         .map_err(|e| setup("write the node configs")(e.to_string()))?;
@@ -866,6 +984,9 @@ pub async fn run(opts: &RunOptions) -> Result<PathBuf, RunError> {
         "QUORATE_MARKER_LOG".into(),
         out.join("hooks.log").display().to_string(),
     ));
+    cluster
+        .env
+        .push(("QUORATE_MARKER_DATA".into(), service.display().to_string()));
     cluster
         .env
         .push(("QUORATE_LOG".into(), opts.log_level.clone()));
@@ -890,6 +1011,7 @@ pub async fn run(opts: &RunOptions) -> Result<PathBuf, RunError> {
         faults: std::io::BufWriter::new(faults),
         http,
         apis: apis.clone(),
+        service,
     };
     let hist_path = out.join("history.jsonl");
     let hist = History {
@@ -939,6 +1061,7 @@ pub async fn run(opts: &RunOptions) -> Result<PathBuf, RunError> {
                 end_ns,
                 converge_bound_ms: opts.converge_bound.as_millis() as u64,
                 node_env: opts.node_env.clone(),
+                max_service_lag_bytes: Some(MAX_SERVICE_LAG_BYTES),
             };
             write_json(&out.join("run.json"), &meta)?;
             write_json(&out.join("convergence.json"), &convergence)?;

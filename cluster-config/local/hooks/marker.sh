@@ -23,8 +23,67 @@
 # it ends when it starts; a wrapper that sleeps after it delays only what the log cannot
 # show). The exclusivity checker releases the fenced holder only on `fence_ok`: a fence that
 # failed proves nothing about the old primary.
+#
+# Data mode (the chaos harness): with $QUORATE_MARKER_DATA naming a folder, the marker also
+# plays a tiny replicated service there, one sub-folder per node (node<ID>/: data, timeline,
+# role, upstream), so quorate's data plane has real positions to rank:
+# - promote: the timeline goes up by one, role=primary; demote: role=replica;
+# - follow and rejoin: copy $QUORATE_PRIMARY's data and timeline, stream from it from now on;
+# - monitor: the primary takes 64 bytes of "writes"; a replica streams from its upstream
+#   (unless node<ID>/paused exists, the harness's replication stall), never back to an older
+#   timeline; then the node prints its report ({"role","position","timeline"}) and appends
+#   `<ns> <node> <timeline> <position>` to $QUORATE_MARKER_DATA/positions.log.
 
 event=${1:-${QUORATE_HOOK:-unknown}}
+
+# Data mode: see above. Copies go through a temporary file so a reader never sees half.
+if [ -n "${QUORATE_MARKER_DATA:-}" ] && [ -n "${QUORATE_NODE:-}" ]; then
+    me="$QUORATE_MARKER_DATA/node$QUORATE_NODE"
+    mkdir -p "$me"
+    [ -f "$me/data" ] || : >"$me/data"
+    [ -f "$me/timeline" ] || echo 1 >"$me/timeline"
+    [ -f "$me/role" ] || echo replica >"$me/role"
+    copy_from() {
+        src="$QUORATE_MARKER_DATA/node$1"
+        [ -f "$src/data" ] || return 0
+        cp "$src/data" "$me/data.tmp" && mv "$me/data.tmp" "$me/data"
+        cp "$src/timeline" "$me/timeline.tmp" && mv "$me/timeline.tmp" "$me/timeline"
+    }
+    case $event in
+        promote)
+            echo $(($(cat "$me/timeline") + 1)) >"$me/timeline"
+            echo primary >"$me/role"
+            rm -f "$me/upstream"
+            ;;
+        demote)
+            echo replica >"$me/role"
+            ;;
+        follow | rejoin)
+            if [ -n "${QUORATE_PRIMARY:-}" ] && [ "$QUORATE_PRIMARY" != "$QUORATE_NODE" ]; then
+                copy_from "$QUORATE_PRIMARY"
+                echo "$QUORATE_PRIMARY" >"$me/upstream"
+            fi
+            echo replica >"$me/role"
+            ;;
+        monitor)
+            role=$(cat "$me/role")
+            if [ "$role" = primary ]; then
+                printf '%064d' 0 >>"$me/data"
+            elif [ -f "$me/upstream" ] && [ ! -e "$me/paused" ]; then
+                up=$(cat "$me/upstream")
+                theirs=$(cat "$QUORATE_MARKER_DATA/node$up/timeline" 2>/dev/null || echo 0)
+                if [ "$theirs" -ge "$(cat "$me/timeline")" ]; then
+                    copy_from "$up"
+                fi
+            fi
+            position=$(wc -c <"$me/data" | tr -d ' ')
+            timeline=$(cat "$me/timeline")
+            printf '%s %s %s %s\n' "${QUORATE_MONOTONIC_NS:-$(date +%s%N)}" "$QUORATE_NODE" \
+                "$timeline" "$position" >>"$QUORATE_MARKER_DATA/positions.log"
+            printf '{"role":"%s","position":%s,"timeline":%s}\n' "$role" "$position" "$timeline"
+            ;;
+    esac
+fi
 
 rc=0
 case $event in
