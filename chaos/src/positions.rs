@@ -99,13 +99,16 @@ pub struct PositionCheck {
     pub skipped_network: usize,
 }
 
+/// A fault's (start, heal) on the run's monotonic clock.
+type Window = (u64, u64);
+
 /// (start, heal) per node of the faults that make a node ineligible (kill, pause),
 /// and the windows of network faults. A start never healed lasts to the end.
-fn windows(faults: &[FaultEvent]) -> (BTreeMap<u64, Vec<(u64, u64)>>, Vec<(u64, u64)>) {
+fn windows(faults: &[FaultEvent]) -> (BTreeMap<u64, Vec<Window>>, Vec<Window>) {
     let mut sorted: Vec<&FaultEvent> = faults.iter().collect();
     sorted.sort_by_key(|f| f.time_ns);
     let mut open: Vec<(FaultKind, Option<u64>, u64)> = Vec::new();
-    let mut node_windows: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
+    let mut node_windows: BTreeMap<u64, Vec<Window>> = BTreeMap::new();
     let mut network = Vec::new();
     let mut close = |kind: FaultKind, node: Option<u64>, start: u64, end: u64| {
         if kind.needs_network() {
@@ -138,7 +141,7 @@ fn windows(faults: &[FaultEvent]) -> (BTreeMap<u64, Vec<(u64, u64)>>, Vec<(u64, 
     (node_windows, network)
 }
 
-fn within(w: &[(u64, u64)], t: u64) -> bool {
+fn within(w: &[Window], t: u64) -> bool {
     w.iter().any(|(s, e)| *s <= t && t <= *e)
 }
 
