@@ -18,7 +18,6 @@ use crate::consensus::network::NetStats;
 use crate::consensus::reseed_gate::ReseedFlag;
 use crate::heartbeat::{HeartbeatStats, PeerView};
 use crate::policy::{LocalRole, OperatorRequest, Refusal, StatusNote};
-use crate::resource::HookRunner;
 use crate::types::{Epoch, NodeId, ResourceHealth};
 
 /// Everything the HTTP handlers read or send to. Shared by every request (`Arc`).
@@ -32,8 +31,8 @@ pub struct ApiContext {
     pub started: Instant,
     /// False once a control loop died; /health then answers 503.
     pub loops_alive: watch::Receiver<bool>,
-    /// The hook runner's counters (for /metrics).
-    pub hooks: Arc<HookRunner>,
+    /// The resource agent (its counters and last action, for status and /metrics).
+    pub agent: Arc<dyn crate::resource::Agent>,
     /// What the executor last decided (role, acting primary, notes).
     pub executor: watch::Receiver<ExecutorStatus>,
     /// Operator requests (maintenance, drain, switchover, failback) for the executor.

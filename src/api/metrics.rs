@@ -304,7 +304,7 @@ pub fn render(node: &ApiContext) -> Result<String, std::fmt::Error> {
     let hooks_fail: Family<Labels, Counter> = Family::default();
     let hooks_timeout: Family<Labels, Counter> = Family::default();
     for kind in crate::resource::HookKind::ALL {
-        let counts = node.hooks.stats().get(kind);
+        let counts = node.agent.stats().get(kind);
         let l = vec![("hook".into(), kind.as_str().to_string())];
         hooks_runs.get_or_create(&l).inc_by(counts.runs);
         hooks_fail.get_or_create(&l).inc_by(counts.failures);
@@ -315,7 +315,7 @@ pub fn render(node: &ApiContext) -> Result<String, std::fmt::Error> {
         &mut reg,
         "notifications_dropped",
         "Notifications dropped because the notify queue was full (executor::NOTIFY_QUEUE)",
-        node.hooks.stats().notifications_dropped(),
+        node.agent.stats().notifications_dropped(),
     );
     reg.register(
         "hook_failures",

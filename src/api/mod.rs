@@ -170,7 +170,7 @@ pub fn build_status(node: &ApiContext) -> NodeStatus {
         fsync_samples: fsync.map(|(_, _, n)| n as u64).unwrap_or(0),
         service: services.status_of(node.id(), ex.service_detail.clone()),
         last_action: node
-            .hooks
+            .agent
             .stats()
             .last_action()
             .map(|a| wire::LastActionStatus {

@@ -76,7 +76,11 @@ pub struct Node {
     pub started: Instant,
     /// Set to false when a control loop dies; /health then answers 503.
     pub loops_alive: watch::Sender<bool>,
+    /// The exec agent's runner itself, for reloads of its executables.
     pub hooks: Arc<HookRunner>,
+    /// The resource agent: everything the daemon runs on the protected service goes
+    /// through it (today the exec agent, `hooks` above).
+    pub agent: Arc<dyn crate::resource::Agent>,
     /// What the executor last decided (role, acting primary, notes).
     pub executor: watch::Receiver<ExecutorStatus>,
     /// Operator requests (maintenance, drain, switchover, failback) for the executor.
@@ -261,7 +265,7 @@ impl Node {
             net_stats: self.net_stats.clone(),
             started: self.started,
             loops_alive: self.loops_alive.subscribe(),
-            hooks: self.hooks.clone(),
+            agent: self.agent.clone(),
             executor: self.executor.clone(),
             ops: self.ops.clone(),
             api_guard: self.api_guard.clone(),
@@ -408,8 +412,9 @@ impl RunningNode {
             NodeRole::Learner => MonitorRole::Learner,
         });
         let (monitor_epoch_tx, monitor_epoch_rx) = watch::channel::<Epoch>(Epoch::NONE);
+        let agent: Arc<dyn crate::resource::Agent> = hooks.clone();
         let monitor = crate::resource::spawn_monitor(
-            hooks.clone(),
+            agent.clone(),
             config.resource.monitor_interval,
             config.resource.failure_threshold,
             monitor_role_rx,
@@ -439,6 +444,7 @@ impl RunningNode {
             started: Instant::now(),
             loops_alive,
             hooks,
+            agent,
             executor: executor_rx,
             ops: ops_tx,
             shutdown: shutdown_tx,

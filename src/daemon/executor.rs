@@ -70,7 +70,7 @@ pub const NOTIFY_QUEUE: usize = 64;
 
 /// Runs the notify action for each queued notification, one at a time, in order.
 async fn run_notifications(
-    hooks: Arc<crate::resource::HookRunner>,
+    agent: Arc<dyn crate::resource::Agent>,
     mut rx: mpsc::Receiver<Notification>,
 ) {
     while let Some(n) = rx.recv().await {
@@ -84,7 +84,7 @@ async fn run_notifications(
             primary: None,
             event: &env,
         };
-        let out = hooks.run(crate::resource::HookKind::Notify, ctx).await;
+        let out = agent.run(crate::resource::HookKind::Notify, ctx).await;
         if !out.ok {
             tracing::warn!(
                 event = n.event,
@@ -354,7 +354,7 @@ impl Executor {
             changed
         });
         let epoch = obs.state.epoch;
-        self.node.hooks.set_primary(obs.state.primary_node());
+        self.node.agent.set_primary(obs.state.primary_node());
         self.monitor_epoch.send_if_modified(|e| {
             let changed = *e != epoch;
             *e = epoch;
@@ -431,7 +431,7 @@ impl Executor {
                 });
             }
             Action::RunHook(run) => {
-                let hooks = self.node.hooks.clone();
+                let agent = self.node.agent.clone();
                 let tx = ev_tx.clone();
                 let kind = run.hook;
                 let role = match run.hook {
@@ -486,9 +486,9 @@ impl Executor {
                                     std::future::pending::<()>().await;
                                 }
                             };
-                            hooks.run_cancellable(kind, ctx, cancelled).await
+                            agent.perform(kind, ctx, Box::pin(cancelled)).await
                         }
-                        None => hooks.run(kind, ctx).await,
+                        None => agent.run(kind, ctx).await,
                     };
                     if !out.ok {
                         tracing::warn!(
@@ -551,17 +551,17 @@ impl Executor {
                 );
             }
             Action::Notify(n) => {
-                if !self.node.hooks.is_configured(PolicyHook::Notify) {
+                if !self.node.agent.is_configured(PolicyHook::Notify) {
                     return;
                 }
                 let tx = self.notifications.get_or_insert_with(|| {
                     let (tx, rx) = mpsc::channel(NOTIFY_QUEUE);
-                    tokio::spawn(run_notifications(self.node.hooks.clone(), rx));
+                    tokio::spawn(run_notifications(self.node.agent.clone(), rx));
                     tx
                 });
                 tracing::debug!(event = n.event, node = ?n.node, "notifying");
                 if let Err(e) = tx.try_send(n) {
-                    self.node.hooks.stats().count_notification_dropped();
+                    self.node.agent.stats().count_notification_dropped();
                     tracing::warn!(
                         "notification dropped: {NOTIFY_QUEUE} are already waiting for the notify \
                          action ({e}); make the notify script faster or hand its work to a queue"

@@ -8,10 +8,12 @@
 //! The one piece of logic here, counting consecutive monitor failures, is pure
 //! ([`MonitorTracker`]) so it can be tested without processes.
 
+pub mod agent;
 pub mod hooks;
 pub mod monitor;
 pub mod report;
 
+pub use agent::{Agent, AgentFuture};
 pub use hooks::{
     monotonic_ns, HookContext, HookCounts, HookKind, HookOutcome, HookReason, HookRunner,
     HookSettings, HookSettingsError, HookStats, DEFAULT_HOOK_TIMEOUT, DEFAULT_MAX_OUTPUT_BYTES,

@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
-use super::hooks::{HookContext, HookKind, HookReason, HookRunner};
+use super::agent::Agent;
+use super::hooks::{HookContext, HookKind, HookReason};
 use super::report::{parse_report, ParsedReport};
 use crate::types::{Epoch, ResourceHealth, ServiceReport};
 
@@ -258,7 +259,7 @@ impl Drop for MonitorHandle {
 /// each run. Must be called from within a tokio runtime. Without a configured
 /// monitor hook nothing runs and health stays Unknown (which counts as usable).
 pub fn spawn_monitor(
-    runner: Arc<HookRunner>,
+    runner: Arc<dyn Agent>,
     interval: Duration,
     failure_threshold: u32,
     role: watch::Receiver<MonitorRole>,
@@ -303,7 +304,7 @@ pub fn spawn_monitor(
 }
 
 struct MonitorLoop {
-    runner: Arc<HookRunner>,
+    runner: Arc<dyn Agent>,
     interval: Duration,
     tracker: MonitorTracker,
     role: watch::Receiver<MonitorRole>,
@@ -440,7 +441,7 @@ impl MonitorLoop {
                 let _ = stop.changed().await;
             };
             let outcome = runner
-                .run_cancellable(HookKind::Monitor, ctx, stop_requested)
+                .perform(HookKind::Monitor, ctx, Box::pin(stop_requested))
                 .await;
             if outcome.cancelled {
                 return false;

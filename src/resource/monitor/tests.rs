@@ -154,13 +154,13 @@ proptest! {
 
 // ---- the loop, with real processes ----
 
-fn runner(monitor: Option<&Path>) -> Arc<HookRunner> {
+fn runner(monitor: Option<&Path>) -> Arc<dyn crate::resource::Agent> {
     let mut paths = HashMap::new();
     if let Some(p) = monitor {
         paths.insert(HookKind::Monitor, p.to_path_buf());
     }
     Arc::new(
-        HookRunner::new(HookSettings {
+        crate::resource::HookRunner::new(HookSettings {
             cluster: "test".to_string(),
             node: 2,
             paths,
