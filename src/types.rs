@@ -192,7 +192,7 @@ impl ServiceReport {
     }
 }
 
-/// The seven things quorate asks of the operator's scripts (the `exec` agent's actions).
+/// The things quorate asks of the operator's scripts (the `exec` agent's actions).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum HookKind {
@@ -212,11 +212,16 @@ pub enum HookKind {
     /// Tell the operator's tooling about a role change anywhere in the cluster
     /// (`QUORATE_EVENT` and friends): run on every node, never waited for.
     Notify,
+    /// Start the service as a replica when the daemon starts (before anything else runs;
+    /// only a promotion makes it primary).
+    Start,
+    /// Stop the service when the daemon stops gracefully (after its hand-over and demote).
+    Stop,
 }
 
 impl HookKind {
     /// Every kind, in a fixed order (used for stats and `check`).
-    pub const ALL: [HookKind; 7] = [
+    pub const ALL: [HookKind; 9] = [
         HookKind::Promote,
         HookKind::Demote,
         HookKind::Monitor,
@@ -224,6 +229,8 @@ impl HookKind {
         HookKind::Rejoin,
         HookKind::Follow,
         HookKind::Notify,
+        HookKind::Start,
+        HookKind::Stop,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -235,6 +242,8 @@ impl HookKind {
             HookKind::Rejoin => "rejoin",
             HookKind::Follow => "follow",
             HookKind::Notify => "notify",
+            HookKind::Start => "start",
+            HookKind::Stop => "stop",
         }
     }
 }

@@ -62,7 +62,7 @@ fn filedb_cluster(root: &Path, priority_2: u32, priority_3: u32) -> Cluster {
     let hook = hook.display();
     let extra = format!(
         "{FAILOVER_TIMING}[resource]\npromote = \"{hook}\"\ndemote = \"{hook}\"\nmonitor = \"{hook}\"\n\
-         follow = \"{hook}\"\nnotify = \"{hook}\"\nrejoin = \"{hook}\"\nfence = \"{hook}\"\nmonitor_interval = \"200ms\"\n\
+         follow = \"{hook}\"\nnotify = \"{hook}\"\nstart = \"{hook}\"\nstop = \"{hook}\"\nrejoin = \"{hook}\"\nfence = \"{hook}\"\nmonitor_interval = \"200ms\"\n\
          failure_threshold = 3\nfencing = \"best-effort\"\nmax_service_lag_bytes = {MAX_SERVICE_LAG_BYTES}\n"
     );
     let mut c = Cluster::new(
@@ -324,6 +324,30 @@ async fn a_replica_beyond_max_service_lag_bytes_is_never_promoted_and_status_say
     c.kill9(1);
     let (p, _) = c.wait_acting_primary(&[2, 3], WAIT).await;
     assert_eq!(p, 3, "node 2 is 5000 bytes behind\n{}", calls(&root));
+    // Every node started its service as a replica before anything else ran on it.
+    for n in 1..=3 {
+        let first = calls(&root)
+            .lines()
+            .find(|l| l.contains(&format!(" node={n} ")))
+            .map(str::to_string);
+        assert!(
+            first.as_deref().is_some_and(|l| l.starts_with("start ")),
+            "node {n}'s first action: {first:?}\n{}",
+            calls(&root)
+        );
+    }
+    // A graceful stop of the primary hands over, then stops its service.
+    let exit = c.stop(3);
+    assert!(exit.is_some_and(|e| e.success()), "{exit:?}");
+    let lines: Vec<String> = calls(&root)
+        .lines()
+        .filter(|l| l.contains(" node=3 ") && !l.starts_with("notify "))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        lines.last().is_some_and(|l| l.starts_with("stop ")),
+        "node 3's last action is its stop: {lines:#?}"
+    );
     // Node 2 never ran promote.
     assert!(
         !calls(&root)

@@ -2,7 +2,8 @@
 # filedb.sh — a tiny replicated "service" whose data is one append-only file, for trying out
 # (and testing) quorate's data plane: position-based candidate choice, follow, rejoin.
 #
-# Configure it as every hook (promote, demote, monitor, follow, rejoin, fence, notify) and set
+# Configure it as every hook (start, stop, promote, demote, monitor, follow, rejoin, fence,
+# notify) and set
 # FILEDB_ROOT in the daemon's environment: a folder every node can read, holding one
 # sub-folder per node (node<ID>/: data, timeline, role, upstream). Clients "write" by
 # appending to the primary's node<ID>/data. On one machine (the tests, the demo) the folder is
@@ -10,6 +11,8 @@
 # (QUORATE_PRIMARY_SERVICE says where it is).
 #
 # What each action does:
+#   start     role=replica (the daemon starts; only promote makes a primary)
+#   stop      nothing to stop (the daemon stops gracefully)
 #   promote   the timeline goes up by one (as PostgreSQL's does at a promotion); role=primary
 #   demote    role=replica (the data stays)
 #   follow    copy the primary's data and timeline, remember it as upstream; role=replica
@@ -49,6 +52,15 @@ copy_from() {
 }
 
 case "${QUORATE_HOOK:-}" in
+    start)
+        # The daemon starts: the service comes up as a replica (only promote makes a primary).
+        echo replica >"$me/role"
+        log
+        ;;
+    stop)
+        # The daemon stops gracefully (after its hand-over): nothing runs for filedb.
+        log
+        ;;
     promote)
         echo $(($(cat "$me/timeline") + 1)) >"$me/timeline"
         echo primary >"$me/role"
@@ -104,7 +116,7 @@ case "${QUORATE_HOOK:-}" in
         log "target=$target"
         ;;
     *)
-        echo "filedb: unknown hook ${QUORATE_HOOK:-} (expected promote, demote, follow, rejoin, monitor, notify or fence)" >&2
+        echo "filedb: unknown hook ${QUORATE_HOOK:-} (expected start, stop, promote, demote, follow, rejoin, monitor, notify or fence)" >&2
         exit 2
         ;;
 esac

@@ -8,7 +8,7 @@
 #   FENCE_COMMAND  optional: powers off or isolates the old primary (ipmitool, a cloud CLI);
 #                  without it the fence cannot confirm anything, so it fails
 #   NOTIFY_COMMAND optional: run for every role change in the cluster (QUORATE_EVENT, ...)
-# Actions: promote, demote, follow, rejoin, monitor, fence, notify.
+# Actions: start, stop, promote, demote, follow, rejoin, monitor, fence, notify.
 set -eu
 UNIT=${UNIT:-myapp.service}
 REPLICA_UNIT=${REPLICA_UNIT:-}
@@ -19,6 +19,21 @@ report() {
 }
 
 case "${QUORATE_HOOK:-}" in
+    start)
+        # The daemon starts: the service comes up as a replica (only promote makes a primary).
+        systemctl stop "$UNIT" || true
+        if [ -n "$REPLICA_UNIT" ] && [ -n "${QUORATE_PRIMARY_SERVICE:-}" ]; then
+            systemctl set-environment QUORATE_PRIMARY_SERVICE="$QUORATE_PRIMARY_SERVICE"
+            systemctl start "$REPLICA_UNIT"
+        fi
+        ;;
+    stop)
+        # The daemon stops gracefully, after handing over: nothing of the service stays up.
+        systemctl stop "$UNIT" || true
+        if [ -n "$REPLICA_UNIT" ]; then
+            systemctl stop "$REPLICA_UNIT" || true
+        fi
+        ;;
     promote)
         # QUORATE_EPOCH is the fencing token: pass it to the service so stale writers can be
         # rejected (e.g. write it where the app checks it before accepting writes).
@@ -75,7 +90,7 @@ case "${QUORATE_HOOK:-}" in
         fi
         ;;
     *)
-        echo "service.sh: unknown action '${QUORATE_HOOK:-}' (expected promote, demote, follow, rejoin, monitor, fence or notify): is this script configured for a newer quorate?" >&2
+        echo "service.sh: unknown action '${QUORATE_HOOK:-}' (expected start, stop, promote, demote, follow, rejoin, monitor, fence or notify): is this script configured for a newer quorate?" >&2
         exit 2
         ;;
 esac

@@ -6,7 +6,8 @@
 #   demote  = "/etc/quorate/hooks/vip.sh"
 #   follow  = "/etc/quorate/hooks/vip.sh"
 #   fence   = "/etc/quorate/hooks/vip.sh"
-# Environment: QUORATE_HOOK (promote|demote|follow|rejoin|monitor|fence|notify), QUORATE_EPOCH, ...
+# Environment: QUORATE_HOOK (start|stop|promote|demote|follow|rejoin|monitor|fence|notify),
+# QUORATE_EPOCH, ...
 # Settings (edit here or export from a drop-in): VIP (address/prefix) and DEV (interface);
 # FENCE_COMMAND (optional): a command that powers off or isolates the old primary through its
 # out-of-band controller (IPMI, cloud API); the fence runs it first and it must succeed.
@@ -32,7 +33,7 @@ case "${QUORATE_HOOK:-}" in
             arping -q -U -c 3 -I "$DEV" "$addr" || true
         fi
         ;;
-    demote | rejoin | follow)
+    start | stop | demote | rejoin | follow)
         # A replica never holds the address (follow runs on every replica after every
         # primary change: a node that missed its demote lets go here).
         ip addr del "$VIP" dev "$DEV" 2>/dev/null || true
@@ -83,7 +84,7 @@ case "${QUORATE_HOOK:-}" in
         exit 0
         ;;
     *)
-        echo "vip.sh: unknown action '${QUORATE_HOOK:-}' (expected promote, demote, follow, rejoin, monitor, fence or notify): is this script configured for a newer quorate?" >&2
+        echo "vip.sh: unknown action '${QUORATE_HOOK:-}' (expected start, stop, promote, demote, follow, rejoin, monitor, fence or notify): is this script configured for a newer quorate?" >&2
         exit 2
         ;;
 esac

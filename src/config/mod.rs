@@ -258,6 +258,10 @@ pub struct ResourceConfig {
     pub follow: Option<PathBuf>,
     /// Run on every node for every role change anywhere in the cluster.
     pub notify: Option<PathBuf>,
+    /// Starts the service as a replica when the daemon starts.
+    pub start: Option<PathBuf>,
+    /// Stops the service when the daemon stops gracefully.
+    pub stop: Option<PathBuf>,
     /// Longest any hook may run before it is killed and counted as failed.
     pub hook_timeout: Duration,
     pub monitor_interval: Duration,
@@ -278,7 +282,7 @@ pub struct ResourceConfig {
 
 impl ResourceConfig {
     /// The configured hooks by name ("promote", ...), in a fixed order.
-    pub fn hooks(&self) -> [(&'static str, Option<&Path>); 7] {
+    pub fn hooks(&self) -> [(&'static str, Option<&Path>); 9] {
         [
             ("promote", self.promote.as_deref()),
             ("demote", self.demote.as_deref()),
@@ -287,6 +291,8 @@ impl ResourceConfig {
             ("rejoin", self.rejoin.as_deref()),
             ("follow", self.follow.as_deref()),
             ("notify", self.notify.as_deref()),
+            ("start", self.start.as_deref()),
+            ("stop", self.stop.as_deref()),
         ]
     }
 }

@@ -15,6 +15,8 @@ pub const RELOADABLE: &[&str] = &[
     "resource.rejoin",
     "resource.follow",
     "resource.notify",
+    "resource.start",
+    "resource.stop",
     "resource.hook_timeout",
     "resource.monitor_interval",
     "resource.failure_threshold",
@@ -40,7 +42,7 @@ pub struct ReloadRefused {
     pub keys: Vec<String>,
 }
 
-fn resource_reloadable(r: &ResourceConfig) -> [(&'static str, String); 10] {
+fn resource_reloadable(r: &ResourceConfig) -> [(&'static str, String); 12] {
     [
         ("resource.promote", format!("{:?}", r.promote)),
         ("resource.demote", format!("{:?}", r.demote)),
@@ -49,6 +51,8 @@ fn resource_reloadable(r: &ResourceConfig) -> [(&'static str, String); 10] {
         ("resource.rejoin", format!("{:?}", r.rejoin)),
         ("resource.follow", format!("{:?}", r.follow)),
         ("resource.notify", format!("{:?}", r.notify)),
+        ("resource.start", format!("{:?}", r.start)),
+        ("resource.stop", format!("{:?}", r.stop)),
         ("resource.hook_timeout", format!("{:?}", r.hook_timeout)),
         (
             "resource.monitor_interval",

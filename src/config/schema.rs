@@ -100,6 +100,8 @@ pub(super) struct RawResource {
     pub rejoin: Option<String>,
     pub follow: Option<String>,
     pub notify: Option<String>,
+    pub start: Option<String>,
+    pub stop: Option<String>,
     pub hook_timeout: Option<DurationText>,
     pub monitor_interval: Option<DurationText>,
     pub failure_threshold: Option<u32>,

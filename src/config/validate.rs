@@ -882,6 +882,8 @@ fn resolve_resource(c: &mut Checker, raw: &RawConfig) -> ResourceConfig {
     let rejoin = c.optional_path("resource.rejoin", r.rejoin.as_ref());
     let follow = c.optional_path("resource.follow", r.follow.as_ref());
     let notify = c.optional_path("resource.notify", r.notify.as_ref());
+    let start = c.optional_path("resource.start", r.start.as_ref());
+    let stop = c.optional_path("resource.stop", r.stop.as_ref());
     let hook_timeout = c.duration(
         "resource.hook_timeout",
         r.hook_timeout.as_ref(),
@@ -925,6 +927,8 @@ fn resolve_resource(c: &mut Checker, raw: &RawConfig) -> ResourceConfig {
         rejoin,
         follow,
         notify,
+        start,
+        stop,
         hook_timeout: hook_timeout.unwrap_or(defaults::HOOK_TIMEOUT),
         monitor_interval: monitor_interval.unwrap_or(defaults::MONITOR_INTERVAL),
         failure_threshold,

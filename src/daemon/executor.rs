@@ -198,6 +198,7 @@ impl Executor {
         // metrics channel is closed from then on and is no longer waited on.
         let mut raft_running = true;
         let mut raft_failure_logged = false;
+        self.lifecycle(PolicyHook::Start).await;
         loop {
             let now = Instant::now();
             if stall_at.is_some_and(|t| now >= t) {
@@ -265,6 +266,7 @@ impl Executor {
                 }
             }
             if exit {
+                self.lifecycle(PolicyHook::Stop).await;
                 return;
             }
 
@@ -402,6 +404,51 @@ impl Executor {
         }
     }
 
+    /// The agent's start (before the first round: the service comes up as a replica; only
+    /// a promotion makes it primary) or stop (after a graceful shutdown's hand-over and
+    /// demote). Bounded by the hook timeout; the systemd watchdog is fed meanwhile. A failure
+    /// is logged and shows in status as the last action; the monitor judges the service.
+    async fn lifecycle(&self, action: PolicyHook) {
+        if !self.node.agent.is_configured(action) {
+            return;
+        }
+        let reason = if action == PolicyHook::Start {
+            crate::types::HookReason::Startup
+        } else {
+            crate::types::HookReason::Maintenance
+        };
+        let ctx = HookContext {
+            role: "replica",
+            epoch: Epoch::NONE,
+            reason,
+            previous_primary: None,
+            target: None,
+            primary: None,
+            event: &[],
+        };
+        let feed = super::systemd::watchdog_interval()
+            .map(|iv| iv / 2)
+            .unwrap_or(Duration::from_secs(1))
+            .max(Duration::from_millis(10));
+        let run = self.node.agent.run(action, ctx);
+        tokio::pin!(run);
+        let out = loop {
+            tokio::select! {
+                out = &mut run => break out,
+                _ = tokio::time::sleep(feed) => self.notifier.watchdog(),
+            }
+        };
+        if out.ok {
+            tracing::info!(hook = action.as_str(), "{}", out.describe());
+        } else {
+            tracing::warn!(
+                hook = action.as_str(),
+                "{}; the service may not be in the state quorate expects: check it (`quorate status` shows the monitor's view)",
+                out.describe()
+            );
+        }
+    }
+
     fn perform(&mut self, action: Action, obs: &Observed, ev_tx: &mpsc::Sender<Event>) {
         match action {
             Action::Propose { id, cmd } => {
@@ -441,6 +488,7 @@ impl Executor {
                     | PolicyHook::Follow
                     | PolicyHook::Monitor => "replica",
                     PolicyHook::Notify => "notify",
+                    PolicyHook::Start | PolicyHook::Stop => "replica",
                 };
                 tracing::info!(
                     term = obs.raft.term.get(),

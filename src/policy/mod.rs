@@ -962,7 +962,7 @@ impl Policy {
                 }
             }
             // The policy never asks for the monitor hook (the monitor loop runs it).
-            HookKind::Monitor | HookKind::Notify => {}
+            HookKind::Monitor | HookKind::Notify | HookKind::Start | HookKind::Stop => {}
             HookKind::Follow => {
                 if ok {
                     self.followed = h.target.map(|t| (t, h.epoch));

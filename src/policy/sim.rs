@@ -655,7 +655,9 @@ impl Sim {
                     | HookKind::Rejoin
                     | HookKind::Follow
                     | HookKind::Monitor
-                    | HookKind::Notify => true,
+                    | HookKind::Notify
+                    | HookKind::Start
+                    | HookKind::Stop => true,
                     // Allowed: startup demote, rule-3 demote, shutdown; not a restart or
                     // a hand-over of a healthy acting primary.
                     HookKind::Demote => {
@@ -747,7 +749,9 @@ impl Sim {
                 HookKind::Rejoin => self.rng.chance(80),
                 HookKind::Follow => self.rng.chance(85),
                 HookKind::Monitor => panic!("the policy asked for the monitor hook"),
-                HookKind::Notify => panic!("the policy asked for notify as a hook run"),
+                HookKind::Notify | HookKind::Start | HookKind::Stop => {
+                    panic!("the policy asked for {} as a hook run", run.hook)
+                }
             };
         // Some hooks hang well past an election timeout: that is what fencing is for.
         let dur = if let Some(ms) = self

@@ -74,6 +74,8 @@ fn kind_index(kind: HookKind) -> usize {
         HookKind::Rejoin => 4,
         HookKind::Follow => 5,
         HookKind::Notify => 6,
+        HookKind::Start => 7,
+        HookKind::Stop => 8,
     }
 }
 
