@@ -275,6 +275,25 @@ async fn the_replica_with_the_most_data_wins_and_every_replica_follows_the_new_p
         },
     )
     .await;
+    // `quorate actions` lists what node 2's agent did, newest last: its follow of node 3.
+    let api = c.api(2).to_string();
+    let out = common::cli(&["--api", &api, "actions", "--json"]);
+    assert!(out.status.is_some_and(|s| s.success()), "{out:?}");
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("actions JSON");
+    let last = v["actions"]
+        .as_array()
+        .and_then(|a| a.iter().rev().find(|a| a["action"] == "follow"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(last["ok"], true, "{v}");
+    assert_eq!(v["agent"], "exec", "{v}");
+    let out = common::cli(&["--api", &api, "actions"]);
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.contains("follow") && l.contains(" ok ")),
+        "{out:?}"
+    );
     std::fs::remove_file(root.join("node2/paused")).expect("unpause node 2");
     // Following copied the new primary's data (and its new timeline).
     assert_eq!(data_len(&root, 2), data_len(&root, 3));

@@ -40,6 +40,7 @@ pub fn router(node: Arc<ApiContext>) -> Router {
         .route("/replica", get(get_replica))
         .route("/read-only", get(get_read_only))
         .route("/v1/history", get(get_history))
+        .route("/v1/actions", get(get_actions))
         .route("/metrics", get(get_metrics))
         .route("/v1/snapshot", post(snapshot::trigger))
         .route("/v1/maintenance", post(control::maintenance))
@@ -169,16 +170,7 @@ pub fn build_status(node: &ApiContext) -> NodeStatus {
         fsync_max_ms: fsync.map(|(_, max, _)| max.as_secs_f64() * 1000.0),
         fsync_samples: fsync.map(|(_, _, n)| n as u64).unwrap_or(0),
         service: services.status_of(node.id(), ex.service_detail.clone()),
-        last_action: node
-            .agent
-            .stats()
-            .last_action()
-            .map(|a| wire::LastActionStatus {
-                action: a.kind.as_str().to_string(),
-                ok: a.ok,
-                summary: a.summary,
-                finished_unix_ms: a.finished_unix_ms,
-            }),
+        last_action: node.agent.stats().last_action().map(action_status),
         fault_injection_armed: crate::fault::armed(),
     }
 }
@@ -424,6 +416,28 @@ async fn get_read_only(
             format!("not the acting primary, and not a usable replica: {why}"),
         ),
     }
+}
+
+fn action_status(a: crate::resource::LastAction) -> wire::LastActionStatus {
+    wire::LastActionStatus {
+        action: a.kind.as_str().to_string(),
+        ok: a.ok,
+        summary: a.summary,
+        finished_unix_ms: a.finished_unix_ms,
+    }
+}
+
+/// This node's last agent actions (oldest first; monitor and notify runs are not kept).
+async fn get_actions(State(node): State<Arc<ApiContext>>) -> Response {
+    let actions: Vec<wire::LastActionStatus> = node
+        .agent
+        .stats()
+        .recent_actions()
+        .into_iter()
+        .map(action_status)
+        .collect();
+    Json(serde_json::json!({ "node": node.id(), "agent": node.agent.name(), "actions": actions }))
+        .into_response()
 }
 
 async fn get_history(State(node): State<Arc<ApiContext>>) -> Response {

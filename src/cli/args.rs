@@ -72,6 +72,16 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// List the agent actions the queried node ran on its service (newest last): start,
+    /// promote, demote, follow, rejoin, fence, stop, with their outcomes. Monitor and notify
+    /// runs are not kept (their counters are in /metrics). Ask another node with --api.
+    Actions {
+        #[arg(long)]
+        json: bool,
+        /// Show at most this many actions (the node keeps the last 64).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
     /// Freeze (on) or resume (off) automatic promote/demote/fence cluster-wide.
     Maintenance {
         #[arg(value_enum)]

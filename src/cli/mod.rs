@@ -70,6 +70,9 @@ pub async fn run(
         }
         Command::Status { json } => status(&api, token.clone(), json).await,
         Command::Demo { keep } => crate::cli::demo::run(keep).await,
+        Command::Actions { json, limit } => {
+            ops(&api, token.clone(), Op::Actions { json, limit }).await
+        }
         Command::History { json, limit } => {
             ops(&api, token.clone(), Op::History { json, limit }).await
         }

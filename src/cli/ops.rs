@@ -13,6 +13,10 @@ use crate::cli::table::human_bytes;
 pub const OPERATION_WAIT: Duration = Duration::from_secs(120);
 
 pub enum Op {
+    Actions {
+        json: bool,
+        limit: usize,
+    },
     History {
         json: bool,
         limit: usize,
@@ -411,6 +415,44 @@ async fn wait_operation(client: &Client, json: bool) -> ExitCode {
 pub async fn run(api: &ApiTarget, token: Option<String>, op: Op) -> ExitCode {
     let client = Client::to(api, REQUEST_TIMEOUT + Duration::from_secs(10)).with_token(token);
     match op {
+        Op::Actions { json, limit } => {
+            let v: serde_json::Value = match client.get_json("/v1/actions").await {
+                Ok(v) => v,
+                Err(e) => return fail(e),
+            };
+            if json {
+                println!("{v}");
+                return ExitCode::SUCCESS;
+            }
+            let actions = v
+                .get("actions")
+                .and_then(|e| e.as_array())
+                .cloned()
+                .unwrap_or_default();
+            let node = v.get("node").and_then(|n| n.as_u64()).unwrap_or(0);
+            if actions.is_empty() {
+                println!("node {node} ran no agent action since it started");
+                return ExitCode::SUCCESS;
+            }
+            let start = actions.len().saturating_sub(limit);
+            println!("node {node}");
+            println!("{:<24} {:<8} {:<7} WHAT", "TIME (UTC)", "ACTION", "OUTCOME");
+            for a in &actions[start..] {
+                let at = a
+                    .get("finished_unix_ms")
+                    .and_then(|x| x.as_u64())
+                    .unwrap_or(0);
+                let action = a.get("action").and_then(|x| x.as_str()).unwrap_or("?");
+                let ok = a.get("ok").and_then(|x| x.as_bool()).unwrap_or(false);
+                let summary = a.get("summary").and_then(|x| x.as_str()).unwrap_or("");
+                println!(
+                    "{:<24} {action:<8} {:<7} {summary}",
+                    format_unix_ms(at),
+                    if ok { "ok" } else { "FAILED" }
+                );
+            }
+            ExitCode::SUCCESS
+        }
         Op::History { json, limit } => {
             let v: serde_json::Value = match client.get_json("/v1/history").await {
                 Ok(v) => v,

@@ -144,6 +144,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_agent_remembers_its_last_actions_within_the_bound() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hook = write_script(dir.path(), "follow.sh", "exit 0");
+        let agent = exec_agent(HookKind::Follow, &hook);
+        for _ in 0..crate::resource::RECENT_ACTIONS_LIMIT + 3 {
+            assert!(agent.run(HookKind::Follow, ctx()).await.ok);
+        }
+        let recent = agent.stats().recent_actions();
+        assert_eq!(recent.len(), crate::resource::RECENT_ACTIONS_LIMIT);
+        assert!(recent.iter().all(|a| a.kind == HookKind::Follow && a.ok));
+        assert_eq!(agent.stats().last_action().as_ref(), recent.last());
+    }
+
+    #[tokio::test]
     async fn cancelling_an_action_stops_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let hook = write_script(dir.path(), "promote.sh", "sleep 30");

@@ -244,9 +244,13 @@ pub struct LastAction {
 #[derive(Debug, Default)]
 pub struct HookStats {
     per_kind: [KindCounters; HookKind::ALL.len()],
-    last_action: std::sync::Mutex<Option<LastAction>>,
+    /// The last [`RECENT_ACTIONS_LIMIT`] actions, oldest first.
+    recent: std::sync::Mutex<VecDeque<LastAction>>,
     notifications_dropped: AtomicU64,
 }
+
+/// Agent actions (monitor and notify runs excepted) a node remembers for `quorate actions`.
+pub const RECENT_ACTIONS_LIMIT: usize = 64;
 
 impl HookStats {
     pub fn get(&self, kind: HookKind) -> HookCounts {
@@ -267,12 +271,23 @@ impl HookStats {
         self.notifications_dropped.load(Ordering::Relaxed)
     }
 
-    /// The last action other than a monitor run (None: none ran since start).
+    /// The last action other than a monitor or notify run (None: none ran since start).
     pub fn last_action(&self) -> Option<LastAction> {
-        self.last_action
+        self.recent
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+            .back()
+            .cloned()
+    }
+
+    /// The last [`RECENT_ACTIONS_LIMIT`] actions, oldest first.
+    pub fn recent_actions(&self) -> Vec<LastAction> {
+        self.recent
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     fn record(&self, outcome: &HookOutcome) {
@@ -281,10 +296,14 @@ impl HookStats {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
                 .unwrap_or(0);
-            *self
-                .last_action
+            let mut recent = self
+                .recent
                 .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(LastAction {
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            while recent.len() >= RECENT_ACTIONS_LIMIT {
+                recent.pop_front();
+            }
+            recent.push_back(LastAction {
                 kind: outcome.kind,
                 ok: outcome.ok,
                 summary: outcome.describe(),

@@ -16,8 +16,8 @@ pub mod report;
 pub use agent::{Agent, AgentFuture};
 pub use hooks::{
     monotonic_ns, HookContext, HookCounts, HookKind, HookOutcome, HookReason, HookRunner,
-    HookSettings, HookSettingsError, HookStats, DEFAULT_HOOK_TIMEOUT, DEFAULT_MAX_OUTPUT_BYTES,
-    MAX_OUTPUT_BYTES_LIMIT,
+    HookSettings, HookSettingsError, HookStats, LastAction, DEFAULT_HOOK_TIMEOUT,
+    DEFAULT_MAX_OUTPUT_BYTES, MAX_OUTPUT_BYTES_LIMIT, RECENT_ACTIONS_LIMIT,
 };
 pub use monitor::{
     spawn_monitor, MonitorError, MonitorHandle, MonitorResult, MonitorRole, MonitorTracker,
