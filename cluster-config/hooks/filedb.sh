@@ -16,7 +16,8 @@
 #   promote   the timeline goes up by one (as PostgreSQL's does at a promotion); role=primary
 #   demote    role=replica (the data stays)
 #   follow    copy the primary's data and timeline, remember it as upstream; role=replica
-#   rejoin    the same as follow (a former primary resyncs from the new one)
+#   rejoin    the same as follow (a former primary resyncs from the new one), and lifts a
+#             fence of this node
 #   monitor   a replica streams from its upstream (unless node<ID>/paused exists: then it
 #             writes node<ID>/paused.seen, so whoever paused it knows no copy is in flight), then the
 #             node prints its report: {"role","position" (data size in bytes),"timeline"}
@@ -72,6 +73,11 @@ case "${QUORATE_HOOK:-}" in
         log
         ;;
     follow | rejoin)
+        # A rejoin also lifts a fence: once this node's data is the new primary's copy and it
+        # serves as a replica, it can no longer act on its own.
+        if [ "$QUORATE_HOOK" = rejoin ]; then
+            rm -f "$me/fenced"
+        fi
         primary=${QUORATE_PRIMARY:-}
         if [ -z "$primary" ]; then
             echo "filedb: $QUORATE_HOOK without QUORATE_PRIMARY: nothing to follow" >&2

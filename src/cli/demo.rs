@@ -14,11 +14,11 @@ use crate::cli::localcluster::{ClusterSpec, LocalCluster};
 /// Upper bound on every wait in the demo (a stuck demo must end with an error, not hang).
 pub const DEMO_STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
-const HOOK: &str = r#"#!/bin/sh
-# Demo hook: records each call; a real hook would move a VIP or start/stop a database.
-echo "$(date +%H:%M:%S.%N | cut -c1-12) node $QUORATE_NODE $QUORATE_HOOK epoch=$QUORATE_EPOCH reason=$QUORATE_REASON" >> "$QUORATE_DEMO_LOG"
-exit 0
-"#;
+/// The demo's service: filedb.sh, a tiny replicated service whose data is an append-only
+/// file (its monitor reports a position, follow copies the primary's data).
+const HOOK: &str = include_str!("../../cluster-config/hooks/filedb.sh");
+/// Bytes the demo "writes" to the primary's data.
+const DEMO_WRITE_BYTES: usize = 4096;
 
 fn step(msg: &str) {
     println!("\n== {msg}");
@@ -111,15 +111,20 @@ async fn demo(keep: bool) -> Result<(), String> {
         std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))
             .map_err(|e| e.to_string())?;
     }
-    let log = c.path().join("hooks.log");
+    let data = c.path().join("filedb");
+    std::fs::create_dir_all(&data)
+        .map_err(|e| format!("cannot create {}: {e}", data.display()))?;
+    let log = data.join("calls.log");
     let mut extra = String::from("[resource]\n");
-    for h in ["promote", "demote", "fence", "rejoin"] {
+    for h in [
+        "start", "stop", "promote", "demote", "monitor", "follow", "fence", "rejoin", "notify",
+    ] {
         let _ = writeln!(extra, "{h} = \"{}\"", hook.display());
     }
-    extra.push_str("fencing = \"best-effort\"\n");
+    extra.push_str("fencing = \"best-effort\"\nmonitor_interval = \"200ms\"\n");
     c.append_config(&extra).map_err(|e| e.to_string())?;
     c.env
-        .push(("QUORATE_DEMO_LOG".into(), log.display().to_string()));
+        .push(("FILEDB_ROOT".into(), data.display().to_string()));
     c.env.push(("QUORATE_LOG".into(), "warn".into()));
 
     println!(
@@ -161,7 +166,21 @@ async fn demo(keep: bool) -> Result<(), String> {
         Err(e) => return Err(e.to_string()),
     }
 
+    step(&format!(
+        "writing {DEMO_WRITE_BYTES} bytes to the service on node {first}; the replicas stream them"
+    ));
+    {
+        use std::io::Write;
+        let path = data.join(format!("node{first}/data"));
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(&[b'x'; DEMO_WRITE_BYTES]))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
+    print_table(&c).await;
+
     step(&format!("kill -9 of the primary (node {first})"));
     let kill_at = Instant::now();
     c.kill9(first);
@@ -222,8 +241,13 @@ async fn demo(keep: bool) -> Result<(), String> {
     println!("failback committed in {failback_ms} ms; node {first} is primary again");
     print_table(&c).await;
 
-    step("hook calls, in order");
-    print!("{}", std::fs::read_to_string(&log).unwrap_or_default());
+    step("agent actions, in order (filedb's calls.log)");
+    let calls = std::fs::read_to_string(&log).unwrap_or_default();
+    let notifies = calls.lines().filter(|l| l.starts_with("notify ")).count();
+    for l in calls.lines().filter(|l| !l.starts_with("notify ")) {
+        println!("{l}");
+    }
+    println!("(and {notifies} notify calls: every node hears of every role change)");
 
     step("summary");
     println!("first election and promotion: {elect_ms} ms");
