@@ -205,7 +205,7 @@ pub fn check_hooks(hooks: &[HookEvent]) -> CheckResult {
 }
 
 /// No promotion of a node behind another eligible one by more than `max_service_lag_bytes`
-/// (checker 5), on the marker service's position reports.
+/// (checker 4), on the marker service's position reports.
 pub fn check_positions(data: &RunData, max_service_lag_bytes: u64) -> CheckResult {
     let r = crate::positions::check(
         &data.positions,
@@ -235,7 +235,7 @@ pub fn check_positions(data: &RunData, max_service_lag_bytes: u64) -> CheckResul
     )
 }
 
-/// Convergence after healing (checker 4), plus: the node every status names as primary
+/// Convergence after healing (checker 5), plus: the node every status names as primary
 /// must hold the service by the hook log (its last promote/demote was a promote).
 pub fn check_convergence(c: &Convergence, hooks: &[HookEvent]) -> CheckResult {
     let mut anomalies: Vec<String> = Vec::new();
