@@ -112,8 +112,7 @@ async fn demo(keep: bool) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     let data = c.path().join("filedb");
-    std::fs::create_dir_all(&data)
-        .map_err(|e| format!("cannot create {}: {e}", data.display()))?;
+    std::fs::create_dir_all(&data).map_err(|e| format!("cannot create {}: {e}", data.display()))?;
     let log = data.join("calls.log");
     let mut extra = String::from("[resource]\n");
     for h in [
