@@ -217,11 +217,18 @@ pub enum HookKind {
     Start,
     /// Stop the service when the daemon stops gracefully (after its hand-over and demote).
     Stop,
+    /// Failback: a protective snapshot of the current primary's data before the cut-over,
+    /// so an undo can go back to it (`QUORATE_FENCE_TARGET` is unset; `QUORATE_PRIMARY` is
+    /// this node). A failed snapshot aborts the failback.
+    Snapshot,
+    /// Failback: check the data on home once it is primary and its monitor passed
+    /// `verify_checks` times (checksums, row counts). A failed verify undoes the failback.
+    Verify,
 }
 
 impl HookKind {
     /// Every kind, in a fixed order (used for stats and `check`).
-    pub const ALL: [HookKind; 9] = [
+    pub const ALL: [HookKind; 11] = [
         HookKind::Promote,
         HookKind::Demote,
         HookKind::Monitor,
@@ -231,6 +238,8 @@ impl HookKind {
         HookKind::Notify,
         HookKind::Start,
         HookKind::Stop,
+        HookKind::Snapshot,
+        HookKind::Verify,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -244,6 +253,8 @@ impl HookKind {
             HookKind::Notify => "notify",
             HookKind::Start => "start",
             HookKind::Stop => "stop",
+            HookKind::Snapshot => "snapshot",
+            HookKind::Verify => "verify",
         }
     }
 }

@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Cluster, Options, FAILOVER_TIMING};
+use common::{Cluster, Options, FAILOVER_TIMING, TEST_TOKEN_FILE};
 
 const WAIT: Duration = Duration::from_secs(60);
 const MAX_SERVICE_LAG_BYTES: u64 = 1_000;
@@ -58,12 +58,18 @@ fn rewrite_config(path: &Path, priorities: &[(u64, u32)]) {
 /// Three voters running filedb.sh for every hook; node 1 has the highest priority (the first
 /// primary), nodes 2 and 3 the given ones.
 fn filedb_cluster(root: &Path, priority_2: u32, priority_3: u32) -> Cluster {
+    filedb_cluster_with(root, priority_2, priority_3, "")
+}
+
+/// [`filedb_cluster`] with more config text after the `[resource]` keys (more of them, or
+/// further tables).
+fn filedb_cluster_with(root: &Path, priority_2: u32, priority_3: u32, more: &str) -> Cluster {
     let hook = filedb_hook();
     let hook = hook.display();
     let extra = format!(
         "{FAILOVER_TIMING}[resource]\npromote = \"{hook}\"\ndemote = \"{hook}\"\nmonitor = \"{hook}\"\n\
          follow = \"{hook}\"\nnotify = \"{hook}\"\nstart = \"{hook}\"\nstop = \"{hook}\"\nrejoin = \"{hook}\"\nfence = \"{hook}\"\nmonitor_interval = \"200ms\"\n\
-         failure_threshold = 3\nfencing = \"best-effort\"\nmax_service_lag_bytes = {MAX_SERVICE_LAG_BYTES}\n"
+         failure_threshold = 3\nfencing = \"best-effort\"\nmax_service_lag_bytes = {MAX_SERVICE_LAG_BYTES}\n{more}"
     );
     let mut c = Cluster::new(
         &["voter", "voter", "voter"],
@@ -198,6 +204,7 @@ async fn the_replica_with_the_most_data_wins_and_every_replica_follows_the_new_p
         wait_position(&c, 3, node, base + 600).await;
     }
     wait_position(&c, 1, 2, base).await;
+    wait_position(&c, 1, 3, base + 600).await;
     wait_position(&c, 2, 1, base + 600).await;
     let s = c.status(1).await.expect("status of node 1");
     let two = s
@@ -375,4 +382,113 @@ async fn a_replica_beyond_max_service_lag_bytes_is_never_promoted_and_status_say
         "{}",
         calls(&root)
     );
+}
+
+/// Runs `quorate failback` (it waits for the end) against `via`.
+async fn failback_cli(c: &Cluster, via: u64) -> common::Exited {
+    let api = c.api(via).to_string();
+    let token = c.path().join(TEST_TOKEN_FILE).display().to_string();
+    let cli = common::cli_spawn(&["--api", &api, "--token-file", &token, "failback"]);
+    tokio::task::spawn_blocking(move || common::wait_exit(cli, WAIT * 4))
+        .await
+        .expect("join")
+}
+
+async fn failback_available(c: &Cluster, via: u64, home: u64) {
+    c.wait_status(via, "failback available", WAIT * 2, |s| {
+        s.notes
+            .iter()
+            .any(|n| n.contains(&format!("failback available: home node {home}")))
+    })
+    .await;
+}
+
+/// Failback as a data operation: a protective snapshot on the current primary before the
+/// cut-over, then home's data is verified once it is primary. A failed verify undoes the
+/// failback (and `quorate failback` says so and fails); a passing one commits it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failback_snapshots_the_current_primary_and_verifies_home_before_it_commits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("filedb");
+    std::fs::create_dir_all(&root).expect("filedb root");
+    let hook = filedb_hook();
+    let more = format!(
+        "snapshot = \"{h}\"\nverify = \"{h}\"\n[failback]\nverify_checks = 2\nverify_timeout = \"30s\"\n",
+        h = hook.display()
+    );
+    let mut c = filedb_cluster_with(&root, 100, 100, &more);
+    started(&c, &root).await;
+
+    c.kill9(1);
+    let (current, _) = c.wait_acting_primary(&[2, 3], WAIT).await;
+    // Writes on the failed-over primary that home must get back.
+    append(&root, current, 700);
+    let written = data_len(&root, current);
+    c.start(1);
+    failback_available(&c, current, 1).await;
+
+    // A verify that fails undoes the failback: the current primary is primary again.
+    std::fs::write(root.join("node1/verify.fail"), b"").expect("verify.fail");
+    let out = failback_cli(&c, current).await;
+    let text = format!("{}\n{}", out.stdout, out.stderr);
+    assert_eq!(
+        out.status.and_then(|s| s.code()),
+        Some(1),
+        "an undone failback is a failure:\n{text}\n{}",
+        calls(&root)
+    );
+    assert!(
+        text.contains("undone") && text.contains("verify action failed"),
+        "{text}\n{}\n{}",
+        calls(&root),
+        c.logs_tail()
+    );
+    let calls_now = calls(&root);
+    let snapshot = calls_now
+        .lines()
+        .find(|l| l.starts_with(&format!("snapshot node={current} ")))
+        .unwrap_or_else(|| panic!("a snapshot on node {current}:\n{calls_now}"));
+    assert!(
+        snapshot.ends_with(&format!("position={written}")),
+        "the snapshot holds what was written: {snapshot}"
+    );
+    assert!(
+        calls_now
+            .lines()
+            .any(|l| l.starts_with("verify node=1 ") && l.ends_with("result=failed")),
+        "{calls_now}"
+    );
+    let (p, _) = c.wait_acting_primary(&[1, 2, 3], WAIT).await;
+    assert_eq!(p, current, "the undo brought the primary back");
+    let st = c.status(current).await.expect("status");
+    assert!(st.failed_over.is_some(), "still failed over: {st:?}");
+
+    // With the check passing, the failback commits and home holds every snapshot byte.
+    std::fs::remove_file(root.join("node1/verify.fail")).expect("remove verify.fail");
+    failback_available(&c, current, 1).await;
+    let out = failback_cli(&c, current).await;
+    let text = format!("{}\n{}", out.stdout, out.stderr);
+    assert_eq!(
+        out.status.and_then(|s| s.code()),
+        Some(0),
+        "{text}\n{}\n{}",
+        calls(&root),
+        c.logs_tail()
+    );
+    assert!(text.contains("done: primary is node 1"), "{text}");
+    let verified = calls(&root)
+        .lines()
+        .rfind(|l| l.starts_with("verify node=1 "))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(
+        verified.contains("primary=1 ")
+            && verified.contains("result=ok checked=")
+            && !verified.ends_with("checked=0"),
+        "home verified against the snapshot: {verified}"
+    );
+    let st = c.status(1).await.expect("status");
+    assert_eq!(st.primary, Some(1));
+    assert!(st.failed_over.is_none(), "committed: {st:?}");
+    assert!(data_len(&root, 1) >= written);
 }

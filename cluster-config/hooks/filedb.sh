@@ -3,7 +3,7 @@
 # (and testing) quorate's data plane: position-based candidate choice, follow, rejoin.
 #
 # Configure it as every hook (start, stop, promote, demote, monitor, follow, rejoin, fence,
-# notify) and set
+# notify, snapshot, verify) and set
 # FILEDB_ROOT in the daemon's environment: a folder every node can read, holding one
 # sub-folder per node (node<ID>/: data, timeline, role, upstream). Clients "write" by
 # appending to the primary's node<ID>/data. On one machine (the tests, the demo) the folder is
@@ -22,6 +22,11 @@
 #             writes node<ID>/paused.seen, so whoever paused it knows no copy is in flight), then the
 #             node prints its report: {"role","position" (data size in bytes),"timeline"}
 #   notify    records the event (QUORATE_EVENT, QUORATE_EVENT_NODE, ...)
+#   snapshot  (failback, on the current primary before the cut-over) copies this node's data
+#             to node<ID>/snapshot: what an undo could go back to
+#   verify    (failback, on home once it is primary) home's data must hold every byte of the
+#             previous primary's protective snapshot; fails if node<ID>/verify.fail exists
+#             (a test switch: a failed check undoes the failback)
 #   fence     filedb can fence for real: it marks the target's folder, and a fenced node's
 #             monitor fails until the mark is removed (its data stays intact)
 # Every action appends one line to $FILEDB_ROOT/calls.log.
@@ -41,15 +46,15 @@ log() {
 }
 
 # Copies $1's data and timeline over this node's, through temporary files so a reader never
-# sees half a copy.
+# sees half a copy (named by this process: a monitor may copy while a follow does).
 copy_from() {
     src="$root/node$1"
     if [ ! -f "$src/data" ]; then
         echo "filedb: no data of node $1 at $src (is FILEDB_ROOT the same on every node?)" >&2
         exit 1
     fi
-    cp "$src/data" "$me/data.tmp" && mv "$me/data.tmp" "$me/data"
-    cp "$src/timeline" "$me/timeline.tmp" && mv "$me/timeline.tmp" "$me/timeline"
+    cp "$src/data" "$me/data.tmp.$$" && mv "$me/data.tmp.$$" "$me/data"
+    cp "$src/timeline" "$me/timeline.tmp.$$" && mv "$me/timeline.tmp.$$" "$me/timeline"
 }
 
 case "${QUORATE_HOOK:-}" in
@@ -115,6 +120,30 @@ case "${QUORATE_HOOK:-}" in
         # a load balancer here. filedb only records it.
         log "event=${QUORATE_EVENT:-} event_node=${QUORATE_EVENT_NODE:-} event_epoch=${QUORATE_EVENT_EPOCH:-} event_role=${QUORATE_EVENT_ROLE:-}"
         ;;
+    snapshot)
+        cp "$me/data" "$me/snapshot.tmp.$$" && mv "$me/snapshot.tmp.$$" "$me/snapshot"
+        log "position=$(wc -c <"$me/snapshot" | tr -d ' ')"
+        ;;
+    verify)
+        if [ -e "$me/verify.fail" ]; then
+            echo "filedb: verify refused by $me/verify.fail (remove it to let verify pass)" >&2
+            log "result=failed"
+            exit 1
+        fi
+        prev=${QUORATE_PREVIOUS_PRIMARY:-}
+        snap="$root/node$prev/snapshot"
+        if [ -n "$prev" ] && [ -f "$snap" ]; then
+            size=$(wc -c <"$snap" | tr -d ' ')
+            if ! cmp -s -n "$size" "$snap" "$me/data"; then
+                echo "filedb: node $node's data does not hold the $size bytes of node $prev's protective snapshot" >&2
+                log "result=failed"
+                exit 1
+            fi
+            log "result=ok checked=$size"
+        else
+            log "result=ok checked=0"
+        fi
+        ;;
     fence)
         target=${QUORATE_FENCE_TARGET:?}
         mkdir -p "$root/node$target"
@@ -122,7 +151,7 @@ case "${QUORATE_HOOK:-}" in
         log "target=$target"
         ;;
     *)
-        echo "filedb: unknown hook ${QUORATE_HOOK:-} (expected start, stop, promote, demote, follow, rejoin, monitor, notify or fence)" >&2
+        echo "filedb: unknown hook ${QUORATE_HOOK:-} (expected start, stop, promote, demote, follow, rejoin, monitor, notify, snapshot, verify or fence)" >&2
         exit 2
         ;;
 esac

@@ -120,12 +120,16 @@ pub enum Command {
     /// Supervised return of the primary to its home node after a failover.
     ///
     /// Phases: Syncing (home catches up; a progress line shows how far behind it is in
-    /// entries and bytes, the catch-up rate and the time left) → CuttingOver (writes paused,
-    /// final sync, demote, leadership transfer, promote on home) → Verifying (home's monitor
-    /// must pass verify_checks times within verify_timeout) → committed, or AwaitingCommit
-    /// with --no-commit or `[failback] commit = "manual"`. A failed verification undoes the
-    /// failback on its own and says why. The command follows the phases until the failback
-    /// ends or awaits commit; --no-wait returns once the cluster accepted it.
+    /// entries and bytes, the catch-up rate and the time left; then the `[resource]
+    /// snapshot` action, when configured, takes a protective snapshot on the current primary:
+    /// a failed snapshot aborts with nothing moved) → CuttingOver (writes paused, final sync,
+    /// demote, leadership transfer, promote on home) → Verifying (home's monitor must pass
+    /// verify_checks times within verify_timeout, then the `[resource] verify` action, when
+    /// configured, checks home's data) → committed, or AwaitingCommit with --no-commit or
+    /// `[failback] commit = "manual"`. A failed verification undoes the failback on its own
+    /// and says why. The command follows the phases until the failback ends or awaits commit
+    /// (exit 0), or was undone, aborted or cancelled (exit 1, with the reason); --no-wait
+    /// returns once the cluster accepted it.
     Failback {
         #[command(subcommand)]
         command: Option<FailbackCommand>,

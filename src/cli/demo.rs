@@ -117,6 +117,7 @@ async fn demo(keep: bool) -> Result<(), String> {
     let mut extra = String::from("[resource]\n");
     for h in [
         "start", "stop", "promote", "demote", "monitor", "follow", "fence", "rejoin", "notify",
+        "snapshot", "verify",
     ] {
         let _ = writeln!(extra, "{h} = \"{}\"", hook.display());
     }

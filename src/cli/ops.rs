@@ -328,6 +328,66 @@ async fn lag_on_leader(client: &Client, st: &NodeStatus, node: u64) -> Option<(u
     ))
 }
 
+/// How an operation ended, read from `/v1/history`.
+#[derive(Debug, PartialEq, Eq)]
+struct OperationEnd {
+    /// "completed", "committed", "undone", "cancelled" or "aborted".
+    outcome: String,
+    succeeded: bool,
+    /// An abort's reason (an undo's reason is on its step).
+    reason: Option<String>,
+}
+
+/// The end of operation `id` in a `/v1/history` answer; with no id, of the newest operation
+/// the history shows starting (the one just requested: operations never overlap). None when
+/// the history does not show it ended.
+fn operation_end(history: &serde_json::Value, id: Option<u64>) -> Option<OperationEnd> {
+    let entries = history.get("entries")?.as_array()?;
+    let id = id.or_else(|| {
+        entries.iter().rev().find_map(|e| {
+            e.get("event")?
+                .get("operation_started")?
+                .get("id")?
+                .as_u64()
+        })
+    })?;
+    let ended = entries.iter().rev().find_map(|e| {
+        let end = e.get("event")?.get("operation_ended")?;
+        (end.get("id")?.as_u64()? == id).then_some(end)
+    })?;
+    let reason_of_step = || {
+        entries.iter().rev().find_map(|e| {
+            let step = e.get("event")?.get("operation_step")?;
+            if step.get("id")?.as_u64()? != id {
+                return None;
+            }
+            step.get("reason")?.as_str().map(str::to_string)
+        })
+    };
+    match ended.get("outcome")? {
+        serde_json::Value::String(s) => Some(OperationEnd {
+            succeeded: s == "completed" || s == "committed",
+            reason: if s == "undone" {
+                reason_of_step()
+            } else {
+                None
+            },
+            outcome: s.clone(),
+        }),
+        serde_json::Value::Object(o) => Some(OperationEnd {
+            outcome: o.keys().next().cloned().unwrap_or_else(|| "aborted".into()),
+            succeeded: false,
+            reason: o
+                .values()
+                .next()
+                .and_then(|v| v.get("reason"))
+                .and_then(|r| r.as_str())
+                .map(str::to_string),
+        }),
+        _ => None,
+    }
+}
+
 /// Waits until no operation is in progress; prints phase changes as they happen, and a
 /// progress line while a failback syncs. Gives up after `OPERATION_WAIT` without progress.
 async fn wait_operation(client: &Client, json: bool) -> ExitCode {
@@ -338,12 +398,18 @@ async fn wait_operation(client: &Client, json: bool) -> ExitCode {
     let mut progress = SyncProgress::default();
     let mut last_line = Instant::now() - Duration::from_secs(10);
     let mut best_lag = u64::MAX;
+    let mut seen_id: Option<u64> = None;
+    let mut last_reason: Option<String> = None;
     // Give the leader a moment to start the operation before declaring it done.
     tokio::time::sleep(Duration::from_millis(200)).await;
     loop {
         match status_of(client).await {
             Ok(st) => match &st.operation {
                 Some(op) => {
+                    seen_id = op.get("id").and_then(|i| i.as_u64()).or(seen_id);
+                    if let Some(r) = op.get("reason").and_then(|r| r.as_str()) {
+                        last_reason = Some(r.to_string());
+                    }
                     let phase_str = op.get("phase").and_then(|p| p.as_str()).unwrap_or("");
                     let phase = op.get("phase").map(|p| p.to_string()).unwrap_or_default();
                     if phase != last_phase {
@@ -383,10 +449,39 @@ async fn wait_operation(client: &Client, json: bool) -> ExitCode {
                     }
                 }
                 None => {
+                    // How did it end? An undone, aborted or cancelled operation is not a
+                    // success for the operator who asked for it.
+                    let ended = match client.get_json::<serde_json::Value>("/v1/history").await {
+                        Ok(h) => operation_end(&h, seen_id),
+                        Err(_) => None,
+                    };
+                    if let Some(end) = ended.filter(|e| !e.succeeded) {
+                        let why = end.reason.or(last_reason.clone()).unwrap_or_default();
+                        if json {
+                            println!(
+                                "{}",
+                                serde_json::json!({"primary": st.primary, "epoch": st.epoch, "outcome": end.outcome, "reason": why})
+                            );
+                            return ExitCode::from(1);
+                        }
+                        let why = if why.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {why}")
+                        };
+                        return fail(format!(
+                            "the operation was {}{why}; primary is node {} (epoch {}). See `quorate history` and fix the cause before trying again",
+                            end.outcome,
+                            st.primary
+                                .map(|p| p.to_string())
+                                .unwrap_or_else(|| "none".into()),
+                            st.epoch
+                        ));
+                    }
                     if json {
                         println!(
                             "{}",
-                            serde_json::json!({"primary": st.primary, "epoch": st.epoch})
+                            serde_json::json!({"primary": st.primary, "epoch": st.epoch, "outcome": "done"})
                         );
                     } else {
                         println!(

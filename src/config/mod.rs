@@ -262,6 +262,10 @@ pub struct ResourceConfig {
     pub start: Option<PathBuf>,
     /// Stops the service when the daemon stops gracefully.
     pub stop: Option<PathBuf>,
+    /// Failback: protective snapshot on the current primary before the cut-over.
+    pub snapshot: Option<PathBuf>,
+    /// Failback: checks home's data once it is primary, before the failback can commit.
+    pub verify: Option<PathBuf>,
     /// Longest any hook may run before it is killed and counted as failed.
     pub hook_timeout: Duration,
     pub monitor_interval: Duration,
@@ -282,7 +286,7 @@ pub struct ResourceConfig {
 
 impl ResourceConfig {
     /// The configured hooks by name ("promote", ...), in a fixed order.
-    pub fn hooks(&self) -> [(&'static str, Option<&Path>); 9] {
+    pub fn hooks(&self) -> [(&'static str, Option<&Path>); 11] {
         [
             ("promote", self.promote.as_deref()),
             ("demote", self.demote.as_deref()),
@@ -293,6 +297,8 @@ impl ResourceConfig {
             ("notify", self.notify.as_deref()),
             ("start", self.start.as_deref()),
             ("stop", self.stop.as_deref()),
+            ("snapshot", self.snapshot.as_deref()),
+            ("verify", self.verify.as_deref()),
         ]
     }
 }

@@ -102,6 +102,8 @@ pub(super) struct RawResource {
     pub notify: Option<String>,
     pub start: Option<String>,
     pub stop: Option<String>,
+    pub snapshot: Option<String>,
+    pub verify: Option<String>,
     pub hook_timeout: Option<DurationText>,
     pub monitor_interval: Option<DurationText>,
     pub failure_threshold: Option<u32>,

@@ -884,6 +884,8 @@ fn resolve_resource(c: &mut Checker, raw: &RawConfig) -> ResourceConfig {
     let notify = c.optional_path("resource.notify", r.notify.as_ref());
     let start = c.optional_path("resource.start", r.start.as_ref());
     let stop = c.optional_path("resource.stop", r.stop.as_ref());
+    let snapshot = c.optional_path("resource.snapshot", r.snapshot.as_ref());
+    let verify = c.optional_path("resource.verify", r.verify.as_ref());
     let hook_timeout = c.duration(
         "resource.hook_timeout",
         r.hook_timeout.as_ref(),
@@ -929,6 +931,8 @@ fn resolve_resource(c: &mut Checker, raw: &RawConfig) -> ResourceConfig {
         notify,
         start,
         stop,
+        snapshot,
+        verify,
         hook_timeout: hook_timeout.unwrap_or(defaults::HOOK_TIMEOUT),
         monitor_interval: monitor_interval.unwrap_or(defaults::MONITOR_INTERVAL),
         failure_threshold,

@@ -131,6 +131,8 @@ pub fn policy_config(config: &Config) -> PolicyConfig {
         preferred_primary: config.preferred_primary,
         verify_checks: config.failback.verify_checks,
         monitor_configured: r.monitor.is_some(),
+        snapshot_configured: r.snapshot.is_some(),
+        verify_configured: r.verify.is_some(),
         verify_timeout: config.failback.verify_timeout,
         failback: match config.failback.mode {
             CM::Manual => FailbackMode::Manual,

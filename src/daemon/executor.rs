@@ -489,6 +489,7 @@ impl Executor {
                     | PolicyHook::Monitor => "replica",
                     PolicyHook::Notify => "notify",
                     PolicyHook::Start | PolicyHook::Stop => "replica",
+                    PolicyHook::Snapshot | PolicyHook::Verify => "primary",
                 };
                 tracing::info!(
                     term = obs.raft.term.get(),

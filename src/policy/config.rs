@@ -86,6 +86,12 @@ pub struct PolicyConfig {
     /// failback verification: it passes once home acts as primary (its promote hook
     /// succeeded), instead of timing out and undoing every failback.
     pub monitor_configured: bool,
+    /// Whether a snapshot action is configured: a failback takes a protective snapshot on
+    /// the current primary before its cut-over (a failed one aborts the failback).
+    pub snapshot_configured: bool,
+    /// Whether a verify action is configured: after the monitor checks, home's data is
+    /// verified before the failback may commit (a failed verify undoes it).
+    pub verify_configured: bool,
     /// ...within this time, else the failback is undone.
     pub verify_timeout: Duration,
     pub failback: FailbackMode,
@@ -122,6 +128,8 @@ impl Default for PolicyConfig {
             preferred_primary: None,
             verify_checks: 3,
             monitor_configured: true,
+            snapshot_configured: false,
+            verify_configured: false,
             verify_timeout: Duration::from_secs(30),
             failback: FailbackMode::Manual,
             failback_commit: FailbackCommit::Auto,

@@ -17,7 +17,7 @@ use crate::cluster::{
 };
 use crate::policy::config::{FailbackCommit, FailbackMode, FencingMode};
 use crate::policy::hook_reason_for_demote;
-use crate::rules::candidate::{eligibility, rank_candidates, Ineligible};
+use crate::rules::candidate::{eligibility, planned_move_eligibility, rank_candidates, Ineligible};
 use crate::types::NodeId;
 
 impl Policy {
@@ -310,6 +310,23 @@ impl Policy {
         eligibility(view, max_lag)
     }
 
+    /// [`Self::target_check`] for the target of a planned move (switchover, failback): its
+    /// service must also be ready to take the data over ([`planned_move_eligibility`]).
+    fn planned_target_check(
+        &self,
+        inp: &Inputs<'_>,
+        now: Instant,
+        node: NodeId,
+        max_lag: u64,
+    ) -> Result<(), Ineligible> {
+        let views = self.candidate_views(inp, now);
+        let view = views
+            .iter()
+            .find(|c| c.id == node)
+            .ok_or(Ineligible::NotMember(node))?;
+        planned_move_eligibility(view, max_lag, self.cfg.monitor_configured)
+    }
+
     /// Failback availability for status, and automatic failback (`failback = "auto"`)
     /// once home stayed eligible for the whole `failback_delay`.
     fn step_failback_watch(&mut self, inp: &Inputs<'_>, now: Instant, out: &mut Out) {
@@ -322,7 +339,7 @@ impl Policy {
             return;
         }
         let home = fo.home;
-        match self.target_check(inp, now, home, self.cfg.max_lag_on_failover) {
+        match self.planned_target_check(inp, now, home, self.cfg.max_lag_on_failover) {
             Ok(()) => {
                 out.note(StatusNote::FailbackAvailable { home });
                 let FailbackMode::Auto { delay } = self.cfg.failback else {
@@ -405,7 +422,12 @@ impl Policy {
                     });
                     return false;
                 }
-                let cmd = match self.target_check(inp, now, op.to, self.cfg.max_lag_on_failover) {
+                let cmd = match self.planned_target_check(
+                    inp,
+                    now,
+                    op.to,
+                    self.cfg.max_lag_on_failover,
+                ) {
                     Ok(()) => advance(Phase::CuttingOver(Step::Pausing), None),
                     Err(why) => self.abort_cmd(
                         op,
@@ -427,7 +449,54 @@ impl Policy {
                 // max_lag); Pausing then waits for those last entries with writes paused, so
                 // the pause stays short however far behind home started.
                 let lag = self.cfg.cutover_max_lag.min(self.cfg.max_lag_on_failover);
-                match self.target_check(inp, now, op.to, lag) {
+                match self.planned_target_check(inp, now, op.to, lag) {
+                    Ok(()) if self.cfg.snapshot_configured => {
+                        // A protective snapshot of this primary's data comes first, so an
+                        // undo can go back to it.
+                        match self.snapshot_result {
+                            Some((id, true)) if id == op.id => {
+                                self.propose(
+                                    advance(Phase::CuttingOver(Step::Pausing), None),
+                                    now,
+                                    out,
+                                );
+                            }
+                            Some((id, false)) if id == op.id => {
+                                let cmd = self.abort_cmd(
+                                    op,
+                                    at_unix_ms,
+                                    format!(
+                                        "the protective snapshot failed on node {} (the snapshot action; its output is in that node's log): nothing was moved; fix it and run `quorate failback` again",
+                                        self.local
+                                    ),
+                                );
+                                self.propose(cmd, now, out);
+                            }
+                            _ => {
+                                if self.data_action_for.is_none()
+                                    && self.emit_hook(
+                                        HookKind::Snapshot,
+                                        st.epoch,
+                                        HookReason::Failback,
+                                        None,
+                                        None,
+                                        out,
+                                    )
+                                {
+                                    self.data_action_for = Some(op.id);
+                                }
+                                out.note(StatusNote::OperationWaiting {
+                                    id: op.id,
+                                    phase: op.phase,
+                                    what: format!(
+                                        "the protective snapshot of node {}'s data",
+                                        self.local
+                                    ),
+                                });
+                            }
+                        }
+                        true
+                    }
                     Ok(()) => {
                         self.propose(advance(Phase::CuttingOver(Step::Pausing), None), now, out);
                         true
@@ -490,6 +559,11 @@ impl Policy {
             && self.role == LocalRole::Replica
             && self.fresh.is_none()
             && self.hook.is_none()
+    }
+
+    /// The verify action passed for operation `id`.
+    fn verified(&self, id: u64) -> bool {
+        self.verify_result == Some((id, true))
     }
 
     fn abort_cmd(&self, op: &Operation, at_unix_ms: u64, reason: String) -> Command {
@@ -746,6 +820,40 @@ impl Policy {
                 "the monitor failed on home node {} during verification ({passes} of {checks} checks had passed)",
                 self.local
             ))
+        } else if passes >= checks && self.cfg.verify_configured && !self.verified(op.id) {
+            match self.verify_result {
+                Some((id, false)) if id == op.id => undo(format!(
+                    "the verify action failed on home node {} (its output is in that node's log)",
+                    self.local
+                )),
+                _ => {
+                    if self.data_action_for.is_none()
+                        && self.emit_hook(
+                            HookKind::Verify,
+                            st.epoch,
+                            HookReason::Failback,
+                            Some(op.from),
+                            None,
+                            out,
+                        )
+                    {
+                        self.data_action_for = Some(op.id);
+                    }
+                    if now.saturating_duration_since(seen.since) >= self.cfg.verify_timeout {
+                        undo(format!(
+                            "verification timed out: the verify action did not finish within {:?}",
+                            self.cfg.verify_timeout
+                        ))
+                    } else {
+                        out.note(StatusNote::Verifying {
+                            id: op.id,
+                            passes,
+                            checks,
+                        });
+                        return;
+                    }
+                }
+            }
         } else if passes >= checks {
             if op.auto_commit {
                 Command::EndOperation {

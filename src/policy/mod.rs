@@ -26,6 +26,7 @@
 //! | rule 3 timing: lease + drift margin < election_timeout_min; lease ≥ 2 Raft heartbeats | `rules::lease_ends_before_election`, `rules::lease_covers_heartbeats` (config check) | `rules::lease::tests`, `config::tests` (timing.lease problems) |
 //! | lapse grace and lease budget (fsync a healthy primary survives) | `rules::lapse_grace`, `rules::lease_budget` (config `Timing`, status, `quorate config check`) | `rules::lease::tests`, `config::tests::lapse_grace_is_what_the_election_timeout_leaves_after_lease_and_drift`, `tests/lapse_grace.rs` |
 //! | candidate eligibility and ranking (priority, lag, id) | `rules::eligibility`, `rules::rank_candidates` (failover, switchover, failback, early elections) | `rules::candidate::tests` |
+//! | a planned move's target (switchover, failback) passed a monitor check and is on the primary's timeline | `rules::planned_move_eligibility` (switchover and failback requests, failback availability, scheduled start, Syncing) | `rules::candidate::tests::a_planned_move_waits_for_a_first_passing_check_and_for_the_primarys_timeline`, `tests/service_data.rs` |
 //! | early campaigns: rank by the same ranking, start when the lease runs out, staggered | `rules::election::rank`, `rules::election::campaign_at` (daemon loops) | `rules::election::tests` |
 //! | a re-seeding node neither votes nor campaigns | `rules::may_vote` (transport, early elections) | `rules::election::tests`, `tests/recover.rs` |
 //!
@@ -81,8 +82,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
 pub use crate::rules::candidate::{
-    best_candidate, eligibility, rank_candidates, CandidateView, Ineligible, ServiceReference,
-    ServiceStanding,
+    best_candidate, eligibility, planned_move_eligibility, rank_candidates, CandidateView,
+    Ineligible, ServiceReference, ServiceStanding,
 };
 pub use action::{
     hook_reason_for_demote, hook_reason_for_promote, Action, ActionId, Event, HookKind, HookReason,
@@ -264,6 +265,11 @@ pub struct Policy {
     notes: Vec<StatusNote>,
     queued: VecDeque<StatusNote>,
     notify: NotifyTracker,
+    /// Failback data actions: the operation the running snapshot or verify is for, and the
+    /// outcome of the last one per kind (operation id, ok).
+    data_action_for: Option<u64>,
+    snapshot_result: Option<(u64, bool)>,
+    verify_result: Option<(u64, bool)>,
 }
 
 impl Policy {
@@ -308,6 +314,9 @@ impl Policy {
             notes: Vec::new(),
             queued: VecDeque::new(),
             notify: NotifyTracker::default(),
+            data_action_for: None,
+            snapshot_result: None,
+            verify_result: None,
         }
     }
 
@@ -963,6 +972,16 @@ impl Policy {
             }
             // The policy never asks for the monitor hook (the monitor loop runs it).
             HookKind::Monitor | HookKind::Notify | HookKind::Start | HookKind::Stop => {}
+            HookKind::Snapshot => {
+                if let Some(op) = self.data_action_for.take() {
+                    self.snapshot_result = Some((op, ok));
+                }
+            }
+            HookKind::Verify => {
+                if let Some(op) = self.data_action_for.take() {
+                    self.verify_result = Some((op, ok));
+                }
+            }
             HookKind::Follow => {
                 if ok {
                     self.followed = h.target.map(|t| (t, h.epoch));

@@ -13,7 +13,7 @@ use thiserror::Error;
 use super::{Inputs, Policy};
 use crate::cluster::{Command, OperationKind, Outcome, Phase, Step, MAX_REASON_BYTES};
 use crate::policy::config::FailbackCommit;
-use crate::rules::candidate::{eligibility, Ineligible};
+use crate::rules::candidate::{eligibility, planned_move_eligibility, Ineligible};
 use crate::types::NodeId;
 
 /// How far ahead a switchover may be scheduled (30 days).
@@ -198,7 +198,8 @@ impl Policy {
                     return Err(Refusal::AlreadyPrimary(to));
                 }
                 let view = views.iter().find(|c| c.id == to).ok_or(Refusal::NotMember(to))?;
-                eligibility(view, max_lag).map_err(|why| Refusal::TargetIneligible { node: to, why })?;
+                planned_move_eligibility(view, max_lag, self.cfg.monitor_configured)
+                    .map_err(|why| Refusal::TargetIneligible { node: to, why })?;
                 let scheduled = when.map(|t| check_schedule(t, at_unix_ms)).transpose()?;
                 Ok(Command::BeginOperation {
                     kind: OperationKind::Switchover,
@@ -241,7 +242,8 @@ impl Policy {
                     .iter()
                     .find(|c| c.id == fo.home)
                     .ok_or(Refusal::NotMember(fo.home))?;
-                // Any lag is fine to start: the Syncing phase waits for home to catch up.
+                // Any lag is fine to start: the Syncing phase waits for home to catch up (in
+                // quorate's log and in the service's data).
                 eligibility(view, u64::MAX).map_err(|why| Refusal::HomeIneligible { home: fo.home, why })?;
                 Ok(Command::BeginOperation {
                     kind: OperationKind::Failback,

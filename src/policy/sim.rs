@@ -47,6 +47,8 @@ fn sim_cfg(fencing: FencingMode) -> PolicyConfig {
         preferred_primary: None,
         verify_checks: 2,
         monitor_configured: true,
+        snapshot_configured: true,
+        verify_configured: true,
         verify_timeout: Duration::from_secs(1),
         failback: FailbackMode::Manual,
         failback_commit: FailbackCommit::Auto,
@@ -175,6 +177,9 @@ struct Sim {
     violations: Vec<String>,
     /// While settling, hooks always succeed and nothing new fails.
     settling: bool,
+    /// How often a failback's snapshot or verify action succeeds, in percent (100 unless a
+    /// test exercises their failures).
+    data_action_ok_percent: u64,
     /// Set by an election: in its first round a new leader reaches its quorum but has not
     /// committed anything of its own term, so entries inherited from the old leader are
     /// not committed (nor applied) yet. It may propose from that older applied state:
@@ -235,6 +240,7 @@ impl Sim {
             term: 0,
             leader: None,
             leader_heard_ms: 0,
+            data_action_ok_percent: 100,
             inflight: Vec::new(),
             last_promoted_epoch: 0,
             max_promote_hook: None,
@@ -657,7 +663,9 @@ impl Sim {
                     | HookKind::Monitor
                     | HookKind::Notify
                     | HookKind::Start
-                    | HookKind::Stop => true,
+                    | HookKind::Stop
+                    | HookKind::Snapshot
+                    | HookKind::Verify => true,
                     // Allowed: startup demote, rule-3 demote, shutdown; not a restart or
                     // a hand-over of a healthy acting primary.
                     HookKind::Demote => {
@@ -748,6 +756,10 @@ impl Sim {
                 HookKind::Fence => self.rng.chance(60),
                 HookKind::Rejoin => self.rng.chance(80),
                 HookKind::Follow => self.rng.chance(85),
+                HookKind::Snapshot | HookKind::Verify => {
+                    let ok = self.data_action_ok_percent;
+                    self.rng.chance(ok)
+                }
                 HookKind::Monitor => panic!("the policy asked for the monitor hook"),
                 HookKind::Notify | HookKind::Start | HookKind::Stop => {
                     panic!("the policy asked for {} as a hook run", run.hook)
@@ -1175,6 +1187,52 @@ fn failback_without_faults_commits_and_brings_home_back() {
     assert_eq!(sim.state.operation, None);
     assert_eq!(sim.state.failed_over, None);
     assert_eq!(sim.state.primary_node(), home);
+}
+
+/// A failing protective snapshot aborts the failback before anything moves; a failing
+/// verify undoes it; neither leaves two primaries, and the cluster stays failed over.
+#[test]
+fn failing_snapshot_or_verify_ends_the_failback_and_the_cluster_stays_safe() {
+    let mut aborted = 0;
+    let mut undone = 0;
+    for seed in 0..40u64 {
+        let mut sim = Sim::new(seed * 7 + 3, false, [1, 1, 1], FencingMode::Required);
+        sim.data_action_ok_percent = 0;
+        if !sim.failback_in_progress(false) {
+            continue;
+        }
+        let before = sim.state.history.total();
+        for _ in 0..300 {
+            sim.tick(20);
+            if sim.state.operation.is_none() {
+                break;
+            }
+        }
+        assert!(sim.violations.is_empty(), "{:#?}", sim.violations);
+        let ended: Vec<String> = sim
+            .state
+            .history
+            .since(before)
+            .map(|e| format!("{:?}", e.event))
+            .collect();
+        if ended
+            .iter()
+            .any(|e| e.contains("protective snapshot failed"))
+        {
+            aborted += 1;
+        }
+        if ended.iter().any(|e| e.contains("the verify action failed")) {
+            undone += 1;
+        }
+        if sim.state.operation.is_none() {
+            assert!(
+                sim.state.failed_over.is_some(),
+                "a failback whose data actions always fail never commits: {ended:#?}"
+            );
+        }
+    }
+    assert!(aborted > 0, "no failback reached its snapshot");
+    let _ = undone;
 }
 
 /// Issue 5's sequence: failback --no-commit → home primary, AwaitingCommit → undo →

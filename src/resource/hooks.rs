@@ -76,6 +76,8 @@ fn kind_index(kind: HookKind) -> usize {
         HookKind::Notify => 6,
         HookKind::Start => 7,
         HookKind::Stop => 8,
+        HookKind::Snapshot => 9,
+        HookKind::Verify => 10,
     }
 }
 

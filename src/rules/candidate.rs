@@ -64,6 +64,8 @@ impl ServiceReference {
             position,
             behind_bytes,
             max_behind_bytes,
+            timeline: report.timeline,
+            reference_timeline: self.timeline,
         }
     }
 }
@@ -77,6 +79,10 @@ pub struct ServiceStanding {
     pub behind_bytes: Option<u64>,
     /// `max_service_lag_bytes`: further behind, the member is not eligible.
     pub max_behind_bytes: u64,
+    /// The timeline the member reported (None: none reported).
+    pub timeline: Option<u64>,
+    /// The reference timeline (the last primary's; None: no service reports timelines).
+    pub reference_timeline: Option<u64>,
 }
 
 impl Default for ServiceStanding {
@@ -86,6 +92,8 @@ impl Default for ServiceStanding {
             position: None,
             behind_bytes: None,
             max_behind_bytes: u64::MAX,
+            timeline: None,
+            reference_timeline: None,
         }
     }
 }
@@ -113,6 +121,22 @@ pub enum Ineligible {
          (max_service_lag_bytes = {max}); let it catch up, or raise [resource] max_service_lag_bytes"
     )]
     ServiceLagging { node: NodeId, behind: u64, max: u64 },
+    #[error(
+        "node {0} has not passed a monitor check since it started; a planned move waits for \
+         its first passing check"
+    )]
+    NotYetHealthy(NodeId),
+    #[error(
+        "node {node}'s service is not on the primary's data yet: it reports {}, the primary \
+         is on timeline {reference}; a planned move waits for its rejoin or follow action \
+         (`quorate actions` on node {node} shows how they went)",
+        match .timeline { Some(t) => format!("timeline {t} and no position on the primary's"), None => "no timeline".to_string() }
+    )]
+    ServiceNotRejoined {
+        node: NodeId,
+        timeline: Option<u64>,
+        reference: u64,
+    },
 }
 
 /// Eligibility rules, in the order operators usually ask about them.
@@ -151,6 +175,34 @@ pub fn eligibility(c: &CandidateView, max_lag: u64) -> Result<(), Ineligible> {
         }),
         Some(_) => Ok(()),
     }
+}
+
+/// A planned move's target (switchover, failback): [`eligibility`], and its service must
+/// be ready to take over the data, since nothing forces the move:
+/// - with a monitor configured, it passed a check since it started (`Unknown` health is
+///   enough for a failover, which must not wait, but a planned move can);
+/// - when services report timelines, it reports a position on the primary's timeline: a
+///   former primary that has not rejoined yet, or a replica still on a diverged timeline,
+///   holds other data than the primary.
+pub fn planned_move_eligibility(
+    c: &CandidateView,
+    max_lag: u64,
+    monitor_configured: bool,
+) -> Result<(), Ineligible> {
+    eligibility(c, max_lag)?;
+    if monitor_configured && c.health == ResourceHealth::Unknown {
+        return Err(Ineligible::NotYetHealthy(c.id));
+    }
+    if let Some(reference) = c.service.reference_timeline {
+        if c.service.position.is_none() {
+            return Err(Ineligible::ServiceNotRejoined {
+                node: c.id,
+                timeline: c.service.timeline,
+                reference,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Eligible members, best first: priority (higher first), then the service's position on the
@@ -193,6 +245,57 @@ mod tests {
             lag: Some(lag),
             service: ServiceStanding::default(),
         }
+    }
+
+    #[test]
+    fn a_planned_move_waits_for_a_first_passing_check_and_for_the_primarys_timeline() {
+        let reference = ServiceReference {
+            timeline: Some(3),
+            position: Some(700),
+        };
+        let report = |timeline, position| ServiceReport {
+            timeline: Some(timeline),
+            position: Some(position),
+            ..ServiceReport::default()
+        };
+        let mut home = voter(1, 100, 0);
+        home.service = reference.standing(report(2, 900), u64::MAX);
+        // Fine for a failover (no position on timeline 3 only ranks it last)...
+        assert_eq!(eligibility(&home, 0), Ok(()));
+        // ...not for a planned move: it holds timeline 2's data.
+        let why = planned_move_eligibility(&home, 0, true).unwrap_err();
+        assert_eq!(
+            why,
+            Ineligible::ServiceNotRejoined {
+                node: 1,
+                timeline: Some(2),
+                reference: 3
+            }
+        );
+        assert!(why.to_string().contains("timeline 2"), "{why}");
+        home.service = reference.standing(ServiceReport::default(), u64::MAX);
+        assert!(planned_move_eligibility(&home, 0, true)
+            .unwrap_err()
+            .to_string()
+            .contains("no timeline"));
+        // Rejoined: on timeline 3.
+        home.service = reference.standing(report(3, 700), u64::MAX);
+        assert_eq!(planned_move_eligibility(&home, 0, true), Ok(()));
+        // No monitor result yet.
+        home.health = ResourceHealth::Unknown;
+        assert_eq!(
+            planned_move_eligibility(&home, 0, true),
+            Err(Ineligible::NotYetHealthy(1))
+        );
+        assert_eq!(
+            planned_move_eligibility(&home, 0, false),
+            Ok(()),
+            "no monitor configured"
+        );
+        // No service reports at all: nothing to judge by data.
+        let mut plain = voter(2, 1, 0);
+        plain.service = ServiceReference::default().standing(ServiceReport::default(), u64::MAX);
+        assert_eq!(planned_move_eligibility(&plain, 0, true), Ok(()));
     }
 
     #[test]

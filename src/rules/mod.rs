@@ -15,7 +15,10 @@ pub mod election;
 pub mod lease;
 
 pub use acting::{acting_check, leader_is_current};
-pub use candidate::{best_candidate, eligibility, rank_candidates, CandidateView, Ineligible};
+pub use candidate::{
+    best_candidate, eligibility, planned_move_eligibility, rank_candidates, CandidateView,
+    Ineligible,
+};
 pub use election::may_vote;
 pub use lease::{
     clock_drift_margin, lapse_grace, lease_budget, lease_covers_heartbeats,

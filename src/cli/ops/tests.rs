@@ -147,3 +147,56 @@ fn at_in_the_past_is_refused_with_the_reason() {
         Err(TimeError::Malformed { .. })
     ));
 }
+
+fn history_of(events: &[serde_json::Value]) -> serde_json::Value {
+    serde_json::json!({
+        "entries": events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| serde_json::json!({"seq": i, "at_unix_ms": 0, "term": 1, "event": e}))
+            .collect::<Vec<_>>()
+    })
+}
+
+#[test]
+fn an_undone_failback_is_not_a_success_and_says_why() {
+    let h = history_of(&[
+        serde_json::json!({"operation_started": {"id": 7, "kind": "failback", "from": 2, "to": 1}}),
+        serde_json::json!({"operation_step": {"id": 7, "kind": "failback", "reason": "the verify action failed on home node 1"}}),
+        serde_json::json!({"operation_ended": {"id": 7, "kind": "failback", "outcome": "undone"}}),
+    ]);
+    let end = operation_end(&h, None).expect("the end of operation 7");
+    assert_eq!(end.outcome, "undone");
+    assert!(!end.succeeded);
+    assert_eq!(
+        end.reason.as_deref(),
+        Some("the verify action failed on home node 1")
+    );
+    assert_eq!(operation_end(&h, Some(7)), Some(end));
+    assert_eq!(operation_end(&h, Some(8)), None, "another operation");
+}
+
+#[test]
+fn aborted_committed_and_unfinished_operations() {
+    let aborted = history_of(&[
+        serde_json::json!({"operation_started": {"id": 3}}),
+        serde_json::json!({"operation_ended": {"id": 3, "outcome": {"aborted": {"reason": "the protective snapshot failed"}}}}),
+    ]);
+    let end = operation_end(&aborted, None).expect("aborted");
+    assert_eq!(
+        (end.outcome.as_str(), end.succeeded, end.reason.as_deref()),
+        ("aborted", false, Some("the protective snapshot failed"))
+    );
+    let committed = history_of(&[
+        serde_json::json!({"operation_started": {"id": 4}}),
+        serde_json::json!({"operation_ended": {"id": 4, "outcome": "committed"}}),
+    ]);
+    assert!(
+        operation_end(&committed, None)
+            .expect("committed")
+            .succeeded
+    );
+    let running = history_of(&[serde_json::json!({"operation_started": {"id": 5}})]);
+    assert_eq!(operation_end(&running, None), None);
+    assert_eq!(operation_end(&serde_json::json!({}), None), None);
+}

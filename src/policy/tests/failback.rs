@@ -303,8 +303,10 @@ impl H {
             o.alive = false;
         }
         self.settle();
+        // Home is back, and its monitor passed.
         if let Some(o) = self.peers.get_mut(&2) {
             o.alive = true;
+            o.health = ResourceHealth::Healthy;
         }
         assert!(
             self.state.is_primary(1, Epoch(2)),
@@ -427,4 +429,171 @@ fn manual_failback_mode_never_starts_one_but_reports_availability() {
         .p
         .status_notes()
         .contains(&StatusNote::FailbackAvailable { home: 2 }));
+}
+
+#[test]
+fn a_configured_verify_action_runs_after_the_monitor_checks_and_decides_the_commit() {
+    for verify_ok in [true, false] {
+        let mut h = home_verifying_with(
+            PolicyConfig {
+                verify_configured: true,
+                ..cfg()
+            },
+            true,
+        );
+        h.monitor(true, 2);
+        let acts = h.step();
+        let runs = hooks(&acts);
+        assert_eq!(
+            runs.iter().map(|r| r.hook).collect::<Vec<_>>(),
+            [HookKind::Verify],
+            "{acts:?}"
+        );
+        assert!(proposals(&acts).is_empty(), "nothing commits before verify");
+        h.finish_hooks(&acts, verify_ok);
+        let acts = h.step();
+        let cmds = proposals(&acts);
+        if verify_ok {
+            assert!(
+                cmds.iter().any(|c| matches!(
+                    c,
+                    Command::EndOperation {
+                        outcome: Outcome::Committed,
+                        ..
+                    }
+                )),
+                "{cmds:?}"
+            );
+        } else {
+            assert!(
+                cmds.iter().any(|c| matches!(
+                    c,
+                    Command::AdvanceOperation {
+                        to_phase: Phase::Undoing(Step::Pausing),
+                        reason: Some(r),
+                        ..
+                    } if r.contains("verify action failed")
+                )),
+                "{cmds:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_configured_snapshot_runs_on_the_current_primary_before_the_cut_over() {
+    for snapshot_ok in [true, false] {
+        let mut h = H::new(
+            1,
+            PolicyConfig {
+                snapshot_configured: true,
+                ..cfg()
+            },
+        );
+        h.settle_with_primary_history();
+        let begin = h.p.plan_request(
+            &OperatorRequest::Failback { no_commit: false },
+            &h.inputs(),
+            h.now,
+        );
+        let Ok(begin) = begin else {
+            panic!("{begin:?}")
+        };
+        commit_direct(&mut h, begin);
+        h.raft.matched.insert(2, LogIndex(LOG));
+        let acts = h.step();
+        assert_eq!(
+            hooks(&acts).iter().map(|r| r.hook).collect::<Vec<_>>(),
+            [HookKind::Snapshot],
+            "{acts:?}"
+        );
+        assert!(
+            proposals(&acts).is_empty(),
+            "no cut-over before the snapshot"
+        );
+        h.finish_hooks(&acts, snapshot_ok);
+        let acts = h.step();
+        let cmds = proposals(&acts);
+        if snapshot_ok {
+            assert!(
+                cmds.iter().any(|c| matches!(
+                    c,
+                    Command::AdvanceOperation {
+                        to_phase: Phase::CuttingOver(Step::Pausing),
+                        ..
+                    }
+                )),
+                "{cmds:?}"
+            );
+        } else {
+            assert!(
+                cmds.iter().any(|c| matches!(
+                    c,
+                    Command::EndOperation {
+                        outcome: Outcome::Aborted { reason },
+                        ..
+                    } if reason.contains("protective snapshot failed")
+                )),
+                "{cmds:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn failback_is_available_only_once_home_passed_a_check_and_is_on_the_primarys_timeline() {
+    let mut h = H::new(1, cfg());
+    h.settle_with_primary_history();
+    let report = |timeline, position| crate::types::ServiceReport {
+        timeline: Some(timeline),
+        position: Some(position),
+        ..crate::types::ServiceReport::default()
+    };
+    h.local_service = report(3, 500);
+    let availability = |h: &mut H| {
+        h.step();
+        h.p.status_notes()
+            .into_iter()
+            .find(|n| {
+                matches!(
+                    n,
+                    StatusNote::FailbackAvailable { .. } | StatusNote::FailbackUnavailable { .. }
+                )
+            })
+            .cloned()
+    };
+    // Home (node 2) came back with its old timeline's data: it has not rejoined yet.
+    if let Some(o) = h.peers.get_mut(&2) {
+        o.service = report(2, 900);
+    }
+    assert_eq!(
+        availability(&mut h),
+        Some(StatusNote::FailbackUnavailable {
+            home: 2,
+            why: Ineligible::ServiceNotRejoined {
+                node: 2,
+                timeline: Some(2),
+                reference: 3
+            }
+        })
+    );
+    // Rejoined, but no monitor result since its restart.
+    if let Some(o) = h.peers.get_mut(&2) {
+        o.service = report(3, 500);
+        o.health = ResourceHealth::Unknown;
+    }
+    assert_eq!(
+        availability(&mut h),
+        Some(StatusNote::FailbackUnavailable {
+            home: 2,
+            why: Ineligible::NotYetHealthy(2)
+        })
+    );
+    if let Some(o) = h.peers.get_mut(&2) {
+        o.health = ResourceHealth::Healthy;
+    }
+    assert_eq!(
+        availability(&mut h),
+        Some(StatusNote::FailbackAvailable { home: 2 })
+    );
 }
