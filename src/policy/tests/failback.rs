@@ -553,7 +553,7 @@ fn failback_is_available_only_once_home_passed_a_check_and_is_on_the_primarys_ti
     let availability = |h: &mut H| {
         h.step();
         h.p.status_notes()
-            .into_iter()
+            .iter()
             .find(|n| {
                 matches!(
                     n,
