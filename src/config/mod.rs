@@ -247,6 +247,66 @@ impl FencingMode {
     }
 }
 
+/// Which agent performs the actions on the protected service (`[resource] agent`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentKind {
+    /// Operator executables, one per action (`[resource] promote = "/path"`, ...).
+    #[default]
+    Exec,
+    /// The built-in PostgreSQL agent (`[postgres]`); executables configured for fence,
+    /// notify, snapshot and verify still run.
+    Postgres,
+}
+
+impl AgentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentKind::Exec => "exec",
+            AgentKind::Postgres => "postgres",
+        }
+    }
+}
+
+/// What a former primary whose data diverged does to rejoin (`[postgres] rejoin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PostgresRejoin {
+    /// pg_rewind from the primary; when that is impossible, a new pg_basebackup (the old
+    /// data dir is kept once, renamed `<data_dir>.diverged`).
+    #[default]
+    RewindOrReclone,
+    /// pg_rewind only; when it fails the node stays out (not ready, never eligible) until
+    /// the operator resyncs it.
+    RewindOnly,
+}
+
+/// The built-in PostgreSQL agent's settings (`[postgres]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresConfig {
+    /// PGDATA. Created (owned by `os_user`, mode 0700) when missing: the first primary runs
+    /// initdb there, every other node clones into it with pg_basebackup.
+    pub data_dir: PathBuf,
+    /// Where initdb, pg_ctl, pg_basebackup, pg_rewind and postgres are.
+    pub bin_dir: PathBuf,
+    pub port: u16,
+    /// `listen_addresses`.
+    pub listen: String,
+    /// The OS user PostgreSQL runs as (it refuses root). None: the daemon's own user.
+    pub os_user: Option<String>,
+    pub superuser: String,
+    pub superuser_password_file: PathBuf,
+    pub replication_user: String,
+    pub replication_password_file: PathBuf,
+    pub rejoin: PostgresRejoin,
+    /// The server log (`pg_ctl -l`).
+    pub log_file: PathBuf,
+    /// The database the agent connects to and keeps `quorate.fencing` in.
+    pub database: String,
+    /// Longest one action may take (initdb, a base backup, a rewind, a promotion).
+    pub action_timeout: Duration,
+}
+
 /// Hooks and the monitor loop (`[resource]`). Hook paths are absolute; `None` = no hook.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceConfig {
@@ -282,9 +342,17 @@ pub struct ResourceConfig {
     /// (bytes, on the last primary's timeline) is not eligible for automatic failover.
     /// Applies only where monitors report positions.
     pub max_service_lag_bytes: u64,
+    /// Which agent performs the actions.
+    pub agent: AgentKind,
 }
 
 impl ResourceConfig {
+    /// Whether something checks the service's health: a monitor executable, or a built-in
+    /// agent (which always monitors).
+    pub fn has_monitor(&self) -> bool {
+        self.monitor.is_some() || self.agent != AgentKind::Exec
+    }
+
     /// The configured hooks by name ("promote", ...), in a fixed order.
     pub fn hooks(&self) -> [(&'static str, Option<&Path>); 11] {
         [
@@ -395,6 +463,15 @@ pub mod defaults {
     pub const KEEP_LOGS: u64 = 1_000;
     pub const MAX_VALUE_BYTES: u64 = 1024 * 1024;
     pub const MAX_KV_BYTES: u64 = crate::kv::MAX_KV_TOTAL_BYTES;
+    pub const POSTGRES_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
+    pub const POSTGRES_PORT: u16 = 5432;
+    pub const POSTGRES_LISTEN: &str = "*";
+    pub const POSTGRES_SUPERUSER: &str = "postgres";
+    pub const POSTGRES_REPLICATION_USER: &str = "replicator";
+    pub const POSTGRES_DATABASE: &str = "postgres";
+    pub const POSTGRES_ACTION_TIMEOUT: Duration = Duration::from_secs(600);
+    /// `[postgres] os_user` when the daemon runs as root (PostgreSQL refuses root).
+    pub const POSTGRES_OS_USER_FOR_ROOT: &str = "postgres";
 }
 
 /// A loaded, resolved and validated node configuration. Build it with `Config::load` or
@@ -417,6 +494,8 @@ pub struct Config {
     pub profile: Profile,
     pub resource: ResourceConfig,
     pub failback: FailbackConfig,
+    /// `[postgres]`: set exactly when `[resource] agent = "postgres"`.
+    pub postgres: Option<PostgresConfig>,
     pub api: ApiConfig,
     pub storage: StorageConfig,
     pub log: LogConfig,

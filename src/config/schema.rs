@@ -36,6 +36,7 @@ pub(super) struct RawConfig {
     pub resource: RawResource,
     #[serde(default)]
     pub failback: RawFailback,
+    pub postgres: Option<RawPostgres>,
     #[serde(default)]
     pub api: RawApi,
     #[serde(default)]
@@ -112,6 +113,25 @@ pub(super) struct RawResource {
     pub fencing: Option<FencingMode>,
     pub max_lag_on_failover: Option<u64>,
     pub max_service_lag_bytes: Option<u64>,
+    pub agent: Option<super::AgentKind>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPostgres {
+    pub data_dir: Option<String>,
+    pub bin_dir: Option<String>,
+    pub port: Option<u16>,
+    pub listen: Option<String>,
+    pub os_user: Option<String>,
+    pub superuser: Option<String>,
+    pub superuser_password_file: Option<String>,
+    pub replication_user: Option<String>,
+    pub replication_password_file: Option<String>,
+    pub rejoin: Option<super::PostgresRejoin>,
+    pub log_file: Option<String>,
+    pub database: Option<String>,
+    pub action_timeout: Option<DurationText>,
 }
 
 #[derive(Deserialize, Debug, Default)]

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use super::schema::{DurationText, RawConfig, RawPeer};
 use super::{
-    defaults, format_duration, parse_duration, ApiConfig, ApiTls, Config, FailbackConfig,
-    FencingMode, Listen, LogConfig, NodeSection, Peer, Problem, ResourceConfig, StorageConfig,
-    Timing, DEFAULT_PRIORITY, MAX_CLUSTER_NAME_LEN, MAX_CONFIG_DURATION, MAX_COUNT_SETTING,
-    MAX_HEARTBEAT_LINKS, MAX_PEERS, MAX_VALUE_BYTES_LIMIT,
+    defaults, format_duration, parse_duration, AgentKind, ApiConfig, ApiTls, Config,
+    FailbackConfig, FencingMode, Listen, LogConfig, NodeSection, Peer, PostgresConfig, Problem,
+    ResourceConfig, StorageConfig, Timing, DEFAULT_PRIORITY, MAX_CLUSTER_NAME_LEN,
+    MAX_CONFIG_DURATION, MAX_COUNT_SETTING, MAX_HEARTBEAT_LINKS, MAX_PEERS, MAX_VALUE_BYTES_LIMIT,
 };
 use crate::types::NodeId;
 
@@ -251,6 +251,7 @@ pub(super) fn build(raw: RawConfig, source: PathBuf) -> Result<Config, Vec<Probl
     let timing = resolve_timing(&mut c, &raw);
     let resource = resolve_resource(&mut c, &raw);
     let failback = resolve_failback(&mut c, &raw, resource.monitor_interval);
+    let postgres = resolve_postgres(&mut c, &raw, resource.agent, &drafts);
     let api = ApiConfig {
         token_file: c.optional_path("api.token_file", raw.api.token_file.as_ref()),
         protect_reads: raw.api.protect_reads.unwrap_or(false),
@@ -321,11 +322,169 @@ pub(super) fn build(raw: RawConfig, source: PathBuf) -> Result<Config, Vec<Probl
         profile: raw.profile,
         resource,
         failback,
+        postgres,
         api,
         storage,
         log,
         source,
         self_peer,
+    })
+}
+
+/// A PostgreSQL role name the agent splices into SQL and connection strings: lower-case
+/// letters, digits and `_`, not starting with a digit, at most 63 bytes (NAMEDATALEN - 1).
+fn is_plain_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 63
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn resolve_postgres(
+    c: &mut Checker,
+    raw: &RawConfig,
+    agent: AgentKind,
+    drafts: &[PeerDraft],
+) -> Option<PostgresConfig> {
+    let Some(p) = &raw.postgres else {
+        if agent == AgentKind::Postgres {
+            c.push(
+                "postgres",
+                "[resource] agent is \"postgres\" but there is no [postgres] section",
+                "add [postgres] with at least data_dir, superuser_password_file and replication_password_file (see cluster-config/postgres/)",
+            );
+        }
+        return None;
+    };
+    if agent != AgentKind::Postgres {
+        c.push(
+            "postgres",
+            "a [postgres] section is set but [resource] agent is not \"postgres\"",
+            "set agent = \"postgres\" in [resource], or remove [postgres]",
+        );
+        return None;
+    }
+    let required = |c: &mut Checker, key: &str, v: Option<&String>| {
+        let path = c.optional_path(key, v);
+        if v.is_none() {
+            c.push(
+                key,
+                "is required by the postgres agent",
+                "set it (an absolute path)",
+            );
+        }
+        path
+    };
+    let data_dir = required(c, "postgres.data_dir", p.data_dir.as_ref());
+    let superuser_password_file = required(
+        c,
+        "postgres.superuser_password_file",
+        p.superuser_password_file.as_ref(),
+    );
+    let replication_password_file = required(
+        c,
+        "postgres.replication_password_file",
+        p.replication_password_file.as_ref(),
+    );
+    let bin_dir = c
+        .optional_path("postgres.bin_dir", p.bin_dir.as_ref())
+        .unwrap_or_else(|| PathBuf::from(defaults::POSTGRES_BIN_DIR));
+    let port = p.port.unwrap_or(defaults::POSTGRES_PORT);
+    if port == 0 {
+        c.push(
+            "postgres.port",
+            "is 0",
+            "give the TCP port PostgreSQL listens on, e.g. 5432",
+        );
+    }
+    let listen = p
+        .listen
+        .clone()
+        .unwrap_or_else(|| defaults::POSTGRES_LISTEN.to_string());
+    if listen.is_empty()
+        || !listen
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ".:*,-_ ".contains(ch))
+    {
+        c.push(
+            "postgres.listen",
+            format!("{listen:?} is not a list of addresses"),
+            "write listen_addresses as PostgreSQL takes it: \"*\", or host names or IPs separated by commas",
+        );
+    }
+    let superuser = p
+        .superuser
+        .clone()
+        .unwrap_or_else(|| defaults::POSTGRES_SUPERUSER.to_string());
+    let replication_user = p
+        .replication_user
+        .clone()
+        .unwrap_or_else(|| defaults::POSTGRES_REPLICATION_USER.to_string());
+    let database = p
+        .database
+        .clone()
+        .unwrap_or_else(|| defaults::POSTGRES_DATABASE.to_string());
+    for (key, name) in [
+        ("postgres.superuser", &superuser),
+        ("postgres.replication_user", &replication_user),
+        ("postgres.database", &database),
+    ] {
+        if !is_plain_identifier(name) {
+            c.push(
+                key,
+                format!("{name:?} is not a plain PostgreSQL name"),
+                "use lower-case letters, digits and _ (not starting with a digit), at most 63 characters",
+            );
+        }
+    }
+    if let Some(user) = &p.os_user {
+        if user.is_empty() || user.contains(['/', ':', ' ']) {
+            c.push(
+                "postgres.os_user",
+                format!("{user:?} is not a user name"),
+                "name the OS user PostgreSQL runs as, e.g. postgres",
+            );
+        }
+    }
+    for d in drafts {
+        if d.role.may_be_primary() && d.service.is_none() {
+            c.push(
+                format!("peer.{}.service", d.id),
+                "is not set, and the postgres agent must know where every voter's PostgreSQL listens",
+                "add service = \"HOST:PORT\" (the address other nodes reach its PostgreSQL at) to that [[peer]]",
+            );
+        }
+    }
+    let action_timeout = c.duration(
+        "postgres.action_timeout",
+        p.action_timeout.as_ref(),
+        defaults::POSTGRES_ACTION_TIMEOUT,
+    );
+    let log_file = c
+        .optional_path("postgres.log_file", p.log_file.as_ref())
+        .or_else(|| {
+            data_dir.as_ref().map(|d| {
+                let mut s = d.clone().into_os_string();
+                s.push(".log");
+                PathBuf::from(s)
+            })
+        });
+    Some(PostgresConfig {
+        data_dir: data_dir?,
+        bin_dir,
+        port,
+        listen,
+        os_user: p.os_user.clone(),
+        superuser,
+        superuser_password_file: superuser_password_file?,
+        replication_user,
+        replication_password_file: replication_password_file?,
+        rejoin: p.rejoin.unwrap_or_default(),
+        log_file: log_file?,
+        database,
+        action_timeout: action_timeout?,
     })
 }
 
@@ -921,7 +1080,9 @@ fn resolve_resource(c: &mut Checker, raw: &RawConfig) -> ResourceConfig {
             "set resource.fence to the fencing hook, or use fencing = \"best-effort\"",
         );
     }
+    let agent = r.agent.unwrap_or_default();
     ResourceConfig {
+        agent,
         promote,
         demote,
         monitor,

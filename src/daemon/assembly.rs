@@ -130,7 +130,7 @@ pub fn policy_config(config: &Config) -> PolicyConfig {
         transfer_timeout,
         preferred_primary: config.preferred_primary,
         verify_checks: config.failback.verify_checks,
-        monitor_configured: r.monitor.is_some(),
+        monitor_configured: r.has_monitor(),
         snapshot_configured: r.snapshot.is_some(),
         verify_configured: r.verify.is_some(),
         verify_timeout: config.failback.verify_timeout,
@@ -169,6 +169,73 @@ fn hook_settings(config: &Config) -> HookSettings {
             .iter()
             .filter_map(|p| Some((p.id, p.service.clone()?)))
             .collect(),
+    }
+}
+
+/// The agent `[resource] agent` names: the exec agent itself, or a built-in one that runs
+/// the exec agent for the actions it does not do itself.
+fn build_agent(
+    config: &Config,
+    hooks: &Arc<HookRunner>,
+) -> Result<Arc<dyn crate::resource::Agent>, NodeError> {
+    use crate::config::{AgentKind, PostgresRejoin};
+    use crate::resource::postgres::{PostgresAgent, PostgresSettings, RejoinMode};
+    match (config.resource.agent, &config.postgres) {
+        (AgentKind::Postgres, Some(pg)) => {
+            let read = |path: &std::path::Path, key: &str| {
+                std::fs::read_to_string(path)
+                    .map_err(|e| {
+                        NodeError::Hooks(format!(
+                            "cannot read [postgres] {key} {}: {e}; create it (one line: the password, readable by this daemon)",
+                            path.display()
+                        ))
+                    })
+                    .and_then(|t| {
+                        let t = t.trim_end_matches(['\n', '\r']).to_string();
+                        if t.is_empty() {
+                            Err(NodeError::Hooks(format!(
+                                "[postgres] {key} {} is empty; write the password in it",
+                                path.display()
+                            )))
+                        } else {
+                            Ok(t)
+                        }
+                    })
+            };
+            let root = nix::unistd::geteuid().is_root();
+            let settings = PostgresSettings {
+                node: config.node.id,
+                data_dir: pg.data_dir.clone(),
+                bin_dir: pg.bin_dir.clone(),
+                port: pg.port,
+                listen: pg.listen.clone(),
+                os_user: pg.os_user.clone().or_else(|| {
+                    root.then(|| crate::config::defaults::POSTGRES_OS_USER_FOR_ROOT.to_string())
+                }),
+                superuser: pg.superuser.clone(),
+                superuser_password: read(&pg.superuser_password_file, "superuser_password_file")?,
+                replication_user: pg.replication_user.clone(),
+                replication_password: read(
+                    &pg.replication_password_file,
+                    "replication_password_file",
+                )?,
+                rejoin: match pg.rejoin {
+                    PostgresRejoin::RewindOrReclone => RejoinMode::RewindOrReclone,
+                    PostgresRejoin::RewindOnly => RejoinMode::RewindOnly,
+                },
+                log_file: pg.log_file.clone(),
+                database: pg.database.clone(),
+                services: config
+                    .peers
+                    .iter()
+                    .filter_map(|p| Some((p.id, p.service.clone()?)))
+                    .collect(),
+                action_timeout: pg.action_timeout,
+            };
+            let agent = PostgresAgent::new(settings, hooks.clone()).map_err(NodeError::Hooks)?;
+            Ok(Arc::new(agent))
+        }
+        _ => Ok(hooks.clone()),
     }
 }
 
@@ -405,7 +472,8 @@ impl RunningNode {
             .map_err(|e| NodeError::Heartbeat(e.to_string()))?;
 
         let hooks = Arc::new(hook_runner(&config)?);
-        for problem in hooks.check() {
+        let agent = build_agent(&config, &hooks)?;
+        for problem in agent.check() {
             tracing::warn!("{problem}");
         }
         let (monitor_role_tx, monitor_role_rx) = watch::channel(match config.node.role {
@@ -414,7 +482,6 @@ impl RunningNode {
             NodeRole::Learner => MonitorRole::Learner,
         });
         let (monitor_epoch_tx, monitor_epoch_rx) = watch::channel::<Epoch>(Epoch::NONE);
-        let agent: Arc<dyn crate::resource::Agent> = hooks.clone();
         let monitor = crate::resource::spawn_monitor(
             agent.clone(),
             config.resource.monitor_interval,

@@ -292,7 +292,8 @@ impl HookStats {
             .collect()
     }
 
-    fn record(&self, outcome: &HookOutcome) {
+    /// Counts one finished action (built-in agents record theirs here too).
+    pub fn record(&self, outcome: &HookOutcome) {
         if !matches!(outcome.kind, HookKind::Monitor | HookKind::Notify) {
             let finished_unix_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod hooks;
 pub mod monitor;
+pub mod postgres;
 pub mod report;
 
 pub use agent::{Agent, AgentFuture};

@@ -1,0 +1,1132 @@
+//! The built-in `postgres` agent (`[resource] agent = "postgres"`): quorate runs a
+//! PostgreSQL streaming-replication cluster itself, with the PostgreSQL binaries for the
+//! server's lifecycle (initdb, pg_ctl, pg_basebackup, pg_rewind) and a PostgreSQL client for
+//! SQL (status, promotion, the fencing token).
+//!
+//! | action | what it does |
+//! |---|---|
+//! | start | a data dir that exists starts **as a standby** (`standby.signal`): only promote makes a primary |
+//! | promote | empty data dir and the cluster's first promotion (epoch 1): initdb, the replication role and `quorate.fencing`; otherwise `pg_promote()` and wait until out of recovery. Then the epoch goes into `quorate.fencing` |
+//! | demote | a running primary restarts as a standby of the current primary (never just stops) |
+//! | follow | empty data dir: pg_basebackup from the primary; else point `primary_conninfo` at it (reload, or restart a primary as a standby); a standby that does not stream within [`STREAM_WAIT`] is rewound |
+//! | rejoin | crash-recover if needed (single-user mode), pg_rewind from the primary, restart as its standby; when rewind is impossible, re-clone (`rewind-or-reclone`) or stop and wait (`rewind-only`) |
+//! | monitor | role, WAL position (LSN as bytes), timeline, streaming state: the service report |
+//! | stop | pg_ctl stop (fast) when the daemon stops gracefully |
+//!
+//! Fence, notify, snapshot and verify run the `[resource]` executables when configured (the
+//! exec agent inside this one). PostgreSQL refuses to run as root: every binary runs as
+//! `[postgres] os_user`, and every file the agent writes is owned by that user.
+
+pub mod text;
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::process::Command;
+
+use self::text::{Upstream, INCLUDE_LINE};
+use super::agent::{Agent, AgentFuture};
+use super::hooks::{HookContext, HookKind, HookOutcome, HookRunner, HookStats};
+use crate::types::NodeId;
+
+/// How long follow waits for the WAL receiver to stream before it rewinds.
+pub const STREAM_WAIT: Duration = Duration::from_secs(15);
+/// Longest a status query may take (the monitor's connection and queries).
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Output of a PostgreSQL binary kept in an action's outcome.
+const MAX_TOOL_OUTPUT: usize = 4096;
+
+/// What a former primary whose data diverged does (`[postgres] rejoin`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RejoinMode {
+    RewindOrReclone,
+    RewindOnly,
+}
+
+/// Everything the agent needs, resolved by the daemon from `[postgres]` (passwords read).
+#[derive(Clone)]
+pub struct PostgresSettings {
+    pub node: NodeId,
+    pub data_dir: PathBuf,
+    pub bin_dir: PathBuf,
+    pub port: u16,
+    pub listen: String,
+    /// None: run the binaries as the daemon's own user.
+    pub os_user: Option<String>,
+    pub superuser: String,
+    pub superuser_password: String,
+    pub replication_user: String,
+    pub replication_password: String,
+    pub rejoin: RejoinMode,
+    pub log_file: PathBuf,
+    pub database: String,
+    /// Each voter's `[[peer]] service` address (where its PostgreSQL listens).
+    pub services: HashMap<NodeId, String>,
+    /// Longest one action may take (initdb, a base backup, a rewind).
+    pub action_timeout: Duration,
+}
+
+impl std::fmt::Debug for PostgresSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the passwords.
+        f.debug_struct("PostgresSettings")
+            .field("node", &self.node)
+            .field("data_dir", &self.data_dir)
+            .field("port", &self.port)
+            .field("os_user", &self.os_user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An action that failed, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("{tool} failed ({status}): {output}")]
+    Tool {
+        tool: String,
+        status: String,
+        output: String,
+    },
+    #[error("cannot run {tool}: {source}; check [postgres] bin_dir (is postgresql-15 installed?)")]
+    Spawn {
+        tool: String,
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("SQL on {target}: {message}")]
+    Sql { target: String, message: String },
+    #[error("{0}")]
+    Refused(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PgError {
+    let what = what.into();
+    move |source| PgError::Io { what, source }
+}
+
+/// The OS user PostgreSQL runs as.
+#[derive(Clone, Debug)]
+struct OsUser {
+    name: String,
+    uid: u32,
+    gid: u32,
+    home: PathBuf,
+}
+
+/// What the server is doing, from SQL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ServerState {
+    in_recovery: bool,
+    position: Option<u64>,
+    timeline: Option<u64>,
+    /// The WAL receiver's status on a standby ("streaming", ...); None when none runs.
+    receiver: Option<String>,
+    upstream: Option<String>,
+}
+
+/// The built-in PostgreSQL agent.
+#[derive(Debug)]
+pub struct PostgresAgent {
+    settings: PostgresSettings,
+    user: Option<OsUser>,
+    /// The exec agent for fence, notify, snapshot and verify (and the shared stats).
+    exec: Arc<HookRunner>,
+    /// One lifecycle action at a time (the monitor does not take it).
+    lifecycle: tokio::sync::Mutex<()>,
+}
+
+impl PostgresAgent {
+    /// Resolves the OS user; an unknown user is an error naming the fix.
+    pub fn new(settings: PostgresSettings, exec: Arc<HookRunner>) -> Result<Self, String> {
+        let user = match &settings.os_user {
+            None => None,
+            Some(name) => match nix::unistd::User::from_name(name) {
+                Ok(Some(u)) => Some(OsUser {
+                    name: u.name,
+                    uid: u.uid.as_raw(),
+                    gid: u.gid.as_raw(),
+                    home: u.dir,
+                }),
+                Ok(None) => {
+                    return Err(format!(
+                        "[postgres] os_user {name:?} does not exist on this machine; install PostgreSQL (its package creates the postgres user) or name an existing user"
+                    ))
+                }
+                Err(e) => return Err(format!("cannot look up [postgres] os_user {name:?}: {e}")),
+            },
+        };
+        if user.as_ref().is_some_and(|u| u.uid == 0) {
+            return Err(
+                "[postgres] os_user is root, and PostgreSQL refuses to run as root; name the user PostgreSQL runs as (usually postgres)".into(),
+            );
+        }
+        if user.is_none() && nix::unistd::geteuid().is_root() {
+            return Err(
+                "the daemon runs as root and [postgres] os_user is not set; PostgreSQL refuses to run as root: set os_user = \"postgres\"".into(),
+            );
+        }
+        Ok(PostgresAgent {
+            settings,
+            user,
+            exec,
+            lifecycle: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn s(&self) -> &PostgresSettings {
+        &self.settings
+    }
+
+    fn data_dir(&self) -> &Path {
+        &self.settings.data_dir
+    }
+
+    fn application_name(&self) -> String {
+        format!("node{}", self.settings.node)
+    }
+
+    fn initialized(&self) -> bool {
+        self.data_dir().join("PG_VERSION").exists()
+    }
+
+    // ---- processes ----------------------------------------------------------------------
+
+    fn command(&self, tool: &str) -> Command {
+        let mut cmd = Command::new(self.s().bin_dir.join(tool));
+        cmd.current_dir("/")
+            .env("LC_ALL", "C")
+            .env_remove("PGPASSWORD")
+            .env_remove("PGDATA")
+            .env_remove("PGHOST")
+            .env_remove("PGPORT")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        if let Some(u) = &self.user {
+            cmd.uid(u.uid)
+                .gid(u.gid)
+                .env("HOME", &u.home)
+                .env("USER", &u.name)
+                .env("LOGNAME", &u.name);
+        }
+        cmd
+    }
+
+    /// Runs `tool` to its end; Err (with its output) unless it exits 0.
+    async fn run(
+        &self,
+        tool: &str,
+        args: &[OsString],
+        env: &[(&str, &str)],
+    ) -> Result<String, PgError> {
+        self.run_with_input(tool, args, env, None).await
+    }
+
+    async fn run_with_input(
+        &self,
+        tool: &str,
+        args: &[OsString],
+        env: &[(&str, &str)],
+        input: Option<&str>,
+    ) -> Result<String, PgError> {
+        let mut cmd = self.command(tool);
+        cmd.args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if input.is_some() {
+            cmd.stdin(std::process::Stdio::piped());
+        }
+        let mut child = cmd.spawn().map_err(|source| PgError::Spawn {
+            tool: tool.to_string(),
+            source,
+        })?;
+        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+            use tokio::io::AsyncWriteExt;
+            stdin
+                .write_all(text.as_bytes())
+                .await
+                .map_err(io(format!("cannot write to {tool}'s input")))?;
+            drop(stdin);
+        }
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(io(format!("waiting for {tool}")))?;
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        if text.len() > MAX_TOOL_OUTPUT {
+            let mut cut = MAX_TOOL_OUTPUT;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push_str(" [...]");
+        }
+        if out.status.success() {
+            Ok(text)
+        } else {
+            Err(PgError::Tool {
+                tool: tool.to_string(),
+                status: out.status.to_string(),
+                output: text.trim().to_string(),
+            })
+        }
+    }
+
+    fn data_arg(&self) -> OsString {
+        self.data_dir().as_os_str().to_owned()
+    }
+
+    async fn is_running(&self) -> bool {
+        if !self.initialized() {
+            return false;
+        }
+        self.run(
+            "pg_ctl",
+            &["status".into(), "-D".into(), self.data_arg()],
+            &[],
+        )
+        .await
+        .is_ok()
+    }
+
+    async fn pg_start(&self) -> Result<(), PgError> {
+        self.prepare_log_file()?;
+        let wait = self.s().action_timeout.as_secs().max(10).to_string();
+        self.run(
+            "pg_ctl",
+            &[
+                "start".into(),
+                "-D".into(),
+                self.data_arg(),
+                "-l".into(),
+                self.s().log_file.as_os_str().to_owned(),
+                "-w".into(),
+                "-t".into(),
+                wait.into(),
+            ],
+            &[],
+        )
+        .await
+        .map(drop)
+        .map_err(|e| self.with_log_hint(e))
+    }
+
+    async fn pg_stop(&self) -> Result<(), PgError> {
+        if !self.is_running().await {
+            return Ok(());
+        }
+        let wait = self.s().action_timeout.as_secs().max(10).to_string();
+        self.run(
+            "pg_ctl",
+            &[
+                "stop".into(),
+                "-D".into(),
+                self.data_arg(),
+                "-m".into(),
+                "fast".into(),
+                "-w".into(),
+                "-t".into(),
+                wait.into(),
+            ],
+            &[],
+        )
+        .await
+        .map(drop)
+    }
+
+    fn with_log_hint(&self, e: PgError) -> PgError {
+        match e {
+            PgError::Tool {
+                tool,
+                status,
+                output,
+            } => PgError::Tool {
+                tool,
+                status,
+                output: format!(
+                    "{output} (the server log is {})",
+                    self.s().log_file.display()
+                ),
+            },
+            other => other,
+        }
+    }
+
+    // ---- files ------------------------------------------------------------------------------
+
+    fn chown(&self, path: &Path) -> Result<(), PgError> {
+        if let Some(u) = &self.user {
+            std::os::unix::fs::chown(path, Some(u.uid), Some(u.gid)).map_err(io(format!(
+                "cannot give {} to {}",
+                path.display(),
+                u.name
+            )))?;
+        }
+        Ok(())
+    }
+
+    /// Writes `contents` to `path` (temp file, fsync, rename), owned by the OS user, 0600.
+    fn write_file(&self, path: &Path, contents: &str) -> Result<(), PgError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let tmp = path.with_extension("quorate-tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io(format!("cannot write {}", tmp.display())))?;
+        f.write_all(contents.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(io(format!("cannot write {}", tmp.display())))?;
+        drop(f);
+        self.chown(&tmp)?;
+        std::fs::rename(&tmp, path).map_err(io(format!("cannot replace {}", path.display())))
+    }
+
+    /// The data dir exists, belongs to the OS user and is private (initdb and
+    /// pg_basebackup want it so).
+    fn prepare_data_dir(&self) -> Result<(), PgError> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.data_dir();
+        std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io(format!("cannot make {} private", dir.display())))?;
+        self.chown(dir)
+    }
+
+    fn prepare_log_file(&self) -> Result<(), PgError> {
+        let log = &self.s().log_file;
+        if !log.exists() {
+            std::fs::File::create(log).map_err(io(format!("cannot create {}", log.display())))?;
+        }
+        self.chown(log)
+    }
+
+    fn upstream_of(&self, primary: NodeId) -> Result<(String, u16), PgError> {
+        let address = self.s().services.get(&primary).ok_or_else(|| {
+            PgError::Refused(format!(
+                "node {primary}'s PostgreSQL address is unknown: set service = \"HOST:PORT\" in its [[peer]] section"
+            ))
+        })?;
+        text::split_host_port(address).ok_or_else(|| {
+            PgError::Refused(format!(
+                "node {primary}'s service address {address:?} is not HOST:PORT; fix its [[peer]] service"
+            ))
+        })
+    }
+
+    /// Rewrites `quorate.conf`: a standby of `primary` (Some) or a primary (None); and makes
+    /// the data dir a standby (`standby.signal`) or not.
+    fn write_role_files(
+        &self,
+        standby_of: Option<(&str, u16)>,
+        standby: bool,
+    ) -> Result<(), PgError> {
+        let s = self.s();
+        let upstream = standby_of.map(|(host, port)| Upstream {
+            host,
+            port,
+            user: &s.replication_user,
+            password: &s.replication_password,
+        });
+        let conf = text::quorate_conf(
+            &s.listen,
+            s.port,
+            &self.application_name(),
+            upstream.as_ref(),
+        );
+        self.write_file(&self.data_dir().join("quorate.conf"), &conf)?;
+        let signal = self.data_dir().join("standby.signal");
+        if standby {
+            if !signal.exists() {
+                self.write_file(&signal, "")?;
+            }
+        } else if signal.exists() {
+            std::fs::remove_file(&signal)
+                .map_err(io(format!("cannot remove {}", signal.display())))?;
+        }
+        Ok(())
+    }
+
+    /// postgresql.conf includes quorate.conf (once).
+    fn ensure_include(&self) -> Result<(), PgError> {
+        let path = self.data_dir().join("postgresql.conf");
+        let text = std::fs::read_to_string(&path)
+            .map_err(io(format!("cannot read {}", path.display())))?;
+        if text.lines().any(|l| l.trim() == INCLUDE_LINE) {
+            return Ok(());
+        }
+        self.write_file(&path, &format!("{text}\n{INCLUDE_LINE}\n"))
+    }
+
+    // ---- SQL --------------------------------------------------------------------------------
+
+    async fn connect_to(&self, host: &str, port: u16) -> Result<tokio_postgres::Client, PgError> {
+        let s = self.s();
+        let target = format!("{host}:{port}");
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host(host)
+            .port(port)
+            .user(&s.superuser)
+            .password(&s.superuser_password)
+            .dbname(&s.database)
+            .application_name("quorate")
+            .connect_timeout(QUERY_TIMEOUT);
+        let connecting = cfg.connect(tokio_postgres::NoTls);
+        let (client, connection) = tokio::time::timeout(QUERY_TIMEOUT, connecting)
+            .await
+            .map_err(|_| PgError::Sql {
+                target: target.clone(),
+                message: format!("no connection within {QUERY_TIMEOUT:?}"),
+            })?
+            .map_err(|e| PgError::Sql {
+                target: target.clone(),
+                message: e.to_string(),
+            })?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(client)
+    }
+
+    async fn connect_local(&self) -> Result<tokio_postgres::Client, PgError> {
+        self.connect_to(&text::connect_host(&self.s().listen), self.s().port)
+            .await
+    }
+
+    async fn query(
+        client: &tokio_postgres::Client,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, PgError> {
+        tokio::time::timeout(QUERY_TIMEOUT * 12, client.query(sql, params))
+            .await
+            .map_err(|_| PgError::Sql {
+                target: "local".into(),
+                message: format!("{sql:?} did not finish in time"),
+            })?
+            .map_err(|e| PgError::Sql {
+                target: "local".into(),
+                message: format!("{sql:?}: {e}"),
+            })
+    }
+
+    async fn server_state(&self) -> Result<ServerState, PgError> {
+        let client = self.connect_local().await?;
+        let rows = Self::query(&client, "SELECT pg_is_in_recovery()", &[]).await?;
+        let in_recovery: bool = rows.first().map(|r| r.get(0)).unwrap_or(true);
+        if !in_recovery {
+            let rows = Self::query(
+                &client,
+                "SELECT pg_current_wal_lsn()::text, pg_walfile_name(pg_current_wal_lsn())",
+                &[],
+            )
+            .await?;
+            let row = rows.first();
+            let lsn: Option<String> = row.map(|r| r.get(0));
+            let walfile: Option<String> = row.map(|r| r.get(1));
+            return Ok(ServerState {
+                in_recovery,
+                position: lsn.as_deref().and_then(text::parse_lsn),
+                timeline: walfile.as_deref().and_then(text::timeline_of_walfile),
+                receiver: None,
+                upstream: None,
+            });
+        }
+        let rows = Self::query(
+            &client,
+            "SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, \
+             (SELECT received_tli::bigint FROM pg_stat_wal_receiver LIMIT 1), \
+             (SELECT status FROM pg_stat_wal_receiver LIMIT 1), \
+             (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver LIMIT 1), \
+             (SELECT timeline_id::bigint FROM pg_control_checkpoint())",
+            &[],
+        )
+        .await?;
+        let Some(row) = rows.first() else {
+            return Err(PgError::Sql {
+                target: "local".into(),
+                message: "the standby status query returned no row".into(),
+            });
+        };
+        let receive: Option<String> = row.get(0);
+        let replay: Option<String> = row.get(1);
+        let received_tli: Option<i64> = row.get(2);
+        let status: Option<String> = row.get(3);
+        let upstream: Option<String> = row.get(4);
+        let checkpoint_tli: Option<i64> = row.get(5);
+        let receive = receive.as_deref().and_then(text::parse_lsn);
+        let replay = replay.as_deref().and_then(text::parse_lsn);
+        Ok(ServerState {
+            in_recovery,
+            position: receive.max(replay),
+            timeline: received_tli
+                .or(checkpoint_tli)
+                .and_then(|t| u64::try_from(t).ok()),
+            receiver: status,
+            upstream,
+        })
+    }
+
+    // ---- actions ----------------------------------------------------------------------------
+
+    async fn start(&self) -> Result<String, PgError> {
+        if !self.initialized() {
+            return Ok("no data yet: the first primary runs initdb, every other node clones it at its follow".into());
+        }
+        if self.is_running().await {
+            return Ok("PostgreSQL is already running".into());
+        }
+        // Only promote makes a primary: start as a standby (its follow names the upstream).
+        self.ensure_include()?;
+        self.write_role_files(None, true)?;
+        self.pg_start().await?;
+        Ok("started as a standby".into())
+    }
+
+    async fn stop(&self) -> Result<String, PgError> {
+        self.pg_stop().await?;
+        Ok("stopped".into())
+    }
+
+    async fn promote(&self, ctx: &HookContext<'_>) -> Result<String, PgError> {
+        let mut what = String::new();
+        if !self.initialized() {
+            if ctx.epoch.get() > 1 {
+                return Err(PgError::Refused(format!(
+                    "this node has no PostgreSQL data and the cluster had primaries before (epoch {}): it must not start an empty database; let it clone from a node with the data (it does at its follow), or restore one",
+                    ctx.epoch
+                )));
+            }
+            self.bootstrap().await?;
+            what.push_str("initialized a new cluster (initdb); ");
+        } else if !self.is_running().await {
+            self.ensure_include()?;
+            self.pg_start().await?;
+        }
+        let client = self.connect_local().await?;
+        let in_recovery: bool = Self::query(&client, "SELECT pg_is_in_recovery()", &[])
+            .await?
+            .first()
+            .map(|r| r.get(0))
+            .unwrap_or(true);
+        if in_recovery {
+            let wait =
+                i32::try_from(self.s().action_timeout.as_secs().clamp(10, 3600)).unwrap_or(60);
+            let rows = Self::query(&client, "SELECT pg_promote(true, $1)", &[&wait]).await?;
+            let promoted: bool = rows.first().map(|r| r.get(0)).unwrap_or(false);
+            if !promoted {
+                return Err(PgError::Refused(format!(
+                    "pg_promote() did not finish within {wait} s; see {}",
+                    self.s().log_file.display()
+                )));
+            }
+            what.push_str("promoted (pg_promote); ");
+        } else {
+            what.push_str("already a primary; ");
+        }
+        let started = Instant::now();
+        loop {
+            let rows = Self::query(&client, "SELECT pg_is_in_recovery()", &[]).await?;
+            if !rows.first().map(|r| r.get::<_, bool>(0)).unwrap_or(true) {
+                break;
+            }
+            if started.elapsed() > self.s().action_timeout {
+                return Err(PgError::Refused(
+                    "the server is still in recovery after pg_promote()".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The upstream of a former standby stays in quorate.conf; a primary has none.
+        self.write_role_files(None, false)?;
+        Self::query(&client, "SELECT pg_reload_conf()", &[]).await?;
+        // The fencing token, in the database itself: an application checks it in the same
+        // transaction as its write (README: "Fencing in the database").
+        let epoch = i64::try_from(ctx.epoch.get()).unwrap_or(i64::MAX);
+        let node = i64::try_from(self.s().node).unwrap_or(i64::MAX);
+        Self::query(
+            &client,
+            "INSERT INTO quorate.fencing (id, epoch, node, at) VALUES (1, $1, $2, now()) \
+             ON CONFLICT (id) DO UPDATE SET epoch = EXCLUDED.epoch, node = EXCLUDED.node, at = EXCLUDED.at",
+            &[&epoch, &node],
+        )
+        .await?;
+        what.push_str(&format!("fencing epoch {} written", ctx.epoch));
+        Ok(what)
+    }
+
+    async fn bootstrap(&self) -> Result<(), PgError> {
+        let s = self.s();
+        self.prepare_data_dir()?;
+        // initdb reads the superuser's password from a file the OS user can open (a pipe
+        // from a root daemon is not one): a private sibling of the data dir, removed after.
+        let mut pwfile = self.data_dir().as_os_str().to_owned();
+        pwfile.push(".initdb-pw");
+        let pwfile = PathBuf::from(pwfile);
+        self.write_file(&pwfile, &format!("{}\n", s.superuser_password))?;
+        let mut pwarg = OsString::from("--pwfile=");
+        pwarg.push(&pwfile);
+        let initdb = self
+            .run(
+                "initdb",
+                &[
+                    "-D".into(),
+                    self.data_arg(),
+                    "-U".into(),
+                    s.superuser.clone().into(),
+                    pwarg,
+                    "--auth-local=peer".into(),
+                    "--auth-host=scram-sha-256".into(),
+                    "-E".into(),
+                    "UTF8".into(),
+                    "--locale=C".into(),
+                ],
+                &[],
+            )
+            .await;
+        let _ = std::fs::remove_file(&pwfile);
+        initdb?;
+        self.write_file(&self.data_dir().join("pg_hba.conf"), &text::hba_conf())?;
+        self.ensure_include()?;
+        self.write_role_files(None, false)?;
+        self.pg_start().await?;
+        let client = self.connect_local().await?;
+        let sql = format!(
+            "CREATE ROLE {} WITH REPLICATION LOGIN PASSWORD {}",
+            s.replication_user,
+            text::sql_literal(&s.replication_password)
+        );
+        client.batch_execute(&sql).await.map_err(|e| PgError::Sql {
+            target: "local".into(),
+            message: format!("creating the replication role {}: {e}", s.replication_user),
+        })?;
+        client
+            .batch_execute(
+                "CREATE SCHEMA IF NOT EXISTS quorate; \
+                 CREATE TABLE IF NOT EXISTS quorate.fencing (\
+                   id int PRIMARY KEY CHECK (id = 1), \
+                   epoch bigint NOT NULL, \
+                   node bigint NOT NULL, \
+                   at timestamptz NOT NULL DEFAULT now()); \
+                 GRANT USAGE ON SCHEMA quorate TO PUBLIC; \
+                 GRANT SELECT ON quorate.fencing TO PUBLIC;",
+            )
+            .await
+            .map_err(|e| PgError::Sql {
+                target: "local".into(),
+                message: format!("creating quorate.fencing: {e}"),
+            })?;
+        Ok(())
+    }
+
+    fn primary_of(&self, ctx: &HookContext<'_>) -> Option<NodeId> {
+        ctx.primary.filter(|p| *p != self.s().node)
+    }
+
+    async fn demote(&self, ctx: &HookContext<'_>) -> Result<String, PgError> {
+        if !self.initialized() {
+            return Ok("no data: nothing to demote".into());
+        }
+        let upstream = match self.primary_of(ctx) {
+            Some(p) => self.upstream_of(p).ok(),
+            None => None,
+        };
+        self.pg_stop().await?;
+        self.ensure_include()?;
+        self.write_role_files(upstream.as_ref().map(|(h, p)| (h.as_str(), *p)), true)?;
+        self.pg_start().await?;
+        Ok(match upstream {
+            Some((h, p)) => format!("restarted as a standby of {h}:{p}"),
+            None => "restarted as a standby (no primary to follow yet)".into(),
+        })
+    }
+
+    async fn follow(&self, ctx: &HookContext<'_>) -> Result<String, PgError> {
+        let Some(primary) = self.primary_of(ctx) else {
+            return Err(PgError::Refused(
+                "follow without a primary to follow".into(),
+            ));
+        };
+        let (host, port) = self.upstream_of(primary)?;
+        if !self.initialized() {
+            self.base_backup(&host, port).await?;
+            self.write_role_files(Some((&host, port)), true)?;
+            self.pg_start().await?;
+            self.wait_streaming().await?;
+            return Ok(format!(
+                "cloned from node {primary} ({host}:{port}) and streaming"
+            ));
+        }
+        let running = self.is_running().await;
+        let primary_here = running
+            && self
+                .server_state()
+                .await
+                .map(|st| !st.in_recovery)
+                .unwrap_or(false);
+        self.ensure_include()?;
+        self.write_role_files(Some((&host, port)), true)?;
+        if primary_here {
+            // A primary is never just stopped while another is reachable: restart it as a
+            // standby of the new one.
+            self.pg_stop().await?;
+            self.pg_start().await?;
+        } else if running {
+            let client = self.connect_local().await?;
+            Self::query(&client, "SELECT pg_reload_conf()", &[]).await?;
+        } else {
+            self.pg_start().await?;
+        }
+        if self.wait_streaming().await.is_ok() {
+            return Ok(format!("streaming from node {primary} ({host}:{port})"));
+        }
+        // Not streaming: the timelines probably diverged (a former primary). Rewind.
+        let how = self.resync(primary, &host, port).await?;
+        Ok(format!(
+            "{how}; streaming from node {primary} ({host}:{port})"
+        ))
+    }
+
+    async fn rejoin(&self, ctx: &HookContext<'_>) -> Result<String, PgError> {
+        let Some(primary) = self.primary_of(ctx) else {
+            return Err(PgError::Refused(
+                "rejoin without a primary to rejoin".into(),
+            ));
+        };
+        let (host, port) = self.upstream_of(primary)?;
+        if !self.initialized() {
+            return self.follow(ctx).await;
+        }
+        let how = self.resync(primary, &host, port).await?;
+        Ok(format!(
+            "{how}; streaming from node {primary} ({host}:{port})"
+        ))
+    }
+
+    /// pg_rewind from the primary (after crash recovery when needed), then restart as its
+    /// standby; when the rewind fails, re-clone or stop, as `[postgres] rejoin` says.
+    async fn resync(&self, primary: NodeId, host: &str, port: u16) -> Result<String, PgError> {
+        self.pg_stop().await?;
+        self.crash_recover_if_needed().await?;
+        let s = self.s();
+        let source = format!(
+            "host={} port={port} user={} dbname={} connect_timeout=5",
+            text::conninfo_value(host),
+            text::conninfo_value(&s.superuser),
+            text::conninfo_value(&s.database)
+        );
+        let rewound = self
+            .run(
+                "pg_rewind",
+                &[
+                    "--target-pgdata".into(),
+                    self.data_arg(),
+                    "--source-server".into(),
+                    source.into(),
+                ],
+                &[("PGPASSWORD", &s.superuser_password)],
+            )
+            .await;
+        let how = match rewound {
+            Ok(out) if out.contains("no rewind required") => "no rewind was needed".to_string(),
+            Ok(_) => format!("rewound from node {primary} (pg_rewind)"),
+            Err(e) => match s.rejoin {
+                RejoinMode::RewindOnly => {
+                    return Err(PgError::Refused(format!(
+                        "pg_rewind from node {primary} failed and [postgres] rejoin = \"rewind-only\": this node stays out until its data is resynced by hand (e.g. pg_basebackup into {}): {e}",
+                        self.data_dir().display()
+                    )))
+                }
+                RejoinMode::RewindOrReclone => {
+                    self.set_aside_data_dir()?;
+                    self.base_backup(host, port).await?;
+                    format!("pg_rewind failed ({e}); re-cloned from node {primary} (pg_basebackup)")
+                }
+            },
+        };
+        // pg_rewind copied the source's configuration files: make this one a standby again.
+        self.ensure_include()?;
+        self.write_role_files(Some((host, port)), true)?;
+        self.pg_start().await?;
+        self.wait_streaming().await?;
+        Ok(how)
+    }
+
+    /// pg_rewind needs a cleanly shut down target: a crashed one is recovered in
+    /// single-user mode first (it replays its WAL and shuts down).
+    async fn crash_recover_if_needed(&self) -> Result<(), PgError> {
+        let out = self
+            .run("pg_controldata", &["-D".into(), self.data_arg()], &[])
+            .await?;
+        match text::cluster_state(&out) {
+            Some(state) if text::cleanly_shut_down(state) => Ok(()),
+            _ => self
+                .run(
+                    "postgres",
+                    &[
+                        "--single".into(),
+                        "-D".into(),
+                        self.data_arg(),
+                        self.s().database.clone().into(),
+                    ],
+                    &[],
+                )
+                .await
+                .map(drop),
+        }
+    }
+
+    /// Keeps the diverged data once, as `<data_dir>.diverged`, so a re-clone never destroys
+    /// the only copy of what the old primary had.
+    fn set_aside_data_dir(&self) -> Result<(), PgError> {
+        let dir = self.data_dir();
+        let mut aside = dir.as_os_str().to_owned();
+        aside.push(".diverged");
+        let aside = PathBuf::from(aside);
+        if aside.exists() {
+            std::fs::remove_dir_all(&aside)
+                .map_err(io(format!("cannot remove {}", aside.display())))?;
+        }
+        std::fs::rename(dir, &aside).map_err(io(format!(
+            "cannot move {} aside to {}",
+            dir.display(),
+            aside.display()
+        )))?;
+        Ok(())
+    }
+
+    async fn base_backup(&self, host: &str, port: u16) -> Result<(), PgError> {
+        let s = self.s();
+        self.prepare_data_dir()?;
+        let empty = std::fs::read_dir(self.data_dir())
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
+        if !empty {
+            return Err(PgError::Refused(format!(
+                "{} is not empty and holds no PostgreSQL cluster (no PG_VERSION): move its contents away so a base backup can go there",
+                self.data_dir().display()
+            )));
+        }
+        self.run(
+            "pg_basebackup",
+            &[
+                "-D".into(),
+                self.data_arg(),
+                "-h".into(),
+                host.into(),
+                "-p".into(),
+                port.to_string().into(),
+                "-U".into(),
+                s.replication_user.clone().into(),
+                "-X".into(),
+                "stream".into(),
+                "-c".into(),
+                "fast".into(),
+                "--no-password".into(),
+            ],
+            &[("PGPASSWORD", &s.replication_password)],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn wait_streaming(&self) -> Result<(), PgError> {
+        let started = Instant::now();
+        let mut last = String::from("no status yet");
+        while started.elapsed() < STREAM_WAIT {
+            match self.server_state().await {
+                Ok(st) if st.receiver.as_deref() == Some("streaming") => return Ok(()),
+                Ok(st) if !st.in_recovery => {
+                    return Err(PgError::Refused(
+                        "the server is a primary, not a standby".into(),
+                    ))
+                }
+                Ok(st) => last = format!("WAL receiver {:?}", st.receiver),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(PgError::Refused(format!(
+            "the standby did not stream within {STREAM_WAIT:?} ({last}); see {}",
+            self.s().log_file.display()
+        )))
+    }
+
+    async fn monitor(&self) -> Result<String, PgError> {
+        if !self.initialized() {
+            return Ok(
+                r#"{"role":"stopped","healthy":true,"detail":"no data yet: the first primary runs initdb, replicas clone it"}"#
+                    .to_string(),
+            );
+        }
+        let st = self.server_state().await.map_err(|e| {
+            PgError::Refused(format!(
+                "PostgreSQL does not answer ({e}); see {}",
+                self.s().log_file.display()
+            ))
+        })?;
+        let role = if st.in_recovery { "replica" } else { "primary" };
+        let detail = if st.in_recovery {
+            match (&st.receiver, &st.upstream) {
+                (Some(status), Some(up)) => format!("standby, WAL receiver {status} from {up}"),
+                (Some(status), None) => format!("standby, WAL receiver {status}"),
+                _ => "standby, not streaming".to_string(),
+            }
+        } else {
+            "primary".to_string()
+        };
+        let report = serde_json::json!({
+            "role": role,
+            "position": st.position,
+            "timeline": st.timeline,
+            "healthy": true,
+            "detail": detail,
+        });
+        Ok(report.to_string())
+    }
+
+    async fn native(&self, action: HookKind, ctx: HookContext<'_>) -> Result<String, PgError> {
+        if action == HookKind::Monitor {
+            return self.monitor().await;
+        }
+        let _one_at_a_time = self.lifecycle.lock().await;
+        match action {
+            HookKind::Start => self.start().await,
+            HookKind::Stop => self.stop().await,
+            HookKind::Promote => self.promote(&ctx).await,
+            HookKind::Demote => self.demote(&ctx).await,
+            HookKind::Follow => self.follow(&ctx).await,
+            HookKind::Rejoin => self.rejoin(&ctx).await,
+            other => Err(PgError::Refused(format!(
+                "the postgres agent does not run {other}"
+            ))),
+        }
+    }
+
+    fn is_native(action: HookKind) -> bool {
+        matches!(
+            action,
+            HookKind::Start
+                | HookKind::Stop
+                | HookKind::Promote
+                | HookKind::Demote
+                | HookKind::Follow
+                | HookKind::Rejoin
+                | HookKind::Monitor
+        )
+    }
+
+    async fn perform_native(
+        &self,
+        action: HookKind,
+        ctx: HookContext<'_>,
+        cancel: AgentFuture<'_, ()>,
+    ) -> HookOutcome {
+        let started = Instant::now();
+        let limit = if action == HookKind::Monitor {
+            QUERY_TIMEOUT * 2
+        } else {
+            self.s().action_timeout
+        };
+        let work = tokio::time::timeout(limit, self.native(action, ctx));
+        let (ok, timed_out, cancelled, output) = tokio::select! {
+            r = work => match r {
+                Ok(Ok(out)) => (true, false, false, out),
+                Ok(Err(e)) => (false, false, false, e.to_string()),
+                Err(_) => (false, true, false, format!("did not finish within {limit:?}")),
+            },
+            () = cancel => (false, false, true, "cancelled".to_string()),
+        };
+        let outcome = HookOutcome {
+            kind: action,
+            ok,
+            exit_code: (!timed_out && !cancelled).then_some(if ok { 0 } else { 1 }),
+            signal: None,
+            timed_out,
+            cancelled,
+            duration: started.elapsed(),
+            output,
+        };
+        let level_ok = outcome.ok;
+        if level_ok {
+            tracing::info!(target: "quorate::agent", action = action.as_str(), duration_ms = outcome.duration.as_millis() as u64, "postgres {action}: {}", outcome.output);
+        } else {
+            tracing::warn!(target: "quorate::agent", action = action.as_str(), duration_ms = outcome.duration.as_millis() as u64, "postgres {action} failed: {}", outcome.output);
+        }
+        self.exec.stats().record(&outcome);
+        outcome
+    }
+}
+
+impl Agent for PostgresAgent {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn is_configured(&self, action: HookKind) -> bool {
+        Self::is_native(action) || self.exec.is_configured(action)
+    }
+
+    fn perform<'a>(
+        &'a self,
+        action: HookKind,
+        ctx: HookContext<'a>,
+        cancel: AgentFuture<'a, ()>,
+    ) -> AgentFuture<'a, HookOutcome> {
+        if Self::is_native(action) {
+            Box::pin(self.perform_native(action, ctx, cancel))
+        } else {
+            Box::pin(self.exec.run_cancellable(action, ctx, cancel))
+        }
+    }
+
+    fn set_primary(&self, primary: Option<NodeId>) {
+        self.exec.set_primary(primary);
+    }
+
+    fn stats(&self) -> &HookStats {
+        self.exec.stats()
+    }
+
+    fn check(&self) -> Vec<String> {
+        let mut problems = self.exec.check();
+        for tool in [
+            "initdb",
+            "pg_ctl",
+            "pg_basebackup",
+            "pg_rewind",
+            "pg_controldata",
+            "postgres",
+        ] {
+            let path = self.s().bin_dir.join(tool);
+            if !path.is_file() {
+                problems.push(format!(
+                    "{} is missing: install PostgreSQL 15 (the postgresql-15 package) or point [postgres] bin_dir at its binaries",
+                    path.display()
+                ));
+            }
+        }
+        if let Some(parent) = self.data_dir().parent() {
+            if !parent.exists() {
+                problems.push(format!(
+                    "{} (the parent of [postgres] data_dir) does not exist: create it",
+                    parent.display()
+                ));
+            }
+        }
+        problems
+    }
+}

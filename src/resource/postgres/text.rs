@@ -1,0 +1,241 @@
+//! Pure text for the PostgreSQL agent: LSNs and timelines as PostgreSQL prints them, the
+//! configuration files the agent owns, and quoting for the three syntaxes it writes
+//! (SQL literals, postgresql.conf strings, libpq connection strings).
+
+/// An LSN as PostgreSQL prints it (`16/B374D848`) as a byte position: `(hi << 32) + lo`.
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.trim().split_once('/')?;
+    if hi.is_empty() || lo.is_empty() || hi.len() > 8 || lo.len() > 8 {
+        return None;
+    }
+    let hi = u64::from_str_radix(hi, 16).ok()?;
+    let lo = u64::from_str_radix(lo, 16).ok()?;
+    Some((hi << 32) | lo)
+}
+
+/// The timeline of a WAL file name (`000000030000000000000005` is on timeline 3).
+pub fn timeline_of_walfile(name: &str) -> Option<u64> {
+    let tli = name.get(..8)?;
+    u64::from_str_radix(tli, 16).ok().filter(|t| *t > 0)
+}
+
+/// A SQL string literal: `'...'` with every `'` doubled (standard_conforming_strings is on
+/// by default since 9.1; a backslash is then an ordinary character).
+pub fn sql_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// A postgresql.conf string value: `'...'` with every `'` doubled.
+pub fn conf_string(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// A libpq connection-string value: `'...'` with `\` and `'` escaped by a backslash.
+pub fn conninfo_value(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// Where a standby streams from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upstream<'a> {
+    pub host: &'a str,
+    pub port: u16,
+    pub user: &'a str,
+    pub password: &'a str,
+}
+
+/// `primary_conninfo` for a standby of `upstream`, naming itself `application_name`
+/// (what `synchronous_standby_names` and `pg_stat_replication` show).
+pub fn primary_conninfo(upstream: &Upstream<'_>, application_name: &str) -> String {
+    format!(
+        "host={} port={} user={} password={} application_name={} connect_timeout=5",
+        conninfo_value(upstream.host),
+        upstream.port,
+        conninfo_value(upstream.user),
+        conninfo_value(upstream.password),
+        conninfo_value(application_name),
+    )
+}
+
+/// The line the agent appends to postgresql.conf once (at initdb): everything it manages is
+/// in `quorate.conf`, which it rewrites whenever the role changes.
+pub const INCLUDE_LINE: &str = "include_if_exists = 'quorate.conf'";
+
+/// `quorate.conf`: the settings replication and pg_rewind need, and the standby's upstream.
+pub fn quorate_conf(
+    listen: &str,
+    port: u16,
+    application_name: &str,
+    upstream: Option<&Upstream<'_>>,
+) -> String {
+    let conninfo = upstream
+        .map(|u| primary_conninfo(u, application_name))
+        .unwrap_or_default();
+    format!(
+        "# Written by quorate's postgres agent at every start, promote, demote, follow and \
+         rejoin:\n# edits here are lost. Put your own settings in postgresql.conf (before the \
+         include line)\n# or postgresql.auto.conf.\n\
+         listen_addresses = {listen}\n\
+         port = {port}\n\
+         unix_socket_directories = ''\n\
+         wal_level = replica\n\
+         wal_log_hints = on\n\
+         hot_standby = on\n\
+         hot_standby_feedback = on\n\
+         max_wal_senders = 10\n\
+         max_replication_slots = 10\n\
+         wal_keep_size = '1GB'\n\
+         recovery_target_timeline = 'latest'\n\
+         cluster_name = {name}\n\
+         primary_conninfo = {conninfo}\n",
+        listen = conf_string(listen),
+        name = conf_string(application_name),
+        conninfo = conf_string(&conninfo),
+    )
+}
+
+/// `pg_hba.conf` written at initdb: local connections by OS user (peer), everything over TCP
+/// (SQL and replication) with SCRAM passwords.
+pub fn hba_conf() -> String {
+    "# Written by quorate's postgres agent at initdb; replicas get it with their base backup.\n\
+     # TYPE  DATABASE     USER  ADDRESS  METHOD\n\
+     local   all          all            peer\n\
+     host    all          all   all      scram-sha-256\n\
+     host    replication  all   all      scram-sha-256\n"
+        .to_string()
+}
+
+/// The host to connect to for `listen_addresses`: a wildcard means loopback, else the first
+/// address listed.
+pub fn connect_host(listen: &str) -> String {
+    let first = listen
+        .split(',')
+        .map(str::trim)
+        .find(|s| !s.is_empty())
+        .unwrap_or("*");
+    match first {
+        "*" | "0.0.0.0" => "127.0.0.1".to_string(),
+        "::" => "::1".to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// `HOST:PORT` (or `[V6]:PORT`) of a `[[peer]] service` address.
+pub fn split_host_port(address: &str) -> Option<(String, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let port = port.parse().ok().filter(|p| *p != 0)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty()).then(|| (host.to_string(), port))
+}
+
+/// `Database cluster state` in `pg_controldata` output.
+pub fn cluster_state(controldata: &str) -> Option<&str> {
+    controldata
+        .lines()
+        .find_map(|l| l.strip_prefix("Database cluster state:").map(str::trim))
+}
+
+/// Whether a cluster in `state` was shut down cleanly (pg_rewind's precondition).
+pub fn cleanly_shut_down(state: &str) -> bool {
+    state == "shut down" || state == "shut down in recovery"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn lsns_parse_as_byte_positions() {
+        assert_eq!(parse_lsn("0/0"), Some(0));
+        assert_eq!(parse_lsn("0/3000148"), Some(0x300_0148));
+        assert_eq!(parse_lsn("16/B374D848"), Some((0x16 << 32) | 0xB374_D848));
+        assert_eq!(parse_lsn("FFFFFFFF/FFFFFFFF"), Some(u64::MAX));
+        for bad in ["", "/", "1/", "/1", "x/1", "1/2/3", "123456789/0", "1"] {
+            assert_eq!(parse_lsn(bad), None, "{bad:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn every_lsn_round_trips(v in any::<u64>()) {
+            let text = format!("{:X}/{:X}", v >> 32, v & 0xFFFF_FFFF);
+            prop_assert_eq!(parse_lsn(&text), Some(v));
+        }
+
+        #[test]
+        fn quoting_never_lets_a_quote_out(s in ".{0,40}") {
+            let lit = sql_literal(&s);
+            let inner = &lit[1..lit.len() - 1];
+            prop_assert_eq!(inner.replace("''", ""). contains('\''), false);
+            let ci = conninfo_value(&s);
+            let inner = &ci[1..ci.len() - 1];
+            let mut escaped = false;
+            for ch in inner.chars() {
+                if escaped { escaped = false; continue; }
+                if ch == '\\' { escaped = true; continue; }
+                prop_assert_ne!(ch, '\'');
+            }
+            prop_assert!(!escaped);
+        }
+    }
+
+    #[test]
+    fn timelines_come_from_wal_file_names() {
+        assert_eq!(timeline_of_walfile("000000030000000000000005"), Some(3));
+        assert_eq!(timeline_of_walfile("0000001A0000000000000005"), Some(26));
+        assert_eq!(timeline_of_walfile("00000000"), None);
+        assert_eq!(timeline_of_walfile("xyz"), None);
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(sql_literal("it's"), "'it''s'");
+        assert_eq!(conf_string("a'b"), "'a''b'");
+        assert_eq!(conninfo_value(r"p\w'd"), r"'p\\w\'d'");
+    }
+
+    #[test]
+    fn a_standby_conf_names_its_upstream_and_a_primary_conf_none() {
+        let up = Upstream {
+            host: "10.0.0.1",
+            port: 5433,
+            user: "replicator",
+            password: "s'cret",
+        };
+        let standby = quorate_conf("*", 5432, "node2", Some(&up));
+        assert!(standby.contains("port = 5432\n"), "{standby}");
+        assert!(standby.contains("wal_log_hints = on\n"), "{standby}");
+        let line = standby
+            .lines()
+            .find(|l| l.starts_with("primary_conninfo = "))
+            .unwrap_or_default();
+        assert!(line.contains("host='10.0.0.1' port=5433"), "{line}");
+        assert!(line.contains("application_name=''node2''"), "{line}");
+        assert!(line.contains(r"password=''s\''''cret''"), "{line}");
+        let primary = quorate_conf("*", 5432, "node1", None);
+        assert!(primary.contains("primary_conninfo = ''\n"), "{primary}");
+    }
+
+    #[test]
+    fn connect_hosts_and_service_addresses() {
+        assert_eq!(connect_host("*"), "127.0.0.1");
+        assert_eq!(connect_host("10.0.0.5, 127.0.0.1"), "10.0.0.5");
+        assert_eq!(connect_host("::"), "::1");
+        assert_eq!(
+            split_host_port("127.0.0.1:5433"),
+            Some(("127.0.0.1".into(), 5433))
+        );
+        assert_eq!(split_host_port("[::1]:5432"), Some(("::1".into(), 5432)));
+        assert_eq!(split_host_port("host:0"), None);
+        assert_eq!(split_host_port("host"), None);
+    }
+
+    #[test]
+    fn controldata_state() {
+        let out = "pg_control version number:            1300\nDatabase cluster state:               in production\n";
+        assert_eq!(cluster_state(out), Some("in production"));
+        assert!(!cleanly_shut_down("in production"));
+        assert!(cleanly_shut_down("shut down in recovery"));
+    }
+}

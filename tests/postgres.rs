@@ -1,0 +1,455 @@
+//! Issue 16: quorate protects a real PostgreSQL 15 cluster with its built-in `postgres`
+//! agent. Three real quorate processes, three real PostgreSQL instances on 127.0.0.1, from
+//! empty data dirs: the first primary runs initdb, the others clone it and stream; a kill -9
+//! of the primary's quorate and postmaster fails over to a replica that has every row; the
+//! killed node comes back, rewinds and streams from the new primary.
+//!
+//! Needs the PostgreSQL 15 binaries (`/usr/lib/postgresql/15/bin`, the postgresql-15
+//! package; README's test command installs it). Run as root, PostgreSQL runs as `postgres`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{Cluster, Options, FAILOVER_TIMING, WAIT};
+
+const BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
+const SUPERUSER_PASSWORD: &str = "test-super-secret";
+/// A bootstrap (initdb, two base backups) or a rewind takes seconds on a loaded machine.
+const PG_WAIT: Duration = Duration::from_secs(180);
+
+fn require_postgres() {
+    let initdb = Path::new(BIN_DIR).join("initdb");
+    assert!(
+        initdb.is_file(),
+        "{} is missing: these tests need PostgreSQL 15; install the postgresql-15 package (the README's test command, bash .ci/test, does)",
+        initdb.display()
+    );
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Stops every PostgreSQL the test's agents started (by the PID in postmaster.pid), even when
+/// the test fails.
+struct Postmasters {
+    data_dirs: Vec<PathBuf>,
+}
+
+impl Postmasters {
+    fn pid(dir: &Path) -> Option<i32> {
+        let text = std::fs::read_to_string(dir.join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
+    }
+
+    fn alive(pid: i32) -> bool {
+        // SAFETY: signal 0 only checks that the process exists.
+        unsafe { libc::kill(pid, 0) == 0 }
+    }
+
+    /// SIGKILL of `dir`'s postmaster (a crash, as kill -9 of the node would be).
+    fn kill9(dir: &Path) -> Option<i32> {
+        let pid = Self::pid(dir)?;
+        // SAFETY: kill(2) on the postmaster this test's agent started.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+        let until = Instant::now() + Duration::from_secs(10);
+        while Self::alive(pid) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(pid)
+    }
+}
+
+impl Drop for Postmasters {
+    fn drop(&mut self) {
+        for dir in &self.data_dirs {
+            if let Some(pid) = Self::pid(dir) {
+                // SAFETY: kill(2) on the postmaster this test's agent started; SIGQUIT is
+                // PostgreSQL's immediate shutdown (it ends its children too).
+                unsafe {
+                    libc::kill(pid, libc::SIGQUIT);
+                }
+                let until = Instant::now() + Duration::from_secs(10);
+                while Self::alive(pid) && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                if Self::alive(pid) {
+                    // SAFETY: as above.
+                    unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct PgCluster {
+    c: Cluster,
+    ports: Vec<(u64, u16)>,
+    pg_root: PathBuf,
+    _postmasters: Postmasters,
+}
+
+impl PgCluster {
+    fn data_dir(&self, id: u64) -> PathBuf {
+        self.pg_root.join(format!("node{id}"))
+    }
+
+    fn port(&self, id: u64) -> u16 {
+        self.ports
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, p)| *p)
+            .expect("a port per node")
+    }
+
+    fn log(&self, id: u64) -> String {
+        let mut path = self.data_dir(id).into_os_string();
+        path.push(".log");
+        let text = std::fs::read_to_string(PathBuf::from(path)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    fn logs(&self) -> String {
+        let mut out = self.c.logs_tail();
+        for id in 1..=3 {
+            let text = std::fs::read_to_string(&self.c.node(id).log).unwrap_or_default();
+            let agent: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains("quorate::agent") && !l.contains("action=\"monitor\""))
+                .collect();
+            out.push_str(&format!(
+                "\n--- node {id}'s agent actions (last 30) ---\n{}",
+                agent[agent.len().saturating_sub(30)..].join("\n")
+            ));
+        }
+        for id in 1..=3 {
+            out.push_str(&format!(
+                "\n--- PostgreSQL log of node {id} ---\n{}",
+                self.log(id)
+            ));
+        }
+        out
+    }
+
+    async fn sql(&self, id: u64) -> Result<tokio_postgres::Client, String> {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host("127.0.0.1")
+            .port(self.port(id))
+            .user("postgres")
+            .password(SUPERUSER_PASSWORD)
+            .dbname("postgres")
+            .connect_timeout(Duration::from_secs(5));
+        let (client, conn) = cfg
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+
+    async fn sql_ok(&self, id: u64) -> tokio_postgres::Client {
+        match self.sql(id).await {
+            Ok(c) => c,
+            Err(e) => panic!("connect to node {id}'s PostgreSQL: {e}\n{}", self.logs()),
+        }
+    }
+
+    /// The one node whose `/primary` answers 200 among `among`, and the epoch it serves.
+    async fn wait_primary(&self, among: &[u64]) -> (u64, u64) {
+        let until = Instant::now() + PG_WAIT;
+        loop {
+            let ok: Vec<u64> = self
+                .c
+                .primary_codes(among)
+                .await
+                .into_iter()
+                .filter(|(_, code)| *code == 200)
+                .map(|(id, _)| id)
+                .collect();
+            if let [one] = ok[..] {
+                if let Some(st) = self.c.status(one).await {
+                    return (one, st.epoch.get());
+                }
+            }
+            if Instant::now() > until {
+                panic!(
+                    "no acting primary among {among:?} within {PG_WAIT:?}\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The application names streaming from `primary`.
+    async fn streaming_from(&self, primary: u64) -> Vec<String> {
+        let Ok(client) = self.sql(primary).await else {
+            return Vec::new();
+        };
+        client
+            .query(
+                "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming' ORDER BY 1",
+                &[],
+            )
+            .await
+            .map(|rows| rows.iter().map(|r| r.get::<_, String>(0)).collect())
+            .unwrap_or_default()
+    }
+
+    async fn wait_streaming(&self, primary: u64, replicas: &[u64]) {
+        let want: Vec<String> = replicas.iter().map(|r| format!("node{r}")).collect();
+        let until = Instant::now() + PG_WAIT;
+        loop {
+            let got = self.streaming_from(primary).await;
+            if want.iter().all(|w| got.contains(w)) {
+                return;
+            }
+            if Instant::now() > until {
+                panic!(
+                    "nodes {replicas:?} streaming from node {primary}: only {got:?} after {PG_WAIT:?}\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Waits until every replica streaming from `primary` replayed all its WAL.
+    async fn wait_replayed(&self, primary: u64) {
+        let until = Instant::now() + PG_WAIT;
+        let client = self.sql_ok(primary).await;
+        loop {
+            let rows = client
+                .query(
+                    "SELECT count(*) FROM pg_stat_replication WHERE replay_lsn < pg_current_wal_lsn() OR replay_lsn IS NULL",
+                    &[],
+                )
+                .await
+                .expect("pg_stat_replication");
+            if rows.first().map(|r| r.get::<_, i64>(0)) == Some(0) {
+                return;
+            }
+            assert!(Instant::now() < until, "replicas replay\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Three voters with the postgres agent, each with its own PostgreSQL port and data dir.
+fn pg_cluster() -> PgCluster {
+    require_postgres();
+    let extra = format!(
+        "{FAILOVER_TIMING}[resource]\nagent = \"postgres\"\nmonitor_interval = \"500ms\"\n\
+         failure_threshold = 3\nhook_timeout = \"10s\"\nfencing = \"best-effort\"\n"
+    );
+    let mut c = Cluster::new(
+        &["voter", "voter", "voter"],
+        Options {
+            extra,
+            ..Options::default()
+        },
+    );
+    let root = c.path().to_path_buf();
+    let pg_root = root.join("pg");
+    std::fs::create_dir_all(&pg_root).expect("pg root");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // PostgreSQL runs as another user: it must reach its data dir.
+        for dir in [&root, &pg_root] {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+    }
+    let super_pw = root.join("superuser.pw");
+    let repl_pw = root.join("replication.pw");
+    std::fs::write(&super_pw, format!("{SUPERUSER_PASSWORD}\n")).expect("password file");
+    std::fs::write(&repl_pw, "test-replication-secret\n").expect("password file");
+    let ports: Vec<(u64, u16)> = (1..=3).map(|id| (id, common::free_port())).collect();
+    for &(id, port) in &ports {
+        let config = c.node(id).config.clone();
+        let text = std::fs::read_to_string(&config).expect("read config");
+        let mut out = String::new();
+        let mut peer: Option<u64> = None;
+        let mut in_peer = false;
+        for line in text.lines() {
+            if line == "[[peer]]" {
+                peer = None;
+                in_peer = true;
+            } else if line.starts_with('[') {
+                in_peer = false;
+            }
+            if let Some(v) = line.strip_prefix("id = ") {
+                peer = v.trim().parse().ok();
+            }
+            out.push_str(line);
+            out.push('\n');
+            if in_peer && line.starts_with("api = ") {
+                if let Some(p) = peer.and_then(|k| ports.iter().find(|(i, _)| *i == k)) {
+                    out.push_str(&format!("service = \"127.0.0.1:{}\"\n", p.1));
+                }
+            }
+        }
+        out.push_str(&format!(
+            "\n[postgres]\ndata_dir = \"{}\"\nport = {port}\nlisten = \"127.0.0.1\"\n\
+             superuser_password_file = \"{}\"\nreplication_password_file = \"{}\"\n\
+             action_timeout = \"120s\"\n{}",
+            pg_root.join(format!("node{id}")).display(),
+            super_pw.display(),
+            repl_pw.display(),
+            if is_root() {
+                "os_user = \"postgres\"\n"
+            } else {
+                ""
+            }
+        ));
+        std::fs::write(&config, out).expect("write config");
+    }
+    let postmasters = Postmasters {
+        data_dirs: (1..=3)
+            .map(|id| pg_root.join(format!("node{id}")))
+            .collect(),
+    };
+    c.start_all();
+    PgCluster {
+        c,
+        ports,
+        pg_root,
+        _postmasters: postmasters,
+    }
+}
+
+async fn fencing_epoch(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one("SELECT epoch FROM quorate.fencing WHERE id = 1", &[])
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or(-1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_bootstraps_streams_fails_over_without_losing_rows_and_the_old_primary_rewinds() {
+    let mut pg = pg_cluster();
+    let ids = [1, 2, 3];
+    let (first, epoch) = pg.wait_primary(&ids).await;
+    let replicas: Vec<u64> = ids.iter().copied().filter(|i| *i != first).collect();
+    // From empty data dirs: one primary (initdb), two replicas that cloned it and stream.
+    pg.wait_streaming(first, &replicas).await;
+    let client = pg.sql_ok(first).await;
+    assert_eq!(
+        fencing_epoch(&client).await,
+        i64::try_from(epoch).unwrap_or(-1),
+        "the primary wrote its epoch into quorate.fencing"
+    );
+    client
+        .batch_execute(
+            "CREATE TABLE rows (id bigint PRIMARY KEY, epoch bigint NOT NULL, server text NOT NULL)",
+        )
+        .await
+        .expect("create table");
+    for i in 0..100_i64 {
+        client
+            .execute(
+                "INSERT INTO rows SELECT $1, epoch, $2 FROM quorate.fencing",
+                &[&i, &format!("node{first}")],
+            )
+            .await
+            .expect("insert");
+    }
+    pg.wait_replayed(first).await;
+    // The monitor reports the data: every node's position, on one timeline.
+    let st = pg.c.status(first).await.expect("status");
+    let timeline = st.service.timeline.expect("the primary reports a timeline");
+    assert!(
+        st.service.position.is_some_and(|p| p > 0),
+        "{:?}",
+        st.service
+    );
+    for r in &replicas {
+        pg.c.wait_status(
+            first,
+            &format!("node {r} reports timeline {timeline}"),
+            WAIT,
+            |s| {
+                s.peers
+                    .iter()
+                    .find(|p| p.id == *r)
+                    .and_then(|p| p.service.as_ref())
+                    .is_some_and(|sv| sv.timeline == Some(timeline) && sv.position.is_some())
+            },
+        )
+        .await;
+    }
+    drop(client);
+
+    // kill -9 of the primary node: its quorate and its postmaster.
+    pg.c.kill9(first);
+    assert!(
+        Postmasters::kill9(&pg.data_dir(first)).is_some(),
+        "node {first}'s postmaster.pid"
+    );
+    let (second, epoch2) = pg.wait_primary(&replicas).await;
+    assert!(epoch2 > epoch);
+    let client = pg.sql_ok(second).await;
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM rows", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(rows, 100, "every acknowledged row is on the new primary");
+    assert_eq!(
+        fencing_epoch(&client).await,
+        i64::try_from(epoch2).unwrap_or(-1)
+    );
+    client
+        .execute(
+            "INSERT INTO rows SELECT 100, epoch, $1 FROM quorate.fencing",
+            &[&format!("node{second}")],
+        )
+        .await
+        .expect("the new primary accepts writes");
+    let third = replicas
+        .iter()
+        .copied()
+        .find(|r| *r != second)
+        .expect("a third node");
+    pg.wait_streaming(second, &[third]).await;
+
+    // The killed node comes back: it rewinds and streams from the new primary.
+    pg.c.start(first);
+    pg.wait_streaming(second, &[first, third]).await;
+    let old = pg.sql_ok(first).await;
+    let until = Instant::now() + PG_WAIT;
+    loop {
+        let n: i64 = old
+            .query_one("SELECT count(*) FROM rows", &[])
+            .await
+            .expect("count on the old primary")
+            .get(0);
+        if n == 101 {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "{n} rows on node {first}\n{}",
+            pg.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let in_recovery: bool = old
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .expect("recovery")
+        .get(0);
+    assert!(in_recovery, "the old primary is a standby now");
+    let st = pg.c.status(second).await.expect("status");
+    assert_eq!(st.primary, Some(second));
+}
