@@ -250,11 +250,12 @@ impl Executor {
                 }
             }
             rounds += 1;
+            let advertised = self.policy.advertised_health(&inputs, now);
             self.publish(
                 &obs,
                 &inputs,
                 now,
-                local_health,
+                advertised,
                 leader_changes,
                 rounds,
                 &mut last_notify,

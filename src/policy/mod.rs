@@ -1177,6 +1177,15 @@ impl Policy {
 
     /// This node's health for candidacy: unusable while stopping, after exhausting local
     /// restarts, or while its demote hook fails.
+    /// The health this node tells its peers (heartbeats): the same judgement its own
+    /// candidacy uses. Advertising only the monitor's verdict while judging itself by more
+    /// (a promote that failed past the restart budget, a shutdown, a demote that keeps
+    /// failing) lets two leaders each see the other as the better candidate and hand
+    /// leadership back and forth without end.
+    pub fn advertised_health(&self, inp: &Inputs<'_>, now: Instant) -> ResourceHealth {
+        self.self_health(inp, now)
+    }
+
     fn self_health(&self, inp: &Inputs<'_>, now: Instant) -> ResourceHealth {
         if self.shutdown.is_some()
             || self.failed_until.is_some_and(|t| now < t)

@@ -136,4 +136,16 @@ fn failing_promote_hook_counts_as_a_restart() {
         _ => None,
     });
     assert_eq!(d, Some(DemoteReason::ResourceFailure));
+    // The node judges itself unusable now, and says so to its peers: otherwise they would
+    // hand leadership back to it, and it back to them, without end.
+    assert_eq!(
+        h.p.advertised_health(&h.inputs(), h.now),
+        ResourceHealth::Unhealthy,
+        "a node whose promote failed past the restart budget advertises itself unhealthy"
+    );
+    assert_eq!(
+        h.local_health,
+        ResourceHealth::Healthy,
+        "its monitor passes"
+    );
 }
