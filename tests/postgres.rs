@@ -364,6 +364,42 @@ async fn postgres_bootstraps_streams_fails_over_without_losing_rows_and_the_old_
             .await
             .expect("insert");
     }
+    // Synchronous replication (quorum, the default): the primary's monitor names the
+    // streaming standbys in synchronous_standby_names.
+    let want_sync = format!(
+        "ANY 1 ({})",
+        replicas
+            .iter()
+            .map(|r| format!("node{r}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let until = Instant::now() + PG_WAIT;
+    loop {
+        let names: String = client
+            .query_one("SHOW synchronous_standby_names", &[])
+            .await
+            .expect("show")
+            .get(0);
+        if names == want_sync {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "synchronous_standby_names {names:?}, want {want_sync:?}\n{}",
+            pg.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let quorum: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'quorum'",
+            &[],
+        )
+        .await
+        .expect("sync_state")
+        .get(0);
+    assert_eq!(quorum, 2, "both standbys are quorum candidates");
     pg.wait_replayed(first).await;
     // The monitor reports the data: every node's position, on one timeline.
     let st = pg.c.status(first).await.expect("status");
@@ -388,7 +424,30 @@ async fn postgres_bootstraps_streams_fails_over_without_losing_rows_and_the_old_
         )
         .await;
     }
-    drop(client);
+    // A writer inserts through the primary while the primary node is killed: every row
+    // whose commit was acknowledged must be on the new primary.
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<i64>::new()));
+    let writer = {
+        let acked = acked.clone();
+        let server = format!("node{first}");
+        tokio::spawn(async move {
+            for i in 1_000..1_000_000_i64 {
+                let ok = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    client.execute(
+                        "INSERT INTO rows SELECT $1, epoch, $2 FROM quorate.fencing",
+                        &[&i, &server],
+                    ),
+                )
+                .await;
+                match ok {
+                    Ok(Ok(_)) => acked.lock().expect("acked").push(i),
+                    _ => break,
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
 
     // kill -9 of the primary node: its quorate and its postmaster.
     pg.c.kill9(first);
@@ -396,15 +455,42 @@ async fn postgres_bootstraps_streams_fails_over_without_losing_rows_and_the_old_
         Postmasters::kill9(&pg.data_dir(first)).is_some(),
         "node {first}'s postmaster.pid"
     );
+    let killed_at = Instant::now();
+    let _ = writer.await;
+    let acked: Vec<i64> = acked.lock().expect("acked").clone();
+    assert!(
+        !acked.is_empty(),
+        "the writer committed rows before the kill"
+    );
     let (second, epoch2) = pg.wait_primary(&replicas).await;
+    eprintln!(
+        "node {second} is primary {} ms after the kill of node {first}; {} acknowledged rows to check",
+        killed_at.elapsed().as_millis(),
+        acked.len()
+    );
     assert!(epoch2 > epoch);
     let client = pg.sql_ok(second).await;
     let rows: i64 = client
-        .query_one("SELECT count(*) FROM rows", &[])
+        .query_one("SELECT count(*) FROM rows WHERE id < 1000", &[])
         .await
         .expect("count")
         .get(0);
-    assert_eq!(rows, 100, "every acknowledged row is on the new primary");
+    assert_eq!(rows, 100, "every row written before is on the new primary");
+    let present: Vec<i64> = client
+        .query("SELECT id FROM rows WHERE id >= 1000", &[])
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let lost: Vec<&i64> = acked.iter().filter(|i| !present.contains(i)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged rows lost on node {second}: {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(10)]
+    );
     assert_eq!(
         fencing_epoch(&client).await,
         i64::try_from(epoch2).unwrap_or(-1)
@@ -424,6 +510,11 @@ async fn postgres_bootstraps_streams_fails_over_without_losing_rows_and_the_old_
     pg.wait_streaming(second, &[third]).await;
 
     // The killed node comes back: it rewinds and streams from the new primary.
+    let total: i64 = client
+        .query_one("SELECT count(*) FROM rows", &[])
+        .await
+        .expect("count")
+        .get(0);
     pg.c.start(first);
     pg.wait_streaming(second, &[first, third]).await;
     let old = pg.sql_ok(first).await;
@@ -434,7 +525,7 @@ async fn postgres_bootstraps_streams_fails_over_without_losing_rows_and_the_old_
             .await
             .expect("count on the old primary")
             .get(0);
-        if n == 101 {
+        if n == total {
             break;
         }
         assert!(

@@ -281,6 +281,20 @@ pub enum PostgresRejoin {
     RewindOnly,
 }
 
+/// How commits wait for standbys (`[postgres] synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PostgresSynchronous {
+    /// Asynchronous replication.
+    Off,
+    /// `synchronous_standby_names = 'ANY 1 (...)'` over the standbys streaming now; with
+    /// none streaming, asynchronous (status says so).
+    #[default]
+    Quorum,
+    /// `ANY 1 (...)` over every other voter's standby: with none connected, commits wait.
+    Strict,
+}
+
 /// The built-in PostgreSQL agent's settings (`[postgres]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PostgresConfig {
@@ -305,6 +319,7 @@ pub struct PostgresConfig {
     pub database: String,
     /// Longest one action may take (initdb, a base backup, a rewind, a promotion).
     pub action_timeout: Duration,
+    pub synchronous: PostgresSynchronous,
 }
 
 /// Hooks and the monitor loop (`[resource]`). Hook paths are absolute; `None` = no hook.

@@ -132,6 +132,7 @@ pub(super) struct RawPostgres {
     pub log_file: Option<String>,
     pub database: Option<String>,
     pub action_timeout: Option<DurationText>,
+    pub synchronous: Option<super::PostgresSynchronous>,
 }
 
 #[derive(Deserialize, Debug, Default)]

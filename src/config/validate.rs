@@ -485,6 +485,7 @@ fn resolve_postgres(
         log_file: log_file?,
         database,
         action_timeout: action_timeout?,
+        synchronous: p.synchronous.unwrap_or_default(),
     })
 }
 

@@ -179,6 +179,7 @@ fn build_agent(
     hooks: &Arc<HookRunner>,
 ) -> Result<Arc<dyn crate::resource::Agent>, NodeError> {
     use crate::config::{AgentKind, PostgresRejoin};
+    use crate::resource::postgres::text::SyncMode;
     use crate::resource::postgres::{PostgresAgent, PostgresSettings, RejoinMode};
     match (config.resource.agent, &config.postgres) {
         (AgentKind::Postgres, Some(pg)) => {
@@ -231,6 +232,11 @@ fn build_agent(
                     .filter_map(|p| Some((p.id, p.service.clone()?)))
                     .collect(),
                 action_timeout: pg.action_timeout,
+                synchronous: match pg.synchronous {
+                    crate::config::PostgresSynchronous::Off => SyncMode::Off,
+                    crate::config::PostgresSynchronous::Quorum => SyncMode::Quorum,
+                    crate::config::PostgresSynchronous::Strict => SyncMode::Strict,
+                },
             };
             let agent = PostgresAgent::new(settings, hooks.clone()).map_err(NodeError::Hooks)?;
             Ok(Arc::new(agent))

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use tokio::process::Command;
 
-use self::text::{Upstream, INCLUDE_LINE};
+use self::text::{SyncMode, Upstream, INCLUDE_LINE};
 use super::agent::{Agent, AgentFuture};
 use super::hooks::{HookContext, HookKind, HookOutcome, HookRunner, HookStats};
 use crate::types::NodeId;
@@ -67,6 +67,9 @@ pub struct PostgresSettings {
     pub services: HashMap<NodeId, String>,
     /// Longest one action may take (initdb, a base backup, a rewind).
     pub action_timeout: Duration,
+    /// How commits wait for standbys; the primary's monitor keeps
+    /// `synchronous_standby_names` to it.
+    pub synchronous: SyncMode,
 }
 
 impl std::fmt::Debug for PostgresSettings {
@@ -138,8 +141,11 @@ pub struct PostgresAgent {
     user: Option<OsUser>,
     /// The exec agent for fence, notify, snapshot and verify (and the shared stats).
     exec: Arc<HookRunner>,
-    /// One lifecycle action at a time (the monitor does not take it).
+    /// One lifecycle action at a time (the monitor takes it only to change
+    /// `synchronous_standby_names`, and skips that when an action runs).
     lifecycle: tokio::sync::Mutex<()>,
+    /// The `synchronous_standby_names` in quorate.conf now.
+    sync_names: std::sync::Mutex<String>,
 }
 
 impl PostgresAgent {
@@ -177,6 +183,7 @@ impl PostgresAgent {
             user,
             exec,
             lifecycle: tokio::sync::Mutex::new(()),
+            sync_names: std::sync::Mutex::new(String::new()),
         })
     }
 
@@ -441,11 +448,13 @@ impl PostgresAgent {
             user: &s.replication_user,
             password: &s.replication_password,
         });
+        let sync = self.current_sync_names();
         let conf = text::quorate_conf(
             &s.listen,
             s.port,
             &self.application_name(),
             upstream.as_ref(),
+            &sync,
         );
         self.write_file(&self.data_dir().join("quorate.conf"), &conf)?;
         let signal = self.data_dir().join("standby.signal");
@@ -458,6 +467,73 @@ impl PostgresAgent {
                 .map_err(io(format!("cannot remove {}", signal.display())))?;
         }
         Ok(())
+    }
+
+    fn current_sync_names(&self) -> String {
+        self.sync_names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_sync_names(&self, names: String) {
+        *self.sync_names.lock().unwrap_or_else(|p| p.into_inner()) = names;
+    }
+
+    /// Every other voter's standby, by the application name it streams with.
+    fn other_standbys(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .s()
+            .services
+            .keys()
+            .filter(|id| **id != self.s().node)
+            .map(|id| format!("node{id}"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    async fn streaming_standbys(client: &tokio_postgres::Client) -> Result<Vec<String>, PgError> {
+        Ok(Self::query(
+            client,
+            "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect())
+    }
+
+    /// The `synchronous_standby_names` `[postgres] synchronous` wants now.
+    async fn desired_sync_names(&self, client: &tokio_postgres::Client) -> Result<String, PgError> {
+        let streaming = match self.s().synchronous {
+            SyncMode::Quorum => Self::streaming_standbys(client).await?,
+            SyncMode::Off | SyncMode::Strict => Vec::new(),
+        };
+        Ok(text::synchronous_standby_names(
+            self.s().synchronous,
+            &streaming,
+            &self.other_standbys(),
+        ))
+    }
+
+    /// On a primary: brings `synchronous_standby_names` to what the mode wants (quorum: the
+    /// standbys streaming now). Skipped while a lifecycle action runs (the next monitor run
+    /// does it). Returns the value in force.
+    async fn keep_synchronous(&self, client: &tokio_postgres::Client) -> Result<String, PgError> {
+        let desired = self.desired_sync_names(client).await?;
+        if desired == self.current_sync_names() {
+            return Ok(desired);
+        }
+        let Ok(_guard) = self.lifecycle.try_lock() else {
+            return Ok(self.current_sync_names());
+        };
+        self.set_sync_names(desired.clone());
+        self.write_role_files(None, false)?;
+        Self::query(client, "SELECT pg_reload_conf()", &[]).await?;
+        tracing::warn!(target: "quorate::agent", "synchronous_standby_names is now {desired:?}");
+        Ok(desired)
     }
 
     /// postgresql.conf includes quorate.conf (once).
@@ -650,20 +726,31 @@ impl PostgresAgent {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        // The upstream of a former standby stays in quorate.conf; a primary has none.
+        // The upstream of a former standby stays in quorate.conf; a primary has none. The
+        // synchronous standbys are the ones streaming now (quorum: none yet, so commits do
+        // not wait for a standby that is still switching to this primary).
+        let sync = self.desired_sync_names(&client).await?;
+        self.set_sync_names(sync);
         self.write_role_files(None, false)?;
         Self::query(&client, "SELECT pg_reload_conf()", &[]).await?;
         // The fencing token, in the database itself: an application checks it in the same
         // transaction as its write (README: "Fencing in the database").
         let epoch = i64::try_from(ctx.epoch.get()).unwrap_or(i64::MAX);
         let node = i64::try_from(self.s().node).unwrap_or(i64::MAX);
-        Self::query(
-            &client,
-            "INSERT INTO quorate.fencing (id, epoch, node, at) VALUES (1, $1, $2, now()) \
-             ON CONFLICT (id) DO UPDATE SET epoch = EXCLUDED.epoch, node = EXCLUDED.node, at = EXCLUDED.at",
-            &[&epoch, &node],
-        )
-        .await?;
+        // Committed locally: in strict mode a commit waits for a standby, and none may be
+        // streaming from this new primary yet.
+        client
+            .batch_execute(&format!(
+                "BEGIN; SET LOCAL synchronous_commit = local; \
+                 INSERT INTO quorate.fencing (id, epoch, node, at) VALUES (1, {epoch}, {node}, now()) \
+                 ON CONFLICT (id) DO UPDATE SET epoch = EXCLUDED.epoch, node = EXCLUDED.node, at = EXCLUDED.at; \
+                 COMMIT"
+            ))
+            .await
+            .map_err(|e| PgError::Sql {
+                target: "local".into(),
+                message: format!("writing the fencing epoch: {e}"),
+            })?;
         what.push_str(&format!("fencing epoch {} written", ctx.epoch));
         Ok(what)
     }
@@ -986,7 +1073,19 @@ impl PostgresAgent {
                 _ => "standby, not streaming".to_string(),
             }
         } else {
-            "primary".to_string()
+            let sync = match self.connect_local().await {
+                Ok(client) => self.keep_synchronous(&client).await,
+                Err(e) => Err(e),
+            };
+            match (self.s().synchronous, sync) {
+                (SyncMode::Off, _) => "primary, asynchronous replication".to_string(),
+                (_, Ok(names)) if names.is_empty() => format!(
+                    "primary, ASYNCHRONOUS: no standby is streaming, commits are not replicated before they are acknowledged ([postgres] synchronous = \"{}\")",
+                    if self.s().synchronous == SyncMode::Strict { "strict" } else { "quorum" }
+                ),
+                (_, Ok(names)) => format!("primary, synchronous: {names}"),
+                (_, Err(e)) => format!("primary, synchronous standbys not updated: {e}"),
+            }
         };
         let report = serde_json::json!({
             "role": role,

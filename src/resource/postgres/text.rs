@@ -67,6 +67,7 @@ pub fn quorate_conf(
     port: u16,
     application_name: &str,
     upstream: Option<&Upstream<'_>>,
+    synchronous_standby_names: &str,
 ) -> String {
     let conninfo = upstream
         .map(|u| primary_conninfo(u, application_name))
@@ -87,11 +88,58 @@ pub fn quorate_conf(
          wal_keep_size = '1GB'\n\
          recovery_target_timeline = 'latest'\n\
          cluster_name = {name}\n\
-         primary_conninfo = {conninfo}\n",
+         primary_conninfo = {conninfo}\n\
+         synchronous_standby_names = {sync}\n",
         listen = conf_string(listen),
+        sync = conf_string(synchronous_standby_names),
         name = conf_string(application_name),
         conninfo = conf_string(&conninfo),
     )
+}
+
+/// How commits wait for standbys (`[postgres] synchronous`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Asynchronous replication: a commit waits for no standby.
+    Off,
+    /// A commit waits for one of the standbys streaming now; with none streaming the
+    /// primary goes asynchronous (and says so) rather than stop taking writes.
+    Quorum,
+    /// A commit waits for one of every other voter's standby, streaming or not: with none
+    /// connected, commits wait.
+    Strict,
+}
+
+/// `synchronous_standby_names` for `mode`: `ANY 1 (...)` over the standbys streaming now
+/// (quorum) or every other voter's standby (strict); empty (asynchronous) otherwise.
+pub fn synchronous_standby_names(
+    mode: SyncMode,
+    streaming: &[String],
+    all_standbys: &[String],
+) -> String {
+    let mut names: Vec<&String> = match mode {
+        SyncMode::Off => return String::new(),
+        // Only quorate's standbys count (a pg_basebackup in flight streams too).
+        SyncMode::Quorum => streaming
+            .iter()
+            .filter(|n| all_standbys.contains(n))
+            .collect(),
+        SyncMode::Strict => all_standbys.iter().collect(),
+    };
+    names.retain(|n| is_plain_name(n));
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
+        return String::new();
+    }
+    let list: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
+    format!("ANY 1 ({})", list.join(", "))
+}
+
+/// An application name that needs no quoting in `synchronous_standby_names` (the agent
+/// names standbys `node<ID>`; anything else connected is not one of quorate's).
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// `pg_hba.conf` written at initdb: local connections by OS user (peer), everything over TCP
@@ -203,7 +251,7 @@ mod tests {
             user: "replicator",
             password: "s'cret",
         };
-        let standby = quorate_conf("*", 5432, "node2", Some(&up));
+        let standby = quorate_conf("*", 5432, "node2", Some(&up), "");
         assert!(standby.contains("port = 5432\n"), "{standby}");
         assert!(standby.contains("wal_log_hints = on\n"), "{standby}");
         let line = standby
@@ -213,8 +261,12 @@ mod tests {
         assert!(line.contains("host='10.0.0.1' port=5433"), "{line}");
         assert!(line.contains("application_name=''node2''"), "{line}");
         assert!(line.contains(r"password=''s\''''cret''"), "{line}");
-        let primary = quorate_conf("*", 5432, "node1", None);
+        let primary = quorate_conf("*", 5432, "node1", None, "ANY 1 (node2, node3)");
         assert!(primary.contains("primary_conninfo = ''\n"), "{primary}");
+        assert!(
+            primary.contains("synchronous_standby_names = 'ANY 1 (node2, node3)'\n"),
+            "{primary}"
+        );
     }
 
     #[test]
@@ -229,6 +281,33 @@ mod tests {
         assert_eq!(split_host_port("[::1]:5432"), Some(("::1".into(), 5432)));
         assert_eq!(split_host_port("host:0"), None);
         assert_eq!(split_host_port("host"), None);
+    }
+
+    #[test]
+    fn synchronous_names_follow_the_mode() {
+        let streaming = vec!["node3".to_string(), "pg_basebackup".to_string()];
+        let all = vec!["node2".to_string(), "node3".to_string()];
+        assert_eq!(
+            synchronous_standby_names(SyncMode::Off, &streaming, &all),
+            ""
+        );
+        assert_eq!(
+            synchronous_standby_names(SyncMode::Quorum, &streaming, &all),
+            "ANY 1 (node3)"
+        );
+        assert_eq!(synchronous_standby_names(SyncMode::Quorum, &[], &all), "");
+        assert_eq!(
+            synchronous_standby_names(SyncMode::Strict, &[], &all),
+            "ANY 1 (node2, node3)"
+        );
+        assert_eq!(
+            synchronous_standby_names(
+                SyncMode::Quorum,
+                &["bad name'".to_string()],
+                &["bad name'".to_string()]
+            ),
+            ""
+        );
     }
 
     #[test]
