@@ -7,7 +7,13 @@ use std::path::Path;
 fn every_example_config_validates() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster-config");
     let mut checked = 0;
-    for dir in ["local", "three-node", "two-node-witness", "five-node", "postgres"] {
+    for dir in [
+        "local",
+        "three-node",
+        "two-node-witness",
+        "five-node",
+        "postgres",
+    ] {
         for entry in std::fs::read_dir(root.join(dir)).expect("example dir") {
             let path = entry.expect("entry").path();
             if path.extension().and_then(|e| e.to_str()) == Some("toml") {
@@ -18,7 +24,11 @@ fn every_example_config_validates() {
             }
         }
     }
-    assert_eq!(checked, 3 + 3 + 3 + 5 + 3, "expected every example node file");
+    assert_eq!(
+        checked,
+        3 + 3 + 3 + 5 + 3,
+        "expected every example node file"
+    );
 }
 
 #[test]

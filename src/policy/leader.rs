@@ -302,12 +302,20 @@ impl Policy {
         node: NodeId,
         max_lag: u64,
     ) -> Result<(), Ineligible> {
-        let views = self.candidate_views(inp, now);
-        let view = views
-            .iter()
+        eligibility(&self.view_of(inp, now, node)?, max_lag)
+    }
+
+    /// `node` as a candidate, as this leader sees it now.
+    fn view_of(
+        &self,
+        inp: &Inputs<'_>,
+        now: Instant,
+        node: NodeId,
+    ) -> Result<crate::rules::CandidateView, Ineligible> {
+        self.candidate_views(inp, now)
+            .into_iter()
             .find(|c| c.id == node)
-            .ok_or(Ineligible::NotMember(node))?;
-        eligibility(view, max_lag)
+            .ok_or(Ineligible::NotMember(node))
     }
 
     /// [`Self::target_check`] for the target of a planned move (switchover, failback): its
@@ -319,12 +327,8 @@ impl Policy {
         node: NodeId,
         max_lag: u64,
     ) -> Result<(), Ineligible> {
-        let views = self.candidate_views(inp, now);
-        let view = views
-            .iter()
-            .find(|c| c.id == node)
-            .ok_or(Ineligible::NotMember(node))?;
-        planned_move_eligibility(view, max_lag, self.cfg.monitor_configured)
+        let view = self.view_of(inp, now, node)?;
+        planned_move_eligibility(&view, max_lag, self.cfg.monitor_configured)
     }
 
     /// Failback availability for status, and automatic failback (`failback = "auto"`)

@@ -306,49 +306,28 @@ impl PostgresAgent {
         .is_ok()
     }
 
+    /// `pg_ctl <verb> -D <data_dir> [extra] -w -t <action_timeout>`.
+    async fn pg_ctl(&self, verb: &str, extra: &[OsString]) -> Result<(), PgError> {
+        let wait = self.s().action_timeout.as_secs().max(10).to_string();
+        let mut args: Vec<OsString> = vec![verb.into(), "-D".into(), self.data_arg()];
+        args.extend_from_slice(extra);
+        args.extend(["-w".into(), "-t".into(), wait.into()]);
+        self.run("pg_ctl", &args, &[]).await.map(drop)
+    }
+
     async fn pg_start(&self) -> Result<(), PgError> {
         self.prepare_log_file()?;
-        let wait = self.s().action_timeout.as_secs().max(10).to_string();
-        self.run(
-            "pg_ctl",
-            &[
-                "start".into(),
-                "-D".into(),
-                self.data_arg(),
-                "-l".into(),
-                self.s().log_file.as_os_str().to_owned(),
-                "-w".into(),
-                "-t".into(),
-                wait.into(),
-            ],
-            &[],
-        )
-        .await
-        .map(drop)
-        .map_err(|e| self.with_log_hint(e))
+        let log = self.s().log_file.as_os_str().to_owned();
+        self.pg_ctl("start", &["-l".into(), log])
+            .await
+            .map_err(|e| self.with_log_hint(e))
     }
 
     async fn pg_stop(&self) -> Result<(), PgError> {
         if !self.is_running().await {
             return Ok(());
         }
-        let wait = self.s().action_timeout.as_secs().max(10).to_string();
-        self.run(
-            "pg_ctl",
-            &[
-                "stop".into(),
-                "-D".into(),
-                self.data_arg(),
-                "-m".into(),
-                "fast".into(),
-                "-w".into(),
-                "-t".into(),
-                wait.into(),
-            ],
-            &[],
-        )
-        .await
-        .map(drop)
+        self.pg_ctl("stop", &["-m".into(), "fast".into()]).await
     }
 
     fn with_log_hint(&self, e: PgError) -> PgError {

@@ -258,9 +258,9 @@ mod tests {
             .lines()
             .find(|l| l.starts_with("primary_conninfo = "))
             .unwrap_or_default();
-        assert!(line.contains("host='10.0.0.1' port=5433"), "{line}");
+        assert!(line.contains("host=''10.0.0.1'' port=5433"), "{line}");
         assert!(line.contains("application_name=''node2''"), "{line}");
-        assert!(line.contains(r"password=''s\''''cret''"), "{line}");
+        assert!(line.contains(r"password=''s\''cret''"), "{line}");
         let primary = quorate_conf("*", 5432, "node1", None, "ANY 1 (node2, node3)");
         assert!(primary.contains("primary_conninfo = ''\n"), "{primary}");
         assert!(
