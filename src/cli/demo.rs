@@ -144,27 +144,31 @@ async fn demo(keep: bool) -> Result<(), String> {
     let client: Client = c
         .client(follower, Duration::from_secs(5))
         .ok_or("no client")?;
-    match client
-        .send(
-            reqwest::Method::PUT,
-            "/v1/kv/demo/greeting",
-            Some(b"hello from quorate".to_vec()),
-            None,
-        )
-        .await
-    {
-        Ok((200, b)) => println!(
-            "PUT demo/greeting on node {follower} (forwarded to the leader): {}",
-            String::from_utf8_lossy(&b)
-        ),
-        Ok((s, b)) => {
-            return Err(format!(
+    // A follower that has not heard the new leader yet answers 503 ("retry shortly"): the
+    // write is idempotent, so retry it until the follower forwards it.
+    let written = wait_for("a follower to forward a KV write", || async {
+        match client
+            .send(
+                reqwest::Method::PUT,
+                "/v1/kv/demo/greeting",
+                Some(b"hello from quorate".to_vec()),
+                None,
+            )
+            .await
+        {
+            Ok((200, b)) => Some(Ok(b)),
+            Ok((503, _)) | Err(_) => None,
+            Ok((s, b)) => Some(Err(format!(
                 "KV write failed: HTTP {s}: {}",
                 String::from_utf8_lossy(&b)
-            ))
+            ))),
         }
-        Err(e) => return Err(e.to_string()),
-    }
+    })
+    .await??;
+    println!(
+        "PUT demo/greeting on node {follower} (forwarded to the leader): {}",
+        String::from_utf8_lossy(&written)
+    );
 
     step(&format!(
         "writing {DEMO_WRITE_BYTES} bytes to the service on node {first}; the replicas stream them"
