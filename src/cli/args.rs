@@ -152,6 +152,11 @@ pub enum Command {
         /// Leave the cluster running at the end and print how to talk to it.
         #[arg(long)]
         keep: bool,
+        /// The protected service: filedb (a file-backed toy, nothing to install) or
+        /// postgres (three PostgreSQL 15 instances from empty data dirs: bootstrap, a
+        /// writer, kill -9 failover with the lost-commit count, rewind, failback).
+        #[arg(long, value_enum, default_value_t = crate::cli::demo::DemoService::Filedb)]
+        service: crate::cli::demo::DemoService,
     },
     /// Read and write the replicated key-value store.
     Kv {

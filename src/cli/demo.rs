@@ -20,7 +20,7 @@ const HOOK: &str = include_str!("../../cluster-config/hooks/filedb.sh");
 /// Bytes the demo "writes" to the primary's data.
 const DEMO_WRITE_BYTES: usize = 4096;
 
-fn step(msg: &str) {
+pub(crate) fn step(msg: &str) {
     println!("\n== {msg}");
 }
 
@@ -37,7 +37,7 @@ async fn statuses(c: &LocalCluster) -> Vec<NodeStatus> {
 }
 
 /// Prints the status table as the leader sees it (a restarted node's own view may lag).
-async fn print_table(c: &LocalCluster) {
+pub(crate) async fn print_table(c: &LocalCluster) {
     let all = statuses(c).await;
     let view = all
         .iter()
@@ -49,7 +49,7 @@ async fn print_table(c: &LocalCluster) {
 }
 
 /// The node acting as primary (its /primary answers 200), if exactly one does.
-async fn acting_primary(c: &LocalCluster) -> Option<u64> {
+pub(crate) async fn acting_primary(c: &LocalCluster) -> Option<u64> {
     let mut found = None;
     for id in c.ids() {
         if c.pid(id).is_none() {
@@ -69,7 +69,7 @@ async fn acting_primary(c: &LocalCluster) -> Option<u64> {
     found
 }
 
-async fn wait_for<F, Fut, T>(what: &str, mut f: F) -> Result<T, String>
+pub(crate) async fn wait_for<F, Fut, T>(what: &str, mut f: F) -> Result<T, String>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -88,8 +88,23 @@ where
     }
 }
 
-pub async fn run(keep: bool) -> ExitCode {
-    match demo(keep).await {
+/// The service the demo protects (`quorate demo --service`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum DemoService {
+    /// filedb.sh, a tiny replicated service whose data is a file (nothing to install).
+    #[default]
+    Filedb,
+    /// Three PostgreSQL 15 instances run by the built-in postgres agent (needs the
+    /// postgresql-15 package).
+    Postgres,
+}
+
+pub async fn run(keep: bool, service: DemoService) -> ExitCode {
+    let result = match service {
+        DemoService::Filedb => demo(keep).await,
+        DemoService::Postgres => crate::cli::demo_postgres::demo(keep).await,
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("demo failed: {e}");

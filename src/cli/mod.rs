@@ -5,6 +5,7 @@
 pub mod args;
 pub mod client;
 pub mod demo;
+pub mod demo_postgres;
 pub mod kv;
 pub mod localcluster;
 pub mod ops;
@@ -69,7 +70,7 @@ pub async fn run(
             ExitCode::from(2)
         }
         Command::Status { json } => status(&api, token.clone(), json).await,
-        Command::Demo { keep } => crate::cli::demo::run(keep).await,
+        Command::Demo { keep, service } => crate::cli::demo::run(keep, service).await,
         Command::Actions { json, limit } => {
             ops(&api, token.clone(), Op::Actions { json, limit }).await
         }

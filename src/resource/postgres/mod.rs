@@ -909,6 +909,13 @@ impl PostgresAgent {
         let how = match rewound {
             Ok(out) if out.contains("no rewind required") => "no rewind was needed".to_string(),
             Ok(_) => format!("rewound from node {primary} (pg_rewind)"),
+            // A rewind that failed because the primary is not reachable says nothing about
+            // this data: never set it aside for that (the next attempt retries).
+            Err(e) if self.connect_to(host, port).await.is_err() => {
+                return Err(PgError::Refused(format!(
+                    "pg_rewind from node {primary} failed and its PostgreSQL at {host}:{port} does not answer; this node's data is kept as it is and the rejoin is retried: {e}"
+                )))
+            }
             Err(e) => match s.rejoin {
                 RejoinMode::RewindOnly => {
                     return Err(PgError::Refused(format!(
