@@ -20,6 +20,37 @@ const HOOK: &str = include_str!("../../cluster-config/hooks/filedb.sh");
 /// Bytes the demo "writes" to the primary's data.
 const DEMO_WRITE_BYTES: usize = 4096;
 
+/// Requests a failback through `sc` (the current primary's API) and waits until it
+/// committed with `home` primary again; returns the milliseconds from request to commit.
+pub(crate) async fn failback_to(sc: &Client, home: u64) -> Result<u128, String> {
+    let fb_at = Instant::now();
+    match sc
+        .send(
+            reqwest::Method::POST,
+            "/v1/failback",
+            Some(b"{}".to_vec()),
+            None,
+        )
+        .await
+    {
+        Ok((200, _)) => {}
+        Ok((s, b)) => {
+            return Err(format!(
+                "failback refused: HTTP {s}: {}",
+                String::from_utf8_lossy(&b)
+            ))
+        }
+        Err(e) => return Err(e.to_string()),
+    }
+    wait_for("the failback to commit", || async {
+        let st: NodeStatus = sc.get_json("/v1/status").await.ok()?;
+        (st.operation.is_none() && st.failed_over.is_none() && st.primary == Some(home))
+            .then_some(())
+    })
+    .await?;
+    Ok(fb_at.elapsed().as_millis())
+}
+
 pub(crate) fn step(msg: &str) {
     println!("\n== {msg}");
 }
@@ -231,32 +262,7 @@ async fn demo(keep: bool) -> Result<(), String> {
     step(&format!(
         "supervised failback to home node {first} (verify, then commit)"
     ));
-    let fb_at = Instant::now();
-    match sc
-        .send(
-            reqwest::Method::POST,
-            "/v1/failback",
-            Some(b"{}".to_vec()),
-            None,
-        )
-        .await
-    {
-        Ok((200, _)) => {}
-        Ok((s, b)) => {
-            return Err(format!(
-                "failback refused: HTTP {s}: {}",
-                String::from_utf8_lossy(&b)
-            ))
-        }
-        Err(e) => return Err(e.to_string()),
-    }
-    wait_for("the failback to commit", || async {
-        let st: NodeStatus = sc.get_json("/v1/status").await.ok()?;
-        (st.operation.is_none() && st.failed_over.is_none() && st.primary == Some(first))
-            .then_some(())
-    })
-    .await?;
-    let failback_ms = fb_at.elapsed().as_millis();
+    let failback_ms = failback_to(&sc, first).await?;
     println!("failback committed in {failback_ms} ms; node {first} is primary again");
     print_table(&c).await;
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::api::wire::NodeStatus;
-use crate::cli::demo::{acting_primary, print_table, step, wait_for};
+use crate::cli::demo::{acting_primary, failback_to, print_table, step, wait_for};
 use crate::cli::localcluster::{ClusterSpec, LocalCluster};
 
 const BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
@@ -302,32 +302,7 @@ pub async fn demo(keep: bool) -> Result<(), String> {
             .then_some(())
     })
     .await?;
-    let fb_at = Instant::now();
-    match sc
-        .send(
-            reqwest::Method::POST,
-            "/v1/failback",
-            Some(b"{}".to_vec()),
-            None,
-        )
-        .await
-    {
-        Ok((200, _)) => {}
-        Ok((s, b)) => {
-            return Err(format!(
-                "failback refused: HTTP {s}: {}",
-                String::from_utf8_lossy(&b)
-            ))
-        }
-        Err(e) => return Err(e.to_string()),
-    }
-    wait_for("the failback to commit", || async {
-        let st: NodeStatus = sc.get_json("/v1/status").await.ok()?;
-        (st.operation.is_none() && st.failed_over.is_none() && st.primary == Some(first))
-            .then_some(())
-    })
-    .await?;
-    let failback_ms = fb_at.elapsed().as_millis();
+    let failback_ms = failback_to(&sc, first).await?;
     println!("failback committed in {failback_ms} ms; node {first} is primary again");
     print_table(&c).await;
 
