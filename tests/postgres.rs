@@ -67,6 +67,12 @@ impl Postmasters {
 
 impl Drop for Postmasters {
     fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+impl Postmasters {
+    fn stop_all(&mut self) {
         for dir in &self.data_dirs {
             if let Some(pid) = Self::pid(dir) {
                 // SAFETY: kill(2) on the postmaster this test's agent started; SIGQUIT is
@@ -94,6 +100,17 @@ struct PgCluster {
     ports: Vec<(u64, u16)>,
     pg_root: PathBuf,
     _postmasters: Postmasters,
+}
+
+impl Drop for PgCluster {
+    /// The daemons go first (a live agent could start a PostgreSQL again), then the
+    /// postmasters (`_postmasters`), then the cluster's folder (`c`, dropped after this).
+    fn drop(&mut self) {
+        for id in self.c.ids() {
+            self.c.kill9(id);
+        }
+        self._postmasters.stop_all();
+    }
 }
 
 impl PgCluster {

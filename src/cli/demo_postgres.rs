@@ -34,6 +34,39 @@ fn signal_and_wait(pid: i32, sig: i32) {
     }
 }
 
+/// The demo's cluster and its postmasters, stopped in the order that leaves nothing
+/// behind: the daemons first (a live agent could start a PostgreSQL again), then the
+/// postmasters, then the folder (when `c` drops).
+struct PgDemo {
+    c: Option<LocalCluster>,
+    postmasters: Postmasters,
+    keep: bool,
+}
+
+impl Drop for PgDemo {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        if let Some(c) = self.c.as_mut() {
+            for id in c.ids() {
+                c.kill9(id);
+            }
+        }
+        self.postmasters.stop_all();
+    }
+}
+
+impl Postmasters {
+    fn stop_all(&mut self) {
+        for dir in std::mem::take(&mut self.0) {
+            if let Some(pid) = postmaster_pid(&dir) {
+                signal_and_wait(pid, libc::SIGQUIT);
+            }
+        }
+    }
+}
+
 impl Drop for Postmasters {
     fn drop(&mut self) {
         for dir in &self.0 {
@@ -192,12 +225,18 @@ pub async fn demo(keep: bool) -> Result<(), String> {
     };
     configure(&c, &ports, &pg_root)?;
     c.env.push(("QUORATE_LOG".into(), "warn".into()));
-    let _postmasters = Postmasters(
+    let postmasters = Postmasters(
         c.ids()
             .iter()
             .map(|id| pg_root.join(format!("node{id}")))
             .collect(),
     );
+    let mut demo = PgDemo {
+        c: Some(c),
+        postmasters,
+        keep: false,
+    };
+    let c = demo.c.as_mut().ok_or("the demo cluster is gone")?;
     println!(
         "quorate demo: 3 quorate nodes running 3 PostgreSQL 15 instances on 127.0.0.1 in {}",
         c.path().display()
@@ -206,9 +245,9 @@ pub async fn demo(keep: bool) -> Result<(), String> {
     step("starting three nodes from empty data dirs (initdb on the first primary, clones on the others)");
     let t0 = Instant::now();
     c.start_all().map_err(|e| e.to_string())?;
-    let first = wait_for("a primary", || acting_primary(&c))
+    let first = wait_for("a primary", || acting_primary(c))
         .await
-        .map_err(|e| format!("{e}\n{}", logs_tail(&c, &pg_root)))?;
+        .map_err(|e| format!("{e}\n{}", logs_tail(c, &pg_root)))?;
     let others: Vec<u64> = c.ids().into_iter().filter(|i| *i != first).collect();
     let want: Vec<String> = others.iter().map(|i| format!("node{i}")).collect();
     wait_for("both standbys streaming", || async {
@@ -216,12 +255,12 @@ pub async fn demo(keep: bool) -> Result<(), String> {
         want.iter().all(|w| got.contains(w)).then_some(())
     })
     .await
-    .map_err(|e| format!("{e}\n{}", logs_tail(&c, &pg_root)))?;
+    .map_err(|e| format!("{e}\n{}", logs_tail(c, &pg_root)))?;
     println!(
         "node {first} is primary and both standbys stream from it, {} ms after start",
         t0.elapsed().as_millis()
     );
-    print_table(&c).await;
+    print_table(c).await;
 
     step(&format!("a writer inserts rows through node {first}; then kill -9 of node {first} (quorate and postmaster)"));
     let client = sql(port_of(first)).await?;
@@ -256,7 +295,7 @@ pub async fn demo(keep: bool) -> Result<(), String> {
     }
     let killed = Instant::now();
     let _ = writer.await;
-    let second = wait_for("a new primary", || acting_primary(&c)).await?;
+    let second = wait_for("a new primary", || acting_primary(c)).await?;
     let failover_ms = killed.elapsed().as_millis();
     let acked: Vec<i64> = acked.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let new = sql(port_of(second)).await?;
@@ -272,7 +311,7 @@ pub async fn demo(keep: bool) -> Result<(), String> {
         "node {second} took over: /primary answered 200 there {failover_ms} ms after the kill; {} acknowledged rows, {lost} lost",
         acked.len()
     );
-    print_table(&c).await;
+    print_table(c).await;
 
     step(&format!(
         "restarting node {first}: it rewinds (pg_rewind) and streams from node {second}"
@@ -286,7 +325,7 @@ pub async fn demo(keep: bool) -> Result<(), String> {
             .then_some(())
     })
     .await?;
-    print_table(&c).await;
+    print_table(c).await;
 
     step(&format!(
         "supervised failback to home node {first} (sync, cut over, verify, commit)"
@@ -304,7 +343,7 @@ pub async fn demo(keep: bool) -> Result<(), String> {
     .await?;
     let failback_ms = failback_to(&sc, first).await?;
     println!("failback committed in {failback_ms} ms; node {first} is primary again");
-    print_table(&c).await;
+    print_table(c).await;
 
     step("summary");
     println!("unplanned failover (kill -9 -> /primary 200 on the new node): {failover_ms} ms");
@@ -315,8 +354,11 @@ pub async fn demo(keep: bool) -> Result<(), String> {
             "\nthe cluster keeps running (--keep): PostgreSQL on 127.0.0.1 ports {:?} (user postgres, password {SUPERUSER_PASSWORD})",
             ports.iter().map(|(_, p)| *p).collect::<Vec<_>>()
         );
-        c.detach();
-        std::mem::forget(_postmasters);
+        demo.keep = true;
+        demo.postmasters.0.clear();
+        if let Some(c) = demo.c.take() {
+            c.detach();
+        }
         return Ok(());
     }
     println!("\ncleaning up (use --keep to leave the cluster running)");
