@@ -68,7 +68,8 @@ case "${QUORATE_HOOK:-}" in
         log
         ;;
     promote)
-        echo $(($(cat "$me/timeline") + 1)) >"$me/timeline"
+        # Through a temp file: a monitor reading the timeline meanwhile never sees it empty.
+        echo $(($(cat "$me/timeline") + 1)) >"$me/timeline.tmp.$$" && mv "$me/timeline.tmp.$$" "$me/timeline"
         echo primary >"$me/role"
         rm -f "$me/upstream"
         log "timeline=$(cat "$me/timeline")"

@@ -46,12 +46,13 @@ if [ -n "${QUORATE_MARKER_DATA:-}" ] && [ -n "${QUORATE_NODE:-}" ]; then
     copy_from() {
         src="$QUORATE_MARKER_DATA/node$1"
         [ -f "$src/data" ] || return 0
-        cp "$src/data" "$me/data.tmp" && mv "$me/data.tmp" "$me/data"
-        cp "$src/timeline" "$me/timeline.tmp" && mv "$me/timeline.tmp" "$me/timeline"
+        cp "$src/data" "$me/data.tmp.$$" && mv "$me/data.tmp.$$" "$me/data"
+        cp "$src/timeline" "$me/timeline.tmp.$$" && mv "$me/timeline.tmp.$$" "$me/timeline"
     }
     case $event in
         promote)
-            echo $(($(cat "$me/timeline") + 1)) >"$me/timeline"
+            # Through a temp file: a monitor reading the timeline meanwhile never sees it empty.
+            echo $(($(cat "$me/timeline") + 1)) >"$me/timeline.tmp.$$" && mv "$me/timeline.tmp.$$" "$me/timeline"
             echo primary >"$me/role"
             rm -f "$me/upstream"
             ;;
