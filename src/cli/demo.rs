@@ -20,6 +20,18 @@ const HOOK: &str = include_str!("../../cluster-config/hooks/filedb.sh");
 /// Bytes the demo "writes" to the primary's data.
 const DEMO_WRITE_BYTES: usize = 4096;
 
+/// Waits until the leader behind `sc` says a failback is available.
+pub(crate) async fn failback_available(sc: &Client) -> Result<(), String> {
+    wait_for("failback to be available", || async {
+        let st: NodeStatus = sc.get_json("/v1/status").await.ok()?;
+        st.notes
+            .iter()
+            .any(|n| n.contains("failback available"))
+            .then_some(())
+    })
+    .await
+}
+
 /// Requests a failback through `sc` (the current primary's API) and waits until it
 /// committed with `home` primary again; returns the milliseconds from request to commit.
 pub(crate) async fn failback_to(sc: &Client, home: u64) -> Result<u128, String> {
@@ -249,14 +261,7 @@ async fn demo(keep: bool) -> Result<(), String> {
     let sc = c
         .client(second, Duration::from_secs(5))
         .ok_or("no client")?;
-    wait_for("failback to be available", || async {
-        let st: NodeStatus = sc.get_json("/v1/status").await.ok()?;
-        st.notes
-            .iter()
-            .any(|n| n.contains("failback available"))
-            .then_some(())
-    })
-    .await?;
+    failback_available(&sc).await?;
     print_table(&c).await;
 
     step(&format!(

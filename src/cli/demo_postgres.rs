@@ -7,8 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::api::wire::NodeStatus;
-use crate::cli::demo::{acting_primary, failback_to, print_table, step, wait_for};
+use crate::cli::demo::{
+    acting_primary, failback_available, failback_to, print_table, step, wait_for,
+};
 use crate::cli::localcluster::{ClusterSpec, LocalCluster};
 
 const BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
@@ -333,14 +334,7 @@ pub async fn demo(keep: bool) -> Result<(), String> {
     let sc = c
         .client(second, Duration::from_secs(5))
         .ok_or("no client")?;
-    wait_for("failback to be available", || async {
-        let st: NodeStatus = sc.get_json("/v1/status").await.ok()?;
-        st.notes
-            .iter()
-            .any(|n| n.contains("failback available"))
-            .then_some(())
-    })
-    .await?;
+    failback_available(&sc).await?;
     let failback_ms = failback_to(&sc, first).await?;
     println!("failback committed in {failback_ms} ms; node {first} is primary again");
     print_table(c).await;
