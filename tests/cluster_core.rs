@@ -546,6 +546,7 @@ async fn garbage_on_heartbeat_and_raft_ports_is_counted_and_harmless() {
             applied_index: LogIndex(1_000_000),
             health: Default::default(),
             service: Default::default(),
+            report_after_loss: None,
             sent_mono_ns: 1,
             echo: None,
         };

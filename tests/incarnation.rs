@@ -136,6 +136,7 @@ async fn a_restarted_node_is_heard_again_with_a_higher_incarnation() {
                 applied_index: LogIndex(0),
                 health: ResourceHealth::Unknown,
                 service: Default::default(),
+                report_after_loss: None,
                 sent_mono_ns: seq * 100_000_000,
                 echo: None,
             };

@@ -146,6 +146,14 @@ pub fn policy_config(config: &Config) -> PolicyConfig {
         },
         shutdown_timeout: r.hook_timeout + transfer_timeout + Duration::from_secs(2),
         lapse_grace: config.timing.lapse_grace(),
+        zero_loss_failover: r.agent == crate::config::AgentKind::Postgres
+            && config
+                .postgres
+                .as_ref()
+                .is_some_and(|p| p.synchronous != crate::config::PostgresSynchronous::Off),
+        // The monitor runs at once when the primary is lost; this covers a slow run and a
+        // heartbeat round, with room for a loaded machine.
+        final_report_wait: (r.monitor_interval * 3).max(Duration::from_secs(3)),
         ..defaults
     }
 }

@@ -150,6 +150,7 @@ impl Executor {
                     applied_index: last.map(|h| h.applied_index).unwrap_or_default(),
                     service: last.map(|h| h.service).unwrap_or_default(),
                     claims_primary_epoch: last.and_then(|h| h.primary_epoch),
+                    report_after_loss: last.and_then(|h| h.report_after_loss),
                 },
             );
         }
@@ -239,6 +240,7 @@ impl Executor {
                 peers: &obs.peers,
                 local_health,
                 local_service: self.monitor.service.borrow().report,
+                local_report_after_loss: self.monitor.service.borrow().after_primary_loss,
                 now_unix_ms: now_unix_ms(),
             };
             let actions = self.policy.step(&inputs, now);
@@ -371,6 +373,7 @@ impl Executor {
             applied_index: LogIndex(obs.applied),
             health,
             service: self.monitor.service.borrow().report,
+            report_after_loss: self.monitor.service.borrow().after_primary_loss,
         };
         self.local_status.send_if_modified(|cur| {
             let changed = *cur != ls;
@@ -593,6 +596,13 @@ impl Executor {
                     "stopping acting as primary now"
                 );
             }
+            Action::RefreshServiceReport { lost } => {
+                tracing::info!(
+                    lost_epoch = lost.get(),
+                    "primary lost: running the monitor now for this node's final position"
+                );
+                self.monitor.refresh_after_loss(lost);
+            }
             Action::Report(note) => {
                 tracing::info!(
                     term = obs.raft.term.get(),
@@ -637,6 +647,7 @@ impl Executor {
             peers: &obs.peers,
             local_health: *self.monitor.health.borrow(),
             local_service: self.monitor.service.borrow().report,
+            local_report_after_loss: self.monitor.service.borrow().after_primary_loss,
             now_unix_ms: now_unix_ms(),
         };
         let cmd: Command = match self.policy.plan_request(&op.req, &inputs, Instant::now()) {

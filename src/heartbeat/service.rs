@@ -55,6 +55,8 @@ pub struct LocalStatus {
     pub health: ResourceHealth,
     /// The local monitor's last service report.
     pub service: ServiceReport,
+    /// The report was taken after this node lost the primary of this epoch.
+    pub report_after_loss: Option<Epoch>,
 }
 
 /// Everything the service needs to run.
@@ -585,6 +587,7 @@ impl ServiceState {
                 applied_index: status.applied_index,
                 health: status.health,
                 service: status.service,
+                report_after_loss: status.report_after_loss,
                 sent_mono_ns: local.mono_ns(now),
                 echo: self.detector.echo_for(peer, now),
             };

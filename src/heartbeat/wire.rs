@@ -21,7 +21,7 @@ pub const MAGIC: [u8; 4] = *b"QRHB";
 
 /// The only datagram layout this build understands. Bump it when `Heartbeat` changes shape:
 /// bincode carries no field names, so old and new layouts cannot be told apart otherwise.
-pub const WIRE_VERSION: u8 = 2;
+pub const WIRE_VERSION: u8 = 3;
 
 /// `MAGIC` + version byte.
 pub const HEADER_BYTES: usize = MAGIC.len() + 1;
@@ -124,6 +124,10 @@ pub struct Heartbeat {
     /// The sender's service report (role, position, timeline, health claim) from its last
     /// monitor run; all `None` when its monitor reports none. Added in wire version 2.
     pub service: ServiceReport,
+    /// `Some(e)`: the sender's report was taken after it lost the primary of epoch `e` (or a
+    /// later one), so its position is final for that primary; a zero-loss failover waits for
+    /// this from every candidate. Added in wire version 3.
+    pub report_after_loss: Option<Epoch>,
     /// The sender's monotonic clock when it sent this datagram (ns since its process origin).
     pub sent_mono_ns: u64,
     /// The last heartbeat the sender got from `to`, for RTT measurement (see [`Echo`]).

@@ -89,6 +89,13 @@ pub enum Action {
     Notify(super::notify::Notification),
     /// Graceful shutdown finished its hand-over (or gave up): the daemon may exit.
     ReadyToExit,
+    /// This node lost the primary of `lost` (dead on every link, or released): run the
+    /// monitor at once and tag its reports as taken after the loss
+    /// (`MonitorHandle::refresh_after_loss`), so a zero-loss failover learns this node's
+    /// final position. Emitted once per lost epoch.
+    RefreshServiceReport {
+        lost: Epoch,
+    },
 }
 
 /// Results and observations fed back through [`Policy::observe`](super::Policy::observe).
@@ -166,6 +173,10 @@ pub enum StatusNote {
     WaitingForQuorum,
     NoEligibleCandidate {
         reasons: Vec<Ineligible>,
+    },
+    /// A zero-loss failover waits (bounded) for these candidates' final service reports.
+    WaitingForFinalReports {
+        nodes: Vec<NodeId>,
     },
     WaitingForFence {
         target: NodeId,
@@ -269,6 +280,15 @@ impl std::fmt::Display for StatusNote {
             WaitingForQuorum => {
                 f.write_str("leader without a quorum acknowledgement within lease: not promoting")
             }
+            WaitingForFinalReports { nodes } => write!(
+                f,
+                "zero-loss failover: waiting for the final service report (taken after the primary was lost) of node(s) {}",
+                nodes
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             NoEligibleCandidate { reasons } => {
                 f.write_str("no eligible candidate for primary")?;
                 for r in reasons {

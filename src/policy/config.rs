@@ -107,6 +107,14 @@ pub struct PolicyConfig {
     pub lapse_grace: Duration,
     /// How long a stopping primary may spend handing over before it just demotes.
     pub shutdown_timeout: Duration,
+    /// Zero-loss failover (synchronous replication: `[postgres] synchronous = "quorum"` or
+    /// `"strict"`): an automatic failover promotes only a candidate whose report was taken
+    /// after the primary was lost, and among those only the most advanced
+    /// ([`crate::rules::restrict_to_final_most_advanced`]).
+    pub zero_loss_failover: bool,
+    /// How long a zero-loss failover waits for the candidates' final reports; after it, a
+    /// candidate still silent stays excluded and the failover goes ahead without it.
+    pub final_report_wait: Duration,
 }
 
 impl Default for PolicyConfig {
@@ -135,6 +143,8 @@ impl Default for PolicyConfig {
             failback_commit: FailbackCommit::Auto,
             lapse_grace: Duration::ZERO,
             shutdown_timeout: Duration::from_secs(10),
+            zero_loss_failover: false,
+            final_report_wait: Duration::from_secs(5),
         }
     }
 }
@@ -169,6 +179,7 @@ impl PolicyConfig {
         nonzero("hook_retry_backoff", self.hook_retry_backoff)?;
         nonzero("proposal_timeout", self.proposal_timeout)?;
         nonzero("verify_timeout", self.verify_timeout)?;
+        nonzero("final_report_wait", self.final_report_wait)?;
         if self.failure_threshold == 0 {
             return Err(PolicyConfigError {
                 key: "failure_threshold",

@@ -68,6 +68,9 @@ pub struct PeerObs {
     /// The peer's own claim (from [`Policy::claims_primary`](super::Policy::claims_primary)
     /// in its heartbeats): Some while its service may be running as primary.
     pub claims_primary_epoch: Option<Epoch>,
+    /// The peer's last report was taken after it lost the primary of this epoch (or a
+    /// later one): its final position for that primary ([`Action::RefreshServiceReport`](super::Action::RefreshServiceReport)).
+    pub report_after_loss: Option<Epoch>,
 }
 
 /// Everything one step sees. Borrowed: the executor keeps the data.
@@ -83,6 +86,9 @@ pub struct Inputs<'a> {
     pub local_health: ResourceHealth,
     /// This node's last service report (from its monitor).
     pub local_service: ServiceReport,
+    /// This node's last report was taken after it lost the primary of this epoch (or a
+    /// later one).
+    pub local_report_after_loss: Option<Epoch>,
     /// Wall clock, only to stamp commands and to fire scheduled switchovers. Never used to
     /// measure durations (the `Instant` passed to `step` is).
     pub now_unix_ms: u64,

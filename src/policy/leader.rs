@@ -103,7 +103,10 @@ impl Policy {
             }
         }
         let max_lag = self.cfg.max_lag_on_failover;
-        let views = self.candidate_views(inp, now);
+        let mut views = self.candidate_views(inp, now);
+        if !self.restrict_for_zero_loss(inp, now, &mut views, out) {
+            return;
+        }
         // Keep a transfer in flight while its target stays eligible: candidates with
         // equal priority swap places as their lag fluctuates, and re-targeting on every
         // step would trigger a new election each time.

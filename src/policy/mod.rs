@@ -27,6 +27,7 @@
 //! | lapse grace and lease budget (fsync a healthy primary survives) | `rules::lapse_grace`, `rules::lease_budget` (config `Timing`, status, `quorate config check`) | `rules::lease::tests`, `config::tests::lapse_grace_is_what_the_election_timeout_leaves_after_lease_and_drift`, `tests/lapse_grace.rs` |
 //! | candidate eligibility and ranking (priority, lag, id) | `rules::eligibility`, `rules::rank_candidates` (failover, switchover, failback, early elections) | `rules::candidate::tests` |
 //! | a planned move's target (switchover, failback) passed a monitor check and is on the primary's timeline | `rules::planned_move_eligibility` (switchover and failback requests, failback availability, scheduled start, Syncing) | `rules::candidate::tests::a_planned_move_waits_for_a_first_passing_check_and_for_the_primarys_timeline`, `tests/service_data.rs` |
+//! | zero-loss failover (synchronous replication): wait, bounded, for every candidate's report taken after the primary was lost, then only the most advanced | `rules::restrict_to_final_most_advanced` (leader failover), `Policy::lost_primary_epoch` (every node refreshes its report) | `rules::candidate::tests::a_zero_loss_failover_waits_for_final_reports_then_takes_the_most_advanced`, `policy::tests::zero_loss`, `tests/postgres.rs` |
 //! | early campaigns: rank by the same ranking, start when the lease runs out, staggered | `rules::election::rank`, `rules::election::campaign_at` (daemon loops) | `rules::election::tests` |
 //! | a re-seeding node neither votes nor campaigns | `rules::may_vote` (transport, early elections) | `rules::election::tests`, `tests/recover.rs` |
 //!
@@ -270,6 +271,11 @@ pub struct Policy {
     data_action_for: Option<u64>,
     snapshot_result: Option<(u64, bool)>,
     verify_result: Option<(u64, bool)>,
+    /// The lost primary's epoch this node last asked its monitor a final report for.
+    refresh_requested: Option<Epoch>,
+    /// A zero-loss failover of the primary of this epoch started waiting for final
+    /// reports at this instant.
+    final_report_wait: Option<(Epoch, Instant)>,
 }
 
 impl Policy {
@@ -317,6 +323,8 @@ impl Policy {
             data_action_for: None,
             snapshot_result: None,
             verify_result: None,
+            refresh_requested: None,
+            final_report_wait: None,
         }
     }
 
@@ -389,6 +397,7 @@ impl Policy {
     pub fn step(&mut self, inp: &Inputs<'_>, now: Instant) -> Vec<Action> {
         let mut out = Out::default();
         self.track(inp, now, &mut out);
+        self.refresh_after_loss(inp, &mut out);
         self.step_local(inp, now, &mut out);
         if inp.raft.is_leader && self.role != LocalRole::Starting {
             self.step_leader(inp, now, &mut out);
@@ -1230,6 +1239,7 @@ impl Policy {
                             inp.raft.lag(m.id)
                         },
                         service: reference.standing(inp.local_service, max_behind),
+                        excluded: None,
                     }
                 } else {
                     let obs = inp.peers.get(&m.id);
@@ -1243,10 +1253,90 @@ impl Policy {
                         lag: inp.raft.lag(m.id),
                         service: reference
                             .standing(obs.map(|o| o.service).unwrap_or_default(), max_behind),
+                        excluded: None,
                     }
                 }
             })
             .collect()
+    }
+
+    /// The epoch of the primary this node has lost: the committed primary is another node
+    /// that is dead on every link, or no primary is recorded since epoch `e` ended (it was
+    /// released). None while a primary is heard (or this node is it) and before any.
+    pub fn lost_primary_epoch(&self, inp: &Inputs<'_>) -> Option<Epoch> {
+        let st = inp.state;
+        match &st.primary {
+            Some(p) if p.node == self.local => None,
+            Some(p) => inp
+                .peers
+                .get(&p.node)
+                .is_none_or(|o| o.dead_on_all_links)
+                .then_some(p.epoch),
+            None => (st.epoch > Epoch(0)).then_some(st.epoch),
+        }
+    }
+
+    /// Once per lost primary, asks the monitor for a report taken after the loss (zero-loss
+    /// failover only: without it no one waits for final reports).
+    fn refresh_after_loss(&mut self, inp: &Inputs<'_>, out: &mut Out) {
+        if !self.cfg.zero_loss_failover {
+            return;
+        }
+        if let Some(lost) = self.lost_primary_epoch(inp) {
+            if self.refresh_requested.is_none_or(|r| r < lost) {
+                self.refresh_requested = Some(lost);
+                out.actions.push(Action::RefreshServiceReport { lost });
+            }
+        }
+    }
+
+    /// The zero-loss failover rule over `views` ([`crate::rules::restrict_to_final_most_advanced`]),
+    /// when it applies (zero-loss mode, a primary was lost). Returns false while the failover
+    /// must wait for final reports (bounded by `final_report_wait`; noted in status).
+    fn restrict_for_zero_loss(
+        &mut self,
+        inp: &Inputs<'_>,
+        now: Instant,
+        views: &mut [CandidateView],
+        out: &mut Out,
+    ) -> bool {
+        let lost = match self.lost_primary_epoch(inp) {
+            Some(e) if self.cfg.zero_loss_failover => e,
+            _ => {
+                self.final_report_wait = None;
+                return true;
+            }
+        };
+        let since = match self.final_report_wait {
+            Some((e, t)) if e == lost => t,
+            _ => {
+                self.final_report_wait = Some((lost, now));
+                now
+            }
+        };
+        let is_final = |id: NodeId| {
+            let tag = if id == self.local {
+                inp.local_report_after_loss
+            } else {
+                inp.peers.get(&id).and_then(|o| o.report_after_loss)
+            };
+            tag.is_some_and(|t| t >= lost)
+        };
+        let waiting = crate::rules::restrict_to_final_most_advanced(
+            views,
+            self.cfg.max_lag_on_failover,
+            is_final,
+        );
+        if waiting.is_empty() {
+            return true;
+        }
+        if now.saturating_duration_since(since) < self.cfg.final_report_wait {
+            out.note(StatusNote::WaitingForFinalReports { nodes: waiting });
+            return false;
+        }
+        // Waited long enough: the silent ones stay excluded (noted by NoEligibleCandidate
+        // reasons if nobody is left).
+        true
     }
 
     /// Eligible nodes other than this one, best first.

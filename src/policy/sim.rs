@@ -56,6 +56,10 @@ fn sim_cfg(fencing: FencingMode) -> PolicyConfig {
         // the grace ran out.
         lapse_grace: Duration::from_millis(80),
         shutdown_timeout: Duration::from_millis(500),
+        // The simulation models no service positions (tests/postgres.rs covers the rule
+        // with real data).
+        zero_loss_failover: false,
+        final_report_wait: Duration::from_millis(300),
     }
 }
 
@@ -356,6 +360,7 @@ impl Sim {
                     } else {
                         None
                     },
+                    report_after_loss: None,
                 },
             );
         }
@@ -383,6 +388,7 @@ impl Sim {
             peers: &peers,
             local_health: self.health(i),
             local_service: crate::types::ServiceReport::default(),
+            local_report_after_loss: None,
             now_unix_ms: self.now_ms,
         };
         self.nodes[i]
@@ -609,6 +615,7 @@ impl Sim {
             peers: &peers,
             local_health: self.health(i),
             local_service: crate::types::ServiceReport::default(),
+            local_report_after_loss: None,
             now_unix_ms: self.now_ms,
         };
         let role_before = self.nodes[i].policy.local_role();
@@ -641,7 +648,7 @@ impl Sim {
                 Action::TransferLeadership { to, .. } => self.transfer(i, to),
                 Action::ReadyToExit => self.nodes[i].exit_ready = true,
                 Action::DemoteNow { .. } => self.demote_now(i),
-                Action::Report(_) | Action::Notify(_) => {}
+                Action::Report(_) | Action::Notify(_) | Action::RefreshServiceReport { .. } => {}
             }
         }
         if self.nodes[i].exit_ready {
@@ -863,6 +870,7 @@ impl Sim {
             peers: &peers,
             local_health: self.health(i),
             local_service: crate::types::ServiceReport::default(),
+            local_report_after_loss: None,
             now_unix_ms: self.now_ms,
         };
         let planned = self.nodes[i]

@@ -187,6 +187,7 @@ pub struct MonitorHandle {
     results: broadcast::Sender<MonitorResult>,
     stop: watch::Sender<bool>,
     reset: watch::Sender<u64>,
+    refresh: watch::Sender<Option<Epoch>>,
     tune: MonitorTuner,
     task: Option<JoinHandle<()>>,
 }
@@ -224,6 +225,22 @@ impl MonitorHandle {
     pub fn reset(&self) {
         self.reset
             .send_modify(|generation| *generation = generation.wrapping_add(1));
+    }
+
+    /// This node lost the primary of `epoch`: run the monitor now (after the run in flight,
+    /// if any: that one started before the loss), and tag every report from then on with
+    /// `epoch` (`ParsedReport::after_primary_loss`). A zero-loss failover waits for such a
+    /// report from every candidate. Asking again for the same or an older epoch changes
+    /// nothing.
+    pub fn refresh_after_loss(&self, epoch: Epoch) {
+        self.refresh.send_if_modified(|current| {
+            if current.is_some_and(|c| c >= epoch) {
+                false
+            } else {
+                *current = Some(epoch);
+                true
+            }
+        });
     }
 
     /// A handle to retune this loop (reload).
@@ -277,6 +294,7 @@ pub fn spawn_monitor(
     let (results_tx, _) = broadcast::channel(MONITOR_RESULTS_CAPACITY);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (reset_tx, reset_rx) = watch::channel(0u64);
+    let (refresh_tx, refresh_rx) = watch::channel(None);
     let shell = MonitorLoop {
         runner,
         interval,
@@ -289,6 +307,7 @@ pub fn spawn_monitor(
         results: results_tx.clone(),
         stop: stop_rx,
         reset: reset_rx,
+        refresh: refresh_rx,
         tune: tune_rx,
     };
     let task = tokio::spawn(shell.run());
@@ -298,6 +317,7 @@ pub fn spawn_monitor(
         results: results_tx,
         stop: stop_tx,
         reset: reset_tx,
+        refresh: refresh_tx,
         tune: MonitorTuner(Arc::new(tune_tx)),
         task: Some(task),
     })
@@ -317,6 +337,7 @@ struct MonitorLoop {
     results: broadcast::Sender<MonitorResult>,
     stop: watch::Receiver<bool>,
     reset: watch::Receiver<u64>,
+    refresh: watch::Receiver<Option<Epoch>>,
     tune: watch::Receiver<MonitorTuning>,
 }
 
@@ -419,12 +440,19 @@ impl MonitorLoop {
                     self.publish_report(ParsedReport::default());
                     continue;
                 }
+                changed = self.refresh.changed() => {
+                    if changed.is_err() {
+                        return false;
+                    }
+                    // Run at once: the next run's report is final for the lost primary.
+                }
                 _ = ticker.tick() => {}
             }
 
             let role = *self.role.borrow_and_update();
             let epoch = *self.epoch.borrow_and_update();
             let generation = *self.reset.borrow();
+            let after_primary_loss = *self.refresh.borrow_and_update();
             let ctx = HookContext {
                 role: role.as_str(),
                 epoch,
@@ -452,7 +480,8 @@ impl MonitorLoop {
             }
             let health = self.tracker.record(outcome.ok);
             self.publish(health);
-            let parsed = self.read_report(&outcome.output);
+            let mut parsed = self.read_report(&outcome.output);
+            parsed.after_primary_loss = after_primary_loss;
             let report = parsed.report;
             self.publish_report(parsed);
             // No subscriber is fine: the broadcast is for whoever listens right now.

@@ -30,6 +30,10 @@ pub struct ParsedReport {
     pub report: ServiceReport,
     /// Free text for operators, at most [`MAX_DETAIL_CHARS`].
     pub detail: Option<String>,
+    /// Set by the monitor loop, never by the parse: the run that printed this report started
+    /// after this node lost the primary of this epoch (or a later one), so the position is
+    /// final for that primary ([`super::monitor::MonitorHandle::refresh_after_loss`]).
+    pub after_primary_loss: Option<crate::types::Epoch>,
 }
 
 /// Why the last line of a monitor's output is not a usable report.
@@ -81,6 +85,7 @@ pub fn parse_report(output: &str) -> Result<Option<ParsedReport>, ReportError> {
             healthy: raw.healthy,
         },
         detail: raw.detail.map(|d| bounded_detail(&d)),
+        after_primary_loss: None,
     }))
 }
 

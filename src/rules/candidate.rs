@@ -22,6 +22,9 @@ pub struct CandidateView {
     /// The member's service data against the best known (all `None` when services report
     /// no positions: the ranking is then by quorate's own log, as before).
     pub service: ServiceStanding,
+    /// Set by a rule that judges the candidates together ([`restrict_to_final_most_advanced`]):
+    /// why this member may not become primary although it qualifies on its own.
+    pub excluded: Option<Ineligible>,
 }
 
 /// The most advanced service data known in the cluster, which every candidate is judged
@@ -137,6 +140,22 @@ pub enum Ineligible {
         timeline: Option<u64>,
         reference: u64,
     },
+    #[error(
+        "node {0} has not sent a service report taken after the primary was lost; a zero-loss \
+         failover (synchronous replication) promotes only a replica whose final position is \
+         known (its monitor may be hung: `quorate actions` on node {0})"
+    )]
+    NoFinalReport(NodeId),
+    #[error(
+        "node {node}'s service is {behind} bytes behind node {best}'s final position; a zero-loss \
+         failover (synchronous replication) promotes only the most advanced replica, which holds \
+         every acknowledged commit"
+    )]
+    BehindMostAdvanced {
+        node: NodeId,
+        behind: u64,
+        best: NodeId,
+    },
 }
 
 /// Eligibility rules, in the order operators usually ask about them.
@@ -147,6 +166,9 @@ pub enum Ineligible {
 pub fn eligibility(c: &CandidateView, max_lag: u64) -> Result<(), Ineligible> {
     if !c.role.may_be_primary() {
         return Err(Ineligible::NotVoter(c.id, c.role));
+    }
+    if let Some(why) = &c.excluded {
+        return Err(why.clone());
     }
     if !c.alive {
         return Err(Ineligible::NotAlive(c.id));
@@ -205,6 +227,57 @@ pub fn planned_move_eligibility(
     Ok(())
 }
 
+/// The zero-loss failover rule (synchronous replication: every acknowledged commit is on at
+/// least one replica, and nobody knows which). Among the members that qualify on their own,
+/// only those whose final position is known may be promoted (`final_report(id)`: their last
+/// report was taken after the primary was lost, so no WAL can have reached them since), and
+/// among those only the ones at the highest final position on the reference timeline: the
+/// highest holds every commit any replica acknowledged, and so every acknowledged commit.
+///
+/// Returns the members still waiting for a final report (empty: the rule has decided). The
+/// caller waits for them for a bounded time; once it stops waiting, they stay excluded.
+/// When no qualifying member reports a position, nothing is restricted by position (the
+/// service reports none: there is nothing to compare).
+pub fn restrict_to_final_most_advanced(
+    cands: &mut [CandidateView],
+    max_lag: u64,
+    final_report: impl Fn(NodeId) -> bool,
+) -> Vec<NodeId> {
+    let qualifying: Vec<usize> = (0..cands.len())
+        .filter(|i| eligibility(&cands[*i], max_lag).is_ok())
+        .collect();
+    let mut waiting = Vec::new();
+    for i in &qualifying {
+        let id = cands[*i].id;
+        if !final_report(id) {
+            waiting.push(id);
+            cands[*i].excluded = Some(Ineligible::NoFinalReport(id));
+        }
+    }
+    let best = qualifying
+        .iter()
+        .filter(|i| cands[**i].excluded.is_none())
+        .filter_map(|i| cands[*i].service.position.map(|p| (p, cands[*i].id)))
+        .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    if let Some((best_pos, best_id)) = best {
+        for i in &qualifying {
+            let c = &mut cands[*i];
+            if c.excluded.is_some() {
+                continue;
+            }
+            let pos = c.service.position.unwrap_or(0);
+            if c.service.position.is_none() || pos < best_pos {
+                c.excluded = Some(Ineligible::BehindMostAdvanced {
+                    node: c.id,
+                    behind: best_pos - pos.min(best_pos),
+                    best: best_id,
+                });
+            }
+        }
+    }
+    waiting
+}
+
 /// Eligible members, best first: priority (higher first), then the service's position on the
 /// reference timeline (higher first: the most data; an unreported position ranks after every
 /// reported one), then quorate log lag (smaller first: less to catch up, fewer writes at
@@ -244,6 +317,7 @@ mod tests {
             drained: false,
             lag: Some(lag),
             service: ServiceStanding::default(),
+            excluded: None,
         }
     }
 
@@ -513,6 +587,99 @@ mod tests {
                 for other in c.iter().filter(|v| eligibility(v, 100).is_ok()) {
                     proptest::prop_assert!(other.service.position <= chosen.service.position);
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn a_zero_loss_failover_waits_for_final_reports_then_takes_the_most_advanced() {
+        let r = ServiceReference::from_reports(
+            Some(report(1, 2_000)),
+            [report(1, 1_500), report(1, 1_800)],
+        );
+        // Node 1 has the higher priority but less data; node 3's report is not final yet.
+        let mut c = vec![
+            with_service(voter(1, 9, 0), &r, report(1, 1_500), u64::MAX),
+            with_service(voter(2, 1, 0), &r, report(1, 1_800), u64::MAX),
+            with_service(voter(3, 1, 0), &r, report(1, 1_900), u64::MAX),
+        ];
+        let waiting = restrict_to_final_most_advanced(&mut c, 100, |id| id != 3);
+        assert_eq!(waiting, vec![3]);
+        assert_eq!(eligibility(&c[2], 100), Err(Ineligible::NoFinalReport(3)));
+        let e = eligibility(&c[0], 100).unwrap_err();
+        assert_eq!(
+            e,
+            Ineligible::BehindMostAdvanced {
+                node: 1,
+                behind: 300,
+                best: 2
+            }
+        );
+        assert!(e.to_string().contains("node 2's final position"), "{e}");
+        assert_eq!(
+            best_candidate(&c, 100),
+            Some(2),
+            "priority does not outrank data"
+        );
+        // Everyone final: the most advanced one.
+        let mut c = vec![
+            with_service(voter(1, 9, 0), &r, report(1, 1_500), u64::MAX),
+            with_service(voter(2, 1, 0), &r, report(1, 1_800), u64::MAX),
+            with_service(voter(3, 1, 0), &r, report(1, 1_900), u64::MAX),
+        ];
+        assert!(restrict_to_final_most_advanced(&mut c, 100, |_| true).is_empty());
+        assert_eq!(best_candidate(&c, 100), Some(3));
+        // Equal positions: priority decides among them.
+        let mut c = vec![
+            with_service(voter(1, 1, 0), &r, report(1, 1_900), u64::MAX),
+            with_service(voter(2, 7, 0), &r, report(1, 1_900), u64::MAX),
+        ];
+        restrict_to_final_most_advanced(&mut c, 100, |_| true);
+        assert_eq!(best_candidate(&c, 100), Some(2));
+        // A member with no position on the reference timeline loses to one with a position.
+        let mut c = vec![
+            with_service(voter(1, 9, 0), &r, report(2, 5_000), u64::MAX),
+            with_service(voter(2, 1, 0), &r, report(1, 10), u64::MAX),
+        ];
+        restrict_to_final_most_advanced(&mut c, 100, |_| true);
+        assert_eq!(best_candidate(&c, 100), Some(2));
+        // Nobody reports positions: nothing to compare, nothing restricted.
+        let mut c = vec![voter(1, 1, 0), voter(2, 3, 0)];
+        restrict_to_final_most_advanced(&mut c, 100, |_| true);
+        assert_eq!(best_candidate(&c, 100), Some(2));
+    }
+
+    proptest::proptest! {
+        /// Zero loss: whatever the final positions, the chosen member's is the highest
+        /// of every qualifying member's (so it holds every acknowledged commit), and a
+        /// member without a final report is never chosen.
+        #[test]
+        fn a_zero_loss_choice_holds_the_highest_final_position(
+            members in proptest::collection::vec(
+                (proptest::option::of(0u64..10_000), 0u32..4, proptest::bool::ANY), 1..6),
+        ) {
+            let reports: Vec<ServiceReport> = members
+                .iter()
+                .map(|(p, _, _)| ServiceReport { position: *p, timeline: Some(1), ..ServiceReport::default() })
+                .collect();
+            let r = ServiceReference::from_reports(None, reports.iter().copied());
+            let mut c: Vec<CandidateView> = members
+                .iter()
+                .zip(&reports)
+                .enumerate()
+                .map(|(i, ((_, prio, _), rep))| with_service(voter(i as u64 + 1, *prio, 0), &r, *rep, u64::MAX))
+                .collect();
+            let is_final = |id: NodeId| members[(id - 1) as usize].2;
+            restrict_to_final_most_advanced(&mut c, 100, is_final);
+            let highest_final = members.iter().filter(|m| m.2).filter_map(|m| m.0).max();
+            if let Some(best) = best_candidate(&c, 100) {
+                let (pos, _, fin) = members[(best - 1) as usize];
+                proptest::prop_assert!(fin);
+                if highest_final.is_some() {
+                    proptest::prop_assert_eq!(pos, highest_final);
+                }
+            } else {
+                proptest::prop_assert!(members.iter().all(|m| !m.2));
             }
         }
     }

@@ -74,6 +74,7 @@ pub fn rank(
             drained: c.drained,
             lag: Some(newest.saturating_sub(c.applied_index)),
             service: reference.standing(c.service, service.max_service_lag_bytes),
+            excluded: None,
         })
         .collect();
     rank_candidates(&views, max_lag)

@@ -16,8 +16,8 @@ pub mod lease;
 
 pub use acting::{acting_check, leader_is_current};
 pub use candidate::{
-    best_candidate, eligibility, planned_move_eligibility, rank_candidates, CandidateView,
-    Ineligible,
+    best_candidate, eligibility, planned_move_eligibility, rank_candidates,
+    restrict_to_final_most_advanced, CandidateView, Ineligible,
 };
 pub use election::may_vote;
 pub use lease::{

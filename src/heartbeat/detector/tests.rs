@@ -38,6 +38,7 @@ fn hb(from: NodeId, incarnation: u64, seq: u64) -> Heartbeat {
         applied_index: LogIndex(seq),
         health: ResourceHealth::Healthy,
         service: Default::default(),
+        report_after_loss: None,
         sent_mono_ns: seq * 1_000_000,
         echo: None,
     }

@@ -24,6 +24,7 @@ fn status(term: u64) -> LocalStatus {
         applied_index: LogIndex(0),
         health: ResourceHealth::Healthy,
         service: Default::default(),
+        report_after_loss: None,
     }
 }
 
@@ -294,6 +295,7 @@ async fn hostile_datagrams_are_counted_and_change_nothing() {
         applied_index: LogIndex(0),
         health: ResourceHealth::Healthy,
         service: Default::default(),
+        report_after_loss: None,
         sent_mono_ns: 777,
         echo: None,
     };
@@ -414,6 +416,7 @@ async fn a_change_is_published_at_once_not_at_the_next_round() {
         applied_index: LogIndex(9),
         health: ResourceHealth::Unknown,
         service: Default::default(),
+        report_after_loss: None,
         sent_mono_ns: 1,
         echo: None,
     };
@@ -500,6 +503,7 @@ fn from_node2(incarnation: u64, seq: u64) -> Heartbeat {
         applied_index: LogIndex(0),
         health: ResourceHealth::Healthy,
         service: Default::default(),
+        report_after_loss: None,
         sent_mono_ns: 777,
         echo: None,
     }

@@ -17,6 +17,7 @@ pub(crate) fn sample() -> Heartbeat {
         applied_index: LogIndex(1_000_000),
         health: ResourceHealth::Healthy,
         service: Default::default(),
+        report_after_loss: None,
         sent_mono_ns: u64::MAX,
         echo: Some(Echo {
             peer_sent_mono_ns: 123_456_789,
@@ -91,11 +92,12 @@ pub(crate) fn arb_heartbeat() -> impl Strategy<Value = Heartbeat> {
         any::<u64>(),
         any::<Option<(u64, u64, u64)>>(),
     );
-    (ids, state, any_service_report()).prop_map(
+    (ids, state, any_service_report(), any::<Option<u64>>()).prop_map(
         |(
             (cluster_id, from, to, incarnation, seq),
             (term, member_role, raft_state, leader_id, primary_epoch, applied, health, sent, echo),
             service,
+            after_loss,
         )| Heartbeat {
             cluster_id,
             from,
@@ -110,6 +112,7 @@ pub(crate) fn arb_heartbeat() -> impl Strategy<Value = Heartbeat> {
             applied_index: LogIndex(applied),
             health,
             service,
+            report_after_loss: after_loss.map(Epoch),
             sent_mono_ns: sent,
             echo: echo.map(|(peer_sent_mono_ns, held_ns, incarnation)| Echo {
                 peer_sent_mono_ns,

@@ -23,6 +23,7 @@ struct H {
     peers: BTreeMap<NodeId, PeerObs>,
     local_health: ResourceHealth,
     local_service: crate::types::ServiceReport,
+    local_report_after_loss: Option<Epoch>,
     /// Refresh `last_quorum_acked` to `now` on every step (a leader with quorum).
     quorum: bool,
     p: Policy,
@@ -66,6 +67,7 @@ impl H {
             peers: BTreeMap::new(),
             local_health: ResourceHealth::Healthy,
             local_service: crate::types::ServiceReport::default(),
+            local_report_after_loss: None,
             quorum: true,
             p: Policy::new(local, cfg),
         };
@@ -111,6 +113,7 @@ impl H {
             peers: &self.peers,
             local_health: self.local_health,
             local_service: self.local_service,
+            local_report_after_loss: self.local_report_after_loss,
             now_unix_ms: self.now_ms,
         }
     }
@@ -135,6 +138,7 @@ impl H {
             peers: &peers,
             local_health: self.local_health,
             local_service: self.local_service,
+            local_report_after_loss: self.local_report_after_loss,
             now_unix_ms: self.now_ms,
         };
         self.p.step(&inp, self.now)
@@ -305,3 +309,4 @@ mod resource_failure;
 mod shutdown;
 mod startup;
 mod switchover;
+mod zero_loss;
