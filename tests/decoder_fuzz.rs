@@ -250,6 +250,7 @@ fn heartbeat() -> BoxedStrategy<Heartbeat> {
                 timeline,
                 healthy,
             }),
+        prop::option::of(num()),
     )
         .prop_map(
             |(
@@ -257,6 +258,7 @@ fn heartbeat() -> BoxedStrategy<Heartbeat> {
                 (member_role, raft_state, health),
                 (leader_id, primary_epoch, applied_index, sent_mono_ns, echo),
                 service,
+                after_loss,
             )| Heartbeat {
                 cluster_id,
                 from,
@@ -271,6 +273,7 @@ fn heartbeat() -> BoxedStrategy<Heartbeat> {
                 applied_index: LogIndex(applied_index),
                 health,
                 service,
+                report_after_loss: after_loss.map(Epoch),
                 sent_mono_ns,
                 echo: echo.map(|(peer_sent_mono_ns, held_ns, incarnation)| Echo {
                     peer_sent_mono_ns,

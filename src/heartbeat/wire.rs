@@ -26,8 +26,8 @@ pub const WIRE_VERSION: u8 = 3;
 /// `MAGIC` + version byte.
 pub const HEADER_BYTES: usize = MAGIC.len() + 1;
 
-/// Largest datagram we send or accept. A heartbeat is at most 152 bytes (with a full service
-/// report; 76 typical), plus 45 of seal; 1024 leaves room for an
+/// Largest datagram we send or accept. A heartbeat is at most 162 bytes (with a full service
+/// report and its final-for-epoch tag; 77 typical), plus 45 of seal; 1024 leaves room for an
 /// authentication tag and nonce and stays far below any path MTU, so datagrams never fragment.
 pub const MAX_DATAGRAM_BYTES: usize = 1024;
 

@@ -302,6 +302,7 @@ fn the_largest_heartbeat_with_a_service_report_fits_with_its_seal() {
         timeline: Some(u64::MAX),
         healthy: Some(true),
     };
+    hb.report_after_loss = Some(Epoch(u64::MAX));
     let with = encode(&hb).unwrap().len();
     let typical = {
         let mut t = sample();
