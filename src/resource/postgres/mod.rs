@@ -34,6 +34,21 @@ use crate::types::NodeId;
 
 /// How long follow waits for the WAL receiver to stream before it rewinds.
 pub const STREAM_WAIT: Duration = Duration::from_secs(15);
+
+/// A follow's probe of its upstream's port; two failed probes in a row end the wait.
+pub const UPSTREAM_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// What start and demote say of a former primary that crashed.
+const CRASHED_PRIMARY_LEFT_STOPPED: &str = "left stopped: it crashed while primary and may hold WAL the current primary never received; its rejoin rewinds it (pg_rewind) and starts it as a standby";
+
+/// How a wait for the WAL receiver ended.
+enum Streaming {
+    Yes,
+    /// Not within the wait (why).
+    No(String),
+    /// The upstream stopped answering (why).
+    UpstreamDown(String),
+}
 /// Longest a status query may take (the monitor's connection and queries).
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Output of a PostgreSQL binary kept in an action's outcome.
@@ -644,6 +659,9 @@ impl PostgresAgent {
         if self.is_running().await {
             return Ok("PostgreSQL is already running".into());
         }
+        if self.crashed_as_primary().await? {
+            return Ok(CRASHED_PRIMARY_LEFT_STOPPED.into());
+        }
         // Only promote makes a primary: start as a standby (its follow names the upstream).
         self.ensure_include()?;
         self.write_role_files(None, true)?;
@@ -810,6 +828,9 @@ impl PostgresAgent {
             Some(p) => self.upstream_of(p).ok(),
             None => None,
         };
+        if !self.is_running().await && self.crashed_as_primary().await? {
+            return Ok(CRASHED_PRIMARY_LEFT_STOPPED.into());
+        }
         self.pg_stop().await?;
         self.ensure_include()?;
         self.write_role_files(upstream.as_ref().map(|(h, p)| (h.as_str(), *p)), true)?;
@@ -856,8 +877,20 @@ impl PostgresAgent {
         } else {
             self.pg_start().await?;
         }
-        if self.wait_streaming().await.is_ok() {
-            return Ok(format!("streaming from node {primary} ({host}:{port})"));
+        match self.wait_streaming_from(&host, port).await {
+            Streaming::Yes => {
+                return Ok(format!("streaming from node {primary} ({host}:{port})"));
+            }
+            // Nothing to learn about this data from a primary that is gone (a failover is
+            // coming): end the follow now, the next primary gets a new one.
+            Streaming::UpstreamDown(why) => {
+                return Err(PgError::Refused(format!(
+                    "node {primary}'s PostgreSQL at {host}:{port} does not answer ({why}); this node stays a standby and follows the next primary"
+                )))
+            }
+            Streaming::No(why) => {
+                tracing::info!(target: "quorate::agent", "not streaming from node {primary} ({why}): the timelines may have diverged; resyncing");
+            }
         }
         // Not streaming: the timelines probably diverged (a former primary). Rewind.
         let how = self.resync(primary, &host, port).await?;
@@ -946,8 +979,17 @@ impl PostgresAgent {
             .await?;
         match text::cluster_state(&out) {
             Some(state) if text::cleanly_shut_down(state) => Ok(()),
-            _ => self
-                .run(
+            _ => {
+                // Single-user mode refuses standby mode: recover as a plain server (the
+                // rewind's caller writes the standby files again).
+                for signal in ["standby.signal", "recovery.signal"] {
+                    let path = self.data_dir().join(signal);
+                    if path.exists() {
+                        std::fs::remove_file(&path)
+                            .map_err(io(format!("cannot remove {}", path.display())))?;
+                    }
+                }
+                self.run(
                     "postgres",
                     &[
                         "--single".into(),
@@ -958,7 +1000,8 @@ impl PostgresAgent {
                     &[],
                 )
                 .await
-                .map(drop),
+                .map(drop)
+            }
         }
     }
 
@@ -1014,6 +1057,55 @@ impl PostgresAgent {
         )
         .await
         .map(drop)
+    }
+
+    /// [`Self::wait_streaming`], but ends early when the upstream stops answering (two
+    /// probes in a row, a second after the start).
+    async fn wait_streaming_from(&self, host: &str, port: u16) -> Streaming {
+        let started = Instant::now();
+        let mut last = String::from("no status yet");
+        let mut failed_probes = 0;
+        while started.elapsed() < STREAM_WAIT {
+            match self.server_state().await {
+                Ok(st) if st.receiver.as_deref() == Some("streaming") => return Streaming::Yes,
+                Ok(st) => last = format!("WAL receiver {:?}", st.receiver),
+                Err(e) => last = e.to_string(),
+            }
+            if started.elapsed() >= Duration::from_secs(1) {
+                let probe = tokio::time::timeout(
+                    UPSTREAM_PROBE_TIMEOUT,
+                    tokio::net::TcpStream::connect((host, port)),
+                )
+                .await;
+                match probe {
+                    Ok(Ok(_)) => failed_probes = 0,
+                    Ok(Err(e)) => {
+                        failed_probes += 1;
+                        last = e.to_string();
+                    }
+                    Err(_) => {
+                        failed_probes += 1;
+                        last = format!("no TCP connection within {UPSTREAM_PROBE_TIMEOUT:?}");
+                    }
+                }
+                if failed_probes >= 2 {
+                    return Streaming::UpstreamDown(last);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Streaming::No(last)
+    }
+
+    /// Whether the data dir holds a primary that crashed (control file "in production",
+    /// server not running): it may have WAL the new primary never received, so it must not
+    /// start as a standby before the rejoin rewinds it (started so, it replays past the
+    /// point where the new primary's timeline forked, and pg_rewind can no longer tell).
+    async fn crashed_as_primary(&self) -> Result<bool, PgError> {
+        let out = self
+            .run("pg_controldata", &["-D".into(), self.data_arg()], &[])
+            .await?;
+        Ok(text::cluster_state(&out) == Some("in production"))
     }
 
     async fn wait_streaming(&self) -> Result<(), PgError> {
