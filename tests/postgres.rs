@@ -962,7 +962,8 @@ async fn a_replica_missing_acknowledged_commits_is_never_promoted() {
         .await
         .batch_execute(
             "CREATE TABLE rows (id bigint PRIMARY KEY, epoch bigint NOT NULL, server int NOT NULL);\
-             CREATE TABLE filler (id bigint PRIMARY KEY, pad text NOT NULL)",
+             CREATE TABLE filler (id bigint PRIMARY KEY, pad text NOT NULL);\
+             ALTER TABLE filler ALTER pad SET STORAGE EXTERNAL",
         )
         .await
         .expect("create tables");
@@ -984,7 +985,7 @@ async fn a_replica_missing_acknowledged_commits_is_never_promoted() {
             // Two MiB of WAL the frozen standby never gets, and its reports say so.
             client
                 .execute(
-                    "INSERT INTO filler SELECT g, repeat('x', 2000) FROM generate_series(1, 1000) g",
+                    "INSERT INTO filler SELECT g, string_agg(md5(random()::text), '') FROM generate_series(1, 1000) g, generate_series(1, 64) k GROUP BY g",
                     &[],
                 )
                 .await

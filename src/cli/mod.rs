@@ -9,6 +9,7 @@ pub mod demo_postgres;
 pub mod kv;
 pub mod localcluster;
 pub mod ops;
+pub mod pgcluster;
 pub mod table;
 
 use std::path::{Path, PathBuf};

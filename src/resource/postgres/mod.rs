@@ -927,6 +927,14 @@ impl PostgresAgent {
             text::conninfo_value(&s.superuser),
             text::conninfo_value(&s.database)
         );
+        // Right after a promotion the source's control file still names the old timeline
+        // until its first checkpoint; pg_rewind reads it there and would find "no rewind
+        // required" for a diverged target. A checkpoint on the source first.
+        if let Ok(source) = self.connect_to(host, port).await {
+            if let Err(e) = Self::query(&source, "CHECKPOINT", &[]).await {
+                tracing::warn!(target: "quorate::agent", "CHECKPOINT on node {primary} before pg_rewind failed: {e}");
+            }
+        }
         let rewound = self
             .run(
                 "pg_rewind",

@@ -14,6 +14,7 @@ mod failover;
 mod false_positives;
 mod idle;
 mod kv;
+mod postgres;
 mod scale;
 mod switchover;
 #[cfg(test)]
@@ -31,6 +32,7 @@ use crate::failover::*;
 use crate::false_positives::*;
 use crate::idle::*;
 use crate::kv::*;
+use crate::postgres::*;
 use crate::scale::*;
 use crate::switchover::*;
 
@@ -146,6 +148,21 @@ enum Cmd {
         #[arg(long, default_value_t = 128)]
         value_size: usize,
     },
+    /// A real PostgreSQL 15 cluster (the postgres agent, from empty data dirs): kill -9 of
+    /// the primary node -> first committed INSERT on the new primary, then planned
+    /// switchovers and their write pause; every acknowledged row is checked at the end.
+    /// Needs the postgresql-15 package.
+    Postgres {
+        #[arg(long, default_value_t = 20)]
+        trials: usize,
+        #[arg(long, default_value_t = 10)]
+        switchovers: usize,
+        /// `[postgres] synchronous`: off, quorum or strict.
+        #[arg(long, default_value = "quorum")]
+        synchronous: String,
+        #[arg(long, default_value = "lan")]
+        profile: String,
+    },
     /// Internal: spin on one core until killed (the load of `false-positives --cpu-load`).
     #[command(name = HOG_SUBCOMMAND, hide = true)]
     CpuHog,
@@ -194,6 +211,12 @@ async fn run(cmd: Cmd) -> Result<serde_json::Value, String> {
             trials,
             value_size,
         } => failback(&entries, trials, value_size).await,
+        Cmd::Postgres {
+            trials,
+            switchovers,
+            synchronous,
+            profile,
+        } => postgres(trials, switchovers, &synchronous, &profile).await,
         Cmd::CpuHog => Err("cpu-hog runs outside the async runtime".into()),
     }
 }

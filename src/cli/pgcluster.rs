@@ -1,0 +1,268 @@
+//! Three (or more) PostgreSQL 15 instances under local quorate nodes on 127.0.0.1, run by the
+//! built-in postgres agent from empty data dirs: what `quorate demo --service postgres` and
+//! `quorate-bench postgres` share. The guard stops everything it started, in the order that
+//! leaves nothing behind: the daemons first (a live agent could start a PostgreSQL again),
+//! then the postmasters (by the PID in `postmaster.pid`), then the folder.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::cli::localcluster::{ClusterSpec, LocalCluster};
+
+/// Where Debian's postgresql-15 package puts the server binaries.
+pub const BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
+/// The superuser's password in these local clusters (they listen on 127.0.0.1 only).
+pub const SUPERUSER_PASSWORD: &str = "local-superuser";
+
+/// The PostgreSQL binaries are installed, or an error naming the package.
+pub fn require_postgres() -> Result<(), String> {
+    if Path::new(BIN_DIR).join("initdb").is_file() {
+        return Ok(());
+    }
+    Err(format!(
+        "PostgreSQL 15 is not installed ({BIN_DIR}/initdb is missing): install the postgresql-15 package (sudo apt-get install postgresql-15; `bash .ci/test` installs it too)"
+    ))
+}
+
+fn postmaster_pid(dir: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(dir.join("postmaster.pid")).ok()?;
+    text.lines().next()?.trim().parse().ok()
+}
+
+fn signal_and_wait(pid: i32, sig: i32) {
+    // SAFETY: kill(2) on a postmaster this cluster's agent started.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+    let until = Instant::now() + Duration::from_secs(10);
+    // SAFETY: signal 0 only checks that the process exists.
+    while unsafe { libc::kill(pid, 0) } == 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A local quorate cluster whose nodes run PostgreSQL through the postgres agent.
+pub struct PgLocalCluster {
+    c: Option<LocalCluster>,
+    ports: Vec<(u64, u16)>,
+    pg_root: PathBuf,
+    keep: bool,
+}
+
+impl Drop for PgLocalCluster {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        if let Some(c) = self.c.as_mut() {
+            for id in c.ids() {
+                c.kill9(id);
+            }
+        }
+        for id in self.ports.iter().map(|(id, _)| *id) {
+            if let Some(pid) = postmaster_pid(&self.data_dir(id)) {
+                // SIGQUIT: PostgreSQL's immediate shutdown (its children end too).
+                signal_and_wait(pid, libc::SIGQUIT);
+            }
+        }
+    }
+}
+
+impl PgLocalCluster {
+    /// Creates the cluster (not started): `spec`'s nodes, each with a PostgreSQL port and
+    /// data dir under `<cluster>/pg`, and `[resource]`/`[postgres]` settings for the agent
+    /// plus `resource` (more `[resource]` lines) and `synchronous` (`off`, `quorum`,
+    /// `strict`).
+    pub fn create(
+        spec: &ClusterSpec,
+        resource: &str,
+        synchronous: &str,
+    ) -> Result<PgLocalCluster, String> {
+        require_postgres()?;
+        let c = LocalCluster::create(spec).map_err(|e| e.to_string())?;
+        let pg_root = c.path().join("pg");
+        std::fs::create_dir_all(&pg_root).map_err(|e| e.to_string())?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // PostgreSQL runs as its own user: it must reach its data dir.
+            for dir in [c.path().to_path_buf(), pg_root.clone()] {
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+                    .map_err(|e| format!("cannot open {} to PostgreSQL: {e}", dir.display()))?;
+            }
+        }
+        let mut ports = Vec::new();
+        for id in c.ids() {
+            let port = crate::cli::localcluster::free_port().map_err(|e| e.to_string())?;
+            ports.push((id, port));
+        }
+        let pg = PgLocalCluster {
+            c: Some(c),
+            ports,
+            pg_root,
+            keep: false,
+        };
+        pg.configure(resource, synchronous)?;
+        Ok(pg)
+    }
+
+    /// The quorate cluster.
+    pub fn cluster(&self) -> &LocalCluster {
+        // Only `detach` takes it, and it consumes the guard.
+        self.c.as_ref().unwrap_or_else(|| unreachable!("taken only by detach"))
+    }
+
+    pub fn cluster_mut(&mut self) -> &mut LocalCluster {
+        self.c.as_mut().unwrap_or_else(|| unreachable!("taken only by detach"))
+    }
+
+    /// Node `id`'s PostgreSQL port (5432 for an unknown id).
+    pub fn port(&self, id: u64) -> u16 {
+        self.ports
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, p)| *p)
+            .unwrap_or(5432)
+    }
+
+    pub fn ports(&self) -> Vec<u16> {
+        self.ports.iter().map(|(_, p)| *p).collect()
+    }
+
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.pg_root.join(format!("node{id}"))
+    }
+
+    /// kill -9 of node `id`: its quorate and its postmaster (a crash of the node).
+    pub fn kill9_node(&mut self, id: u64) {
+        self.cluster_mut().kill9(id);
+        if let Some(pid) = postmaster_pid(&self.data_dir(id)) {
+            signal_and_wait(pid, libc::SIGKILL);
+        }
+    }
+
+    /// Leaves everything running (`--keep`).
+    pub fn detach(mut self) {
+        self.keep = true;
+        if let Some(c) = self.c.take() {
+            c.detach();
+        }
+    }
+
+    /// A superuser connection to node `id`'s PostgreSQL.
+    pub async fn sql(&self, id: u64) -> Result<tokio_postgres::Client, String> {
+        sql_at(self.port(id)).await
+    }
+
+    /// The application names streaming from node `primary`.
+    pub async fn streaming_from(&self, primary: u64) -> Vec<String> {
+        let Ok(c) = self.sql(primary).await else {
+            return Vec::new();
+        };
+        c.query(
+            "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming' ORDER BY 1",
+            &[],
+        )
+        .await
+        .map(|rows| rows.iter().map(|r| r.get::<_, String>(0)).collect())
+        .unwrap_or_default()
+    }
+
+    /// Whether every node of `replicas` streams from `primary`.
+    pub async fn all_stream_from(&self, primary: u64, replicas: &[u64]) -> bool {
+        let got = self.streaming_from(primary).await;
+        replicas.iter().all(|r| got.contains(&format!("node{r}")))
+    }
+
+    /// The last lines of every node's quorate and PostgreSQL logs, for an error message.
+    pub fn logs_tail(&self) -> String {
+        let tail = |path: &Path| {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(12)..].join("\n")
+        };
+        let mut out = String::new();
+        for n in &self.cluster().nodes {
+            let id = n.member.id;
+            out.push_str(&format!("--- node {id}'s log ---\n{}\n", tail(&n.log)));
+            out.push_str(&format!(
+                "--- node {id}'s PostgreSQL log ---\n{}\n",
+                tail(&self.pg_root.join(format!("node{id}.log")))
+            ));
+        }
+        out
+    }
+
+    /// Writes each node's `[resource]` and `[postgres]` sections and every peer's
+    /// `service` address.
+    fn configure(&self, resource: &str, synchronous: &str) -> Result<(), String> {
+        let c = self.cluster();
+        let root = c.path();
+        let super_pw = root.join("pg-superuser.pw");
+        let repl_pw = root.join("pg-replication.pw");
+        std::fs::write(&super_pw, format!("{SUPERUSER_PASSWORD}\n"))
+            .map_err(|e| e.to_string())?;
+        std::fs::write(&repl_pw, "local-replication\n").map_err(|e| e.to_string())?;
+        // SAFETY: geteuid has no preconditions.
+        let root_user = unsafe { libc::geteuid() } == 0;
+        for n in &c.nodes {
+            let text = std::fs::read_to_string(&n.config).map_err(|e| e.to_string())?;
+            let mut out = String::new();
+            let (mut peer, mut in_peer) = (None, false);
+            for line in text.lines() {
+                if line == "[[peer]]" {
+                    in_peer = true;
+                    peer = None;
+                } else if line.starts_with('[') {
+                    in_peer = false;
+                }
+                if let Some(v) = line.strip_prefix("id = ") {
+                    peer = v.trim().parse::<u64>().ok();
+                }
+                out.push_str(line);
+                out.push('\n');
+                if in_peer && line.starts_with("api = ") {
+                    if let Some(k) = peer {
+                        out.push_str(&format!("service = \"127.0.0.1:{}\"\n", self.port(k)));
+                    }
+                }
+            }
+            let id = n.member.id;
+            out.push_str(&format!(
+                "\n[resource]\nagent = \"postgres\"\nfencing = \"best-effort\"\n{resource}\
+                 \n[postgres]\ndata_dir = \"{}\"\nport = {}\nlisten = \"127.0.0.1\"\n\
+                 superuser_password_file = \"{}\"\nreplication_password_file = \"{}\"\n\
+                 synchronous = \"{synchronous}\"\naction_timeout = \"120s\"\n{}",
+                self.data_dir(id).display(),
+                self.port(id),
+                super_pw.display(),
+                repl_pw.display(),
+                if root_user {
+                    "os_user = \"postgres\"\n"
+                } else {
+                    ""
+                }
+            ));
+            std::fs::write(&n.config, out).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// A superuser connection to the PostgreSQL on 127.0.0.1:`port`.
+pub async fn sql_at(port: u16) -> Result<tokio_postgres::Client, String> {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host("127.0.0.1")
+        .port(port)
+        .user("postgres")
+        .password(SUPERUSER_PASSWORD)
+        .dbname("postgres")
+        .connect_timeout(Duration::from_secs(3));
+    let (client, conn) = cfg
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
