@@ -608,12 +608,11 @@ impl Writers {
         let acks = Arc::new(std::sync::Mutex::new(Vec::new()));
         let order = Arc::new(AtomicU64::new(0));
         let next_id = Arc::new(AtomicI64::new(1_000_000));
-        let nodes: Vec<(std::net::SocketAddr, u16)> = pg
-            .c
-            .ids()
-            .into_iter()
-            .map(|id| (pg.c.api(id), pg.port(id)))
-            .collect();
+        let nodes: Vec<(std::net::SocketAddr, u16)> =
+            pg.c.ids()
+                .into_iter()
+                .map(|id| (pg.c.api(id), pg.port(id)))
+                .collect();
         let tasks = (0..count)
             .map(|_| {
                 let (stop, acks, order, next_id, nodes) = (
@@ -737,7 +736,10 @@ async fn check_rows(pg: &PgCluster, primary: u64, acks: &[Ack]) -> usize {
     use std::collections::{BTreeMap, BTreeSet, HashMap};
     let client = pg.sql_ok(primary).await;
     let rows: HashMap<i64, (i64, i32)> = client
-        .query("SELECT id, epoch, server FROM rows WHERE id >= 1000000", &[])
+        .query(
+            "SELECT id, epoch, server FROM rows WHERE id >= 1000000",
+            &[],
+        )
         .await
         .expect("rows")
         .iter()
@@ -808,7 +810,9 @@ async fn twenty_kill9_failovers_and_switchovers_both_ways_lose_no_acknowledged_c
     pg.wait_streaming(primary, &others(primary)).await;
     pg.sql_ok(primary)
         .await
-        .batch_execute("CREATE TABLE rows (id bigint PRIMARY KEY, epoch bigint NOT NULL, server int NOT NULL)")
+        .batch_execute(
+            "CREATE TABLE rows (id bigint PRIMARY KEY, epoch bigint NOT NULL, server int NOT NULL)",
+        )
         .await
         .expect("create table");
     let writers = Writers::start(&pg, 2);
@@ -848,10 +852,9 @@ async fn twenty_kill9_failovers_and_switchovers_both_ways_lose_no_acknowledged_c
         writers.wait_more(20, &pg).await;
         let until = Instant::now() + PG_WAIT;
         loop {
-            let r = pg
-                .c
-                .post_json(via, "/v1/switchover", serde_json::json!({ "to": to }))
-                .await;
+            let r =
+                pg.c.post_json(via, "/v1/switchover", serde_json::json!({ "to": to }))
+                    .await;
             if r.status == 200 {
                 break;
             }
@@ -868,7 +871,11 @@ async fn twenty_kill9_failovers_and_switchovers_both_ways_lose_no_acknowledged_c
         let until = Instant::now() + PG_WAIT;
         let mut now_primary = p;
         while now_primary != to {
-            assert!(Instant::now() < until, "switchover to {to} ended with {now_primary}\n{}", pg.logs());
+            assert!(
+                Instant::now() < until,
+                "switchover to {to} ended with {now_primary}\n{}",
+                pg.logs()
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
             now_primary = pg.wait_primary(&ids).await.0;
         }
@@ -898,7 +905,10 @@ impl FrozenReceiver {
         let until = Instant::now() + PG_WAIT;
         loop {
             let pid: Option<i32> = client
-                .query("SELECT pid FROM pg_stat_wal_receiver WHERE status = 'streaming'", &[])
+                .query(
+                    "SELECT pid FROM pg_stat_wal_receiver WHERE status = 'streaming'",
+                    &[],
+                )
                 .await
                 .expect("pg_stat_wal_receiver")
                 .first()
@@ -978,7 +988,10 @@ async fn a_replica_missing_acknowledged_commits_is_never_promoted() {
         let mut acked = Vec::new();
         for i in 0..20_i64 {
             let id = phase * 1_000_000 + i;
-            client.execute(INSERT_ROW, &[&id]).await.expect("insert acknowledged");
+            client
+                .execute(INSERT_ROW, &[&id])
+                .await
+                .expect("insert acknowledged");
             acked.push(id);
         }
         if phase == 2 {
@@ -997,7 +1010,11 @@ async fn a_replica_missing_acknowledged_commits_is_never_promoted() {
                         break;
                     }
                 }
-                assert!(Instant::now() < until, "node {preferred} reported behind\n{}", pg.logs());
+                assert!(
+                    Instant::now() < until,
+                    "node {preferred} reported behind\n{}",
+                    pg.logs()
+                );
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
@@ -1018,7 +1035,10 @@ async fn a_replica_missing_acknowledged_commits_is_never_promoted() {
                 .await
                 .expect("count")
                 .get(0);
-            assert_eq!(n, 1, "phase {phase}: acknowledged row {id} is on node {next}");
+            assert_eq!(
+                n, 1,
+                "phase {phase}: acknowledged row {id} is on node {next}"
+            );
         }
         // The passed-over standby follows the new primary and gets the rows.
         pg.wait_streaming(next, &[preferred]).await;

@@ -9,6 +9,7 @@ pub mod http;
 pub mod linearizable;
 pub mod nemesis;
 pub mod netns;
+pub mod pgchaos;
 pub mod pgwrite;
 pub mod positions;
 pub mod report;

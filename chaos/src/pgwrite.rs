@@ -32,7 +32,7 @@ pub struct PgAck {
 #[derive(Clone, Copy, Debug)]
 pub struct PgNode {
     pub api: SocketAddr,
-    pub pg_port: u16,
+    pub pg: SocketAddr,
 }
 
 pub struct PgWriters {
@@ -45,32 +45,31 @@ fn lock(acks: &Mutex<Vec<PgAck>>) -> std::sync::MutexGuard<'_, Vec<PgAck>> {
     acks.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn connect(port: u16, password: &str) -> Option<tokio_postgres::Client> {
+/// A superuser connection to the PostgreSQL at `at` (None: none within 3 s).
+pub async fn connect(at: SocketAddr, password: &str) -> Option<tokio_postgres::Client> {
     let mut cfg = tokio_postgres::Config::new();
-    cfg.host("127.0.0.1")
-        .port(port)
+    cfg.host(&at.ip().to_string())
+        .port(at.port())
         .user("postgres")
         .password(password)
         .dbname("postgres")
         .connect_timeout(Duration::from_secs(2));
-    let (client, conn) = tokio::time::timeout(
-        Duration::from_secs(3),
-        cfg.connect(tokio_postgres::NoTls),
-    )
-    .await
-    .ok()?
-    .ok()?;
+    let (client, conn) =
+        tokio::time::timeout(Duration::from_secs(3), cfg.connect(tokio_postgres::NoTls))
+            .await
+            .ok()?
+            .ok()?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
     Some(client)
 }
 
-/// Creates the writers' table on the PostgreSQL at `port`.
-pub async fn create_table(port: u16, password: &str) -> Result<(), String> {
-    let c = connect(port, password)
+/// Creates the writers' table on the PostgreSQL at `at`.
+pub async fn create_table(at: SocketAddr, password: &str) -> Result<(), String> {
+    let c = connect(at, password)
         .await
-        .ok_or_else(|| format!("cannot connect to PostgreSQL on 127.0.0.1:{port}"))?;
+        .ok_or_else(|| format!("cannot connect to PostgreSQL at {at}"))?;
     c.batch_execute(TABLE_DDL).await.map_err(|e| e.to_string())
 }
 
@@ -102,7 +101,7 @@ impl PgWriters {
                             let url = format!("http://{}/primary", n.api);
                             if let Ok(r) = http.get(url).send().await {
                                 if r.status().as_u16() == 200 {
-                                    port = Some(n.pg_port);
+                                    port = Some(n.pg);
                                     break;
                                 }
                             }
@@ -118,15 +117,17 @@ impl PgWriters {
                         while !stop.load(SeqCst) {
                             let id = next_id.fetch_add(1, SeqCst);
                             let sent = order.fetch_add(1, SeqCst);
-                            let done =
-                                tokio::time::timeout(INSERT_TIMEOUT, client.execute(INSERT, &[&id]))
-                                    .await;
+                            let done = tokio::time::timeout(
+                                INSERT_TIMEOUT,
+                                client.execute(INSERT, &[&id]),
+                            )
+                            .await;
                             match done {
                                 Ok(Ok(1)) => {
                                     let acked = order.fetch_add(1, SeqCst);
                                     lock(&acks).push(PgAck {
                                         id,
-                                        port,
+                                        port: port.port(),
                                         sent,
                                         acked,
                                         at: Instant::now(),
@@ -194,20 +195,38 @@ pub struct RowCheck {
 
 impl RowCheck {
     pub fn ok(&self) -> bool {
-        self.lost.is_empty() && self.epochs_on_several_servers.is_empty() && self.out_of_order.is_empty()
+        self.lost.is_empty()
+            && self.epochs_on_several_servers.is_empty()
+            && self.out_of_order.is_empty()
     }
 }
 
-/// Checks `acks` against the rows on the PostgreSQL at `port` (the current primary): every
-/// acknowledged row is there; each epoch's rows were accepted by one server; no row of epoch
-/// e was sent after a row of a later epoch was acknowledged (two primaries at once).
-pub async fn check_rows(port: u16, password: &str, acks: &[PgAck]) -> Result<RowCheck, String> {
+/// Checks `acks` against the rows of the writers' table on the PostgreSQL at `at` (the
+/// current primary): see [`check_acknowledged`].
+pub async fn check_rows(
+    at: SocketAddr,
+    password: &str,
+    acks: &[PgAck],
+) -> Result<RowCheck, String> {
+    check_acknowledged(at, password, "SELECT id, epoch, server FROM rows", acks).await
+}
+
+/// Checks `acks` against the rows `query` returns (id bigint, epoch bigint, server int) on
+/// the PostgreSQL at `at` (the current primary): every acknowledged row is there; each
+/// epoch's rows were accepted by one server; no row of epoch e was sent after a row of a
+/// later epoch was acknowledged (two primaries at once).
+pub async fn check_acknowledged(
+    at: SocketAddr,
+    password: &str,
+    query: &str,
+    acks: &[PgAck],
+) -> Result<RowCheck, String> {
     use std::collections::{BTreeMap, BTreeSet, HashMap};
-    let c = connect(port, password)
+    let c = connect(at, password)
         .await
-        .ok_or_else(|| format!("cannot connect to PostgreSQL on 127.0.0.1:{port}"))?;
+        .ok_or_else(|| format!("cannot connect to PostgreSQL at {at}"))?;
     let rows: HashMap<i64, (i64, i32)> = c
-        .query("SELECT id, epoch, server FROM rows", &[])
+        .query(query, &[])
         .await
         .map_err(|e| e.to_string())?
         .iter()

@@ -876,7 +876,7 @@ impl Chaos {
 /// rewritten from 127.0.0.1 to the node's own, and every node started through a wrapper
 /// that enters its namespace (`ip netns exec` execs the daemon, so the PID the launcher
 /// holds is the daemon's and kill/stop/cont reach it).
-fn into_namespaces(cluster: &mut LocalCluster) -> Result<crate::netns::Netns, RunError> {
+pub(crate) fn into_namespaces(cluster: &mut LocalCluster) -> Result<crate::netns::Netns, RunError> {
     use std::net::SocketAddr;
     use std::os::unix::fs::PermissionsExt;
     let net = crate::netns::Netns::create(&cluster.ids())

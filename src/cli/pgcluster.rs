@@ -45,6 +45,9 @@ fn signal_and_wait(pid: i32, sig: i32) {
 pub struct PgLocalCluster {
     c: Option<LocalCluster>,
     ports: Vec<(u64, u16)>,
+    /// Where each node's PostgreSQL listens (127.0.0.1 unless moved, e.g. into a network
+    /// namespace).
+    hosts: Vec<(u64, std::net::IpAddr)>,
     pg_root: PathBuf,
     keep: bool,
 }
@@ -98,6 +101,7 @@ impl PgLocalCluster {
         let pg = PgLocalCluster {
             c: Some(c),
             ports,
+            hosts: Vec::new(),
             pg_root,
             keep: false,
         };
@@ -108,11 +112,15 @@ impl PgLocalCluster {
     /// The quorate cluster.
     pub fn cluster(&self) -> &LocalCluster {
         // Only `detach` takes it, and it consumes the guard.
-        self.c.as_ref().unwrap_or_else(|| unreachable!("taken only by detach"))
+        self.c
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("taken only by detach"))
     }
 
     pub fn cluster_mut(&mut self) -> &mut LocalCluster {
-        self.c.as_mut().unwrap_or_else(|| unreachable!("taken only by detach"))
+        self.c
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("taken only by detach"))
     }
 
     /// Node `id`'s PostgreSQL port (5432 for an unknown id).
@@ -122,6 +130,39 @@ impl PgLocalCluster {
             .find(|(i, _)| *i == id)
             .map(|(_, p)| *p)
             .unwrap_or(5432)
+    }
+
+    /// Where node `id`'s PostgreSQL listens.
+    pub fn host(&self, id: u64) -> std::net::IpAddr {
+        self.hosts
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, h)| *h)
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+    }
+
+    /// Node `id`'s PostgreSQL address.
+    pub fn pg_addr(&self, id: u64) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(self.host(id), self.port(id))
+    }
+
+    /// Moves node `id`'s PostgreSQL to listen on `ip` (before the cluster starts): its own
+    /// `[postgres] listen` and every node's `service` address of it.
+    pub fn move_postgres(&mut self, id: u64, ip: std::net::IpAddr) -> Result<(), String> {
+        let port = self.port(id);
+        let old_service = format!("service = \"127.0.0.1:{port}\"");
+        let new_service = format!("service = \"{}\"", std::net::SocketAddr::new(ip, port));
+        for n in &self.cluster().nodes {
+            let mut text = std::fs::read_to_string(&n.config).map_err(|e| e.to_string())?;
+            text = text.replace(&old_service, &new_service);
+            if n.member.id == id {
+                text = text.replace("listen = \"127.0.0.1\"", &format!("listen = \"{ip}\""));
+            }
+            std::fs::write(&n.config, text).map_err(|e| e.to_string())?;
+        }
+        self.hosts.retain(|(i, _)| *i != id);
+        self.hosts.push((id, ip));
+        Ok(())
     }
 
     pub fn ports(&self) -> Vec<u16> {
@@ -150,7 +191,7 @@ impl PgLocalCluster {
 
     /// A superuser connection to node `id`'s PostgreSQL.
     pub async fn sql(&self, id: u64) -> Result<tokio_postgres::Client, String> {
-        sql_at(self.port(id)).await
+        sql_on(self.host(id), self.port(id)).await
     }
 
     /// The application names streaming from node `primary`.
@@ -199,8 +240,7 @@ impl PgLocalCluster {
         let root = c.path();
         let super_pw = root.join("pg-superuser.pw");
         let repl_pw = root.join("pg-replication.pw");
-        std::fs::write(&super_pw, format!("{SUPERUSER_PASSWORD}\n"))
-            .map_err(|e| e.to_string())?;
+        std::fs::write(&super_pw, format!("{SUPERUSER_PASSWORD}\n")).map_err(|e| e.to_string())?;
         std::fs::write(&repl_pw, "local-replication\n").map_err(|e| e.to_string())?;
         // SAFETY: geteuid has no preconditions.
         let root_user = unsafe { libc::geteuid() } == 0;
@@ -248,10 +288,10 @@ impl PgLocalCluster {
     }
 }
 
-/// A superuser connection to the PostgreSQL on 127.0.0.1:`port`.
-pub async fn sql_at(port: u16) -> Result<tokio_postgres::Client, String> {
+/// A superuser connection to the PostgreSQL on `host`:`port`.
+pub async fn sql_on(host: std::net::IpAddr, port: u16) -> Result<tokio_postgres::Client, String> {
     let mut cfg = tokio_postgres::Config::new();
-    cfg.host("127.0.0.1")
+    cfg.host(&host.to_string())
         .port(port)
         .user("postgres")
         .password(SUPERUSER_PASSWORD)

@@ -599,9 +599,21 @@ impl Executor {
             Action::RefreshServiceReport { lost } => {
                 tracing::info!(
                     lost_epoch = lost.get(),
-                    "primary lost: running the monitor now for this node's final position"
+                    "primary lost: detaching from it and running the monitor now for this node's final position"
                 );
-                self.monitor.refresh_after_loss(lost);
+                let agent = self.node.agent.clone();
+                let refresher = self.monitor.refresher();
+                tokio::spawn(async move {
+                    match agent.detach_from_primary().await {
+                        Ok(Some(what)) => tracing::info!(target: "quorate::agent", "{what}"),
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(
+                            target: "quorate::agent",
+                            "could not detach from the lost primary: {e}; its report is taken anyway"
+                        ),
+                    }
+                    refresher.refresh_after_loss(lost);
+                });
             }
             Action::Report(note) => {
                 tracing::info!(

@@ -89,10 +89,13 @@ pub enum Action {
     Notify(super::notify::Notification),
     /// Graceful shutdown finished its hand-over (or gave up): the daemon may exit.
     ReadyToExit,
-    /// This node lost the primary of `lost` (dead on every link, or released): run the
+    /// This node lost the primary of `lost` (dead on every link, or released): detach the
+    /// service from it (`Agent::detach_from_primary`: a replica stops receiving, so the lost
+    /// primary, should it still run, gets no more acknowledgements from it), then run the
     /// monitor at once and tag its reports as taken after the loss
-    /// (`MonitorHandle::refresh_after_loss`), so a zero-loss failover learns this node's
-    /// final position. Emitted once per lost epoch.
+    /// (`MonitorRefresher::refresh_after_loss`), so a zero-loss failover learns this node's
+    /// final position. Emitted once per lost epoch; the replica follows the primary again
+    /// if it is heard again.
     RefreshServiceReport {
         lost: Epoch,
     },

@@ -1282,9 +1282,24 @@ impl Policy {
         if !self.cfg.zero_loss_failover {
             return;
         }
+        // Not while this node's own action changes its service (a follow or rejoin toward
+        // the lost primary ends on its own): the report after it is the final one.
+        if self.hook.as_ref().is_some_and(|h| {
+            matches!(
+                h.kind,
+                HookKind::Follow | HookKind::Rejoin | HookKind::Demote | HookKind::Promote
+            )
+        }) {
+            return;
+        }
         if let Some(lost) = self.lost_primary_epoch(inp) {
             if self.refresh_requested.is_none_or(|r| r < lost) {
                 self.refresh_requested = Some(lost);
+                // The agent detaches from the lost primary: should it come back (a blip),
+                // this replica follows it again.
+                self.followed = None;
+                self.follow_attempts = 0;
+                self.follow_retry_at = None;
                 out.actions.push(Action::RefreshServiceReport { lost });
             }
         }

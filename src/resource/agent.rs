@@ -48,6 +48,14 @@ pub trait Agent: Send + Sync + std::fmt::Debug {
     /// Problems with the agent's configuration (missing executables, ...), one message
     /// each naming the fix; empty when every action can run.
     fn check(&self) -> Vec<String>;
+
+    /// This node lost its primary (zero-loss failover): stop receiving data from it, so the
+    /// next report's position is final and the lost primary (if it still runs, its daemon
+    /// hung or dead) gets no more acknowledgements from this replica. `Ok(Some(what))` when
+    /// something was done; the default does nothing.
+    fn detach_from_primary(&self) -> AgentFuture<'_, Result<Option<String>, String>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 impl dyn Agent {

@@ -187,9 +187,32 @@ pub struct MonitorHandle {
     results: broadcast::Sender<MonitorResult>,
     stop: watch::Sender<bool>,
     reset: watch::Sender<u64>,
-    refresh: watch::Sender<Option<Epoch>>,
+    refresh: MonitorRefresher,
     tune: MonitorTuner,
     task: Option<JoinHandle<()>>,
+}
+
+/// Asks a running monitor loop for a report taken after the loss of a primary. Cheap to
+/// clone.
+#[derive(Clone, Debug)]
+pub struct MonitorRefresher(Arc<watch::Sender<Option<Epoch>>>);
+
+impl MonitorRefresher {
+    /// This node lost the primary of `epoch`: run the monitor now (after the run in flight,
+    /// if any: that one started before the loss), and tag every report from then on with
+    /// `epoch` (`ParsedReport::after_primary_loss`). A zero-loss failover waits for such a
+    /// report from every candidate. Asking again for the same or an older epoch changes
+    /// nothing.
+    pub fn refresh_after_loss(&self, epoch: Epoch) {
+        self.0.send_if_modified(|current| {
+            if current.is_some_and(|c| c >= epoch) {
+                false
+            } else {
+                *current = Some(epoch);
+                true
+            }
+        });
+    }
 }
 
 /// Changes a running monitor loop's interval and threshold (reload). Cheap to clone.
@@ -227,20 +250,9 @@ impl MonitorHandle {
             .send_modify(|generation| *generation = generation.wrapping_add(1));
     }
 
-    /// This node lost the primary of `epoch`: run the monitor now (after the run in flight,
-    /// if any: that one started before the loss), and tag every report from then on with
-    /// `epoch` (`ParsedReport::after_primary_loss`). A zero-loss failover waits for such a
-    /// report from every candidate. Asking again for the same or an older epoch changes
-    /// nothing.
-    pub fn refresh_after_loss(&self, epoch: Epoch) {
-        self.refresh.send_if_modified(|current| {
-            if current.is_some_and(|c| c >= epoch) {
-                false
-            } else {
-                *current = Some(epoch);
-                true
-            }
-        });
+    /// A handle to ask this loop for a final report ([`MonitorRefresher::refresh_after_loss`]).
+    pub fn refresher(&self) -> MonitorRefresher {
+        self.refresh.clone()
     }
 
     /// A handle to retune this loop (reload).
@@ -317,7 +329,7 @@ pub fn spawn_monitor(
         results: results_tx,
         stop: stop_tx,
         reset: reset_tx,
-        refresh: refresh_tx,
+        refresh: MonitorRefresher(Arc::new(refresh_tx)),
         tune: MonitorTuner(Arc::new(tune_tx)),
         task: Some(task),
     })

@@ -143,3 +143,39 @@ fn a_report_final_for_an_older_primary_does_not_count() {
     let acts = h.settle();
     assert!(promote_of(&acts).is_none() && transfer(&acts).is_none());
 }
+
+#[test]
+fn a_replica_that_detached_from_a_lost_primary_follows_it_again_when_it_is_heard_again() {
+    let mut h = lost_primary();
+    h.set_leader(Some(3));
+    let alive = PeerObs {
+        alive: true,
+        health: ResourceHealth::Healthy,
+        service: at(150),
+        ..PeerObs::default()
+    };
+    h.peers.insert(1, alive.clone());
+    let acts = h.settle();
+    assert!(hook_of(&acts, HookKind::Follow).is_some(), "{acts:?}");
+    h.advance(10);
+    assert!(hook_of(&h.settle(), HookKind::Follow).is_none(), "once");
+    // Lost: the agent detaches (with the refresh).
+    h.peers.insert(
+        1,
+        PeerObs {
+            service: at(150),
+            ..dead()
+        },
+    );
+    assert_eq!(refreshed(&h.step()), Some(Epoch(1)));
+    h.advance(10);
+    assert!(
+        hook_of(&h.settle(), HookKind::Follow).is_none(),
+        "not a silent primary"
+    );
+    // A blip: heard again, still the primary: follow it again.
+    h.peers.insert(1, alive);
+    h.advance(10);
+    let acts = h.settle();
+    assert!(hook_of(&acts, HookKind::Follow).is_some(), "{acts:?}");
+}

@@ -161,6 +161,13 @@ pub struct PostgresAgent {
     lifecycle: tokio::sync::Mutex<()>,
     /// The `synchronous_standby_names` in quorate.conf now.
     sync_names: std::sync::Mutex<String>,
+    /// The highest timeline the WAL receiver reported since the data dir last changed
+    /// wholesale (rewind, clone): a standby whose receiver stopped (its primary lost, or
+    /// detached) still holds that timeline's WAL, and its checkpoint names an older one.
+    received_tli: std::sync::Mutex<Option<u64>>,
+    /// One service-changing action at a time (start, stop, promote, demote, follow,
+    /// rejoin, detach); the monitor runs beside them.
+    changing: tokio::sync::Mutex<()>,
 }
 
 impl PostgresAgent {
@@ -199,6 +206,8 @@ impl PostgresAgent {
             exec,
             lifecycle: tokio::sync::Mutex::new(()),
             sync_names: std::sync::Mutex::new(String::new()),
+            received_tli: std::sync::Mutex::new(None),
+            changing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -621,7 +630,8 @@ impl PostgresAgent {
              (SELECT received_tli::bigint FROM pg_stat_wal_receiver LIMIT 1), \
              (SELECT status FROM pg_stat_wal_receiver LIMIT 1), \
              (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver LIMIT 1), \
-             (SELECT timeline_id::bigint FROM pg_control_checkpoint())",
+             (SELECT timeline_id::bigint FROM pg_control_checkpoint()), \
+             (SELECT min_recovery_end_timeline::bigint FROM pg_control_recovery())",
             &[],
         )
         .await?;
@@ -637,14 +647,34 @@ impl PostgresAgent {
         let status: Option<String> = row.get(3);
         let upstream: Option<String> = row.get(4);
         let checkpoint_tli: Option<i64> = row.get(5);
+        let min_recovery_tli: Option<i64> = row.get(6);
         let receive = receive.as_deref().and_then(text::parse_lsn);
         let replay = replay.as_deref().and_then(text::parse_lsn);
+        let tli = |t: Option<i64>| t.and_then(|t| u64::try_from(t).ok()).filter(|t| *t > 0);
+        let remembered = {
+            let mut last = self.received_tli.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(t) = tli(received_tli) {
+                *last = Some(last.map_or(t, |l| l.max(t)));
+            }
+            *last
+        };
+        // The timeline of the WAL this standby holds: the receiver's (now or last seen), the
+        // one pg_rewind or replay recorded with the minimum recovery point, or the last
+        // restartpoint's; the highest of them (a checkpoint alone names an old timeline
+        // until the next restartpoint).
+        let timeline = [
+            remembered,
+            tli(received_tli),
+            tli(min_recovery_tli),
+            tli(checkpoint_tli),
+        ]
+        .into_iter()
+        .flatten()
+        .max();
         Ok(ServerState {
             in_recovery,
             position: receive.max(replay),
-            timeline: received_tli
-                .or(checkpoint_tli)
-                .and_then(|t| u64::try_from(t).ok()),
+            timeline,
             receiver: status,
             upstream,
         })
@@ -820,6 +850,25 @@ impl PostgresAgent {
         ctx.primary.filter(|p| *p != self.s().node)
     }
 
+    /// A running standby stops its WAL receiver (no `primary_conninfo`, reload): nothing
+    /// reaches it from the lost primary any more, and it acknowledges nothing to it.
+    async fn detach(&self) -> Result<Option<String>, PgError> {
+        let _one_at_a_time = self.changing.lock().await;
+        if !self.initialized() || !self.is_running().await {
+            return Ok(None);
+        }
+        if !self.server_state().await.is_ok_and(|st| st.in_recovery) {
+            return Ok(None);
+        }
+        self.ensure_include()?;
+        self.write_role_files(None, true)?;
+        let client = self.connect_local().await?;
+        Self::query(&client, "SELECT pg_reload_conf()", &[]).await?;
+        Ok(Some(
+            "stopped receiving WAL from the lost primary (primary_conninfo cleared)".into(),
+        ))
+    }
+
     async fn demote(&self, ctx: &HookContext<'_>) -> Result<String, PgError> {
         if !self.initialized() {
             return Ok("no data: nothing to demote".into());
@@ -935,6 +984,7 @@ impl PostgresAgent {
                 tracing::warn!(target: "quorate::agent", "CHECKPOINT on node {primary} before pg_rewind failed: {e}");
             }
         }
+        self.forget_received_timeline();
         let rewound = self
             .run(
                 "pg_rewind",
@@ -1032,7 +1082,14 @@ impl PostgresAgent {
         Ok(())
     }
 
+    /// The data dir is replaced wholesale (rewind, clone): what the receiver reported about
+    /// the old data says nothing about the new.
+    fn forget_received_timeline(&self) {
+        *self.received_tli.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     async fn base_backup(&self, host: &str, port: u16) -> Result<(), PgError> {
+        self.forget_received_timeline();
         let s = self.s();
         self.prepare_data_dir()?;
         let empty = std::fs::read_dir(self.data_dir())
@@ -1226,7 +1283,14 @@ impl PostgresAgent {
         } else {
             self.s().action_timeout
         };
-        let work = tokio::time::timeout(limit, self.native(action, ctx));
+        let work = tokio::time::timeout(limit, async {
+            let _one_at_a_time = if action == HookKind::Monitor {
+                None
+            } else {
+                Some(self.changing.lock().await)
+            };
+            self.native(action, ctx).await
+        });
         let (ok, timed_out, cancelled, output) = tokio::select! {
             r = work => match r {
                 Ok(Ok(out)) => (true, false, false, out),
@@ -1263,6 +1327,10 @@ impl Agent for PostgresAgent {
 
     fn is_configured(&self, action: HookKind) -> bool {
         Self::is_native(action) || self.exec.is_configured(action)
+    }
+
+    fn detach_from_primary(&self) -> AgentFuture<'_, Result<Option<String>, String>> {
+        Box::pin(async move { self.detach().await.map_err(|e| e.to_string()) })
     }
 
     fn perform<'a>(

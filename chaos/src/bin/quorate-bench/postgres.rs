@@ -63,7 +63,7 @@ pub(crate) async fn postgres(
         .await
         .ok_or_else(|| format!("no primary within {PG_TIMEOUT:?}\n{}", pg.logs_tail()))?;
     wait_streaming(&pg, primary).await?;
-    create_table(pg.port(primary), SUPERUSER_PASSWORD).await?;
+    create_table(pg.pg_addr(primary), SUPERUSER_PASSWORD).await?;
     let nodes: Vec<PgNode> = pg
         .cluster()
         .ids()
@@ -71,7 +71,7 @@ pub(crate) async fn postgres(
         .filter_map(|id| {
             Some(PgNode {
                 api: api_of(pg.cluster(), id).ok()?,
-                pg_port: pg.port(id),
+                pg: pg.pg_addr(id),
             })
         })
         .collect();
@@ -93,7 +93,9 @@ pub(crate) async fn postgres(
                 break at;
             }
             if Instant::now() > deadline {
-                return Err(format!("trial {trial}: no write acknowledged on node {next}"));
+                return Err(format!(
+                    "trial {trial}: no write acknowledged on node {next}"
+                ));
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         };
@@ -105,9 +107,7 @@ pub(crate) async fn postgres(
         );
         serve_ms.push(ms(serve));
         write_ms.push(ms(write));
-        pg.cluster_mut()
-            .start(primary)
-            .map_err(|e| e.to_string())?;
+        pg.cluster_mut().start(primary).map_err(|e| e.to_string())?;
         primary = next;
     }
     let mut pauses = Vec::new();
@@ -139,12 +139,17 @@ pub(crate) async fn postgres(
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         if !accepted {
-            return Err(format!("switchover to node {target} refused 20 times; last: {last}"));
+            return Err(format!(
+                "switchover to node {target} refused 20 times; last: {last}"
+            ));
         }
         let until = Instant::now() + FAILOVER_TIMEOUT;
         while wait_primary(pg.cluster(), &http, None, FAILOVER_TIMEOUT).await != Some(target) {
             if Instant::now() > until {
-                return Err(format!("switchover to node {target} did not finish\n{}", pg.logs_tail()));
+                return Err(format!(
+                    "switchover to node {target} did not finish\n{}",
+                    pg.logs_tail()
+                ));
             }
             tokio::time::sleep(PROBE_INTERVAL).await;
         }
@@ -156,13 +161,15 @@ pub(crate) async fn postgres(
             .windows(2)
             .map(|w| ms(w[1].duration_since(w[0])))
             .fold(0.0, f64::max);
-        eprintln!("switchover {k}: node {primary} -> node {target}: longest write pause {gap:.0} ms");
+        eprintln!(
+            "switchover {k}: node {primary} -> node {target}: longest write pause {gap:.0} ms"
+        );
         pauses.push(gap);
         primary = target;
     }
     let acks = writers.finish().await;
     wait_streaming(&pg, primary).await?;
-    let check = check_rows(pg.port(primary), SUPERUSER_PASSWORD, &acks).await?;
+    let check = check_rows(pg.pg_addr(primary), SUPERUSER_PASSWORD, &acks).await?;
     let serve = summarize(&serve_ms);
     let write = summarize(&write_ms);
     let pause = summarize(&pauses);
