@@ -179,3 +179,40 @@ fn a_replica_that_detached_from_a_lost_primary_follows_it_again_when_it_is_heard
     let acts = h.settle();
     assert!(hook_of(&acts, HookKind::Follow).is_some(), "{acts:?}");
 }
+
+#[test]
+fn the_final_report_waits_for_the_nodes_own_follow_to_end() {
+    let mut h = lost_primary();
+    h.set_leader(Some(3));
+    h.peers.insert(
+        1,
+        PeerObs {
+            alive: true,
+            health: ResourceHealth::Healthy,
+            service: at(150),
+            ..PeerObs::default()
+        },
+    );
+    let acts = h.step();
+    h.finish_hooks(&acts, true); // the startup demote
+    h.advance(10);
+    let acts = h.step();
+    let follow = hook_of(&acts, HookKind::Follow).map(|r| r.id);
+    assert!(follow.is_some(), "{acts:?}");
+    // The primary is lost while the follow still runs: no detach, no report yet.
+    h.peers.insert(
+        1,
+        PeerObs {
+            service: at(150),
+            ..dead()
+        },
+    );
+    h.advance(10);
+    assert_eq!(refreshed(&h.step()), None);
+    // The follow ends (it could not reach the primary): now the final report.
+    if let Some(id) = follow {
+        h.p.observe(Event::HookFinished { id, ok: false }, h.now);
+    }
+    h.advance(10);
+    assert_eq!(refreshed(&h.step()), Some(Epoch(1)));
+}
