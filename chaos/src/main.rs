@@ -118,8 +118,9 @@ enum Cmd {
         /// Mean length of a kill, pause or network fault.
         #[arg(long, default_value = "3s", value_parser = duration)]
         fault_duration: Duration,
-        /// Timing profile of the nodes (lan, fast).
-        #[arg(long, default_value = "lan")]
+        /// Timing of the nodes: calm (600 ms dead timeout, 1-2 s election timeout, 800 ms
+        /// lease, as quorate demo --service postgres uses), or a profile (lan, fast).
+        #[arg(long, default_value = "calm")]
         profile: String,
         /// How long the healed cluster may take to agree and catch up (rewinds included).
         #[arg(long, default_value = "120s", value_parser = duration)]

@@ -105,7 +105,11 @@ pub async fn run_postgres(opts: &PgChaosOptions) -> Result<PgChaosReport, String
     });
     let mut spec = ClusterSpec::voters(3);
     spec.name = "chaos-pg".into();
-    spec.profile = opts.profile.clone();
+    if opts.profile == "calm" {
+        spec.extra = quorate::cli::pgcluster::CALM_TIMING.into();
+    } else {
+        spec.profile = opts.profile.clone();
+    }
     let mut pg =
         PgLocalCluster::create(&spec, "monitor_interval = \"500ms\"\n", &opts.synchronous)?;
     pg.cluster_mut()
@@ -169,6 +173,14 @@ struct Bank {
     next_id: Arc<AtomicI64>,
 }
 
+/// A PostgreSQL error with the server's message (tokio-postgres shows only "db error").
+fn sql_error(e: tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{}: {}", d.severity(), d.message()),
+        None => e.to_string(),
+    }
+}
+
 fn lock(acks: &Mutex<Vec<PgAck>>) -> std::sync::MutexGuard<'_, Vec<PgAck>> {
     acks.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -224,28 +236,41 @@ impl PgChaos {
         opts: &PgChaosOptions,
         schedule: &[Step],
     ) -> Result<PgChaosReport, String> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(500))
-            .build()
+        let http = crate::http::cluster_client(self.pg.cluster(), Duration::from_millis(500))
             .map_err(|e| e.to_string())?;
         self.pg
             .cluster_mut()
             .start_all()
             .map_err(|e| e.to_string())?;
-        let first = self.wait_primary(&http, SETUP_BOUND).await?;
-        self.wait_streaming(first, SETUP_BOUND).await?;
-        let setup = connect(self.pg.pg_addr(first), SUPERUSER_PASSWORD)
-            .await
-            .ok_or("cannot connect to the first primary")?;
-        setup
-            .batch_execute(&format!(
-                "CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL);\
-                 INSERT INTO accounts SELECT g, {OPENING_BALANCE} FROM generate_series(1, {ACCOUNTS}) g;\
-                 CREATE TABLE transfers (id bigint PRIMARY KEY, src int NOT NULL, dst int NOT NULL, \
-                 amount bigint NOT NULL, epoch bigint NOT NULL, server int NOT NULL)"
-            ))
-            .await
-            .map_err(|e| format!("create the bank: {e}"))?;
+        // The bank, on whichever node is primary once both standbys stream (retried: a
+        // promotion may still move on a loaded machine).
+        let until = Instant::now() + SETUP_BOUND;
+        let first = loop {
+            let first = self.wait_primary(&http, SETUP_BOUND).await?;
+            let created = match self.wait_streaming(first, SETUP_BOUND).await {
+                Err(e) => Err(e),
+                Ok(()) => match connect(self.pg.pg_addr(first), SUPERUSER_PASSWORD).await {
+                    None => Err(format!("cannot connect to node {first}'s PostgreSQL")),
+                    Some(setup) => setup
+                        .batch_execute(&format!(
+                            "CREATE TABLE IF NOT EXISTS accounts (id int PRIMARY KEY, balance bigint NOT NULL);\
+                             INSERT INTO accounts SELECT g, {OPENING_BALANCE} FROM generate_series(1, {ACCOUNTS}) g ON CONFLICT DO NOTHING;\
+                             CREATE TABLE IF NOT EXISTS transfers (id bigint PRIMARY KEY, src int NOT NULL, dst int NOT NULL, \
+                             amount bigint NOT NULL, epoch bigint NOT NULL, server int NOT NULL)"
+                        ))
+                        .await
+                        .map_err(|e| format!("create the bank on node {first}: {}", sql_error(e))),
+                },
+            };
+            match created {
+                Ok(()) => break first,
+                Err(e) if Instant::now() > until => return Err(e),
+                Err(e) => {
+                    eprintln!("[chaos] setting up: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        };
         eprintln!(
             "[chaos] PostgreSQL cluster up, node {first} primary; {} faults over {:?}",
             schedule.len(),
@@ -259,11 +284,13 @@ impl PgChaos {
             next_id: Arc::new(AtomicI64::new(1)),
         };
         let nodes = self.nodes();
+        let headers = self.pg.cluster().auth_headers();
         let clients: Vec<_> = (0..opts.clients)
             .map(|k| {
                 tokio::spawn(transfer_client(
                     bank.clone(),
                     nodes.clone(),
+                    headers.clone(),
                     opts.seed ^ ((k as u64 + 1) * 0x9e37_79b9),
                 ))
             })
@@ -328,7 +355,7 @@ impl PgChaos {
         report.total_balance = c
             .query_one("SELECT sum(balance)::bigint FROM accounts", &[])
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(sql_error)?
             .get(0);
         let rows = c
             .query(
@@ -339,7 +366,7 @@ impl PgChaos {
                 &[],
             )
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(sql_error)?;
         for r in rows {
             let (id, balance, net): (i32, i64, i64) = (r.get(0), r.get(1), r.get(2));
             if balance != OPENING_BALANCE + net {
@@ -601,12 +628,16 @@ impl PgChaos {
 /// One client: transfers a random amount between two random accounts, in one transaction
 /// that also records the transfer with the fencing epoch and the accepting server, through
 /// whichever node answers 200 on `/primary`.
-async fn transfer_client(bank: Bank, nodes: Vec<(u64, SocketAddr, SocketAddr)>, seed: u64) {
+async fn transfer_client(
+    bank: Bank,
+    nodes: Vec<(u64, SocketAddr, SocketAddr)>,
+    headers: reqwest::header::HeaderMap,
+    seed: u64,
+) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_millis(500))
-        .build()
-        .unwrap_or_default();
+    let Ok(http) = crate::http::client_with_headers(headers, Duration::from_millis(500)) else {
+        return;
+    };
     while !bank.stop.load(SeqCst) {
         let mut at = None;
         for (_, api, pg) in &nodes {

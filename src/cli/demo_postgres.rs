@@ -45,12 +45,7 @@ pub async fn demo(keep: bool) -> Result<(), String> {
     std::env::set_var("QUORATE_BIN", &bin);
     let mut spec = ClusterSpec::voters(3);
     spec.name = "demo-pg".into();
-    // Calmer timings than the lan profile: a bootstrap (initdb, base backups) loads the
-    // machine, and a promotion must not lose its lease to a starved process.
-    spec.extra = "\n[timing]\nheartbeat_interval = \"100ms\"\nsuspect_after = \"300ms\"\n\
-                  dead_after = \"600ms\"\nraft_heartbeat = \"100ms\"\nelection_timeout_min = \"1s\"\n\
-                  election_timeout_max = \"2s\"\nlease = \"800ms\"\n"
-        .into();
+    spec.extra = crate::cli::pgcluster::CALM_TIMING.into();
     let mut pg = PgLocalCluster::create(&spec, "monitor_interval = \"500ms\"\n", "quorum")?;
     pg.cluster_mut()
         .env

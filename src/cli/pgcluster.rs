@@ -14,6 +14,15 @@ pub const BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
 /// The superuser's password in these local clusters (they listen on 127.0.0.1 only).
 pub const SUPERUSER_PASSWORD: &str = "local-superuser";
 
+/// Calmer timings than the lan profile (600 ms dead timeout, 1–2 s election timeout, 800 ms
+/// lease): a bootstrap (initdb, base backups) and rewinds load a small machine with fsyncs,
+/// and a promotion must not lose its lease to a starved daemon. A `[timing]` section for
+/// `ClusterSpec::extra`.
+pub const CALM_TIMING: &str =
+    "\n[timing]\nheartbeat_interval = \"100ms\"\nsuspect_after = \"300ms\"\n\
+dead_after = \"600ms\"\nraft_heartbeat = \"100ms\"\nelection_timeout_min = \"1s\"\n\
+election_timeout_max = \"2s\"\nlease = \"800ms\"\n";
+
 /// The PostgreSQL binaries are installed, or an error naming the package.
 pub fn require_postgres() -> Result<(), String> {
     if Path::new(BIN_DIR).join("initdb").is_file() {

@@ -360,6 +360,18 @@ impl Executor {
         });
         let epoch = obs.state.epoch;
         self.node.agent.set_primary(obs.state.primary_node());
+        self.node.agent.set_healthy_replicas(
+            obs.members
+                .iter()
+                .filter(|m| m.role != NodeRole::Witness && m.id != self.node.config.node.id)
+                .filter(|m| {
+                    obs.peers
+                        .get(&m.id)
+                        .is_some_and(|o| o.alive && o.health.is_usable())
+                })
+                .map(|m| m.id)
+                .collect(),
+        );
         self.monitor_epoch.send_if_modified(|e| {
             let changed = *e != epoch;
             *e = epoch;

@@ -56,6 +56,11 @@ pub trait Agent: Send + Sync + std::fmt::Debug {
     fn detach_from_primary(&self) -> AgentFuture<'_, Result<Option<String>, String>> {
         Box::pin(async { Ok(None) })
     }
+
+    /// The other members that hold a copy of the service and are alive and healthy as the
+    /// executor last saw them (for a primary that lists its synchronous standbys); the
+    /// default ignores it.
+    fn set_healthy_replicas(&self, _replicas: Vec<NodeId>) {}
 }
 
 impl dyn Agent {

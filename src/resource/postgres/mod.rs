@@ -156,7 +156,8 @@ pub struct PostgresAgent {
     user: Option<OsUser>,
     /// The exec agent for fence, notify, snapshot and verify (and the shared stats).
     exec: Arc<HookRunner>,
-    /// One lifecycle action at a time (the monitor takes it only to change
+    /// One lifecycle action at a time (start, stop, promote, demote, follow, rejoin, and the
+    /// detach from a lost primary; the monitor takes it only to change
     /// `synchronous_standby_names`, and skips that when an action runs).
     lifecycle: tokio::sync::Mutex<()>,
     /// The `synchronous_standby_names` in quorate.conf now.
@@ -165,9 +166,10 @@ pub struct PostgresAgent {
     /// wholesale (rewind, clone): a standby whose receiver stopped (its primary lost, or
     /// detached) still holds that timeline's WAL, and its checkpoint names an older one.
     received_tli: std::sync::Mutex<Option<u64>>,
-    /// One service-changing action at a time (start, stop, promote, demote, follow,
-    /// rejoin, detach); the monitor runs beside them.
-    changing: tokio::sync::Mutex<()>,
+    /// The other members quorate last saw alive and healthy (`Agent::set_healthy_replicas`):
+    /// in quorum mode a primary lists them as synchronous standbys even before they stream
+    /// from it, so a new primary never acknowledges a commit no standby has.
+    healthy_replicas: std::sync::Mutex<Vec<NodeId>>,
 }
 
 impl PostgresAgent {
@@ -207,7 +209,7 @@ impl PostgresAgent {
             lifecycle: tokio::sync::Mutex::new(()),
             sync_names: std::sync::Mutex::new(String::new()),
             received_tli: std::sync::Mutex::new(None),
-            changing: tokio::sync::Mutex::new(()),
+            healthy_replicas: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -484,6 +486,19 @@ impl PostgresAgent {
     }
 
     /// Every other voter's standby, by the application name it streams with.
+    /// `node<ID>` of every healthy replica quorate sees (quorum mode only).
+    fn healthy_replica_names(&self) -> Vec<String> {
+        if self.s().synchronous != SyncMode::Quorum {
+            return Vec::new();
+        }
+        self.healthy_replicas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|id| format!("node{id}"))
+            .collect()
+    }
+
     fn other_standbys(&self) -> Vec<String> {
         let mut v: Vec<String> = self
             .s()
@@ -510,10 +525,11 @@ impl PostgresAgent {
 
     /// The `synchronous_standby_names` `[postgres] synchronous` wants now.
     async fn desired_sync_names(&self, client: &tokio_postgres::Client) -> Result<String, PgError> {
-        let streaming = match self.s().synchronous {
+        let mut streaming = match self.s().synchronous {
             SyncMode::Quorum => Self::streaming_standbys(client).await?,
             SyncMode::Off | SyncMode::Strict => Vec::new(),
         };
+        streaming.extend(self.healthy_replica_names());
         Ok(text::synchronous_standby_names(
             self.s().synchronous,
             &streaming,
@@ -726,6 +742,16 @@ impl PostgresAgent {
             .map(|r| r.get(0))
             .unwrap_or(true);
         if in_recovery {
+            // The synchronous standbys are in force from the first commit on: the healthy
+            // replicas (quorum), or every other one (strict).
+            let sync = text::synchronous_standby_names(
+                self.s().synchronous,
+                &self.healthy_replica_names(),
+                &self.other_standbys(),
+            );
+            self.set_sync_names(sync);
+            self.write_role_files(None, true)?;
+            Self::query(&client, "SELECT pg_reload_conf()", &[]).await?;
             let wait =
                 i32::try_from(self.s().action_timeout.as_secs().clamp(10, 3600)).unwrap_or(60);
             let rows = Self::query(&client, "SELECT pg_promote(true, $1)", &[&wait]).await?;
@@ -754,14 +780,15 @@ impl PostgresAgent {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         // The upstream of a former standby stays in quorate.conf; a primary has none. The
-        // synchronous standbys are the ones streaming now (quorum: none yet, so commits do
-        // not wait for a standby that is still switching to this primary).
+        // synchronous standbys (quorum): the healthy replicas, streaming yet or not (a commit
+        // waits until one of them switched to this primary), and any other streaming one.
         let sync = self.desired_sync_names(&client).await?;
         self.set_sync_names(sync);
         self.write_role_files(None, false)?;
         Self::query(&client, "SELECT pg_reload_conf()", &[]).await?;
         // The fencing token, in the database itself: an application checks it in the same
         // transaction as its write (README: "Fencing in the database").
+        self.ensure_cluster_objects(&client).await?;
         let epoch = i64::try_from(ctx.epoch.get()).unwrap_or(i64::MAX);
         let node = i64::try_from(self.s().node).unwrap_or(i64::MAX);
         // Committed locally: in strict mode a commit waits for a standby, and none may be
@@ -780,6 +807,59 @@ impl PostgresAgent {
             })?;
         what.push_str(&format!("fencing epoch {} written", ctx.epoch));
         Ok(what)
+    }
+
+    /// The replication role and `quorate.fencing`, created when missing: by the bootstrap,
+    /// and again by every promotion, so a bootstrap cut short (its promotion cancelled when
+    /// the lease lapsed, the daemon killed) is completed by the next one instead of leaving
+    /// a primary that cannot record its epoch and standbys that cannot log in. Committed
+    /// locally (in strict mode no standby may be streaming yet).
+    async fn ensure_cluster_objects(&self, client: &tokio_postgres::Client) -> Result<(), PgError> {
+        let s = self.s();
+        let sql_err = |what: String| {
+            move |e: tokio_postgres::Error| PgError::Sql {
+                target: "local".into(),
+                message: format!("{what}: {e}"),
+            }
+        };
+        client
+            .batch_execute("SET synchronous_commit = local")
+            .await
+            .map_err(sql_err("SET synchronous_commit".into()))?;
+        let role_exists = !client
+            .query(
+                "SELECT 1 FROM pg_roles WHERE rolname = $1",
+                &[&s.replication_user],
+            )
+            .await
+            .map_err(sql_err("looking up the replication role".into()))?
+            .is_empty();
+        if !role_exists {
+            let sql = format!(
+                "CREATE ROLE {} WITH REPLICATION LOGIN PASSWORD {}",
+                s.replication_user,
+                text::sql_literal(&s.replication_password)
+            );
+            client.batch_execute(&sql).await.map_err(sql_err(format!(
+                "creating the replication role {}",
+                s.replication_user
+            )))?;
+        }
+        client
+            .batch_execute(
+                "CREATE SCHEMA IF NOT EXISTS quorate; \
+                 CREATE TABLE IF NOT EXISTS quorate.fencing (\
+                   id int PRIMARY KEY CHECK (id = 1), \
+                   epoch bigint NOT NULL, \
+                   node bigint NOT NULL, \
+                   at timestamptz NOT NULL DEFAULT now()); \
+                 GRANT USAGE ON SCHEMA quorate TO PUBLIC; \
+                 GRANT SELECT ON quorate.fencing TO PUBLIC; \
+                 RESET synchronous_commit;",
+            )
+            .await
+            .map_err(sql_err("creating quorate.fencing".into()))?;
+        Ok(())
     }
 
     async fn bootstrap(&self) -> Result<(), PgError> {
@@ -818,31 +898,7 @@ impl PostgresAgent {
         self.write_role_files(None, false)?;
         self.pg_start().await?;
         let client = self.connect_local().await?;
-        let sql = format!(
-            "CREATE ROLE {} WITH REPLICATION LOGIN PASSWORD {}",
-            s.replication_user,
-            text::sql_literal(&s.replication_password)
-        );
-        client.batch_execute(&sql).await.map_err(|e| PgError::Sql {
-            target: "local".into(),
-            message: format!("creating the replication role {}: {e}", s.replication_user),
-        })?;
-        client
-            .batch_execute(
-                "CREATE SCHEMA IF NOT EXISTS quorate; \
-                 CREATE TABLE IF NOT EXISTS quorate.fencing (\
-                   id int PRIMARY KEY CHECK (id = 1), \
-                   epoch bigint NOT NULL, \
-                   node bigint NOT NULL, \
-                   at timestamptz NOT NULL DEFAULT now()); \
-                 GRANT USAGE ON SCHEMA quorate TO PUBLIC; \
-                 GRANT SELECT ON quorate.fencing TO PUBLIC;",
-            )
-            .await
-            .map_err(|e| PgError::Sql {
-                target: "local".into(),
-                message: format!("creating quorate.fencing: {e}"),
-            })?;
+        self.ensure_cluster_objects(&client).await?;
         Ok(())
     }
 
@@ -853,7 +909,7 @@ impl PostgresAgent {
     /// A running standby stops its WAL receiver (no `primary_conninfo`, reload): nothing
     /// reaches it from the lost primary any more, and it acknowledges nothing to it.
     async fn detach(&self) -> Result<Option<String>, PgError> {
-        let _one_at_a_time = self.changing.lock().await;
+        let _one_at_a_time = self.lifecycle.lock().await;
         if !self.initialized() || !self.is_running().await {
             return Ok(None);
         }
@@ -1283,14 +1339,7 @@ impl PostgresAgent {
         } else {
             self.s().action_timeout
         };
-        let work = tokio::time::timeout(limit, async {
-            let _one_at_a_time = if action == HookKind::Monitor {
-                None
-            } else {
-                Some(self.changing.lock().await)
-            };
-            self.native(action, ctx).await
-        });
+        let work = tokio::time::timeout(limit, self.native(action, ctx));
         let (ok, timed_out, cancelled, output) = tokio::select! {
             r = work => match r {
                 Ok(Ok(out)) => (true, false, false, out),
@@ -1327,6 +1376,14 @@ impl Agent for PostgresAgent {
 
     fn is_configured(&self, action: HookKind) -> bool {
         Self::is_native(action) || self.exec.is_configured(action)
+    }
+
+    fn set_healthy_replicas(&self, mut replicas: Vec<NodeId>) {
+        replicas.sort_unstable();
+        *self
+            .healthy_replicas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = replicas;
     }
 
     fn detach_from_primary(&self) -> AgentFuture<'_, Result<Option<String>, String>> {
