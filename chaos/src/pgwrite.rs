@@ -48,7 +48,7 @@ fn lock(acks: &Mutex<Vec<PgAck>>) -> std::sync::MutexGuard<'_, Vec<PgAck>> {
 /// A superuser connection to the PostgreSQL at `at` (None: none within 3 s).
 pub async fn connect(at: SocketAddr, password: &str) -> Option<tokio_postgres::Client> {
     let mut cfg = tokio_postgres::Config::new();
-    cfg.host(&at.ip().to_string())
+    cfg.host(at.ip().to_string())
         .port(at.port())
         .user("postgres")
         .password(password)

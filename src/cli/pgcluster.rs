@@ -300,7 +300,7 @@ impl PgLocalCluster {
 /// A superuser connection to the PostgreSQL on `host`:`port`.
 pub async fn sql_on(host: std::net::IpAddr, port: u16) -> Result<tokio_postgres::Client, String> {
     let mut cfg = tokio_postgres::Config::new();
-    cfg.host(&host.to_string())
+    cfg.host(host.to_string())
         .port(port)
         .user("postgres")
         .password(SUPERUSER_PASSWORD)
