@@ -107,6 +107,10 @@ pub struct RunningNode {
     executor: Option<JoinHandle<()>>,
 }
 
+/// The shortest wait of a zero-loss failover for the candidates' final reports (see
+/// `PolicyConfig::final_report_wait`).
+pub const FINAL_REPORT_WAIT_MIN: Duration = Duration::from_secs(30);
+
 /// Maps our config onto the policy's settings (with the policy's own named defaults where
 /// the config has no key).
 pub fn policy_config(config: &Config) -> PolicyConfig {
@@ -151,9 +155,11 @@ pub fn policy_config(config: &Config) -> PolicyConfig {
                 .postgres
                 .as_ref()
                 .is_some_and(|p| p.synchronous != crate::config::PostgresSynchronous::Off),
-        // The monitor runs at once when the primary is lost; this covers a slow run and a
-        // heartbeat round, with room for a loaded machine.
-        final_report_wait: (r.monitor_interval * 3).max(Duration::from_secs(3)),
+        // Every replica reports at once when the primary is lost, unless its own follow or
+        // rejoin runs (the report comes when that ends: a follow toward a lost primary ends
+        // within seconds, its wait for streaming within 15 s). Leaving a silent candidate out
+        // could lose what only it acknowledged: wait long enough for that.
+        final_report_wait: (r.monitor_interval * 3).max(FINAL_REPORT_WAIT_MIN),
         ..defaults
     }
 }

@@ -181,6 +181,11 @@ pub enum StatusNote {
     WaitingForFinalReports {
         nodes: Vec<NodeId>,
     },
+    /// A zero-loss failover stopped waiting for these candidates' final reports and goes
+    /// ahead without them.
+    FinalReportsMissing {
+        nodes: Vec<NodeId>,
+    },
     WaitingForFence {
         target: NodeId,
         attempt: u32,
@@ -286,6 +291,15 @@ impl std::fmt::Display for StatusNote {
             WaitingForFinalReports { nodes } => write!(
                 f,
                 "zero-loss failover: waiting for the final service report (taken after the primary was lost) of node(s) {}",
+                nodes
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            FinalReportsMissing { nodes } => write!(
+                f,
+                "zero-loss failover: going ahead without the final service report of node(s) {}: a commit only they acknowledged may be lost (their monitor or their own action did not finish in time)",
                 nodes
                     .iter()
                     .map(|n| n.to_string())

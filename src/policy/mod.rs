@@ -1349,8 +1349,8 @@ impl Policy {
             out.note(StatusNote::WaitingForFinalReports { nodes: waiting });
             return false;
         }
-        // Waited long enough: the silent ones stay excluded (noted by NoEligibleCandidate
-        // reasons if nobody is left).
+        // Waited long enough: the silent ones stay excluded.
+        out.note(StatusNote::FinalReportsMissing { nodes: waiting });
         true
     }
 

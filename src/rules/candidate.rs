@@ -228,43 +228,46 @@ pub fn planned_move_eligibility(
 }
 
 /// The zero-loss failover rule (synchronous replication: every acknowledged commit is on at
-/// least one replica, and nobody knows which). Among the members that qualify on their own,
-/// only those whose final position is known may be promoted (`final_report(id)`: their last
-/// report was taken after the primary was lost, so no WAL can have reached them since), and
-/// among those only the ones at the highest final position on the reference timeline: the
-/// highest holds every commit any replica acknowledged, and so every acknowledged commit.
+/// least one replica, and nobody knows which). Any live member with a copy of the data
+/// (not a witness) may hold such a commit, eligible or not: the rule waits for every one's
+/// final position (`final_report(id)`: a report taken after the primary was lost, so no WAL
+/// can have reached it since), and lets only eligible members at the highest final
+/// position on the reference timeline be promoted: they hold every acknowledged commit.
+/// When the most advanced member is not eligible itself (unhealthy, drained, ...), nobody
+/// is: promoting another would lose what only it has.
 ///
 /// Returns the members still waiting for a final report (empty: the rule has decided). The
-/// caller waits for them for a bounded time; once it stops waiting, they stay excluded.
-/// When no qualifying member reports a position, nothing is restricted by position (the
-/// service reports none: there is nothing to compare).
+/// caller waits for them for a bounded time; once it stops waiting, they stay excluded and
+/// the best position is taken over the others. When no member reports a position, nothing
+/// is restricted by position (the service reports none: there is nothing to compare).
 pub fn restrict_to_final_most_advanced(
     cands: &mut [CandidateView],
     max_lag: u64,
     final_report: impl Fn(NodeId) -> bool,
 ) -> Vec<NodeId> {
+    let holders: Vec<usize> = (0..cands.len())
+        .filter(|i| cands[*i].alive && cands[*i].role != NodeRole::Witness)
+        .collect();
     let qualifying: Vec<usize> = (0..cands.len())
         .filter(|i| eligibility(&cands[*i], max_lag).is_ok())
         .collect();
-    let mut waiting = Vec::new();
-    for i in &qualifying {
-        let id = cands[*i].id;
-        if !final_report(id) {
-            waiting.push(id);
-            cands[*i].excluded = Some(Ineligible::NoFinalReport(id));
-        }
-    }
-    let best = qualifying
+    let waiting: Vec<NodeId> = holders
         .iter()
-        .filter(|i| cands[**i].excluded.is_none())
+        .map(|i| cands[*i].id)
+        .filter(|id| !final_report(*id))
+        .collect();
+    let best = holders
+        .iter()
+        .filter(|i| final_report(cands[**i].id))
         .filter_map(|i| cands[*i].service.position.map(|p| (p, cands[*i].id)))
         .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-    if let Some((best_pos, best_id)) = best {
-        for i in &qualifying {
-            let c = &mut cands[*i];
-            if c.excluded.is_some() {
-                continue;
-            }
+    for i in &qualifying {
+        let c = &mut cands[*i];
+        if waiting.contains(&c.id) {
+            c.excluded = Some(Ineligible::NoFinalReport(c.id));
+            continue;
+        }
+        if let Some((best_pos, best_id)) = best {
             let pos = c.service.position.unwrap_or(0);
             if c.service.position.is_none() || pos < best_pos {
                 c.excluded = Some(Ineligible::BehindMostAdvanced {
@@ -647,6 +650,35 @@ mod tests {
         let mut c = vec![voter(1, 1, 0), voter(2, 3, 0)];
         restrict_to_final_most_advanced(&mut c, 100, |_| true);
         assert_eq!(best_candidate(&c, 100), Some(2));
+    }
+
+    #[test]
+    fn a_most_advanced_member_that_is_not_eligible_blocks_the_others() {
+        let r = ServiceReference::from_reports(None, [report(1, 1_500), report(1, 1_800)]);
+        let mut unhealthy = with_service(voter(2, 1, 0), &r, report(1, 1_800), u64::MAX);
+        unhealthy.health = ResourceHealth::Unhealthy;
+        let mut c = vec![
+            with_service(voter(1, 1, 0), &r, report(1, 1_500), u64::MAX),
+            unhealthy.clone(),
+        ];
+        // Its report is awaited too (it may hold what only it acknowledged).
+        assert_eq!(restrict_to_final_most_advanced(&mut c, 100, |id| id != 2), vec![2]);
+        let mut c = vec![
+            with_service(voter(1, 1, 0), &r, report(1, 1_500), u64::MAX),
+            unhealthy,
+        ];
+        assert!(restrict_to_final_most_advanced(&mut c, 100, |_| true).is_empty());
+        assert_eq!(best_candidate(&c, 100), None, "node 1 lacks 300 bytes node 2 has");
+        assert!(matches!(
+            eligibility(&c[0], 100),
+            Err(Ineligible::BehindMostAdvanced { best: 2, .. })
+        ));
+        // A dead member is not waited for (and its data is out of reach anyway).
+        let mut dead = with_service(voter(2, 1, 0), &r, report(1, 1_800), u64::MAX);
+        dead.alive = false;
+        let mut c = vec![with_service(voter(1, 1, 0), &r, report(1, 1_500), u64::MAX), dead];
+        assert!(restrict_to_final_most_advanced(&mut c, 100, |id| id != 2).is_empty());
+        assert_eq!(best_candidate(&c, 100), Some(1));
     }
 
     proptest::proptest! {

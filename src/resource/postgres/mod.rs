@@ -971,16 +971,27 @@ impl PostgresAgent {
                 .unwrap_or(false);
         self.ensure_include()?;
         self.write_role_files(Some((&host, port)), true)?;
-        if primary_here {
+        let started = if primary_here {
             // A primary is never just stopped while another is reachable: restart it as a
             // standby of the new one.
             self.pg_stop().await?;
-            self.pg_start().await?;
+            self.pg_start().await
         } else if running {
             let client = self.connect_local().await?;
             Self::query(&client, "SELECT pg_reload_conf()", &[]).await?;
+            Ok(())
         } else {
-            self.pg_start().await?;
+            self.pg_start().await
+        };
+        if let Err(e) = started {
+            // A standby that cannot start ("requested timeline does not contain minimum
+            // recovery point"): it replayed past the point where the primary's timeline
+            // forked. Rewind (the source must answer, else the data is kept as it is).
+            tracing::info!(target: "quorate::agent", "PostgreSQL did not start as a standby of node {primary} ({e}): resyncing");
+            let how = self.resync(primary, &host, port).await?;
+            return Ok(format!(
+                "{how}; streaming from node {primary} ({host}:{port})"
+            ));
         }
         match self.wait_streaming_from(&host, port).await {
             Streaming::Yes => {
