@@ -107,6 +107,13 @@ struct Observed {
 }
 
 impl Executor {
+    /// The loss the last report is final for, unless that loss was cleared since (the
+    /// primary was heard again): a stale tag must never make a report look final.
+    fn final_report_tag(&self) -> Option<crate::types::Epoch> {
+        let tag = self.monitor.service.borrow().after_primary_loss;
+        tag.filter(|t| self.monitor.refresher().current() == Some(*t))
+    }
+
     fn observe_world(&self) -> Observed {
         let node = &self.node;
         let state = node.consensus.sm.cluster();
@@ -240,7 +247,7 @@ impl Executor {
                 peers: &obs.peers,
                 local_health,
                 local_service: self.monitor.service.borrow().report,
-                local_report_after_loss: self.monitor.service.borrow().after_primary_loss,
+                local_report_after_loss: self.final_report_tag(),
                 now_unix_ms: now_unix_ms(),
             };
             let actions = self.policy.step(&inputs, now);
@@ -385,7 +392,7 @@ impl Executor {
             applied_index: LogIndex(obs.applied),
             health,
             service: self.monitor.service.borrow().report,
-            report_after_loss: self.monitor.service.borrow().after_primary_loss,
+            report_after_loss: self.final_report_tag(),
         };
         self.local_status.send_if_modified(|cur| {
             let changed = *cur != ls;
@@ -627,6 +634,10 @@ impl Executor {
                     refresher.refresh_after_loss(lost);
                 });
             }
+            Action::ServiceReportNotFinal => {
+                tracing::info!("the lost primary is heard again (or a new one serves): reports are no longer final");
+                self.monitor.refresher().clear();
+            }
             Action::Report(note) => {
                 tracing::info!(
                     term = obs.raft.term.get(),
@@ -671,7 +682,7 @@ impl Executor {
             peers: &obs.peers,
             local_health: *self.monitor.health.borrow(),
             local_service: self.monitor.service.borrow().report,
-            local_report_after_loss: self.monitor.service.borrow().after_primary_loss,
+            local_report_after_loss: self.final_report_tag(),
             now_unix_ms: now_unix_ms(),
         };
         let cmd: Command = match self.policy.plan_request(&op.req, &inputs, Instant::now()) {

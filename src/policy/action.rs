@@ -99,6 +99,10 @@ pub enum Action {
     RefreshServiceReport {
         lost: Epoch,
     },
+    /// The primary lost earlier is heard again, or a new one serves: this node's reports are
+    /// no longer final (`MonitorRefresher::clear`), so a later loss of the same epoch asks
+    /// for a new final report.
+    ServiceReportNotFinal,
 }
 
 /// Results and observations fed back through [`Policy::observe`](super::Policy::observe).

@@ -1292,7 +1292,13 @@ impl Policy {
         }) {
             return;
         }
-        if let Some(lost) = self.lost_primary_epoch(inp) {
+        let Some(lost) = self.lost_primary_epoch(inp) else {
+            if self.refresh_requested.take().is_some() {
+                out.actions.push(Action::ServiceReportNotFinal);
+            }
+            return;
+        };
+        {
             if self.refresh_requested.is_none_or(|r| r < lost) {
                 self.refresh_requested = Some(lost);
                 // The agent detaches from the lost primary: should it come back (a blip),

@@ -648,7 +648,10 @@ impl Sim {
                 Action::TransferLeadership { to, .. } => self.transfer(i, to),
                 Action::ReadyToExit => self.nodes[i].exit_ready = true,
                 Action::DemoteNow { .. } => self.demote_now(i),
-                Action::Report(_) | Action::Notify(_) | Action::RefreshServiceReport { .. } => {}
+                Action::Report(_)
+                | Action::Notify(_)
+                | Action::RefreshServiceReport { .. }
+                | Action::ServiceReportNotFinal => {}
             }
         }
         if self.nodes[i].exit_ready {

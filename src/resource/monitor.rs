@@ -213,6 +213,18 @@ impl MonitorRefresher {
             }
         });
     }
+
+    /// The primary is heard again (or a new one serves): reports are no longer final. A
+    /// later loss, even of the same epoch, asks for a new final report.
+    pub fn clear(&self) {
+        self.0.send_if_modified(|current| current.take().is_some());
+    }
+
+    /// The loss the loop's reports are final for now (None after [`Self::clear`]): a report
+    /// tagged for a loss that was cleared since is not final any more.
+    pub fn current(&self) -> Option<Epoch> {
+        *self.0.borrow()
+    }
 }
 
 /// Changes a running monitor loop's interval and threshold (reload). Cheap to clone.

@@ -662,13 +662,20 @@ mod tests {
             unhealthy.clone(),
         ];
         // Its report is awaited too (it may hold what only it acknowledged).
-        assert_eq!(restrict_to_final_most_advanced(&mut c, 100, |id| id != 2), vec![2]);
+        assert_eq!(
+            restrict_to_final_most_advanced(&mut c, 100, |id| id != 2),
+            vec![2]
+        );
         let mut c = vec![
             with_service(voter(1, 1, 0), &r, report(1, 1_500), u64::MAX),
             unhealthy,
         ];
         assert!(restrict_to_final_most_advanced(&mut c, 100, |_| true).is_empty());
-        assert_eq!(best_candidate(&c, 100), None, "node 1 lacks 300 bytes node 2 has");
+        assert_eq!(
+            best_candidate(&c, 100),
+            None,
+            "node 1 lacks 300 bytes node 2 has"
+        );
         assert!(matches!(
             eligibility(&c[0], 100),
             Err(Ineligible::BehindMostAdvanced { best: 2, .. })
@@ -676,7 +683,10 @@ mod tests {
         // A dead member is not waited for (and its data is out of reach anyway).
         let mut dead = with_service(voter(2, 1, 0), &r, report(1, 1_800), u64::MAX);
         dead.alive = false;
-        let mut c = vec![with_service(voter(1, 1, 0), &r, report(1, 1_500), u64::MAX), dead];
+        let mut c = vec![
+            with_service(voter(1, 1, 0), &r, report(1, 1_500), u64::MAX),
+            dead,
+        ];
         assert!(restrict_to_final_most_advanced(&mut c, 100, |id| id != 2).is_empty());
         assert_eq!(best_candidate(&c, 100), Some(1));
     }

@@ -216,3 +216,36 @@ fn the_final_report_waits_for_the_nodes_own_follow_to_end() {
     h.advance(10);
     assert_eq!(refreshed(&h.step()), Some(Epoch(1)));
 }
+
+#[test]
+fn a_primary_lost_heard_again_and_lost_again_asks_for_a_new_final_report() {
+    let mut h = lost_primary();
+    h.set_leader(Some(3));
+    let alive = PeerObs {
+        alive: true,
+        health: ResourceHealth::Healthy,
+        service: at(150),
+        ..PeerObs::default()
+    };
+    let lost = PeerObs {
+        service: at(150),
+        ..dead()
+    };
+    let acts = h.step();
+    assert_eq!(refreshed(&acts), Some(Epoch(1)));
+    h.finish_hooks(&acts, true); // the startup demote
+                                 // Heard again: reports are no longer final (the replica may stream from it again).
+    h.peers.insert(1, alive);
+    h.advance(10);
+    let acts = h.step();
+    assert!(acts.contains(&Action::ServiceReportNotFinal), "{acts:?}");
+    h.finish_hooks(&acts, true);
+    h.advance(10);
+    let acts = h.step();
+    assert!(!acts.contains(&Action::ServiceReportNotFinal), "once");
+    h.finish_hooks(&acts, false);
+    // Lost again, same epoch: a new final report.
+    h.peers.insert(1, lost);
+    h.advance(10);
+    assert_eq!(refreshed(&h.step()), Some(Epoch(1)));
+}
