@@ -160,7 +160,9 @@ enum Cmd {
         /// `[postgres] synchronous`: off, quorum or strict.
         #[arg(long, default_value = "quorum")]
         synchronous: String,
-        #[arg(long, default_value = "lan")]
+        /// Timing: calm (600 ms dead timeout, 1-2 s election timeout, 800 ms lease, as the
+        /// PostgreSQL demo), or a profile (lan, fast) on a machine with cores to spare.
+        #[arg(long, default_value = "calm")]
         profile: String,
     },
     /// Internal: spin on one core until killed (the load of `false-positives --cpu-load`).
