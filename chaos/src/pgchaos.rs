@@ -570,20 +570,8 @@ impl PgChaos {
                     ));
                     return;
                 };
-                let (applied, what) = match step.kind {
-                    FaultKind::Partition => {
-                        let plan = crate::netns::PartitionPlan::choose(&ids, node, step.variant);
-                        (plan.apply(net, &ids), plan.describe())
-                    }
-                    FaultKind::Loss => {
-                        let pct = 20 + step.variant % 30;
-                        (
-                            net.set_rules(node, &[], pct),
-                            format!("{pct}% loss into node {node}"),
-                        )
-                    }
-                    _ => (net.link(node, false), format!("link of node {node} down")),
-                };
+                let (applied, what) =
+                    crate::netns::apply_fault(net, step.kind, &ids, node, step.variant);
                 let applied = match applied {
                     Ok(()) => String::new(),
                     Err(e) => format!(" (FAILED to apply: {e})"),

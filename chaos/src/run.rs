@@ -740,20 +740,7 @@ impl Chaos {
             self.log(e);
             return;
         };
-        let (applied, detail) = match step.kind {
-            FaultKind::Partition => {
-                let plan = crate::netns::PartitionPlan::choose(&ids, node, step.variant);
-                (plan.apply(net, &ids), plan.describe())
-            }
-            FaultKind::Loss => {
-                let pct = 20 + step.variant % 30;
-                (
-                    net.set_rules(node, &[], pct),
-                    format!("{pct}% loss into node {node}"),
-                )
-            }
-            _ => (net.link(node, false), format!("link of node {node} down")),
-        };
+        let (applied, detail) = crate::netns::apply_fault(net, step.kind, &ids, node, step.variant);
         let detail = match applied {
             Ok(()) => detail,
             Err(e) => format!("{detail}: FAILED to apply: {e}"),

@@ -265,12 +265,10 @@ fn commit_direct(h: &mut H, cmd: Command) {
     assert!(h.state.apply(&cmd).is_ok(), "{cmd:?}");
 }
 
-// Shared by the fencing and failback families.
-/// Node 2 leads, node 1 is the recorded primary; node 2 is the best candidate.
-fn after_primary_loss(fencing: FencingMode, peer1: PeerObs) -> H {
-    let mut h = H::new(2, PolicyConfig { fencing, ..cfg() });
+/// Commits node 1's startup promotion at epoch 1 (the recorded primary).
+fn record_node1_primary(h: &mut H) {
     commit_direct(
-        &mut h,
+        h,
         Command::Promote(Promote {
             node: 1,
             epoch: Epoch(1),
@@ -281,6 +279,13 @@ fn after_primary_loss(fencing: FencingMode, peer1: PeerObs) -> H {
             at_unix_ms: 1,
         }),
     );
+}
+
+// Shared by the fencing and failback families.
+/// Node 2 leads, node 1 is the recorded primary; node 2 is the best candidate.
+fn after_primary_loss(fencing: FencingMode, peer1: PeerObs) -> H {
+    let mut h = H::new(2, PolicyConfig { fencing, ..cfg() });
+    record_node1_primary(&mut h);
     h.members[0].priority = 0;
     h.peers.insert(1, peer1);
     let acts = h.step();

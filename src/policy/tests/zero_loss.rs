@@ -24,18 +24,7 @@ fn lost_primary() -> H {
             ..cfg()
         },
     );
-    commit_direct(
-        &mut h,
-        Command::Promote(Promote {
-            node: 1,
-            epoch: Epoch(1),
-            reason: PromoteReason::Startup,
-            previous: None,
-            home: None,
-            term: Term(1),
-            at_unix_ms: 1,
-        }),
-    );
+    record_node1_primary(&mut h);
     h.peers.insert(
         1,
         PeerObs {
@@ -48,6 +37,16 @@ fn lost_primary() -> H {
         p3.service = at(100);
     }
     h
+}
+
+/// Node 1 heard, healthy, reporting 150.
+fn heard() -> PeerObs {
+    PeerObs {
+        alive: true,
+        health: ResourceHealth::Healthy,
+        service: at(150),
+        ..PeerObs::default()
+    }
 }
 
 fn refreshed(acts: &[Action]) -> Option<Epoch> {
@@ -148,12 +147,7 @@ fn a_report_final_for_an_older_primary_does_not_count() {
 fn a_replica_that_detached_from_a_lost_primary_follows_it_again_when_it_is_heard_again() {
     let mut h = lost_primary();
     h.set_leader(Some(3));
-    let alive = PeerObs {
-        alive: true,
-        health: ResourceHealth::Healthy,
-        service: at(150),
-        ..PeerObs::default()
-    };
+    let alive = heard();
     h.peers.insert(1, alive.clone());
     let acts = h.settle();
     assert!(hook_of(&acts, HookKind::Follow).is_some(), "{acts:?}");
@@ -184,15 +178,7 @@ fn a_replica_that_detached_from_a_lost_primary_follows_it_again_when_it_is_heard
 fn the_final_report_waits_for_the_nodes_own_follow_to_end() {
     let mut h = lost_primary();
     h.set_leader(Some(3));
-    h.peers.insert(
-        1,
-        PeerObs {
-            alive: true,
-            health: ResourceHealth::Healthy,
-            service: at(150),
-            ..PeerObs::default()
-        },
-    );
+    h.peers.insert(1, heard());
     let acts = h.step();
     h.finish_hooks(&acts, true); // the startup demote
     h.advance(10);
@@ -221,12 +207,7 @@ fn the_final_report_waits_for_the_nodes_own_follow_to_end() {
 fn a_primary_lost_heard_again_and_lost_again_asks_for_a_new_final_report() {
     let mut h = lost_primary();
     h.set_leader(Some(3));
-    let alive = PeerObs {
-        alive: true,
-        health: ResourceHealth::Healthy,
-        service: at(150),
-        ..PeerObs::default()
-    };
+    let alive = heard();
     let lost = PeerObs {
         service: at(150),
         ..dead()
