@@ -336,6 +336,32 @@ impl PartitionPlan {
     }
 }
 
+/// Applies the network fault of kind `kind` (partition, loss or link) aimed at `node`, its
+/// shape picked by `variant`: the result and a description for the fault log.
+pub fn apply_fault(
+    net: &Netns,
+    kind: crate::nemesis::FaultKind,
+    all: &[u64],
+    node: u64,
+    variant: u32,
+) -> (Result<(), NetnsError>, String) {
+    use crate::nemesis::FaultKind;
+    match kind {
+        FaultKind::Partition => {
+            let plan = PartitionPlan::choose(all, node, variant);
+            (plan.apply(net, all), plan.describe())
+        }
+        FaultKind::Loss => {
+            let pct = 20 + variant % 30;
+            (
+                net.set_rules(node, &[], pct),
+                format!("{pct}% loss into node {node}"),
+            )
+        }
+        _ => (net.link(node, false), format!("link of node {node} down")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,31 +410,5 @@ mod tests {
     fn three_nodes_never_get_a_bridge_without_two_sides() {
         let p = PartitionPlan::choose(&[1, 2], 1, 2);
         assert_eq!(p, PartitionPlan::OneWay { deaf: 1 });
-    }
-}
-
-/// Applies the network fault of kind `kind` (partition, loss or link) aimed at `node`, its
-/// shape picked by `variant`: the result and a description for the fault log.
-pub fn apply_fault(
-    net: &Netns,
-    kind: crate::nemesis::FaultKind,
-    all: &[u64],
-    node: u64,
-    variant: u32,
-) -> (Result<(), NetnsError>, String) {
-    use crate::nemesis::FaultKind;
-    match kind {
-        FaultKind::Partition => {
-            let plan = PartitionPlan::choose(all, node, variant);
-            (plan.apply(net, all), plan.describe())
-        }
-        FaultKind::Loss => {
-            let pct = 20 + variant % 30;
-            (
-                net.set_rules(node, &[], pct),
-                format!("{pct}% loss into node {node}"),
-            )
-        }
-        _ => (net.link(node, false), format!("link of node {node} down")),
     }
 }
