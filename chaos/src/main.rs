@@ -119,7 +119,8 @@ enum Cmd {
         #[arg(long, default_value = "3s", value_parser = duration)]
         fault_duration: Duration,
         /// Timing of the nodes: calm (600 ms dead timeout, 1-2 s election timeout, 800 ms
-        /// lease, as quorate demo --service postgres uses), or a profile (lan, fast).
+        /// lease, as quorate demo --service postgres uses), brisk (300 ms dead timeout,
+        /// 350-600 ms election timeout, 250 ms lease), or a profile (lan, fast).
         #[arg(long, default_value = "calm")]
         profile: String,
         /// How long the healed cluster may take to agree and catch up (rewinds included).

@@ -105,11 +105,7 @@ pub async fn run_postgres(opts: &PgChaosOptions) -> Result<PgChaosReport, String
     });
     let mut spec = ClusterSpec::voters(3);
     spec.name = "chaos-pg".into();
-    if opts.profile == "calm" {
-        spec.extra = quorate::cli::pgcluster::CALM_TIMING.into();
-    } else {
-        spec.profile = opts.profile.clone();
-    }
+    quorate::cli::pgcluster::apply_timing(&mut spec, &opts.profile)?;
     let mut pg =
         PgLocalCluster::create(&spec, "monitor_interval = \"500ms\"\n", &opts.synchronous)?;
     pg.cluster_mut()

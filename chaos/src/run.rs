@@ -806,7 +806,10 @@ impl Chaos {
                     Some(s) => {
                         statuses.insert(id, s);
                     }
-                    None => problems.push(format!("node {id} did not answer /v1/status")),
+                    None => problems.push(format!(
+                        "node {id} did not answer /v1/status ({})",
+                        self.cluster.process_state(id)
+                    )),
                 }
             }
             let primaries: BTreeSet<Option<u64>> = statuses.values().map(|s| s.primary).collect();

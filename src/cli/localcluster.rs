@@ -486,6 +486,43 @@ impl LocalCluster {
         self.node(id).and_then(|n| n.child.as_ref().map(|c| c.id()))
     }
 
+    /// What the OS says of node `id`'s daemon, for a report when it stops answering: not
+    /// started, exited (a zombie not yet reaped), or running with each thread's state and
+    /// kernel wait channel (a hung daemon shows where its threads sleep).
+    pub fn process_state(&self, id: u64) -> String {
+        let Some(pid) = self.pid(id) else {
+            return "not running (stopped by the harness)".to_string();
+        };
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let state = status
+            .lines()
+            .find_map(|l| l.strip_prefix("State:"))
+            .map(str::trim)
+            .unwrap_or("unknown");
+        if state.starts_with('Z') || status.is_empty() {
+            return format!("pid {pid} exited on its own (state {state}): see its log for why");
+        }
+        let mut threads = Vec::new();
+        if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for t in dir.flatten() {
+                let path = t.path();
+                let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+                let wchan = std::fs::read_to_string(path.join("wchan")).unwrap_or_default();
+                let st = std::fs::read_to_string(path.join("status"))
+                    .unwrap_or_default()
+                    .lines()
+                    .find_map(|l| l.strip_prefix("State:").map(|s| s.trim().to_string()))
+                    .unwrap_or_default();
+                threads.push(format!("{}:{}:{}", comm.trim(), st, wchan.trim()));
+            }
+        }
+        threads.sort();
+        format!(
+            "pid {pid} alive, state {state}; threads {}",
+            threads.join(", ")
+        )
+    }
+
     /// kill -9 and reap.
     pub fn kill9(&mut self, id: u64) {
         if let Some(n) = self.node_mut(id) {

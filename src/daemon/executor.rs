@@ -95,6 +95,13 @@ async fn run_notifications(
     }
 }
 
+/// This node's latest service report, read once (see `Executor::local_report`).
+struct LocalReport {
+    report: crate::types::ServiceReport,
+    detail: Option<String>,
+    after_loss: Option<crate::types::Epoch>,
+}
+
 /// The observation snapshot of one round.
 struct Observed {
     state: Arc<ClusterState>,
@@ -107,11 +114,20 @@ struct Observed {
 }
 
 impl Executor {
-    /// The loss the last report is final for, unless that loss was cleared since (the
-    /// primary was heard again): a stale tag must never make a report look final.
-    fn final_report_tag(&self) -> Option<crate::types::Epoch> {
-        let tag = self.monitor.service.borrow().after_primary_loss;
-        tag.filter(|t| self.monitor.refresher().current() == Some(*t))
+    /// This node's last service report, its detail, and the loss it is final for unless
+    /// that loss was cleared since (the primary was heard again): a stale tag must never
+    /// make a report look final. One copy of the report ([`MonitorHandle::service_report`]):
+    /// a chaos run once hung a node's executor on a nested read of the report channel under
+    /// the monitor's waiting write (two fields of one struct literal each borrowed it).
+    fn local_report(&self) -> LocalReport {
+        let r = self.monitor.service_report();
+        LocalReport {
+            report: r.report,
+            detail: r.detail,
+            after_loss: r
+                .after_primary_loss
+                .filter(|t| self.monitor.refresher().current() == Some(*t)),
+        }
     }
 
     fn observe_world(&self) -> Observed {
@@ -240,14 +256,15 @@ impl Executor {
                 last_leader = obs.leader;
             }
             let local_health = *self.monitor.health.borrow();
+            let local = self.local_report();
             let inputs = Inputs {
                 state: &obs.state,
                 members: &obs.members,
                 raft: &obs.raft,
                 peers: &obs.peers,
                 local_health,
-                local_service: self.monitor.service.borrow().report,
-                local_report_after_loss: self.final_report_tag(),
+                local_service: local.report,
+                local_report_after_loss: local.after_loss,
                 now_unix_ms: now_unix_ms(),
             };
             let actions = self.policy.step(&inputs, now);
@@ -328,6 +345,7 @@ impl Executor {
                 *by_reason.entry(r.to_string()).or_insert(0u64) += 1;
             }
         }
+        let local = self.local_report();
         let st = ExecutorStatus {
             local_role: role,
             acting_primary: acting,
@@ -335,8 +353,8 @@ impl Executor {
             primary: obs.state.primary_node(),
             maintenance: obs.state.in_maintenance(),
             health,
-            service: self.monitor.service.borrow().report,
-            service_detail: self.monitor.service.borrow().detail.clone(),
+            service: local.report,
+            service_detail: local.detail,
             followed: self.policy.followed(),
             rejoin_failures: self.policy.rejoin_failures(),
             notes: self.policy.status_notes().to_vec(),
@@ -384,6 +402,7 @@ impl Executor {
             *e = epoch;
             changed
         });
+        let local = self.local_report();
         let ls = LocalStatus {
             term: obs.raft.term,
             raft_state: RaftRoleWire::from_server_state(obs.metrics_state),
@@ -391,8 +410,8 @@ impl Executor {
             primary_epoch: self.policy.claims_primary(),
             applied_index: LogIndex(obs.applied),
             health,
-            service: self.monitor.service.borrow().report,
-            report_after_loss: self.final_report_tag(),
+            service: local.report,
+            report_after_loss: local.after_loss,
         };
         self.local_status.send_if_modified(|cur| {
             let changed = *cur != ls;
@@ -675,14 +694,15 @@ impl Executor {
                 .send(Err(OpError::NotLeader { leader: obs.leader }));
             return;
         }
+        let local = self.local_report();
         let inputs = Inputs {
             state: &obs.state,
             members: &obs.members,
             raft: &obs.raft,
             peers: &obs.peers,
             local_health: *self.monitor.health.borrow(),
-            local_service: self.monitor.service.borrow().report,
-            local_report_after_loss: self.final_report_tag(),
+            local_service: local.report,
+            local_report_after_loss: local.after_loss,
             now_unix_ms: now_unix_ms(),
         };
         let cmd: Command = match self.policy.plan_request(&op.req, &inputs, Instant::now()) {

@@ -182,8 +182,11 @@ pub struct MonitorHandle {
     /// Current health; changes only when the verdict changes.
     pub health: watch::Receiver<ResourceHealth>,
     /// The last monitor run's service report (with its detail); empty before the first run,
-    /// without a monitor hook, and after a reset.
-    pub service: watch::Receiver<ParsedReport>,
+    /// without a monitor hook, and after a reset. Private: read it through
+    /// [`Self::service_report`], which copies it out, so no caller can hold the channel's
+    /// read lock while reading it again (the monitor's write waits for readers and blocks
+    /// new ones: a nested read under a waiting write hangs the reader's thread).
+    service: watch::Receiver<ParsedReport>,
     results: broadcast::Sender<MonitorResult>,
     stop: watch::Sender<bool>,
     reset: watch::Sender<u64>,
@@ -250,6 +253,11 @@ impl MonitorHandle {
     }
 
     /// The health right now.
+    /// A copy of the last service report; the channel is borrowed only inside this call.
+    pub fn service_report(&self) -> ParsedReport {
+        self.service.borrow().clone()
+    }
+
     pub fn current_health(&self) -> ResourceHealth {
         *self.health.borrow()
     }

@@ -28,7 +28,8 @@
 # Environment knobs:
 #   QUORATE_BIN=PATH          use this binary instead of building target/release/quorate
 #   QUORATE_E2E_ROOTFS=DIR    rootfs cache (default ${TMPDIR:-/tmp}/quorate-e2e-rootfs)
-#   QUORATE_E2E_MIRROR=URL    Debian mirror for debootstrap (default http://deb.debian.org/debian)
+#   QUORATE_E2E_MIRROR=URL    Debian mirror for debootstrap (default: the first of this host's apt
+#                             sources that serves $SUITE, read from /etc/apt at run time)
 #   QUORATE_E2E_KEEP=1        keep the work dir (configs, console logs) after the run (the
 #                             next run deletes it)
 # Runtime: 15-20 s with a cached rootfs and an up-to-date release binary; the first debootstrap
@@ -50,7 +51,7 @@ readonly ROOTFS=${QUORATE_E2E_ROOTFS:-${TMPDIR:-/tmp}/quorate-e2e-rootfs}
 readonly ROOTFS_RECIPE=3
 # procps: the unit's ExecReload uses /bin/kill (procps on Debian; every normal install has it).
 readonly ROOTFS_PACKAGES=systemd,systemd-sysv,dbus,iproute2,curl,procps
-readonly MIRROR=${QUORATE_E2E_MIRROR:-http://deb.debian.org/debian}
+MIRROR=${QUORATE_E2E_MIRROR:-}
 readonly LOCK_FILE=/run/lock/quorate-e2e.lock
 # Short watchdog for the test (the shipped unit says 10s); the daemon feeds it every half.
 readonly WATCHDOG_SEC=4
@@ -272,7 +273,29 @@ rootfs_ok() {
         >/dev/null 2>&1 || return 1
 }
 
+# The Debian mirror this host's apt uses for $SUITE (deb822 .sources or one-line lists), so
+# the test names no mirror of its own.
+host_apt_mirror() {
+    local f
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ -f "$f" ] || continue
+        awk -v suite="$SUITE" '
+            function flush() { if (uris != "" && index(" " suites " ", " " suite " ") && !done) { split(uris, u, " "); print u[1]; done = 1 } uris = ""; suites = "" }
+            /^[[:space:]]*$/ { flush(); next }
+            /^URIs:/ { sub(/^URIs:[[:space:]]*/, ""); uris = $0 }
+            /^Suites:/ { sub(/^Suites:[[:space:]]*/, ""); suites = $0 }
+            END { flush() }' "$f"
+    done
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [ -f "$f" ] || continue
+        awk -v suite="$SUITE" '$1 == "deb" { i = 2; if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ } if ($(i + 1) == suite) print $i }' "$f"
+    done
+}
+
 ensure_rootfs() {
+    if [ -z "$MIRROR" ]; then
+        MIRROR=$(host_apt_mirror | head -n 1)
+    fi
     if rootfs_ok "$ROOTFS"; then
         log "reusing the cached root filesystem $ROOTFS"
         return
@@ -281,6 +304,7 @@ ensure_rootfs() {
     rm -rf "$ROOTFS" "$ROOTFS".partial.*
     local tmp=$ROOTFS.partial.$$
     mkdir -p "$(dirname "$ROOTFS")"
+    [ -n "$MIRROR" ] || die "no apt source on this host serves $SUITE (looked in /etc/apt/sources.list and /etc/apt/sources.list.d): set QUORATE_E2E_MIRROR to a Debian mirror URL"
     log "debootstrap $SUITE into $tmp (about a minute)"
     if ! timeout "$DEBOOTSTRAP_TIMEOUT" debootstrap --variant=minbase --include="$ROOTFS_PACKAGES" \
         "$SUITE" "$tmp" "$MIRROR" >"$tmp.log" 2>&1; then

@@ -161,7 +161,9 @@ enum Cmd {
         #[arg(long, default_value = "quorum")]
         synchronous: String,
         /// Timing: calm (600 ms dead timeout, 1-2 s election timeout, 800 ms lease, as the
-        /// PostgreSQL demo), or a profile (lan, fast) on a machine with cores to spare.
+        /// PostgreSQL demo), brisk (300 ms dead timeout, 350-600 ms election timeout, 250 ms
+        /// lease: sub-second failover, for a release build with cores to spare), or a
+        /// profile (lan, fast).
         #[arg(long, default_value = "calm")]
         profile: String,
     },

@@ -51,11 +51,7 @@ pub(crate) async fn postgres(
     }
     let mut spec = ClusterSpec::voters(3);
     spec.name = "bench-pg".into();
-    if profile == "calm" {
-        spec.extra = quorate::cli::pgcluster::CALM_TIMING.into();
-    } else {
-        spec.profile = profile.to_string();
-    }
+    quorate::cli::pgcluster::apply_timing(&mut spec, profile)?;
     let mut pg = PgLocalCluster::create(&spec, "monitor_interval = \"500ms\"\n", synchronous)?;
     with_secret_if_asked(pg.cluster())?;
     pg.cluster_mut()
