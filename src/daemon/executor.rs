@@ -280,6 +280,7 @@ impl Executor {
             self.publish(
                 &obs,
                 &inputs,
+                local.detail,
                 now,
                 advertised,
                 leader_changes,
@@ -331,6 +332,7 @@ impl Executor {
         &self,
         obs: &Observed,
         inputs: &Inputs<'_>,
+        service_detail: Option<String>,
         now: Instant,
         health: ResourceHealth,
         leader_changes: u64,
@@ -345,7 +347,6 @@ impl Executor {
                 *by_reason.entry(r.to_string()).or_insert(0u64) += 1;
             }
         }
-        let local = self.local_report();
         let st = ExecutorStatus {
             local_role: role,
             acting_primary: acting,
@@ -353,8 +354,8 @@ impl Executor {
             primary: obs.state.primary_node(),
             maintenance: obs.state.in_maintenance(),
             health,
-            service: local.report,
-            service_detail: local.detail,
+            service: inputs.local_service,
+            service_detail,
             followed: self.policy.followed(),
             rejoin_failures: self.policy.rejoin_failures(),
             notes: self.policy.status_notes().to_vec(),
@@ -402,7 +403,6 @@ impl Executor {
             *e = epoch;
             changed
         });
-        let local = self.local_report();
         let ls = LocalStatus {
             term: obs.raft.term,
             raft_state: RaftRoleWire::from_server_state(obs.metrics_state),
@@ -410,8 +410,8 @@ impl Executor {
             primary_epoch: self.policy.claims_primary(),
             applied_index: LogIndex(obs.applied),
             health,
-            service: local.report,
-            report_after_loss: local.after_loss,
+            service: inputs.local_service,
+            report_after_loss: inputs.local_report_after_loss,
         };
         self.local_status.send_if_modified(|cur| {
             let changed = *cur != ls;
