@@ -49,6 +49,16 @@ enum Streaming {
     /// The upstream stopped answering (why).
     UpstreamDown(String),
 }
+/// How often start, stop and promote look whether PostgreSQL got there.
+pub const ARRIVAL_POLL: Duration = Duration::from_millis(10);
+
+/// Whether a process with this pid exists (one of another user's counts).
+fn process_alive(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 sends nothing; it only checks the pid.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 /// Longest a status query may take (the monitor's connection and queries).
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Output of a PostgreSQL binary kept in an action's outcome.
@@ -341,10 +351,49 @@ impl PostgresAgent {
         self.run("pg_ctl", &args, &[]).await.map(drop)
     }
 
+    /// `pg_ctl` as [`Self::pg_ctl`], done as soon as `arrived` says so: pg_ctl's own wait
+    /// looks ten times a second, and each look it misses is time a switchover's writes
+    /// wait. pg_ctl still decides failure (its exit status, its timeout); when `arrived`
+    /// ends the wait first, pg_ctl is ended too (the postmaster runs in a session of its
+    /// own: that does not touch it).
+    async fn pg_ctl_until(
+        &self,
+        verb: &str,
+        extra: &[OsString],
+        arrived: impl Fn() -> bool,
+    ) -> Result<(), PgError> {
+        let run = self.pg_ctl(verb, extra);
+        tokio::pin!(run);
+        loop {
+            tokio::select! {
+                res = &mut run => return res,
+                _ = tokio::time::sleep(ARRIVAL_POLL) => {
+                    if arrived() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// The pid and status line of `postmaster.pid`, when the file is there and whole.
+    fn postmaster_file(&self) -> Option<(i32, String)> {
+        let text = std::fs::read_to_string(self.data_dir().join("postmaster.pid")).ok()?;
+        text::postmaster_status(&text).map(|(pid, st)| (pid, st.to_string()))
+    }
+
     async fn pg_start(&self) -> Result<(), PgError> {
         self.prepare_log_file()?;
         let log = self.s().log_file.as_os_str().to_owned();
-        self.pg_ctl("start", &["-l".into(), log])
+        // A postmaster.pid left by a crash can say "ready": only a live postmaster that
+        // is not the one that file named counts.
+        let stale = self.postmaster_file().map(|(pid, _)| pid);
+        let arrived = || {
+            self.postmaster_file().is_some_and(|(pid, status)| {
+                Some(pid) != stale && process_alive(pid) && text::accepts_connections(&status)
+            })
+        };
+        self.pg_ctl_until("start", &["-l".into(), log], arrived)
             .await
             .map_err(|e| self.with_log_hint(e))
     }
@@ -353,7 +402,13 @@ impl PostgresAgent {
         if !self.is_running().await {
             return Ok(());
         }
-        self.pg_ctl("stop", &["-m".into(), "fast".into()]).await
+        // The postmaster removes its pid file last, as it exits: what `pg_ctl stop -w`
+        // waits for.
+        let pid_file = self.data_dir().join("postmaster.pid");
+        self.pg_ctl_until("stop", &["-m".into(), "fast".into()], || {
+            !pid_file.exists()
+        })
+        .await
     }
 
     fn with_log_hint(&self, e: PgError) -> PgError {
@@ -752,13 +807,13 @@ impl PostgresAgent {
             self.set_sync_names(sync);
             self.write_role_files(None, true)?;
             Self::query(&client, "SELECT pg_reload_conf()", &[]).await?;
-            let wait =
-                i32::try_from(self.s().action_timeout.as_secs().clamp(10, 3600)).unwrap_or(60);
-            let rows = Self::query(&client, "SELECT pg_promote(true, $1)", &[&wait]).await?;
-            let promoted: bool = rows.first().map(|r| r.get(0)).unwrap_or(false);
-            if !promoted {
+            // Without pg_promote's own wait (it looks ten times a second): the loop below
+            // looks every ARRIVAL_POLL.
+            let rows = Self::query(&client, "SELECT pg_promote(false)", &[]).await?;
+            let signalled: bool = rows.first().map(|r| r.get(0)).unwrap_or(false);
+            if !signalled {
                 return Err(PgError::Refused(format!(
-                    "pg_promote() did not finish within {wait} s; see {}",
+                    "pg_promote() could not signal the postmaster to promote; see {}",
                     self.s().log_file.display()
                 )));
             }
@@ -773,11 +828,13 @@ impl PostgresAgent {
                 break;
             }
             if started.elapsed() > self.s().action_timeout {
-                return Err(PgError::Refused(
-                    "the server is still in recovery after pg_promote()".into(),
-                ));
+                return Err(PgError::Refused(format!(
+                    "the server is still in recovery {:?} after pg_promote() ([postgres] action_timeout); see {}",
+                    self.s().action_timeout,
+                    self.s().log_file.display()
+                )));
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(ARRIVAL_POLL).await;
         }
         // The upstream of a former standby stays in quorate.conf; a primary has none. The
         // synchronous standbys (quorum): the healthy replicas, streaming yet or not (a commit

@@ -188,6 +188,20 @@ pub fn cleanly_shut_down(state: &str) -> bool {
     state == "shut down" || state == "shut down in recovery"
 }
 
+/// What `postmaster.pid` says: the postmaster's pid (line 1) and its status (line 8:
+/// `starting`, `stopping`, `ready` or `standby`). None when the file is not (yet) whole.
+pub fn postmaster_status(pid_file: &str) -> Option<(i32, &str)> {
+    let mut lines = pid_file.lines();
+    let pid = lines.next()?.trim().parse::<i32>().ok().filter(|p| *p > 0)?;
+    let status = lines.nth(6)?.trim();
+    (!status.is_empty()).then_some((pid, status))
+}
+
+/// Whether a postmaster in `status` accepts connections: what `pg_ctl start -w` waits for.
+pub fn accepts_connections(status: &str) -> bool {
+    status == "ready" || status == "standby"
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,5 +330,30 @@ mod tests {
         assert_eq!(cluster_state(out), Some("in production"));
         assert!(!cleanly_shut_down("in production"));
         assert!(cleanly_shut_down("shut down in recovery"));
+    }
+
+    #[test]
+    fn postmaster_pid_files_give_the_pid_and_status() {
+        let ready = "4242\n/var/lib/pg\n1700000000\n5432\n/run/pg\n127.0.0.1\n  5432001    131072\nready   \n";
+        assert_eq!(postmaster_status(ready), Some((4242, "ready")));
+        assert!(accepts_connections("ready"));
+        let standby = ready.replace("ready   ", "standby ");
+        assert_eq!(postmaster_status(&standby), Some((4242, "standby")));
+        assert!(accepts_connections("standby"));
+        let starting = ready.replace("ready   ", "starting");
+        assert_eq!(postmaster_status(&starting), Some((4242, "starting")));
+        assert!(!accepts_connections("starting"));
+        // Half written (the postmaster adds the status line last), empty, or garbage.
+        assert_eq!(postmaster_status("4242\n/var/lib/pg\n"), None);
+        assert_eq!(postmaster_status(""), None);
+        assert_eq!(postmaster_status("x\n\n\n\n\n\n\nready\n"), None);
+        assert_eq!(postmaster_status("-1\n\n\n\n\n\n\nready\n"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn postmaster_status_never_panics(text in ".{0,200}") {
+            let _ = postmaster_status(&text);
+        }
     }
 }
