@@ -405,10 +405,8 @@ impl PostgresAgent {
         // The postmaster removes its pid file last, as it exits: what `pg_ctl stop -w`
         // waits for.
         let pid_file = self.data_dir().join("postmaster.pid");
-        self.pg_ctl_until("stop", &["-m".into(), "fast".into()], || {
-            !pid_file.exists()
-        })
-        .await
+        self.pg_ctl_until("stop", &["-m".into(), "fast".into()], || !pid_file.exists())
+            .await
     }
 
     fn with_log_hint(&self, e: PgError) -> PgError {

@@ -192,7 +192,12 @@ pub fn cleanly_shut_down(state: &str) -> bool {
 /// `starting`, `stopping`, `ready` or `standby`). None when the file is not (yet) whole.
 pub fn postmaster_status(pid_file: &str) -> Option<(i32, &str)> {
     let mut lines = pid_file.lines();
-    let pid = lines.next()?.trim().parse::<i32>().ok().filter(|p| *p > 0)?;
+    let pid = lines
+        .next()?
+        .trim()
+        .parse::<i32>()
+        .ok()
+        .filter(|p| *p > 0)?;
     let status = lines.nth(6)?.trim();
     (!status.is_empty()).then_some((pid, status))
 }
