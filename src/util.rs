@@ -68,3 +68,51 @@ mod tests {
         assert_eq!(l.admit("k", t0 + Duration::from_secs(11)), Some(2));
     }
 }
+
+/// Whether a process with this pid runs: it exists (one of another user's counts) and is
+/// not a zombie its parent has not reaped yet (a killed postmaster's parent is init, which
+/// may reap it much later; until then `kill(pid, 0)` still succeeds).
+pub fn process_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 sends nothing; it only checks the pid.
+    let exists = unsafe { libc::kill(pid, 0) } == 0
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    exists && !is_zombie(pid)
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // The state follows the command name, which may hold spaces and parentheses.
+            let rest = stat.get(stat.rfind(')')? + 1..)?;
+            rest.split_whitespace().next().map(|state| state == "Z")
+        })
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod process_tests {
+    use super::process_alive;
+
+    #[test]
+    fn this_process_is_alive_and_a_reaped_child_is_not() {
+        assert!(process_alive(std::process::id() as i32));
+        assert!(!process_alive(0));
+        assert!(!process_alive(-1));
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = child.id() as i32;
+        // Exited but not reaped: a zombie, which does not count as alive.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while process_alive(pid) && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!process_alive(pid), "an exited, unreaped child counts as gone");
+        child.wait().expect("reap");
+        assert!(!process_alive(pid));
+    }
+}

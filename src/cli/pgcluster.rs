@@ -70,27 +70,11 @@ fn signal_and_wait(pid: i32, sig: i32) {
         libc::kill(pid, sig);
     }
     let until = Instant::now() + Duration::from_secs(10);
-    while !process_gone(pid) && Instant::now() < until {
+    while crate::util::process_alive(pid) && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(2));
     }
 }
 
-/// Whether `pid` has exited: no such process, or a zombie its parent has not reaped yet (a
-/// postmaster's parent is init once pg_ctl exited; init may reap it much later).
-fn process_gone(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    if unsafe { libc::kill(pid, 0) } != 0 {
-        return true;
-    }
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            // The state follows the command name, which may hold spaces and parentheses.
-            let rest = &stat[stat.rfind(')')? + 1..];
-            rest.split_whitespace().next().map(|state| state == "Z")
-        })
-        .unwrap_or(true)
-}
 
 /// A local quorate cluster whose nodes run PostgreSQL through the postgres agent.
 pub struct PgLocalCluster {

@@ -559,6 +559,17 @@ impl Executor {
                 } else {
                     obs.state.primary_node()
                 };
+                // A lifecycle action changed the service: report it now, not at the next
+                // interval (a replica follows a new primary once its report says primary).
+                let refresh = matches!(
+                    kind,
+                    PolicyHook::Promote
+                        | PolicyHook::Demote
+                        | PolicyHook::Follow
+                        | PolicyHook::Rejoin
+                        | PolicyHook::Start
+                )
+                .then(|| self.monitor.refresher());
                 tokio::spawn(async move {
                     let ctx = HookContext {
                         role,
@@ -588,6 +599,9 @@ impl Executor {
                             "hook failed: {}",
                             out.describe()
                         );
+                    }
+                    if let Some(r) = refresh {
+                        r.run_now();
                     }
                     let _ = tx
                         .send(Event::HookFinished {

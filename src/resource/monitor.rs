@@ -198,7 +198,10 @@ pub struct MonitorHandle {
 /// Asks a running monitor loop for a report taken after the loss of a primary. Cheap to
 /// clone.
 #[derive(Clone, Debug)]
-pub struct MonitorRefresher(Arc<watch::Sender<Option<Epoch>>>);
+pub struct MonitorRefresher {
+    after_loss: Arc<watch::Sender<Option<Epoch>>>,
+    now: Arc<tokio::sync::Notify>,
+}
 
 impl MonitorRefresher {
     /// This node lost the primary of `epoch`: run the monitor now (after the run in flight,
@@ -207,7 +210,7 @@ impl MonitorRefresher {
     /// report from every candidate. Asking again for the same or an older epoch changes
     /// nothing.
     pub fn refresh_after_loss(&self, epoch: Epoch) {
-        self.0.send_if_modified(|current| {
+        self.after_loss.send_if_modified(|current| {
             if current.is_some_and(|c| c >= epoch) {
                 false
             } else {
@@ -220,13 +223,23 @@ impl MonitorRefresher {
     /// The primary is heard again (or a new one serves): reports are no longer final. A
     /// later loss, even of the same epoch, asks for a new final report.
     pub fn clear(&self) {
-        self.0.send_if_modified(|current| current.take().is_some());
+        self.after_loss
+            .send_if_modified(|current| current.take().is_some());
+    }
+
+    /// Run the monitor now (after the run in flight, if any), without waiting for the
+    /// interval: a lifecycle action changed the service (a promote finished, a follow
+    /// switched upstream), and the peers wait for a report that says so (a replica follows
+    /// only a primary whose report says primary). Requests made while a run is in flight
+    /// are kept: one more run follows it.
+    pub fn run_now(&self) {
+        self.now.notify_one();
     }
 
     /// The loss the loop's reports are final for now (None after [`Self::clear`]): a report
     /// tagged for a loss that was cleared since is not final any more.
     pub fn current(&self) -> Option<Epoch> {
-        *self.0.borrow()
+        *self.after_loss.borrow()
     }
 }
 
@@ -327,6 +340,7 @@ pub fn spawn_monitor(
     let (stop_tx, stop_rx) = watch::channel(false);
     let (reset_tx, reset_rx) = watch::channel(0u64);
     let (refresh_tx, refresh_rx) = watch::channel(None);
+    let run_now = Arc::new(tokio::sync::Notify::new());
     let shell = MonitorLoop {
         runner,
         interval,
@@ -340,6 +354,7 @@ pub fn spawn_monitor(
         stop: stop_rx,
         reset: reset_rx,
         refresh: refresh_rx,
+        run_now: run_now.clone(),
         tune: tune_rx,
     };
     let task = tokio::spawn(shell.run());
@@ -349,7 +364,10 @@ pub fn spawn_monitor(
         results: results_tx,
         stop: stop_tx,
         reset: reset_tx,
-        refresh: MonitorRefresher(Arc::new(refresh_tx)),
+        refresh: MonitorRefresher {
+            after_loss: Arc::new(refresh_tx),
+            now: run_now,
+        },
         tune: MonitorTuner(Arc::new(tune_tx)),
         task: Some(task),
     })
@@ -370,6 +388,8 @@ struct MonitorLoop {
     stop: watch::Receiver<bool>,
     reset: watch::Receiver<u64>,
     refresh: watch::Receiver<Option<Epoch>>,
+    /// [`MonitorRefresher::run_now`].
+    run_now: Arc<tokio::sync::Notify>,
     tune: watch::Receiver<MonitorTuning>,
 }
 
@@ -477,6 +497,10 @@ impl MonitorLoop {
                         return false;
                     }
                     // Run at once: the next run's report is final for the lost primary.
+                }
+                _ = self.run_now.notified() => {
+                    // Run at once, and count the interval from here.
+                    ticker.reset();
                 }
                 _ = ticker.tick() => {}
             }

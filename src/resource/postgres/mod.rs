@@ -31,6 +31,7 @@ use self::text::{SyncMode, Upstream, INCLUDE_LINE};
 use super::agent::{Agent, AgentFuture};
 use super::hooks::{HookContext, HookKind, HookOutcome, HookRunner, HookStats};
 use crate::types::NodeId;
+use crate::util::process_alive;
 
 /// How long follow waits for the WAL receiver to stream before it rewinds.
 pub const STREAM_WAIT: Duration = Duration::from_secs(15);
@@ -51,13 +52,6 @@ enum Streaming {
 }
 /// How often start, stop and promote look whether PostgreSQL got there.
 pub const ARRIVAL_POLL: Duration = Duration::from_millis(10);
-
-/// Whether a process with this pid exists (one of another user's counts).
-fn process_alive(pid: i32) -> bool {
-    // SAFETY: kill with signal 0 sends nothing; it only checks the pid.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
 
 /// Longest a status query may take (the monitor's connection and queries).
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -331,6 +325,13 @@ impl PostgresAgent {
 
     async fn is_running(&self) -> bool {
         if !self.initialized() {
+            return false;
+        }
+        // pg_ctl counts a killed postmaster that is not reaped yet as running.
+        if self
+            .postmaster_file()
+            .is_some_and(|(pid, _)| !process_alive(pid))
+        {
             return false;
         }
         self.run(
@@ -900,20 +901,38 @@ impl PostgresAgent {
                 s.replication_user
             )))?;
         }
-        client
-            .batch_execute(
-                "CREATE SCHEMA IF NOT EXISTS quorate; \
-                 CREATE TABLE IF NOT EXISTS quorate.fencing (\
-                   id int PRIMARY KEY CHECK (id = 1), \
-                   epoch bigint NOT NULL, \
-                   node bigint NOT NULL, \
-                   at timestamptz NOT NULL DEFAULT now()); \
-                 GRANT USAGE ON SCHEMA quorate TO PUBLIC; \
-                 GRANT SELECT ON quorate.fencing TO PUBLIC; \
-                 RESET synchronous_commit;",
+        // Created once: DDL that changes nothing still writes the catalogs, and a commit
+        // must not wait here for standbys that have not switched to this primary yet.
+        let fencing_exists = !client
+            .query(
+                "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = 'quorate' AND c.relname = 'fencing'",
+                &[],
             )
             .await
-            .map_err(sql_err("creating quorate.fencing".into()))?;
+            .map_err(sql_err("looking up quorate.fencing".into()))?
+            .is_empty();
+        if !fencing_exists {
+            client
+                .batch_execute(
+                    "CREATE SCHEMA IF NOT EXISTS quorate; \
+                     CREATE TABLE IF NOT EXISTS quorate.fencing (\
+                       id int PRIMARY KEY CHECK (id = 1), \
+                       epoch bigint NOT NULL, \
+                       node bigint NOT NULL, \
+                       at timestamptz NOT NULL DEFAULT now()); \
+                     GRANT USAGE ON SCHEMA quorate TO PUBLIC; \
+                     GRANT SELECT ON quorate.fencing TO PUBLIC;",
+                )
+                .await
+                .map_err(sql_err("creating quorate.fencing".into()))?;
+        }
+        // Apart from the statements above: in one simple query they share one implicit
+        // transaction, and a RESET inside it would make its commit wait for a standby.
+        client
+            .batch_execute("RESET synchronous_commit")
+            .await
+            .map_err(sql_err("RESET synchronous_commit".into()))?;
         Ok(())
     }
 
