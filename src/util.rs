@@ -111,7 +111,10 @@ mod process_tests {
         while process_alive(pid) && std::time::Instant::now() < until {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        assert!(!process_alive(pid), "an exited, unreaped child counts as gone");
+        assert!(
+            !process_alive(pid),
+            "an exited, unreaped child counts as gone"
+        );
         child.wait().expect("reap");
         assert!(!process_alive(pid));
     }

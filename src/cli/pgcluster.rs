@@ -75,7 +75,6 @@ fn signal_and_wait(pid: i32, sig: i32) {
     }
 }
 
-
 /// A local quorate cluster whose nodes run PostgreSQL through the postgres agent.
 pub struct PgLocalCluster {
     c: Option<LocalCluster>,
