@@ -34,6 +34,9 @@ const SUB: usize = 1 << SUB_BITS;
 /// from `SUB_BITS + 1` to 64.
 const BUCKETS: usize = (64 - SUB_BITS as usize + 1) * SUB;
 
+// "A few KiB at most" per histogram, checked at compile time.
+const _: () = assert!(BUCKETS * std::mem::size_of::<u64>() <= 4096);
+
 /// The bucket holding `value`; always `< BUCKETS`.
 fn bucket_index(value: u64) -> usize {
     if value < SUB as u64 {
@@ -168,7 +171,7 @@ impl<T> Histogram<T> {
             }
             let through = below.saturating_add(count);
             if through >= rank {
-                return self.interpolate(index, rank - below, count);
+                return self.interpolate(index, rank.saturating_sub(below), count);
             }
             below = through;
         }
@@ -177,18 +180,35 @@ impl<T> Histogram<T> {
     }
 
     /// Position of the `nth` (1-based) of `count` samples in bucket `index`, assuming they are
-    /// spread evenly over the part of the bucket within [min, max].
+    /// spread evenly over the part of the bucket within [min, max]. Where the bucket holds the
+    /// minimum (maximum), its first (last) sample is known to be exactly that, so the
+    /// histogram's lowest rank reports the true minimum and its highest rank the true maximum.
     fn interpolate(&self, index: usize, nth: u64, count: u64) -> u64 {
         let (low, high) = bucket_range(index);
+        let holds_min = low <= self.min;
+        let holds_max = high >= self.max;
         let low = low.max(self.min);
         let high = high.min(self.max);
         if high <= low {
             return low;
         }
-        // Midpoint of the nth of `count` equal slices: (nth - 0.5) / count, in 0..1.
-        let fraction = (nth as f64 - 0.5) / count as f64;
-        let offset = ((high - low) as f64 * fraction) as u64;
-        low.saturating_add(offset).min(high)
+        // Samples sit at the middles of `count` equal slices of [low, high], except that a
+        // known end sample sits on that end. In half-slot units: sample n (1-based) is at
+        // 2(n-1) + first of a span of 2(count-1) + first + last.
+        let first = u128::from(!holds_min);
+        let last = u128::from(!holds_max);
+        let mut num = 2 * u128::from(nth.saturating_sub(1)) + first;
+        let mut den = 2 * u128::from(count.saturating_sub(1)) + first + last;
+        // Keep `width * num` within u128 (width < 2^64): scale both below 2^63.
+        let excess = (128 - den.leading_zeros()).saturating_sub(63);
+        num >>= excess;
+        den >>= excess;
+        if den == 0 {
+            return low;
+        }
+        let offset = u128::from(high - low) * num.min(den) / den;
+        low.saturating_add(u64::try_from(offset).unwrap_or(u64::MAX))
+            .min(high)
     }
 
     /// Non-empty buckets as `(low, high, count)`, low to high.
@@ -400,7 +420,8 @@ impl<T> fmt::Display for DetailedDisplay<'_, T> {
             .collect();
 
         let used = |row: usize| rows.iter().any(|r| r.get(row).is_some_and(|&c| c > 0));
-        let (Some(first), Some(last)) = ((0..ROWS).find(|&r| used(r)), (0..ROWS).rfind(|&r| used(r)))
+        let (Some(first), Some(last)) =
+            ((0..ROWS).find(|&r| used(r)), (0..ROWS).rfind(|&r| used(r)))
         else {
             return writeln!(f, "  (no samples)");
         };
