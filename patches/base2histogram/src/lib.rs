@@ -1,10 +1,15 @@
 //! A small log-bucketed histogram that stands in for `base2histogram` 0.2.3 in quorate's build.
 //!
 //! openraft 0.10.0-alpha.37 keeps a dozen histograms in every Raft instance (batch sizes,
-//! budgets, per-stage latencies). The crates.io crate builds a lookup table on first use that
-//! stays resident (about 26 MiB per process). This crate provides only the items openraft calls,
-//! with the bucket of a value computed from its bit length, so a histogram costs at most
-//! [`Histogram::MAX_HEAP_BYTES`] of heap, allocated on the first recorded value.
+//! budgets, per-stage latencies), and chunked-wal (under raft-log) a few flush-latency ones. The
+//! crates.io crate builds a lookup table on first use that stays resident (about 26 MiB per
+//! process). This crate provides only the items those two crates call, with the bucket of a value
+//! computed from its bit length, so a histogram costs at most [`Histogram::MAX_HEAP_BYTES`] of
+//! heap, allocated on the first recorded value.
+//!
+//! Provided: [`Histogram`] (`new`, `Default`, `record`, `record_n`, `total`, `percentile`,
+//! `percentile_stats`, `Clone`, `Debug`, `PartialEq`/`Eq`), [`PercentileStats`] (public fields,
+//! `Display`) and [`AsciiChart`] (`new`, `add`, `detailed`).
 //!
 //! # Buckets
 //!

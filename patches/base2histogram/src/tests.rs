@@ -234,6 +234,24 @@ fn percentile_stats_fields() {
 }
 
 #[test]
+fn flush_latency_use() {
+    // chunked-wal: a Default histogram per latency, p50/p90/p99 read from percentile_stats.
+    #[derive(Debug, Default)]
+    struct Latencies {
+        write: Histogram,
+    }
+    let mut l = Latencies::default();
+    for us in [100, 2_000, 20_000, 3_000_000] {
+        l.write.record(us);
+    }
+    let s = l.write.percentile_stats();
+    assert!(s.p50 > 0 && s.p90 >= s.p50 && s.p99 >= s.p90, "{s}");
+    assert_eq!(bucket_index(s.p50), bucket_index(2_000), "{s}");
+    assert_eq!(s.p99, 3_000_000, "the largest sample is exact");
+    assert!(format!("{l:?}").contains("total: 4"));
+}
+
+#[test]
 fn percentile_stats_display() {
     let s = PercentileStats {
         samples: 5,
