@@ -716,6 +716,30 @@ fn command() -> BoxedStrategy<Command> {
                 at_unix_ms,
             }
         }),
+        (
+            small_id(),
+            0u64..5,
+            prop_oneof![
+                Just(quorate::types::HookKind::Snapshot),
+                Just(quorate::types::HookKind::Verify),
+                Just(quorate::types::HookKind::Promote)
+            ],
+            any::<bool>(),
+            num(),
+            text(),
+            num()
+        )
+            .prop_map(|(id, node, action, ok, duration_ms, detail, at_unix_ms)| {
+                Command::RecordOperationData {
+                    id,
+                    node,
+                    action,
+                    ok,
+                    duration_ms,
+                    detail,
+                    at_unix_ms,
+                }
+            }),
     ]
     .boxed()
 }
@@ -1477,7 +1501,7 @@ fn aimed(st: &AppState, req: &AppRequest) -> AppRequest {
                     *from_phase = op.phase;
                 }
             }
-            Command::EndOperation { id, .. } => {
+            Command::EndOperation { id, .. } | Command::RecordOperationData { id, .. } => {
                 if let Some(op) = &c.operation {
                     *id = op.id;
                 }

@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::operation::{OperationKind, Outcome, Phase};
-use crate::types::{Epoch, NodeId, Term};
+use crate::types::{Epoch, HookKind, NodeId, Term};
 
 /// Longest free-text reason (maintenance reason, abort reason) a command may carry, in
 /// bytes. Reasons are stored in the bounded history and in every snapshot.
@@ -231,6 +231,19 @@ pub enum Command {
         outcome: Outcome,
         at_unix_ms: u64,
     },
+    /// Records what a data action of operation `id` reported on `node` (the protective
+    /// snapshot, the final sync at a cut-over, the verify): history only, so undo and
+    /// post-mortems find the restore point's name, the RPO and what differed.
+    RecordOperationData {
+        id: u64,
+        node: NodeId,
+        action: HookKind,
+        ok: bool,
+        duration_ms: u64,
+        /// The action's own account (at most [`MAX_REASON_BYTES`]).
+        detail: String,
+        at_unix_ms: u64,
+    },
 }
 
 impl Command {
@@ -245,6 +258,7 @@ impl Command {
             Command::BeginOperation { .. } => "begin_operation",
             Command::AdvanceOperation { .. } => "advance_operation",
             Command::EndOperation { .. } => "end_operation",
+            Command::RecordOperationData { .. } => "record_operation_data",
         }
     }
 }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::command::{DemoteReason, PromoteReason};
 use super::operation::{OperationKind, Outcome, Phase};
-use crate::types::{Epoch, NodeId, Term};
+use crate::types::{Epoch, HookKind, NodeId, Term};
 
 /// How many entries the replicated history keeps (oldest dropped first).
 pub const HISTORY_LIMIT: usize = 1000;
@@ -95,6 +95,16 @@ pub enum HistoryEvent {
         duration_ms: u64,
         /// Set when the operation ended while writes were paused.
         write_pause_ms: Option<u64>,
+    },
+    /// A data action of operation `id` ran on `node` (snapshot, promote with its final
+    /// sync, verify) and said this.
+    OperationData {
+        id: u64,
+        node: NodeId,
+        action: HookKind,
+        ok: bool,
+        duration_ms: u64,
+        detail: String,
     },
     Maintenance {
         on: bool,

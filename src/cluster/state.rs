@@ -192,6 +192,9 @@ pub enum Applied {
         id: u64,
         outcome: Outcome,
     },
+    OperationDataRecorded {
+        id: u64,
+    },
 }
 
 /// Why apply refused a command. The state is unchanged.
@@ -386,6 +389,31 @@ impl ClusterState {
                 outcome,
                 at_unix_ms,
             } => self.apply_end(*id, outcome, *at_unix_ms),
+            Command::RecordOperationData {
+                id,
+                node,
+                action,
+                ok,
+                duration_ms,
+                detail,
+                at_unix_ms,
+            } => {
+                self.current_op(*id)?;
+                check_reason(detail)?;
+                self.history.push(
+                    *at_unix_ms,
+                    None,
+                    HistoryEvent::OperationData {
+                        id: *id,
+                        node: *node,
+                        action: *action,
+                        ok: *ok,
+                        duration_ms: *duration_ms,
+                        detail: detail.clone(),
+                    },
+                );
+                Ok(Applied::OperationDataRecorded { id: *id })
+            }
         }
     }
 

@@ -320,7 +320,13 @@ pub struct PostgresConfig {
     /// Longest one action may take (initdb, a base backup, a rewind, a promotion).
     pub action_timeout: Duration,
     pub synchronous: PostgresSynchronous,
+    /// The tables a failback's verify compares between home and the previous primary
+    /// (`schema.table`; empty: every user table).
+    pub verify_tables: Vec<String>,
 }
+
+/// Most tables `[postgres] verify_tables` may name.
+pub const MAX_VERIFY_TABLES: usize = 256;
 
 /// Hooks and the monitor loop (`[resource]`). Hook paths are absolute; `None` = no hook.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -133,6 +133,7 @@ pub(super) struct RawPostgres {
     pub database: Option<String>,
     pub action_timeout: Option<DurationText>,
     pub synchronous: Option<super::PostgresSynchronous>,
+    pub verify_tables: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Debug, Default)]

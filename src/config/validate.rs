@@ -462,6 +462,28 @@ fn resolve_postgres(
         p.action_timeout.as_ref(),
         defaults::POSTGRES_ACTION_TIMEOUT,
     );
+    let verify_tables = p.verify_tables.clone().unwrap_or_default();
+    if verify_tables.len() > super::MAX_VERIFY_TABLES {
+        c.push(
+            "postgres.verify_tables",
+            format!(
+                "names {} tables, more than {}",
+                verify_tables.len(),
+                super::MAX_VERIFY_TABLES
+            ),
+            "name the tables that matter most, or leave verify_tables out to compare every user table",
+        );
+    }
+    for t in &verify_tables {
+        let parts: Vec<&str> = t.split('.').collect();
+        if parts.len() > 2 || !parts.iter().all(|p| is_plain_identifier(p)) {
+            c.push(
+                "postgres.verify_tables",
+                format!("{t:?} is not a table name"),
+                "write each as table or schema.table with plain names (lower-case letters, digits, _)",
+            );
+        }
+    }
     let log_file = c
         .optional_path("postgres.log_file", p.log_file.as_ref())
         .or_else(|| {
@@ -486,6 +508,7 @@ fn resolve_postgres(
         database,
         action_timeout: action_timeout?,
         synchronous: p.synchronous.unwrap_or_default(),
+        verify_tables,
     })
 }
 

@@ -251,6 +251,7 @@ fn build_agent(
                     crate::config::PostgresSynchronous::Quorum => SyncMode::Quorum,
                     crate::config::PostgresSynchronous::Strict => SyncMode::Strict,
                 },
+                verify_tables: pg.verify_tables.clone(),
             };
             let agent = PostgresAgent::new(settings, hooks.clone()).map_err(NodeError::Hooks)?;
             Ok(Arc::new(agent))

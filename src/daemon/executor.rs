@@ -603,6 +603,20 @@ impl Executor {
                     if let Some(r) = refresh {
                         r.run_now();
                     }
+                    // A data action's account goes into the operation's history.
+                    if matches!(
+                        kind,
+                        PolicyHook::Snapshot | PolicyHook::Verify | PolicyHook::Promote
+                    ) {
+                        let _ = tx
+                            .send(Event::HookOutput {
+                                id: run.id,
+                                output: out.output.clone(),
+                                duration_ms: u64::try_from(out.duration.as_millis())
+                                    .unwrap_or(u64::MAX),
+                            })
+                            .await;
+                    }
                     let _ = tx
                         .send(Event::HookFinished {
                             id: run.id,

@@ -122,6 +122,14 @@ pub enum Event {
         id: ActionId,
         ok: bool,
     },
+    /// What a data action (snapshot, verify; promote, whose account includes the final
+    /// sync) printed, sent just before its [`Event::HookFinished`]: recorded in the
+    /// operation's history.
+    HookOutput {
+        id: ActionId,
+        output: String,
+        duration_ms: u64,
+    },
     /// The transfer trigger itself returned an error.
     TransferFailed {
         to: NodeId,

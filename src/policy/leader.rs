@@ -20,6 +20,11 @@ use crate::policy::hook_reason_for_demote;
 use crate::rules::candidate::{eligibility, planned_move_eligibility, rank_candidates, Ineligible};
 use crate::types::NodeId;
 
+/// A reason within [`crate::cluster::MAX_REASON_BYTES`] (cut at a character boundary).
+fn bounded_reason(reason: &str) -> String {
+    super::bounded_detail(reason)
+}
+
 impl Policy {
     pub(super) fn step_leader(&mut self, inp: &Inputs<'_>, now: Instant, out: &mut Out) {
         let st = inp.state;
@@ -49,6 +54,13 @@ impl Policy {
                 return;
             }
         }
+        // Record a data action of the operation in progress (history only).
+        if let Some(rec) = self.pending_record.take() {
+            if let Some(cmd) = self.record_command(rec, inp) {
+                self.propose(cmd, now, out);
+                return;
+            }
+        }
         if st.in_maintenance() {
             return;
         }
@@ -62,6 +74,27 @@ impl Policy {
             return;
         }
         self.step_failover(inp, now, out);
+    }
+
+    /// The history record of a finished data action, when an operation it belongs to is
+    /// still in progress (a promote counts when this node is the destination of the move).
+    fn record_command(&self, rec: super::PendingRecord, inp: &Inputs<'_>) -> Option<Command> {
+        let op = inp.state.operation.as_ref()?;
+        let belongs = match rec.op {
+            Some(id) => id == op.id,
+            None => op
+                .current_move()
+                .is_some_and(|mv| mv.dst == self.local && mv.step == Step::Promoting),
+        };
+        belongs.then(|| Command::RecordOperationData {
+            id: op.id,
+            node: self.local,
+            action: rec.action,
+            ok: rec.ok,
+            duration_ms: rec.duration_ms,
+            detail: rec.detail,
+            at_unix_ms: inp.now_unix_ms,
+        })
     }
 
     /// Makes sure a primary exists: the best eligible node, installed by transfer (if it
@@ -829,10 +862,16 @@ impl Policy {
             ))
         } else if passes >= checks && self.cfg.verify_configured && !self.verified(op.id) {
             match self.verify_result {
-                Some((id, false)) if id == op.id => undo(format!(
-                    "the verify action failed on home node {} (its output is in that node's log)",
-                    self.local
-                )),
+                Some((id, false)) if id == op.id => undo(match &self.verify_detail {
+                    Some((vid, detail)) if *vid == id => bounded_reason(&format!(
+                        "the verify action failed on home node {}: {detail}",
+                        self.local
+                    )),
+                    _ => format!(
+                        "the verify action failed on home node {} (its output is in that node's log)",
+                        self.local
+                    ),
+                }),
                 _ => {
                     if self.data_action_for.is_none()
                         && self.emit_hook(

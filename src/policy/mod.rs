@@ -125,6 +125,17 @@ struct InFlightHook {
     target: Option<NodeId>,
 }
 
+/// A finished data action waiting to be recorded ([`Command::RecordOperationData`]).
+#[derive(Clone, Debug)]
+struct PendingRecord {
+    /// The operation it ran for (None: a promote, for the move in progress if any).
+    op: Option<u64>,
+    action: HookKind,
+    ok: bool,
+    duration_ms: u64,
+    detail: String,
+}
+
 #[derive(Clone, Debug)]
 struct InFlightProposal {
     id: ActionId,
@@ -271,11 +282,33 @@ pub struct Policy {
     data_action_for: Option<u64>,
     snapshot_result: Option<(u64, bool)>,
     verify_result: Option<(u64, bool)>,
+    /// What the running data action printed ([`Event::HookOutput`]), until it finishes.
+    hook_output: Option<(ActionId, String, u64)>,
+    /// The verify action's account of the last failed verify (operation id, output): the
+    /// undo's reason names what differed.
+    verify_detail: Option<(u64, String)>,
+    /// A finished data action to record in the operation's history.
+    pending_record: Option<PendingRecord>,
     /// The lost primary's epoch this node last asked its monitor a final report for.
     refresh_requested: Option<Epoch>,
     /// A zero-loss failover of the primary of this epoch started waiting for final
     /// reports at this instant.
     final_report_wait: Option<(Epoch, Instant)>,
+}
+
+/// A data action's output as one history detail: at most [`crate::cluster::MAX_REASON_BYTES`],
+/// cut at a character boundary, trailing whitespace gone.
+fn bounded_detail(output: &str) -> String {
+    let out = output.trim();
+    let max = crate::cluster::MAX_REASON_BYTES;
+    if out.len() <= max {
+        return out.to_string();
+    }
+    let mut end = max - 3;
+    while !out.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &out[..end])
 }
 
 impl Policy {
@@ -323,6 +356,9 @@ impl Policy {
             data_action_for: None,
             snapshot_result: None,
             verify_result: None,
+            hook_output: None,
+            verify_detail: None,
+            pending_record: None,
             refresh_requested: None,
             final_report_wait: None,
         }
@@ -428,6 +464,15 @@ impl Policy {
                 }
             }
             Event::HookFinished { id, ok } => self.hook_finished(id, ok, now),
+            Event::HookOutput {
+                id,
+                output,
+                duration_ms,
+            } => {
+                if self.hook.as_ref().is_some_and(|h| h.id == id) {
+                    self.hook_output = Some((id, output, duration_ms));
+                }
+            }
             Event::TransferFailed { to, error } => {
                 if self.transfer.take_if(|t| t.to == to).is_some() {
                     self.cooldown.insert(to, now + self.transfer_cooldown());
@@ -905,6 +950,30 @@ impl Policy {
         let Some(h) = self.hook.take_if(|h| h.id == id) else {
             return;
         };
+        let output = self
+            .hook_output
+            .take()
+            .filter(|(oid, ..)| *oid == id)
+            .map(|(_, o, d)| (bounded_detail(&o), d));
+        // Snapshot and verify belong to the operation they ran for; a promote to the move
+        // in progress, if any (its account includes the final sync).
+        let belongs_to = match h.kind {
+            HookKind::Snapshot | HookKind::Verify => self.data_action_for.map(Some),
+            HookKind::Promote => Some(None),
+            _ => None,
+        };
+        if let (Some((detail, duration_ms)), Some(op)) = (output, belongs_to) {
+            if let (HookKind::Verify, false, Some(op)) = (h.kind, ok, op) {
+                self.verify_detail = Some((op, detail.clone()));
+            }
+            self.pending_record = Some(PendingRecord {
+                op,
+                action: h.kind,
+                ok,
+                duration_ms,
+                detail,
+            });
+        }
         match h.kind {
             HookKind::Demote => {
                 if !matches!(self.role, LocalRole::Demoting { .. }) {

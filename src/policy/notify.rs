@@ -90,6 +90,7 @@ fn event_name(e: &HistoryEvent) -> &'static str {
         HistoryEvent::OperationStep { .. } => "operation_step",
         HistoryEvent::OperationEnded { .. } => "operation_ended",
         HistoryEvent::Maintenance { .. } => "maintenance",
+        HistoryEvent::OperationData { .. } => "operation_data",
         HistoryEvent::Drained { .. } => "drained",
     }
 }
@@ -104,6 +105,7 @@ fn event_node_epoch(e: &HistoryEvent) -> (Option<NodeId>, Option<Epoch>) {
         HistoryEvent::OperationStep { .. }
         | HistoryEvent::OperationEnded { .. }
         | HistoryEvent::Maintenance { .. } => (None, None),
+        HistoryEvent::OperationData { node, .. } => (Some(*node), None),
     }
 }
 

@@ -89,6 +89,8 @@ pub struct PostgresSettings {
     /// How commits wait for standbys; the primary's monitor keeps
     /// `synchronous_standby_names` to it.
     pub synchronous: SyncMode,
+    /// The tables verify compares (`schema.table`; empty: every user table).
+    pub verify_tables: Vec<String>,
 }
 
 impl std::fmt::Debug for PostgresSettings {
