@@ -135,8 +135,10 @@ pub fn policy_config(config: &Config) -> PolicyConfig {
         preferred_primary: config.preferred_primary,
         verify_checks: config.failback.verify_checks,
         monitor_configured: r.has_monitor(),
-        snapshot_configured: r.snapshot.is_some(),
-        verify_configured: r.verify.is_some(),
+        // The postgres agent takes the snapshot (a restore point) and verifies (checksums)
+        // itself, and runs the [resource] executables for them too when configured.
+        snapshot_configured: r.snapshot.is_some() || r.agent != crate::config::AgentKind::Exec,
+        verify_configured: r.verify.is_some() || r.agent != crate::config::AgentKind::Exec,
         verify_timeout: config.failback.verify_timeout,
         failback: match config.failback.mode {
             CM::Manual => FailbackMode::Manual,

@@ -12,11 +12,18 @@
 //! | rejoin | crash-recover if needed (single-user mode), pg_rewind from the primary, restart as its standby; when rewind is impossible, re-clone (`rewind-or-reclone`) or stop and wait (`rewind-only`) |
 //! | monitor | role, WAL position (LSN as bytes), timeline, streaming state: the service report |
 //! | stop | pg_ctl stop (fast) when the daemon stops gracefully |
+//! | snapshot | a failback's protective snapshot on the current primary: a named restore point (`pg_create_restore_point`), then the `[resource] snapshot` executable when configured (an LVM/ZFS snapshot) |
+//! | verify | a failback's data check on home: the tables of `[postgres] verify_tables` (or every user table) held against writes, their row counts and checksums compared with the previous primary's once it replayed to the same position |
 //!
-//! Fence, notify, snapshot and verify run the `[resource]` executables when configured (the
-//! exec agent inside this one). PostgreSQL refuses to run as root: every binary runs as
+//! A planned promotion (switchover, failback, undo) first waits, bounded by
+//! [`FINAL_SYNC_WAIT`], until this standby replayed everything the demoted primary had (its
+//! position after the demote): the RPO of the cut-over, in the promote's account.
+//!
+//! Fence and notify run the `[resource]` executables when configured (the exec agent inside
+//! this one). PostgreSQL refuses to run as root: every binary runs as
 //! `[postgres] os_user`, and every file the agent writes is owned by that user.
 
+mod failback;
 pub mod text;
 
 use std::collections::HashMap;
@@ -50,6 +57,12 @@ enum Streaming {
     /// The upstream stopped answering (why).
     UpstreamDown(String),
 }
+/// Longest a planned promotion waits to have replayed everything the demoted primary had.
+pub const FINAL_SYNC_WAIT: Duration = Duration::from_secs(10);
+
+/// Longest verify waits for a lock on the tables it compares (writers hold it off).
+pub const VERIFY_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How often start, stop and promote look whether PostgreSQL got there.
 pub const ARRIVAL_POLL: Duration = Duration::from_millis(10);
 
@@ -103,6 +116,28 @@ impl std::fmt::Debug for PostgresSettings {
             .field("os_user", &self.os_user)
             .finish_non_exhaustive()
     }
+}
+
+/// The bytes of every file under `dir` (what a full copy of a data dir would move); files
+/// that vanish or cannot be read count 0.
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0u64;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => {
+                    total = total.saturating_add(e.metadata().map(|m| m.len()).unwrap_or(0))
+                }
+                _ => {}
+            }
+        }
+    }
+    total
 }
 
 /// An action that failed, with what to do about it.
@@ -302,13 +337,13 @@ impl PostgresAgent {
             .map_err(io(format!("waiting for {tool}")))?;
         let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
         text.push_str(&String::from_utf8_lossy(&out.stderr));
+        // The end says most (the error, pg_rewind's last progress line): keep it.
         if text.len() > MAX_TOOL_OUTPUT {
-            let mut cut = MAX_TOOL_OUTPUT;
+            let mut cut = text.len() - MAX_TOOL_OUTPUT;
             while !text.is_char_boundary(cut) {
-                cut -= 1;
+                cut += 1;
             }
-            text.truncate(cut);
-            text.push_str(" [...]");
+            text = format!("[...] {}", &text[cut..]);
         }
         if out.status.success() {
             Ok(text)
@@ -798,6 +833,8 @@ impl PostgresAgent {
             .map(|r| r.get(0))
             .unwrap_or(true);
         if in_recovery {
+            // A planned move: everything the demoted primary had first (RPO 0).
+            what.push_str(&self.final_sync(ctx).await?);
             // The synchronous standbys are in force from the first commit on: the healthy
             // replicas (quorum), or every other one (strict).
             let sync = text::synchronous_standby_names(
@@ -1128,6 +1165,8 @@ impl PostgresAgent {
             }
         }
         self.forget_received_timeline();
+        let data_dir_bytes = dir_bytes(self.data_dir());
+        let rewind_started = Instant::now();
         let rewound = self
             .run(
                 "pg_rewind",
@@ -1136,13 +1175,23 @@ impl PostgresAgent {
                     self.data_arg(),
                     "--source-server".into(),
                     source.into(),
+                    "--progress".into(),
                 ],
                 &[("PGPASSWORD", &s.superuser_password)],
             )
             .await;
         let how = match rewound {
             Ok(out) if out.contains("no rewind required") => "no rewind was needed".to_string(),
-            Ok(_) => format!("rewound from node {primary} (pg_rewind)"),
+            Ok(out) => {
+                let copied = text::rewind_copied_bytes(&out).unwrap_or(0);
+                format!(
+                    "rewound from node {primary} (pg_rewind copied {} of a {} data dir, {:.1} %, in {} ms)",
+                    text::human_bytes(copied),
+                    text::human_bytes(data_dir_bytes),
+                    copied as f64 * 100.0 / data_dir_bytes.max(1) as f64,
+                    rewind_started.elapsed().as_millis()
+                )
+            }
             // A rewind that failed because the primary is not reachable says nothing about
             // this data: never set it aside for that (the next attempt retries).
             Err(e) if self.connect_to(host, port).await.is_err() => {
@@ -1395,6 +1444,8 @@ impl PostgresAgent {
             HookKind::Demote => self.demote(&ctx).await,
             HookKind::Follow => self.follow(&ctx).await,
             HookKind::Rejoin => self.rejoin(&ctx).await,
+            HookKind::Snapshot => self.snapshot(&ctx).await,
+            HookKind::Verify => self.verify(&ctx).await,
             other => Err(PgError::Refused(format!(
                 "the postgres agent does not run {other}"
             ))),
@@ -1411,6 +1462,8 @@ impl PostgresAgent {
                 | HookKind::Follow
                 | HookKind::Rejoin
                 | HookKind::Monitor
+                | HookKind::Snapshot
+                | HookKind::Verify
         )
     }
 

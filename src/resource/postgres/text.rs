@@ -13,6 +13,11 @@ pub fn parse_lsn(text: &str) -> Option<u64> {
     Some((hi << 32) | lo)
 }
 
+/// A byte position as PostgreSQL prints an LSN (`16/B374D848`).
+pub fn format_lsn(position: u64) -> String {
+    format!("{:X}/{:X}", position >> 32, position & 0xFFFF_FFFF)
+}
+
 /// The timeline of a WAL file name (`000000030000000000000005` is on timeline 3).
 pub fn timeline_of_walfile(name: &str) -> Option<u64> {
     let tli = name.get(..8)?;
@@ -207,8 +212,138 @@ pub fn accepts_connections(status: &str) -> bool {
     status == "ready" || status == "standby"
 }
 
+/// Bytes pg_rewind says it copied: the last `N/M kB (P%) copied` line its `--progress`
+/// prints (N kB), or None when it printed none (nothing copied, or no progress asked).
+pub fn rewind_copied_bytes(output: &str) -> Option<u64> {
+    output
+        .split(['\r', '\n'])
+        .filter(|l| l.contains(" kB (") && l.trim_end().ends_with("copied"))
+        .filter_map(|l| {
+            let done = l.trim().split('/').next()?.trim();
+            done.parse::<u64>().ok()
+        })
+        .next_back()
+        .map(|kb| kb.saturating_mul(1024))
+}
+
+/// A byte count for people: `812 B`, `4.0 KiB`, `1.2 MiB`, `3.4 GiB`.
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if b < 1024 {
+        return format!("{b} B");
+    }
+    let mut v = b as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+/// The name of a failback's protective restore point (`pg_create_restore_point`), unique per
+/// epoch and second, within PostgreSQL's 63-byte limit.
+pub fn restore_point_name(epoch: u64, unix_secs: u64) -> String {
+    format!("quorate_failback_e{epoch}_{unix_secs}")
+}
+
+/// One table's data as verify sums it up on one server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableSum {
+    /// The quoted, qualified name (`"public"."t"`).
+    pub table: String,
+    pub rows: i64,
+    /// Sum of a 64-bit hash of every row's text (order-independent), as text.
+    pub checksum: String,
+}
+
+/// The tables whose sums differ between `home` and `other` (by name; a table missing on one
+/// side differs), each as one sentence naming both sides.
+pub fn table_differences(
+    home: &[TableSum],
+    other: &[TableSum],
+    home_name: &str,
+    other_name: &str,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for h in home {
+        match other.iter().find(|o| o.table == h.table) {
+            None => out.push(format!("table {} is missing on {other_name}", h.table)),
+            Some(o) if o.rows != h.rows || o.checksum != h.checksum => out.push(format!(
+                "table {} differs: {home_name} has {} rows (checksum {}), {other_name} {} rows (checksum {})",
+                h.table, h.rows, h.checksum, o.rows, o.checksum
+            )),
+            Some(_) => {}
+        }
+    }
+    for o in other {
+        if !home.iter().any(|h| h.table == o.table) {
+            out.push(format!("table {} is missing on {home_name}", o.table));
+        }
+    }
+    out
+}
+
+/// A configured `[postgres] verify_tables` entry (`t` or `s.t`, plain names) quoted and
+/// qualified (`"public"."t"`).
+pub fn quoted_table(name: &str) -> String {
+    let (schema, table) = name.split_once('.').unwrap_or(("public", name));
+    format!("\"{}\".\"{}\"", schema.replace('"', "\"\""), table.replace('"', "\"\""))
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn rewind_progress_gives_the_bytes_copied() {
+        let out = "pg_rewind: connected to server\npg_rewind: need to copy 52 MB (total source directory size is 70 MB)\n    0/53248 kB (0%) copied\r53248/53248 kB (100%) copied\npg_rewind: Done!\n";
+        assert_eq!(rewind_copied_bytes(out), Some(53248 * 1024));
+        assert_eq!(rewind_copied_bytes("pg_rewind: no rewind required\n"), None);
+        assert_eq!(rewind_copied_bytes("x/y kB (z%) copied"), None);
+    }
+
+    #[test]
+    fn lsns_print_as_postgresql_prints_them() {
+        for t in ["16/B374D848", "0/0", "FFFFFFFF/FFFFFFFF", "0/3000148"] {
+            assert_eq!(format_lsn(parse_lsn(t).unwrap()), t);
+        }
+    }
+
+    #[test]
+    fn bytes_for_people() {
+        assert_eq!(human_bytes(812), "812 B");
+        assert_eq!(human_bytes(4096), "4.0 KiB");
+        assert_eq!(human_bytes(1_300_000), "1.2 MiB");
+    }
+
+    #[test]
+    fn restore_point_names_fit_postgresql() {
+        assert!(restore_point_name(u64::MAX, u64::MAX).len() <= 63);
+        assert_eq!(restore_point_name(5, 17), "quorate_failback_e5_17");
+    }
+
+    #[test]
+    fn verify_names_each_table_that_differs() {
+        let sum = |t: &str, rows, c: &str| TableSum {
+            table: t.into(),
+            rows,
+            checksum: c.into(),
+        };
+        let home = [sum("a", 3, "10"), sum("b", 2, "7"), sum("c", 1, "1")];
+        let other = [sum("a", 3, "10"), sum("b", 2, "8"), sum("d", 1, "1")];
+        let d = table_differences(&home, &other, "home node 1", "node 2");
+        assert_eq!(d.len(), 3, "{d:?}");
+        assert!(d[0].starts_with("table b differs: home node 1 has 2 rows (checksum 7), node 2 2 rows (checksum 8)"), "{d:?}");
+        assert!(d[1].contains("c is missing on node 2"));
+        assert!(d[2].contains("d is missing on home node 1"));
+        assert!(table_differences(&home, &home, "x", "y").is_empty());
+    }
+
+    #[test]
+    fn configured_tables_are_quoted_and_qualified() {
+        assert_eq!(quoted_table("t"), "\"public\".\"t\"");
+        assert_eq!(quoted_table("s.t"), "\"s\".\"t\"");
+    }
     use super::*;
     use proptest::prelude::*;
 
