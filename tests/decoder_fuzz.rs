@@ -2178,9 +2178,9 @@ proptest! {
         let s = SwitchoverBody { to, at_unix_ms: at };
         let got: SwitchoverBody = decode_body(&serde_json::to_vec(&s).map_err(fail)?).map_err(fail)?;
         prop_assert_eq!((got.to, got.at_unix_ms), (to, at));
-        let f = FailbackBody { no_commit };
+        let f = FailbackBody { no_commit, to };
         let got: FailbackBody = decode_body(&serde_json::to_vec(&f).map_err(fail)?).map_err(fail)?;
-        prop_assert_eq!(got.no_commit, no_commit);
+        prop_assert_eq!((got.no_commit, got.to), (no_commit, to));
         // An empty body is every field at its default.
         let empty: SwitchoverBody = decode_body(b"").map_err(fail)?;
         prop_assert_eq!((empty.to, empty.at_unix_ms), (None, None));

@@ -41,6 +41,9 @@ pub struct SwitchoverBody {
 pub struct FailbackBody {
     #[serde(default)]
     pub no_commit: bool,
+    /// Another node than the recorded home (`quorate failback --to N`).
+    #[serde(default)]
+    pub to: Option<NodeId>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -186,6 +189,7 @@ pub async fn failback(State(node): State<Arc<ApiContext>>, raw: RawRequest) -> R
         node,
         OperatorRequest::Failback {
             no_commit: b.no_commit,
+            to: b.to,
         },
         raw,
     )

@@ -136,6 +136,11 @@ pub enum Command {
         /// Stop in AwaitingCommit after verification (then `failback commit` or `undo`).
         #[arg(long)]
         no_commit: bool,
+        /// Return the primary to node N instead of the recorded home (any eligible voter:
+        /// a rebuilt machine with a new id). On commit N is where the primary stays; the
+        /// cluster no longer counts as failed over.
+        #[arg(long, value_name = "N")]
+        to: Option<u64>,
         #[arg(long)]
         yes: bool,
         /// Return once the cluster accepted the failback, without following its phases.

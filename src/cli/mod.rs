@@ -134,6 +134,7 @@ pub async fn run(
         Command::Failback {
             command,
             no_commit,
+            to,
             yes: _,
             no_wait,
             wait: _,
@@ -142,6 +143,7 @@ pub async fn run(
             let op = match command {
                 None => Op::Failback {
                     no_commit,
+                    to,
                     wait: !no_wait,
                     json,
                 },

@@ -40,6 +40,7 @@ pub enum Op {
     },
     Failback {
         no_commit: bool,
+        to: Option<u64>,
         wait: bool,
         json: bool,
     },
@@ -635,13 +636,14 @@ pub async fn run(api: &ApiTarget, token: Option<String>, op: Op) -> ExitCode {
         }
         Op::Failback {
             no_commit,
+            to,
             wait,
             json,
         } => {
             let code = post(
                 &client,
                 "/v1/failback",
-                serde_json::json!({"no_commit": no_commit}),
+                serde_json::json!({"no_commit": no_commit, "to": to}),
                 json,
                 Method::POST,
             )

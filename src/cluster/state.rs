@@ -738,13 +738,14 @@ impl ClusterState {
                         "a failback cannot be scheduled; start it when you want it".to_string(),
                     ));
                 }
+                // To home, or to another node (a rebuilt machine: failback to a new
+                // location); always from the node the cluster failed over to.
                 match &self.failed_over {
-                    Some(fo) if fo.home == to && fo.current == from => {}
+                    Some(fo) if fo.current == from => {}
                     Some(fo) => {
                         return Err(Rejected::OperationPrecondition(format!(
-                            "failback goes from the current primary {} to home {}, not from \
-                             {from} to {to}",
-                            fo.current, fo.home
+                            "failback goes from the current primary {}, not from {from}",
+                            fo.current
                         )))
                     }
                     None => {

@@ -768,7 +768,7 @@ fn failback_to_verifying(s: &mut ClusterState) -> u64 {
 }
 
 #[test]
-fn failback_only_from_failed_over_to_home() {
+fn failback_only_when_failed_over_and_from_the_current_primary_to_home_or_another_node() {
     let mut s = with_primary(1);
     let e = refused(
         &mut s,
@@ -787,14 +787,70 @@ fn failback_only_from_failed_over_to_home() {
         &mut s,
         Command::BeginOperation {
             kind: OperationKind::Failback,
-            from: 2,
-            to: 3,
+            from: 3,
+            to: 1,
             scheduled_at_unix_ms: None,
             auto_commit: true,
             at_unix_ms: 1,
         },
     );
-    assert!(matches!(e, Rejected::OperationPrecondition(_)));
+    assert!(matches!(e, Rejected::OperationPrecondition(_)), "{e}");
+    // To another node than home (failback to a new location).
+    let r = s.apply(&Command::BeginOperation {
+        kind: OperationKind::Failback,
+        from: 2,
+        to: 3,
+        scheduled_at_unix_ms: None,
+        auto_commit: true,
+        at_unix_ms: 1,
+    });
+    assert!(matches!(r, Ok(Applied::OperationStarted { .. })), "{r:?}");
+    s.check_invariants().expect("invariants");
+}
+
+#[test]
+fn a_data_action_is_recorded_only_for_the_operation_in_progress_and_bounded() {
+    let mut s = failed_over_state();
+    let record = |id, detail: &str| Command::RecordOperationData {
+        id,
+        node: 2,
+        action: crate::types::HookKind::Snapshot,
+        ok: true,
+        duration_ms: 7,
+        detail: detail.to_string(),
+        at_unix_ms: 5,
+    };
+    assert!(matches!(
+        refused(&mut s, record(1, "x")),
+        Rejected::NoSuchOperation { .. }
+    ));
+    let Ok(Applied::OperationStarted { id }) = s.apply(&Command::BeginOperation {
+        kind: OperationKind::Failback,
+        from: 2,
+        to: 1,
+        scheduled_at_unix_ms: None,
+        auto_commit: true,
+        at_unix_ms: 1,
+    }) else {
+        panic!("failback start refused");
+    };
+    assert!(matches!(
+        refused(&mut s, record(id, &"y".repeat(MAX_REASON_BYTES + 1))),
+        Rejected::ReasonTooLong { .. }
+    ));
+    assert_eq!(
+        s.apply(&record(
+            id,
+            "restore point quorate_failback_e2_9 at 0/3000148"
+        )),
+        Ok(Applied::OperationDataRecorded { id })
+    );
+    let last = s.history.iter().last().map(|e| e.event.clone());
+    assert!(
+        matches!(&last, Some(HistoryEvent::OperationData { detail, node: 2, ok: true, duration_ms: 7, .. }) if detail.contains("quorate_failback_e2_9")),
+        "{last:?}"
+    );
+    s.check_invariants().expect("invariants");
 }
 
 #[test]

@@ -29,9 +29,12 @@ pub enum OperatorRequest {
     },
     /// `quorate switchover --cancel` (scheduled switchovers only).
     CancelSwitchover,
-    /// `quorate failback [--no-commit]`.
+    /// `quorate failback [--no-commit] [--to N]`.
     Failback {
         no_commit: bool,
+        /// Return the primary to this node instead of the recorded home (a rebuilt
+        /// machine with a new id: failback to a new location).
+        to: Option<NodeId>,
     },
     FailbackCommit,
     FailbackUndo,
@@ -228,7 +231,7 @@ impl Policy {
                 }
                 _ => Err(Refusal::NoOperation("scheduled switchover")),
             },
-            OperatorRequest::Failback { no_commit } => {
+            OperatorRequest::Failback { no_commit, to } => {
                 no_maintenance()?;
                 no_operation()?;
                 let Some(fo) = &st.failed_over else {
@@ -237,18 +240,22 @@ impl Policy {
                 if self.acting_primary(inp, now).is_none() {
                     return Err(Refusal::NoActingPrimary);
                 }
+                let target = to.unwrap_or(fo.home);
+                if target == self.local {
+                    return Err(Refusal::AlreadyPrimary(target));
+                }
                 let views = self.candidate_views(inp, now);
                 let view = views
                     .iter()
-                    .find(|c| c.id == fo.home)
-                    .ok_or(Refusal::NotMember(fo.home))?;
-                // Any lag is fine to start: the Syncing phase waits for home to catch up (in
-                // quorate's log and in the service's data).
-                eligibility(view, u64::MAX).map_err(|why| Refusal::HomeIneligible { home: fo.home, why })?;
+                    .find(|c| c.id == target)
+                    .ok_or(Refusal::NotMember(target))?;
+                // Any lag is fine to start: the Syncing phase waits for the target to catch
+                // up (in quorate's log and in the service's data).
+                eligibility(view, u64::MAX).map_err(|why| Refusal::HomeIneligible { home: target, why })?;
                 Ok(Command::BeginOperation {
                     kind: OperationKind::Failback,
                     from: self.local,
-                    to: fo.home,
+                    to: target,
                     scheduled_at_unix_ms: None,
                     auto_commit: !*no_commit && self.cfg.failback_commit == FailbackCommit::Auto,
                     at_unix_ms,

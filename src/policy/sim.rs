@@ -859,6 +859,7 @@ impl Sim {
             },
             Req::Cancel => OperatorRequest::CancelSwitchover,
             Req::Failback(no_commit) => OperatorRequest::Failback {
+                to: None,
                 no_commit: *no_commit,
             },
             Req::Commit => OperatorRequest::FailbackCommit,

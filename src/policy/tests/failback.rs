@@ -231,7 +231,10 @@ fn failback_request_needs_failed_over_and_an_eligible_home() {
     let mut h = H::primary(1, cfg());
     assert!(matches!(
         h.p.plan_request(
-            &OperatorRequest::Failback { no_commit: false },
+            &OperatorRequest::Failback {
+                no_commit: false,
+                to: None
+            },
             &h.inputs(),
             h.now
         ),
@@ -245,7 +248,10 @@ fn failback_request_needs_failed_over_and_an_eligible_home() {
     }
     assert!(matches!(
         h2.p.plan_request(
-            &OperatorRequest::Failback { no_commit: false },
+            &OperatorRequest::Failback {
+                no_commit: false,
+                to: None
+            },
             &h2.inputs(),
             h2.now
         ),
@@ -256,7 +262,10 @@ fn failback_request_needs_failed_over_and_an_eligible_home() {
     }
     h2.raft.matched.insert(2, LogIndex(0)); // far behind is fine: Syncing waits
     let r = h2.p.plan_request(
-        &OperatorRequest::Failback { no_commit: true },
+        &OperatorRequest::Failback {
+            no_commit: true,
+            to: None,
+        },
         &h2.inputs(),
         h2.now,
     );
@@ -323,7 +332,10 @@ fn failback_syncing_waits_for_home_to_catch_up_then_cuts_over() {
     h.settle_with_primary_history();
     h.raft.matched.insert(2, LogIndex(0));
     let begin = h.p.plan_request(
-        &OperatorRequest::Failback { no_commit: false },
+        &OperatorRequest::Failback {
+            no_commit: false,
+            to: None,
+        },
         &h.inputs(),
         h.now,
     );
@@ -349,7 +361,10 @@ fn failback_pauses_writes_only_once_home_is_within_the_cutover_lag() {
     h.settle_with_primary_history();
     h.raft.matched.insert(2, LogIndex(0));
     let begin = h.p.plan_request(
-        &OperatorRequest::Failback { no_commit: false },
+        &OperatorRequest::Failback {
+            no_commit: false,
+            to: None,
+        },
         &h.inputs(),
         h.now,
     );
@@ -492,7 +507,10 @@ fn a_configured_snapshot_runs_on_the_current_primary_before_the_cut_over() {
         );
         h.settle_with_primary_history();
         let begin = h.p.plan_request(
-            &OperatorRequest::Failback { no_commit: false },
+            &OperatorRequest::Failback {
+                no_commit: false,
+                to: None,
+            },
             &h.inputs(),
             h.now,
         );
@@ -595,5 +613,94 @@ fn failback_is_available_only_once_home_passed_a_check_and_is_on_the_primarys_ti
     assert_eq!(
         availability(&mut h),
         Some(StatusNote::FailbackAvailable { home: 2 })
+    );
+}
+
+#[test]
+fn a_data_actions_account_goes_into_history_and_a_failed_verify_undoes_naming_it() {
+    let mut h = home_verifying_with(
+        PolicyConfig {
+            verify_configured: true,
+            ..cfg()
+        },
+        true,
+    );
+    h.monitor(true, 2);
+    let acts = h.step();
+    let run = hooks(&acts)
+        .into_iter()
+        .find(|r| r.hook == HookKind::Verify)
+        .cloned();
+    let Some(run) = run else {
+        panic!("no verify: {acts:?}")
+    };
+    let detail = "1 of 2 tables differ at 0/5000000: table \"public\".\"t\" differs";
+    h.p.observe(
+        Event::HookOutput {
+            id: run.id,
+            output: format!("{detail}\n"),
+            duration_ms: 42,
+        },
+        h.now,
+    );
+    h.p.observe(
+        Event::HookFinished {
+            id: run.id,
+            ok: false,
+        },
+        h.now,
+    );
+    // First the record, then (once it committed) the undo, which says what differed.
+    let acts = h.step();
+    let cmds = proposals(&acts);
+    assert!(
+        matches!(
+            cmds.as_slice(),
+            [Command::RecordOperationData { action: HookKind::Verify, ok: false, duration_ms: 42, detail: d, .. }] if d == detail
+        ),
+        "{cmds:?}"
+    );
+    h.commit(&acts);
+    let acts = h.step();
+    let undo = proposals(&acts).into_iter().find_map(|c| match c {
+        Command::AdvanceOperation {
+            to_phase: Phase::Undoing(Step::Pausing),
+            reason: Some(r),
+            ..
+        } => Some(r.clone()),
+        _ => None,
+    });
+    assert!(
+        undo.as_deref()
+            .is_some_and(|r| r.contains("\"public\".\"t\" differs")),
+        "{undo:?} {acts:?}"
+    );
+}
+
+#[test]
+fn a_data_actions_account_of_another_operation_is_not_recorded() {
+    let mut h = home_verifying_with(
+        PolicyConfig {
+            verify_configured: true,
+            ..cfg()
+        },
+        true,
+    );
+    h.monitor(true, 2);
+    // An output for an action id that is not running is ignored.
+    h.p.observe(
+        Event::HookOutput {
+            id: 9_999,
+            output: "stale".into(),
+            duration_ms: 1,
+        },
+        h.now,
+    );
+    let acts = h.step();
+    assert!(
+        !proposals(&acts)
+            .iter()
+            .any(|c| matches!(c, Command::RecordOperationData { .. })),
+        "{acts:?}"
     );
 }

@@ -288,7 +288,11 @@ pub fn table_differences(
 /// qualified (`"public"."t"`).
 pub fn quoted_table(name: &str) -> String {
     let (schema, table) = name.split_once('.').unwrap_or(("public", name));
-    format!("\"{}\".\"{}\"", schema.replace('"', "\"\""), table.replace('"', "\"\""))
+    format!(
+        "\"{}\".\"{}\"",
+        schema.replace('"', "\"\""),
+        table.replace('"', "\"\"")
+    )
 }
 
 #[cfg(test)]
@@ -333,7 +337,12 @@ mod tests {
         let other = [sum("a", 3, "10"), sum("b", 2, "8"), sum("d", 1, "1")];
         let d = table_differences(&home, &other, "home node 1", "node 2");
         assert_eq!(d.len(), 3, "{d:?}");
-        assert!(d[0].starts_with("table b differs: home node 1 has 2 rows (checksum 7), node 2 2 rows (checksum 8)"), "{d:?}");
+        assert!(
+            d[0].starts_with(
+                "table b differs: home node 1 has 2 rows (checksum 7), node 2 2 rows (checksum 8)"
+            ),
+            "{d:?}"
+        );
         assert!(d[1].contains("c is missing on node 2"));
         assert!(d[2].contains("d is missing on home node 1"));
         assert!(table_differences(&home, &home, "x", "y").is_empty());
