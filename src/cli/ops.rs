@@ -273,8 +273,20 @@ impl SyncProgress {
 
     /// `lag`: entries home is behind the leader; `bytes_per_entry`: the leader's average.
     pub fn update(&mut self, now: Instant, lag: u64, bytes_per_entry: u64) -> String {
-        let start = *self.start_lag.get_or_insert(lag.max(1));
-        self.samples.push_back((now, lag));
+        self.update_lag(
+            now,
+            Lag::Entries {
+                entries: lag,
+                bytes_per_entry,
+            },
+        )
+    }
+
+    /// One progress line for how far behind the failback's target is now.
+    pub fn update_lag(&mut self, now: Instant, lag: Lag) -> String {
+        let amount = lag.amount();
+        let start = *self.start_lag.get_or_insert(amount.max(1));
+        self.samples.push_back((now, amount));
         while self
             .samples
             .front()
@@ -282,7 +294,7 @@ impl SyncProgress {
         {
             self.samples.pop_front();
         }
-        let done = start.saturating_sub(lag).min(start);
+        let done = start.saturating_sub(amount).min(start);
         let filled = (done as u128 * Self::BAR_WIDTH as u128 / start as u128) as usize;
         let bar: String = std::iter::repeat_n('#', filled)
             .chain(std::iter::repeat_n('.', Self::BAR_WIDTH - filled))
@@ -295,22 +307,56 @@ impl SyncProgress {
             _ => None,
         };
         let eta = match rate {
-            _ if lag == 0 => "ETA 0 s".to_string(),
-            Some(r) if r > 0.0 => format!("ETA {:.0} s", (lag as f64 / r).ceil()),
+            _ if amount == 0 => "ETA 0 s".to_string(),
+            Some(r) if r > 0.0 => format!("ETA {:.0} s", (amount as f64 / r).ceil()),
             _ => "ETA unknown".to_string(),
         };
-        let rate = rate
-            .map(|r| format!("{r:.0} entries/s"))
-            .unwrap_or_else(|| "measuring".into());
-        format!(
-            "syncing [{bar}] {pct:3.0}%  {lag} entries (~{}) behind, {rate}, {eta}",
-            human_bytes(lag.saturating_mul(bytes_per_entry))
-        )
+        match lag {
+            Lag::Entries {
+                entries,
+                bytes_per_entry,
+            } => {
+                let rate = rate
+                    .map(|r| format!("{r:.0} entries/s"))
+                    .unwrap_or_else(|| "measuring".into());
+                format!(
+                    "syncing [{bar}] {pct:3.0}%  {entries} entries (~{}) behind, {rate}, {eta}",
+                    human_bytes(entries.saturating_mul(bytes_per_entry))
+                )
+            }
+            Lag::ServiceBytes(bytes) => {
+                let rate = rate
+                    .map(|r| format!("{}/s", human_bytes(r as u64)))
+                    .unwrap_or_else(|| "measuring".into());
+                format!(
+                    "syncing [{bar}] {pct:3.0}%  service data {} behind, {rate}, {eta}",
+                    human_bytes(bytes)
+                )
+            }
+        }
     }
 }
 
-/// How far `node` is behind, as the leader sees it: (entries, average bytes per entry).
-async fn lag_on_leader(client: &Client, st: &NodeStatus, node: u64) -> Option<(u64, u64)> {
+/// How far a failback's target is behind: in its service's data (bytes, when its agent
+/// reports positions), else in quorate's log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lag {
+    ServiceBytes(u64),
+    Entries { entries: u64, bytes_per_entry: u64 },
+}
+
+impl Lag {
+    fn amount(self) -> u64 {
+        match self {
+            Lag::ServiceBytes(b) => b,
+            Lag::Entries { entries, .. } => entries,
+        }
+    }
+}
+
+/// How far `node` is behind, as the leader sees it: its service data's bytes behind when
+/// reported, else entries behind the leader's last log index (with the average entry size).
+async fn lag_on_leader(client: &Client, st: &NodeStatus, node: u64) -> Option<Lag> {
     let leader_id = st.leader_id?;
     let leader = if leader_id == st.node_id {
         st.clone()
@@ -318,15 +364,19 @@ async fn lag_on_leader(client: &Client, st: &NodeStatus, node: u64) -> Option<(u
         let addr = st.peers.iter().find(|p| p.id == leader_id)?.api.clone();
         status_of(&client.at(&addr)).await.ok()?
     };
-    let matched = leader.peers.iter().find(|p| p.id == node)?.matched_index?;
+    let peer = leader.peers.iter().find(|p| p.id == node)?;
+    if let Some(bytes) = peer.service.as_ref().and_then(|s| s.lag_bytes) {
+        return Some(Lag::ServiceBytes(bytes));
+    }
+    let matched = peer.matched_index?;
     let entries_in_log = leader
         .last_log_index
         .saturating_sub(leader.purged_index.unwrap_or(0))
         .max(1);
-    Some((
-        leader.last_log_index.saturating_sub(matched),
-        leader.log_bytes / entries_in_log,
-    ))
+    Some(Lag::Entries {
+        entries: leader.last_log_index.saturating_sub(matched),
+        bytes_per_entry: leader.log_bytes / entries_in_log,
+    })
 }
 
 /// How an operation ended, read from `/v1/history`.
@@ -425,16 +475,16 @@ async fn wait_operation(client: &Client, json: bool) -> ExitCode {
                     }
                     if phase_str == "syncing" && !json {
                         let to = op.get("to").and_then(|t| t.as_u64());
-                        if let Some((lag, per_entry)) = match to {
+                        if let Some(lag) = match to {
                             Some(to) => lag_on_leader(client, &st, to).await,
                             None => None,
                         } {
-                            if lag < best_lag {
+                            if lag.amount() < best_lag {
                                 // Catching up is progress: the wait goes on.
-                                best_lag = lag;
+                                best_lag = lag.amount();
                                 deadline = Instant::now() + OPERATION_WAIT;
                             }
-                            let line = progress.update(Instant::now(), lag, per_entry);
+                            let line = progress.update_lag(Instant::now(), lag);
                             if tty {
                                 print!("\r  {line}   ");
                                 let _ = std::io::stdout().flush();
@@ -699,6 +749,27 @@ pub async fn run(api: &ApiTarget, token: Option<String>, op: Op) -> ExitCode {
                     f.get("current").unwrap_or(&serde_json::Value::Null)
                 ),
                 None => println!("not failed over: the primary is home (nothing to fail back)"),
+            }
+            // The service data of home (or of the operation's target) as the leader sees it.
+            let target = st
+                .operation
+                .as_ref()
+                .and_then(|o| o.get("to"))
+                .or_else(|| st.failed_over.as_ref().and_then(|f| f.get("home")))
+                .and_then(|t| t.as_u64());
+            if let Some(t) = target {
+                match lag_on_leader(&client, &st, t).await {
+                    Some(Lag::ServiceBytes(b)) => {
+                        println!(
+                            "node {t}'s service data: {} behind the primary",
+                            human_bytes(b)
+                        )
+                    }
+                    Some(Lag::Entries { entries, .. }) => {
+                        println!("node {t}: {entries} log entries behind (its service reports no position)")
+                    }
+                    None => println!("node {t}: how far behind is not known (ask the leader)"),
+                }
             }
             if let Some(op) = &st.operation {
                 println!("operation: {op}");

@@ -30,6 +30,21 @@ fn sync_progress_shows_bar_bytes_rate_and_eta() {
 }
 
 #[test]
+fn sync_progress_in_service_bytes_shows_bytes_rate_and_eta() {
+    let t0 = Instant::now();
+    let mut p = SyncProgress::default();
+    let first = p.update_lag(t0, Lag::ServiceBytes(8 << 20));
+    assert!(first.contains("service data 8.0 MiB behind"), "{first}");
+    let mid = p.update_lag(t0 + Duration::from_secs(2), Lag::ServiceBytes(4 << 20));
+    // 4 MiB in 2 s: 2 MiB/s, 4 MiB left: 2 s.
+    assert!(
+        mid.contains("50%") && mid.contains("2.0 MiB/s") && mid.contains("ETA 2 s"),
+        "{mid}"
+    );
+    assert!(!mid.contains("entries"), "{mid}");
+}
+
+#[test]
 fn sync_progress_rate_forgets_old_samples() {
     let t0 = Instant::now();
     let mut p = SyncProgress::default();
