@@ -269,10 +269,19 @@ fn pg_cluster() -> PgCluster {
 
 /// [`pg_cluster`] with these `[resource]` lines and these member priorities.
 fn pg_cluster_with(resource: &str, priorities: &[(u64, u32)]) -> PgCluster {
+    pg_cluster_with_sections(resource, priorities, "")
+}
+
+/// [`pg_cluster_with`] plus whole sections (`[failback]` ...) in every node's config.
+fn pg_cluster_with_sections(
+    resource: &str,
+    priorities: &[(u64, u32)],
+    sections: &str,
+) -> PgCluster {
     require_postgres();
     let extra = format!(
         "{FAILOVER_TIMING}[resource]\nagent = \"postgres\"\n{resource}\
-         failure_threshold = 3\nhook_timeout = \"10s\"\nfencing = \"best-effort\"\n"
+         failure_threshold = 3\nhook_timeout = \"10s\"\nfencing = \"best-effort\"\n{sections}"
     );
     let mut c = Cluster::new(
         &["voter", "voter", "voter"],
@@ -693,6 +702,11 @@ impl Writers {
         self.acks.lock().expect("acks").len()
     }
 
+    /// Every acknowledgement so far (the writers go on).
+    fn so_far(&self) -> Vec<Ack> {
+        self.acks.lock().expect("acks").clone()
+    }
+
     /// The first acknowledgement after `t`.
     fn first_ack_after(&self, t: Instant) -> Option<Instant> {
         self.acks
@@ -1046,4 +1060,391 @@ async fn a_replica_missing_acknowledged_commits_is_never_promoted() {
         primary = next;
     }
     pg.wait_streaming(primary, &others(primary)).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 17: failback of the data.
+// ---------------------------------------------------------------------------------------
+
+/// Rows in the big table before the failover (so the data dir is large against the diff).
+const BULK_ROWS_BEFORE: i64 = 300_000;
+/// Rows the new primary writes while home is away.
+const ROWS_WHILE_AWAY: i64 = 100_000;
+
+/// Posts a failback (retried while home is not eligible yet, e.g. still rewinding).
+async fn request_failback(pg: &PgCluster, via: u64, body: serde_json::Value) {
+    let until = Instant::now() + PG_WAIT;
+    loop {
+        let r = pg.c.post_json(via, "/v1/failback", body.clone()).await;
+        if r.status == 200 {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "failback {body}: {} {}\n{}",
+            r.status,
+            r.body,
+            pg.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Waits until the operation is in `phase` (as any live node reports it), or has ended
+/// when `phase` is None.
+async fn wait_operation_phase(pg: &PgCluster, among: &[u64], phase: Option<&str>) {
+    let until = Instant::now() + PG_WAIT;
+    loop {
+        for id in among {
+            if let Some(st) = pg.c.status(*id).await {
+                let now = st.operation.as_ref().map(|op| {
+                    op.get("phase")
+                        .map(|p| p.to_string().trim_matches('"').to_string())
+                        .unwrap_or_default()
+                });
+                if now.as_deref() == phase {
+                    return;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < until,
+            "the operation never reached {phase:?}\n{}",
+            pg.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The `operation_data` records of operation `id` (all when None) in node `via`'s history.
+async fn data_records(pg: &PgCluster, via: u64) -> Vec<serde_json::Value> {
+    pg.c.history(via)
+        .await
+        .into_iter()
+        .filter_map(|e| e.get("event")?.get("operation_data").cloned())
+        .collect()
+}
+
+/// The newest operation's id in node `via`'s history.
+async fn last_operation_id(pg: &PgCluster, via: u64) -> u64 {
+    pg.c.history(via)
+        .await
+        .iter()
+        .rev()
+        .find_map(|e| {
+            e.get("event")?
+                .get("operation_started")?
+                .get("id")?
+                .as_u64()
+        })
+        .expect("an operation in history")
+}
+
+/// The newest outcome of operation `id` in node `via`'s history ("committed", "undone", ...).
+async fn operation_outcome(pg: &PgCluster, via: u64, id: u64) -> Option<String> {
+    pg.c.history(via).await.iter().rev().find_map(|e| {
+        let end = e.get("event")?.get("operation_ended")?;
+        (end.get("id")?.as_u64()? == id).then(|| match end.get("outcome") {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => String::new(),
+        })
+    })
+}
+
+/// kill -9 of `node` (quorate and postmaster); returns the new primary among the others.
+async fn kill_primary(pg: &mut PgCluster, node: u64, ids: &[u64]) -> u64 {
+    pg.c.kill9(node);
+    assert!(
+        Postmasters::kill9(&pg.data_dir(node)).is_some(),
+        "node {node}'s postmaster.pid"
+    );
+    let others: Vec<u64> = ids.iter().copied().filter(|i| *i != node).collect();
+    pg.wait_primary(&others).await.0
+}
+
+/// The rejoin's account of the rewind on `node` (from `/v1/actions`), once it rewound.
+async fn rewind_summary(pg: &PgCluster, node: u64) -> String {
+    let until = Instant::now() + PG_WAIT;
+    loop {
+        let url = format!("http://{}/v1/actions", pg.c.api(node));
+        if let Ok(r) = common::http(Duration::from_secs(5)).get(url).send().await {
+            if let Ok(v) = r.json::<serde_json::Value>().await {
+                let found = v["actions"].as_array().and_then(|a| {
+                    a.iter().rev().find_map(|x| {
+                        let s = x["summary"].as_str()?;
+                        s.contains("pg_rewind copied").then(|| s.to_string())
+                    })
+                });
+                if let Some(s) = found {
+                    return s;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < until,
+            "no rewind on node {node}\n{}",
+            pg.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// "pg_rewind copied 1.2 MiB of a 45.0 MiB data dir" → (copied, data dir) in bytes.
+fn rewind_sizes(summary: &str) -> (f64, f64) {
+    let bytes = |t: &str| -> f64 {
+        let mut it = t.split_whitespace();
+        let n: f64 = it.next().and_then(|n| n.parse().ok()).unwrap_or(f64::NAN);
+        match it.next() {
+            Some("B") => n,
+            Some("KiB") => n * 1024.0,
+            Some("MiB") => n * 1024.0 * 1024.0,
+            Some("GiB") => n * 1024.0 * 1024.0 * 1024.0,
+            _ => f64::NAN,
+        }
+    };
+    let after = summary
+        .split("pg_rewind copied ")
+        .nth(1)
+        .unwrap_or_default();
+    let copied = after.split(" of a ").next().unwrap_or_default();
+    let dir = after
+        .split(" of a ")
+        .nth(1)
+        .and_then(|r| r.split(" data dir").next())
+        .unwrap_or_default();
+    (bytes(copied), bytes(dir))
+}
+
+/// Changes one byte of one row of `table` in `node`'s data files while its PostgreSQL is
+/// down (silent corruption no WAL knows of: pg_rewind copies nothing of it).
+fn corrupt_row(pg: &PgCluster, node: u64, relation_path: &str, needle: &[u8]) {
+    let path = pg.data_dir(node).join(relation_path);
+    let mut bytes = std::fs::read(&path).expect("relation file");
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("the row's text in the relation file");
+    let last = at + needle.len() - 1;
+    bytes[last] = if bytes[last] == b'a' { b'b' } else { b'a' };
+    std::fs::write(&path, bytes).expect("write the relation file");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failback_rewinds_snapshots_syncs_verifies_undoes_and_commits_without_losing_a_commit() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let mut pg = pg_cluster_with_sections(
+        "monitor_interval = \"500ms\"\n",
+        &[],
+        "[failback]\nverify_timeout = \"150s\"\n",
+    );
+    let ids = [1, 2, 3];
+    let (home, _) = pg.wait_primary(&ids).await;
+    let others = |p: u64| ids.iter().copied().filter(|i| *i != p).collect::<Vec<_>>();
+    pg.wait_streaming(home, &others(home)).await;
+    let client = pg.sql_ok(home).await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE rows (id bigint PRIMARY KEY, epoch bigint NOT NULL, server int NOT NULL);
+             CREATE TABLE bulk (id bigint PRIMARY KEY, pad text NOT NULL);
+             INSERT INTO bulk SELECT g, repeat('x', 100) FROM generate_series(1, {BULK_ROWS_BEFORE}) g;
+             CREATE TABLE precious (id int PRIMARY KEY, v text NOT NULL);
+             INSERT INTO precious SELECT g, 'precious-row-' || lpad(g::text, 4, '0') || '-aaaaaaaa' FROM generate_series(1, 1000) g;
+             VACUUM FREEZE precious; VACUUM FREEZE bulk; CHECKPOINT;"
+        ))
+        .await
+        .expect("tables");
+    let precious_path: String = client
+        .query_one("SELECT pg_relation_filepath('precious')", &[])
+        .await
+        .expect("relation path")
+        .get(0);
+    pg.wait_replayed(home).await;
+    let writers = Writers::start(&pg, 2);
+    writers.wait_more(20, &pg).await;
+
+    // ---- Round 1: failover, 100 000 rows away, rewind, failback --no-commit, undo, failback.
+    let away = kill_primary(&mut pg, home, &ids).await;
+    writers.wait_more(20, &pg).await;
+    pg.sql_ok(away)
+        .await
+        .batch_execute(&format!(
+            "INSERT INTO bulk SELECT g, repeat('y', 100) FROM generate_series({}, {}) g",
+            BULK_ROWS_BEFORE + 1,
+            BULK_ROWS_BEFORE + ROWS_WHILE_AWAY
+        ))
+        .await
+        .expect("rows while home is away");
+    pg.c.start(home);
+    let rewind = rewind_summary(&pg, home).await;
+    let (copied, data_dir) = rewind_sizes(&rewind);
+    eprintln!("home node {home} came back: {rewind}");
+    assert!(
+        copied.is_finite() && data_dir.is_finite() && copied * 2.0 < data_dir,
+        "the rewind copies far less than the data dir: {rewind}"
+    );
+    pg.wait_streaming(away, &[home]).await;
+
+    request_failback(&pg, away, serde_json::json!({ "no_commit": true })).await;
+    wait_operation_phase(&pg, &ids, Some("awaiting_commit")).await;
+    let op1 = last_operation_id(&pg, home).await;
+    assert_eq!(
+        pg.wait_primary(&ids).await.0,
+        home,
+        "home is primary while awaiting commit"
+    );
+    let records = data_records(&pg, home).await;
+    let of = |action: &str| {
+        records
+            .iter()
+            .filter(|r| r["id"].as_u64() == Some(op1) && r["action"] == action)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let snapshot = of("snapshot");
+    assert!(
+        snapshot.iter().any(|r| r["ok"] == true
+            && r["node"].as_u64() == Some(away)
+            && r["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("restore point quorate_failback_e"))),
+        "the protective snapshot on node {away} is in history: {records:?}"
+    );
+    let promote = of("promote");
+    assert!(
+        promote.iter().any(|r| r["node"].as_u64() == Some(home)
+            && r["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("RPO 0 bytes"))),
+        "the cut-over's final sync is in history with RPO 0: {records:?}"
+    );
+    let verify = of("verify");
+    assert!(
+        verify.iter().any(|r| r["ok"] == true
+            && r["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("equal on home node"))),
+        "verify compared the tables and found them equal: {records:?}"
+    );
+    // Writes go on during verification and while awaiting commit, on home.
+    writers.wait_more(50, &pg).await;
+    let home_epoch = pg.c.status(home).await.expect("status").epoch.get();
+
+    // Undo: the previous primary again, with every row written on home meanwhile.
+    let r =
+        pg.c.post_json(away, "/v1/failback/undo", serde_json::json!({}))
+            .await;
+    assert_eq!(r.status, 200, "undo: {r:?}\n{}", pg.logs());
+    wait_operation_phase(&pg, &ids, None).await;
+    assert_eq!(
+        operation_outcome(&pg, away, op1).await.as_deref(),
+        Some("undone")
+    );
+    let (p, _) = pg.wait_primary(&ids).await;
+    assert_eq!(p, away, "undo returns the primary to node {away}");
+    writers.wait_more(20, &pg).await;
+    check_rows(&pg, away, &writers.so_far()).await;
+    let on_home: i64 = pg
+        .sql_ok(away)
+        .await
+        .query_one(
+            "SELECT count(*) FROM rows WHERE epoch = $1",
+            &[&i64::try_from(home_epoch).unwrap_or(-1)],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert!(
+        on_home > 0,
+        "rows written on home during the failback are on node {away} after the undo"
+    );
+    let promote_back = data_records(&pg, away).await.into_iter().any(|r| {
+        r["id"].as_u64() == Some(op1)
+            && r["action"] == "promote"
+            && r["node"].as_u64() == Some(away)
+            && r["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("RPO 0 bytes"))
+    });
+    assert!(
+        promote_back,
+        "the undo's final sync is in history with RPO 0"
+    );
+
+    // Fail back again, committed this time.
+    pg.wait_streaming(away, &[home]).await;
+    request_failback(&pg, away, serde_json::json!({ "no_commit": false })).await;
+    wait_operation_phase(&pg, &ids, None).await;
+    let op2 = last_operation_id(&pg, home).await;
+    assert_eq!(
+        operation_outcome(&pg, home, op2).await.as_deref(),
+        Some("committed"),
+        "{}",
+        pg.logs()
+    );
+    assert_eq!(pg.wait_primary(&ids).await.0, home);
+    writers.wait_more(20, &pg).await;
+
+    // ---- Round 2: a difference on home makes verify fail and the failback undo itself.
+    let away2 = kill_primary(&mut pg, home, &ids).await;
+    writers.wait_more(20, &pg).await;
+    corrupt_row(&pg, home, &precious_path, b"precious-row-0042-aaaaaaaa");
+    pg.c.start(home);
+    pg.wait_streaming(away2, &[home]).await;
+    request_failback(&pg, away2, serde_json::json!({ "no_commit": false })).await;
+    wait_operation_phase(&pg, &ids, None).await;
+    let op3 = last_operation_id(&pg, away2).await;
+    assert_eq!(
+        operation_outcome(&pg, away2, op3).await.as_deref(),
+        Some("undone"),
+        "{}",
+        pg.logs()
+    );
+    assert_eq!(pg.wait_primary(&ids).await.0, away2);
+    let undo_reason = pg.c.history(away2).await.iter().rev().find_map(|e| {
+        let step = e.get("event")?.get("operation_step")?;
+        (step.get("id")?.as_u64()? == op3)
+            .then(|| step.get("reason")?.as_str().map(str::to_string))
+            .flatten()
+    });
+    assert!(
+        undo_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("precious") && r.contains("differs")),
+        "the undo says which table differed: {undo_reason:?}"
+    );
+
+    // ---- Round 3: fail back to a node that was never home.
+    let new_home = ids
+        .iter()
+        .copied()
+        .find(|i| *i != home && *i != away2)
+        .expect("a third node");
+    pg.wait_streaming(away2, &[new_home]).await;
+    request_failback(
+        &pg,
+        away2,
+        serde_json::json!({ "no_commit": false, "to": new_home }),
+    )
+    .await;
+    wait_operation_phase(&pg, &ids, None).await;
+    let op4 = last_operation_id(&pg, away2).await;
+    assert_eq!(
+        operation_outcome(&pg, away2, op4).await.as_deref(),
+        Some("committed"),
+        "{}",
+        pg.logs()
+    );
+    assert_eq!(pg.wait_primary(&ids).await.0, new_home);
+    let st = pg.c.status(new_home).await.expect("status");
+    assert!(
+        st.failed_over.is_none(),
+        "after a committed failback to node {new_home} nothing is failed over: {:?}",
+        st.failed_over
+    );
+
+    writers.wait_more(20, &pg).await;
+    let acks = writers.finish().await;
+    let checked = check_rows(&pg, new_home, &acks).await;
+    eprintln!("failback rounds done: {checked} acknowledged rows, 0 lost; rewind: {rewind}");
 }
