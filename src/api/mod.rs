@@ -423,6 +423,7 @@ fn action_status(a: crate::resource::LastAction) -> wire::LastActionStatus {
         action: a.kind.as_str().to_string(),
         ok: a.ok,
         summary: a.summary,
+        output: a.output,
         finished_unix_ms: a.finished_unix_ms,
     }
 }

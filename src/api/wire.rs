@@ -166,6 +166,9 @@ pub struct LastActionStatus {
     pub action: String,
     pub ok: bool,
     pub summary: String,
+    /// The action's own account (the end of its output).
+    #[serde(default)]
+    pub output: String,
     pub finished_unix_ms: u64,
 }
 

@@ -596,6 +596,12 @@ pub async fn run(api: &ApiTarget, token: Option<String>, op: Op) -> ExitCode {
                     format_unix_ms(at),
                     if ok { "ok" } else { "FAILED" }
                 );
+                // The agent's own account (a rewind's bytes, a restore point, what differed).
+                if let Some(out) = a.get("output").and_then(|x| x.as_str()) {
+                    if !out.is_empty() && action != "monitor" {
+                        println!("{:<24} {}", "", out.replace('\n', " | "));
+                    }
+                }
             }
             ExitCode::SUCCESS
         }
@@ -810,6 +816,19 @@ fn describe_event(e: &serde_json::Value) -> String {
             g("node"),
             g("epoch"),
             g("attempt")
+        ),
+        "operation_data" => format!(
+            "operation {}: {} on node {} {} in {} ms: {}",
+            g("id"),
+            g("action"),
+            g("node"),
+            if body.get("ok").and_then(|o| o.as_bool()) == Some(true) {
+                "ok"
+            } else {
+                "FAILED"
+            },
+            g("duration_ms"),
+            g("detail")
         ),
         _ => format!("{kind} {body}"),
     }

@@ -255,6 +255,7 @@ mod tests {
                 action: "follow".into(),
                 ok: false,
                 summary: "follow hook failed with exit code 1 after 3 ms".into(),
+                output: String::new(),
                 finished_unix_ms: 0,
             }),
             ..NodeStatus::default()

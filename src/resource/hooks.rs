@@ -237,8 +237,27 @@ pub struct LastAction {
     pub ok: bool,
     /// [`HookOutcome::describe`]: what happened, in one line.
     pub summary: String,
+    /// The action's own account (its output, the end of it: at most
+    /// [`MAX_RECENT_ACTION_OUTPUT`] bytes).
+    pub output: String,
     /// Wall-clock time it finished, in Unix milliseconds.
     pub finished_unix_ms: u64,
+}
+
+/// Bytes of an action's output kept with it for `quorate actions` (the end of it).
+pub const MAX_RECENT_ACTION_OUTPUT: usize = 1024;
+
+/// The last `max` bytes of `text` (cut at a character boundary), trimmed.
+fn output_tail(text: &str, max: usize) -> String {
+    let t = text.trim();
+    if t.len() <= max {
+        return t.to_string();
+    }
+    let mut cut = t.len() - max;
+    while !t.is_char_boundary(cut) {
+        cut += 1;
+    }
+    format!("...{}", &t[cut..])
 }
 
 /// Per-kind run/failure/timeout counters for `/metrics`, and the last action for status.
@@ -310,6 +329,7 @@ impl HookStats {
                 kind: outcome.kind,
                 ok: outcome.ok,
                 summary: outcome.describe(),
+                output: output_tail(&outcome.output, MAX_RECENT_ACTION_OUTPUT),
                 finished_unix_ms,
             });
         }

@@ -215,3 +215,12 @@ fn aborted_committed_and_unfinished_operations() {
     assert_eq!(operation_end(&running, None), None);
     assert_eq!(operation_end(&serde_json::json!({}), None), None);
 }
+
+#[test]
+fn a_data_record_reads_as_one_sentence() {
+    let e = serde_json::json!({"operation_data": {"id": 4, "node": 2, "action": "verify", "ok": false, "duration_ms": 310, "detail": "table \"public\".\"t\" differs"}});
+    assert_eq!(
+        describe_event(&e),
+        "operation 4: verify on node 2 FAILED in 310 ms: table \\\"public\\\".\\\"t\\\" differs"
+    );
+}

@@ -1166,6 +1166,7 @@ impl PostgresAgent {
         }
         self.forget_received_timeline();
         let data_dir_bytes = dir_bytes(self.data_dir());
+        let wal_before = dir_bytes(&self.data_dir().join("pg_wal"));
         let rewind_started = Instant::now();
         let rewound = self
             .run(
@@ -1183,13 +1184,19 @@ impl PostgresAgent {
         let how = match rewound {
             Ok(out) if out.contains("no rewind required") => "no rewind was needed".to_string(),
             Ok(out) => {
+                let elapsed = rewind_started.elapsed();
                 let copied = text::rewind_copied_bytes(&out).unwrap_or(0);
+                // pg_rewind copies the source's WAL segments whole (what is in pg_wal now):
+                // the rest is the difference in relation data and small files.
+                let wal_after = dir_bytes(&self.data_dir().join("pg_wal"));
                 format!(
-                    "rewound from node {primary} (pg_rewind copied {} of a {} data dir, {:.1} %, in {} ms)",
+                    "rewound from node {primary}: pg_rewind copied {} of a {} data dir ({:.1} %) in {} ms; without WAL: {} of {} (WAL segments are copied whole)",
                     text::human_bytes(copied),
                     text::human_bytes(data_dir_bytes),
                     copied as f64 * 100.0 / data_dir_bytes.max(1) as f64,
-                    rewind_started.elapsed().as_millis()
+                    elapsed.as_millis(),
+                    text::human_bytes(copied.saturating_sub(wal_after)),
+                    text::human_bytes(data_dir_bytes.saturating_sub(wal_before)),
                 )
             }
             // A rewind that failed because the primary is not reachable says nothing about
