@@ -1140,6 +1140,22 @@ async fn last_operation_id(pg: &PgCluster, via: u64) -> u64 {
         .expect("an operation in history")
 }
 
+/// Waits until operation `id` ended (in node `via`'s history) and returns its outcome.
+async fn wait_outcome(pg: &PgCluster, via: u64, id: u64) -> String {
+    let until = Instant::now() + PG_WAIT;
+    loop {
+        if let Some(o) = operation_outcome(pg, via, id).await {
+            return o;
+        }
+        assert!(
+            Instant::now() < until,
+            "operation {id} did not end within {PG_WAIT:?}\n{}",
+            pg.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The newest outcome of operation `id` in node `via`'s history ("committed", "undone", ...).
 async fn operation_outcome(pg: &PgCluster, via: u64, id: u64) -> Option<String> {
     pg.c.history(via).await.iter().rev().find_map(|e| {
@@ -1341,11 +1357,7 @@ async fn failback_rewinds_snapshots_syncs_verifies_undoes_and_commits_without_lo
         pg.c.post_json(away, "/v1/failback/undo", serde_json::json!({}))
             .await;
     assert_eq!(r.status, 200, "undo: {r:?}\n{}", pg.logs());
-    wait_operation_phase(&pg, &ids, None).await;
-    assert_eq!(
-        operation_outcome(&pg, away, op1).await.as_deref(),
-        Some("undone")
-    );
+    assert_eq!(wait_outcome(&pg, away, op1).await, "undone");
     let (p, _) = pg.wait_primary(&ids).await;
     assert_eq!(p, away, "undo returns the primary to node {away}");
     writers.wait_more(20, &pg).await;
@@ -1380,11 +1392,11 @@ async fn failback_rewinds_snapshots_syncs_verifies_undoes_and_commits_without_lo
     // Fail back again, committed this time.
     pg.wait_streaming(away, &[home]).await;
     request_failback(&pg, away, serde_json::json!({ "no_commit": false })).await;
-    wait_operation_phase(&pg, &ids, None).await;
-    let op2 = last_operation_id(&pg, home).await;
+    // Operation ids count up one by one.
+    let op2 = op1 + 1;
     assert_eq!(
-        operation_outcome(&pg, home, op2).await.as_deref(),
-        Some("committed"),
+        wait_outcome(&pg, away, op2).await,
+        "committed",
         "{}",
         pg.logs()
     );
@@ -1398,11 +1410,10 @@ async fn failback_rewinds_snapshots_syncs_verifies_undoes_and_commits_without_lo
     pg.c.start(home);
     pg.wait_streaming(away2, &[home]).await;
     request_failback(&pg, away2, serde_json::json!({ "no_commit": false })).await;
-    wait_operation_phase(&pg, &ids, None).await;
-    let op3 = last_operation_id(&pg, away2).await;
+    let op3 = op2 + 1;
     assert_eq!(
-        operation_outcome(&pg, away2, op3).await.as_deref(),
-        Some("undone"),
+        wait_outcome(&pg, away2, op3).await,
+        "undone",
         "{}",
         pg.logs()
     );
@@ -1433,11 +1444,10 @@ async fn failback_rewinds_snapshots_syncs_verifies_undoes_and_commits_without_lo
         serde_json::json!({ "no_commit": false, "to": new_home }),
     )
     .await;
-    wait_operation_phase(&pg, &ids, None).await;
-    let op4 = last_operation_id(&pg, away2).await;
+    let op4 = op3 + 1;
     assert_eq!(
-        operation_outcome(&pg, away2, op4).await.as_deref(),
-        Some("committed"),
+        wait_outcome(&pg, away2, op4).await,
+        "committed",
         "{}",
         pg.logs()
     );

@@ -111,6 +111,7 @@ impl PostgresAgent {
                 "final sync: node {previous}'s PostgreSQL reports no replay position"
             )));
         };
+        let read_ms = started.elapsed().as_millis();
         let local = self.connect_local().await?;
         loop {
             let mine: Option<String> =
@@ -121,7 +122,7 @@ impl PostgresAgent {
             let mine = mine.as_deref().and_then(text::parse_lsn).unwrap_or(0);
             if mine >= source_end {
                 return Ok(format!(
-                    "final sync: node {previous} ended at {}, this node replayed {} (RPO 0 bytes, {} ms); ",
+                    "final sync: node {previous} ended at {}, this node replayed {} (RPO 0 bytes; {read_ms} ms to read node {previous}'s end, {} ms in all); ",
                     text::format_lsn(source_end),
                     text::format_lsn(mine),
                     started.elapsed().as_millis()
