@@ -15,6 +15,7 @@ mod false_positives;
 mod idle;
 mod kv;
 mod postgres;
+mod postgres_failback;
 mod scale;
 mod switchover;
 #[cfg(test)]
@@ -33,6 +34,7 @@ use crate::false_positives::*;
 use crate::idle::*;
 use crate::kv::*;
 use crate::postgres::*;
+use crate::postgres_failback::*;
 use crate::scale::*;
 use crate::switchover::*;
 
@@ -167,6 +169,22 @@ enum Cmd {
         #[arg(long, default_value = "calm")]
         profile: String,
     },
+    /// Failback of a real PostgreSQL 15 cluster as a data operation, once per count of rows
+    /// written while home is away: kill -9 of home, the rows on the new primary, home back
+    /// (pg_rewind, catch-up), `failback` committed after verify, a writer running all the
+    /// time. Prints what the rewind copied against the data dir, the catch-up time, each
+    /// phase, the write pause, the final sync's RPO and verify's time. Needs postgresql-15.
+    PostgresFailback {
+        /// Rows written on the new primary while home is away, one failback per entry.
+        #[arg(long, default_value = "10000,100000")]
+        rows: String,
+        /// Rows in the big table before the first failover.
+        #[arg(long, default_value_t = 1_000_000)]
+        base_rows: i64,
+        /// Timing (see `postgres --profile`).
+        #[arg(long, default_value = "calm")]
+        profile: String,
+    },
     /// Internal: spin on one core until killed (the load of `false-positives --cpu-load`).
     #[command(name = HOG_SUBCOMMAND, hide = true)]
     CpuHog,
@@ -221,6 +239,11 @@ async fn run(cmd: Cmd) -> Result<serde_json::Value, String> {
             synchronous,
             profile,
         } => postgres(trials, switchovers, &synchronous, &profile).await,
+        Cmd::PostgresFailback {
+            rows,
+            base_rows,
+            profile,
+        } => postgres_failback(&parse_list(&rows, "--rows")?, base_rows, &profile).await,
         Cmd::CpuHog => Err("cpu-hog runs outside the async runtime".into()),
     }
 }
