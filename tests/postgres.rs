@@ -1071,6 +1071,37 @@ const BULK_ROWS_BEFORE: i64 = 400_000;
 /// Rows the new primary writes while home is away.
 const ROWS_WHILE_AWAY: i64 = 100_000;
 
+/// An executable the test writes outside the cluster's folder (the config names it before
+/// the folder exists); removed when dropped.
+struct TempScript {
+    path: PathBuf,
+}
+
+impl TempScript {
+    fn new(name: &str, text: &str) -> TempScript {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!(
+            "quorate-test-{}-{}",
+            std::process::id(),
+            name.replace('.', "-")
+        ));
+        std::fs::create_dir_all(&dir).expect("script dir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("script");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        TempScript { path }
+    }
+}
+
+impl Drop for TempScript {
+    fn drop(&mut self) {
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 /// Posts a failback (retried while home is not eligible yet, e.g. still rewinding).
 async fn request_failback(pg: &PgCluster, via: u64, body: serde_json::Value) {
     let until = Instant::now() + PG_WAIT;
@@ -1248,8 +1279,18 @@ fn corrupt_row(pg: &PgCluster, node: u64, relation_path: &str, needle: &[u8]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failback_rewinds_snapshots_syncs_verifies_undoes_and_commits_without_losing_a_commit() {
     let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    // The operator's own snapshot command (an LVM snapshot in production): it fails while
+    // `<script>.fail` exists.
+    let script = TempScript::new(
+        "snapshot.sh",
+        "#!/bin/sh\nif [ -e \"$0.fail\" ]; then echo \"the test's snapshot refuses\" >&2; exit 1; fi\necho \"test snapshot of node $QUORATE_NODE\"\n",
+    );
+    let fail_marker = script.path.with_extension("sh.fail");
     let mut pg = pg_cluster_with_sections(
-        "monitor_interval = \"500ms\"\n",
+        &format!(
+            "monitor_interval = \"500ms\"\nsnapshot = \"{}\"\n",
+            script.path.display()
+        ),
         &[],
         "[failback]\nverify_timeout = \"150s\"\n",
     );
@@ -1307,6 +1348,17 @@ async fn failback_rewinds_snapshots_syncs_verifies_undoes_and_commits_without_lo
     );
     pg.wait_streaming(away, &[home]).await;
 
+    // A failing protective snapshot stops the failback before anything moved.
+    std::fs::write(&fail_marker, "").expect("fail marker");
+    request_failback(&pg, away, serde_json::json!({ "no_commit": true })).await;
+    let refused = wait_outcome(&pg, away, 1).await;
+    assert!(
+        refused.contains("aborted") && refused.contains("protective snapshot failed"),
+        "{refused}"
+    );
+    assert_eq!(pg.wait_primary(&ids).await.0, away, "nothing moved");
+    std::fs::remove_file(&fail_marker).expect("fail marker");
+
     request_failback(&pg, away, serde_json::json!({ "no_commit": true })).await;
     wait_operation_phase(&pg, &ids, Some("awaiting_commit")).await;
     let op1 = last_operation_id(&pg, home).await;
@@ -1329,7 +1381,8 @@ async fn failback_rewinds_snapshots_syncs_verifies_undoes_and_commits_without_lo
             && r["node"].as_u64() == Some(away)
             && r["detail"]
                 .as_str()
-                .is_some_and(|d| d.contains("restore point quorate_failback_e"))),
+                .is_some_and(|d| d.contains("restore point quorate_failback_e")
+                    && d.contains(&format!("test snapshot of node {away}")))),
         "the protective snapshot on node {away} is in history: {records:?}"
     );
     let promote = of("promote");

@@ -356,14 +356,18 @@ impl Lag {
 
 /// How far `node` is behind, as the leader sees it: its service data's bytes behind when
 /// reported, else entries behind the leader's last log index (with the average entry size).
-async fn lag_on_leader(client: &Client, st: &NodeStatus, node: u64) -> Option<Lag> {
+/// The leader's status (this node's own when it leads).
+async fn leader_status(client: &Client, st: &NodeStatus) -> Option<NodeStatus> {
     let leader_id = st.leader_id?;
-    let leader = if leader_id == st.node_id {
-        st.clone()
-    } else {
-        let addr = st.peers.iter().find(|p| p.id == leader_id)?.api.clone();
-        status_of(&client.at(&addr)).await.ok()?
-    };
+    if leader_id == st.node_id {
+        return Some(st.clone());
+    }
+    let addr = st.peers.iter().find(|p| p.id == leader_id)?.api.clone();
+    status_of(&client.at(&addr)).await.ok()
+}
+
+async fn lag_on_leader(client: &Client, st: &NodeStatus, node: u64) -> Option<Lag> {
+    let leader = leader_status(client, st).await?;
     let peer = leader.peers.iter().find(|p| p.id == node)?;
     if let Some(bytes) = peer.service.as_ref().and_then(|s| s.lag_bytes) {
         return Some(Lag::ServiceBytes(bytes));
@@ -466,7 +470,10 @@ async fn wait_operation(client: &Client, json: bool) -> ExitCode {
                     if phase != last_phase {
                         deadline = Instant::now() + OPERATION_WAIT;
                         if !json {
-                            if tty && last_phase.contains("syncing") {
+                            if tty
+                                && (last_phase.contains("syncing")
+                                    || last_phase.contains("verifying"))
+                            {
                                 println!();
                             }
                             println!("  phase {phase}");
@@ -492,6 +499,31 @@ async fn wait_operation(client: &Client, json: bool) -> ExitCode {
                                 println!("  {line}");
                                 last_line = Instant::now();
                             }
+                        }
+                    }
+                    if phase_str == "verifying" && !json {
+                        // The leader (home) says how far verification got.
+                        let note = match leader_status(client, &st).await {
+                            Some(l) => l.notes.iter().find(|n| n.contains("verifying")).cloned(),
+                            None => None,
+                        };
+                        let since = op
+                            .get("phase_since_unix_ms")
+                            .and_then(|t| t.as_u64())
+                            .map(|t| now_unix_ms().saturating_sub(t) / 1000)
+                            .unwrap_or(0);
+                        let line = format!(
+                            "verifying ({since} s): {}",
+                            note.unwrap_or_else(|| {
+                                "monitor checks done; the verify action compares the data".into()
+                            })
+                        );
+                        if tty {
+                            print!("\r  {line}   ");
+                            let _ = std::io::stdout().flush();
+                        } else if last_line.elapsed() >= Duration::from_secs(1) {
+                            println!("  {line}");
+                            last_line = Instant::now();
                         }
                     }
                     if phase_str == "awaiting_commit" {

@@ -163,7 +163,8 @@ impl PostgresAgent {
         })?;
         let tables = self.verify_tables(&home).await?;
         if tables.is_empty() {
-            return Ok("no user tables to compare".into());
+            let what = format!("no user tables to compare on home node {me} and node {previous}");
+            return self.operator_verify(ctx, what).await;
         }
         let limit_ms = self.s().action_timeout.as_millis();
         home.batch_execute(&format!(
@@ -177,7 +178,26 @@ impl PostgresAgent {
             .await;
         // Ends the transaction (and the write hold) whatever happened.
         let _ = home.batch_execute("ROLLBACK").await;
-        result
+        self.operator_verify(ctx, result?).await
+    }
+
+    /// The operator's own check, when `[resource] verify` is set, after the agent's.
+    async fn operator_verify(
+        &self,
+        ctx: &HookContext<'_>,
+        mut what: String,
+    ) -> Result<String, PgError> {
+        if self.exec.is_configured(HookKind::Verify) {
+            let out = self.exec.run(HookKind::Verify, *ctx).await;
+            if !out.ok {
+                return Err(PgError::Refused(format!(
+                    "{what}; but the [resource] verify executable failed: {}",
+                    out.describe()
+                )));
+            }
+            what.push_str(&format!("; verify executable: {}", out.output.trim()));
+        }
+        Ok(what)
     }
 
     async fn verify_locked(

@@ -173,11 +173,8 @@ pub(crate) async fn postgres_failback(
         let account = loop {
             let mut found = None;
             for action in ["rejoin", "follow"] {
-                if let Some(out) =
-                    action_output(&slow, &pg, home, action, restart_unix_ms).await
-                {
-                    if out.contains("pg_rewind copied") || out.contains("no rewind was needed")
-                    {
+                if let Some(out) = action_output(&slow, &pg, home, action, restart_unix_ms).await {
+                    if out.contains("pg_rewind copied") || out.contains("no rewind was needed") {
                         found = Some(out);
                     }
                 }
@@ -186,7 +183,10 @@ pub(crate) async fn postgres_failback(
                 break out;
             }
             if Instant::now() > deadline {
-                return Err(format!("home node {home} did not rewind\n{}", pg.logs_tail()));
+                return Err(format!(
+                    "home node {home} did not rewind\n{}",
+                    pg.logs_tail()
+                ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
@@ -205,7 +205,10 @@ pub(crate) async fn postgres_failback(
                 break restarted.elapsed();
             }
             if Instant::now() > deadline {
-                return Err(format!("home node {home} did not catch up\n{}", pg.logs_tail()));
+                return Err(format!(
+                    "home node {home} did not catch up\n{}",
+                    pg.logs_tail()
+                ));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
@@ -239,9 +242,9 @@ pub(crate) async fn postgres_failback(
             });
             let ended = id.and_then(|id| {
                 h.iter().rev().find_map(|e| match &e.event {
-                    HistoryEvent::OperationEnded {
-                        id: i, outcome, ..
-                    } if *i == id => Some(outcome.clone()),
+                    HistoryEvent::OperationEnded { id: i, outcome, .. } if *i == id => {
+                        Some(outcome.clone())
+                    }
                     _ => None,
                 })
             });
