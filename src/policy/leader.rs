@@ -86,7 +86,7 @@ impl Policy {
                 .current_move()
                 .is_some_and(|mv| mv.dst == self.local && mv.step == Step::Promoting),
         };
-        belongs.then(|| Command::RecordOperationData {
+        belongs.then_some(Command::RecordOperationData {
             id: op.id,
             node: self.local,
             action: rec.action,
