@@ -119,3 +119,18 @@ mod process_tests {
         assert!(!process_alive(pid));
     }
 }
+
+/// A byte count for people: `812 B`, `4.0 KiB`, `1.2 MiB`, `3.4 GiB`.
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if b < 1024 {
+        return format!("{b} B");
+    }
+    let mut v = b as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}

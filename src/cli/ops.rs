@@ -356,6 +356,18 @@ impl Lag {
 
 /// How far `node` is behind, as the leader sees it: its service data's bytes behind when
 /// reported, else entries behind the leader's last log index (with the average entry size).
+/// A progress line: rewritten in place on a terminal, else printed once a second.
+fn progress_line(tty: bool, line: &str, last_line: &mut Instant) {
+    use std::io::Write;
+    if tty {
+        print!("\r  {line}   ");
+        let _ = std::io::stdout().flush();
+    } else if last_line.elapsed() >= Duration::from_secs(1) {
+        println!("  {line}");
+        *last_line = Instant::now();
+    }
+}
+
 /// The leader's status (this node's own when it leads).
 async fn leader_status(client: &Client, st: &NodeStatus) -> Option<NodeStatus> {
     let leader_id = st.leader_id?;
@@ -446,7 +458,7 @@ fn operation_end(history: &serde_json::Value, id: Option<u64>) -> Option<Operati
 /// Waits until no operation is in progress; prints phase changes as they happen, and a
 /// progress line while a failback syncs. Gives up after `OPERATION_WAIT` without progress.
 async fn wait_operation(client: &Client, json: bool) -> ExitCode {
-    use std::io::{IsTerminal, Write};
+    use std::io::IsTerminal;
     let tty = std::io::stdout().is_terminal();
     let mut deadline = Instant::now() + OPERATION_WAIT;
     let mut last_phase = String::new();
@@ -492,13 +504,7 @@ async fn wait_operation(client: &Client, json: bool) -> ExitCode {
                                 deadline = Instant::now() + OPERATION_WAIT;
                             }
                             let line = progress.update_lag(Instant::now(), lag);
-                            if tty {
-                                print!("\r  {line}   ");
-                                let _ = std::io::stdout().flush();
-                            } else if last_line.elapsed() >= Duration::from_secs(1) {
-                                println!("  {line}");
-                                last_line = Instant::now();
-                            }
+                            progress_line(tty, &line, &mut last_line);
                         }
                     }
                     if phase_str == "verifying" && !json {
@@ -518,13 +524,7 @@ async fn wait_operation(client: &Client, json: bool) -> ExitCode {
                                 "monitor checks done; the verify action compares the data".into()
                             })
                         );
-                        if tty {
-                            print!("\r  {line}   ");
-                            let _ = std::io::stdout().flush();
-                        } else if last_line.elapsed() >= Duration::from_secs(1) {
-                            println!("  {line}");
-                            last_line = Instant::now();
-                        }
+                        progress_line(tty, &line, &mut last_line);
                     }
                     if phase_str == "awaiting_commit" {
                         println!("awaiting commit: verify the service on node {}, then `quorate failback commit` or `quorate failback undo`", st.primary.map(|p| p.to_string()).unwrap_or_default());

@@ -2,20 +2,7 @@
 
 use crate::api::wire::NodeStatus;
 
-/// Bytes for people: exact below 1 KiB, else one decimal in KiB, MiB or GiB.
-pub fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 3] = ["KiB", "MiB", "GiB"];
-    if b < 1024 {
-        return format!("{b} B");
-    }
-    let mut v = b as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
-}
+pub use crate::util::human_bytes;
 
 /// The `quorate status` table: one row per configured node, as seen from `local` plus each
 /// node's own report when it answered.
@@ -289,6 +276,6 @@ mod tests {
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(3 << 20), "3.0 MiB");
         assert_eq!(human_bytes(5 << 30), "5.0 GiB");
-        assert_eq!(human_bytes(5 << 40), "5120.0 GiB");
+        assert_eq!(human_bytes(5 << 40), "5.0 TiB");
     }
 }

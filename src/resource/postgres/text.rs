@@ -226,20 +226,7 @@ pub fn rewind_copied_bytes(output: &str) -> Option<u64> {
         .map(|kb| kb.saturating_mul(1024))
 }
 
-/// A byte count for people: `812 B`, `4.0 KiB`, `1.2 MiB`, `3.4 GiB`.
-pub fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if b < 1024 {
-        return format!("{b} B");
-    }
-    let mut v = b as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
-}
+pub use crate::util::human_bytes;
 
 /// The name of a failback's protective restore point (`pg_create_restore_point`), unique per
 /// epoch and second, within PostgreSQL's 63-byte limit.
