@@ -689,9 +689,13 @@ impl Policy {
                         );
                         out.note(waiting(format!("the demote hook on node {me}")));
                     }
-                    Err(why @ (Ineligible::Lagging { .. } | Ineligible::LagUnknown(_)))
-                        if elapsed < self.cfg.transfer_timeout =>
-                    {
+                    // Behind in quorate's log or in the service's data: wait (bounded) for
+                    // the destination to catch up rather than abort the move.
+                    Err(
+                        why @ (Ineligible::Lagging { .. }
+                        | Ineligible::LagUnknown(_)
+                        | Ineligible::ServiceLagging { .. }),
+                    ) if elapsed < self.cfg.transfer_timeout => {
                         out.note(waiting(format!("node {} to catch up: {why}", mv.dst)));
                     }
                     Err(why) => {
