@@ -25,11 +25,7 @@ impl PostgresAgent {
     /// failback stops before anything moved.
     pub(super) async fn snapshot(&self, ctx: &HookContext<'_>) -> Result<String, PgError> {
         let client = self.connect_local().await?;
-        let in_recovery: bool = Self::query(&client, "SELECT pg_is_in_recovery()", &[])
-            .await?
-            .first()
-            .map(|r| r.get(0))
-            .unwrap_or(true);
+        let in_recovery = Self::in_recovery(&client).await?;
         if in_recovery {
             return Err(PgError::Refused(
                 "the protective snapshot runs on the primary, and this PostgreSQL is a standby"

@@ -709,6 +709,15 @@ impl PostgresAgent {
             })
     }
 
+    /// Whether the server is a standby (in recovery); no answer counts as one.
+    async fn in_recovery(client: &tokio_postgres::Client) -> Result<bool, PgError> {
+        Ok(Self::query(client, "SELECT pg_is_in_recovery()", &[])
+            .await?
+            .first()
+            .map(|r| r.get(0))
+            .unwrap_or(true))
+    }
+
     async fn server_state(&self) -> Result<ServerState, PgError> {
         let client = self.connect_local().await?;
         let rows = Self::query(&client, "SELECT pg_is_in_recovery()", &[]).await?;
@@ -827,11 +836,7 @@ impl PostgresAgent {
             self.pg_start().await?;
         }
         let client = self.connect_local().await?;
-        let in_recovery: bool = Self::query(&client, "SELECT pg_is_in_recovery()", &[])
-            .await?
-            .first()
-            .map(|r| r.get(0))
-            .unwrap_or(true);
+        let in_recovery = Self::in_recovery(&client).await?;
         if in_recovery {
             // A planned move: everything the demoted primary had first (RPO 0).
             what.push_str(&self.final_sync(ctx).await?);
